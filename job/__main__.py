@@ -1,0 +1,105 @@
+"""`python -m job`: argument parsing only; the work is in job.run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from job.corpus import Fields
+from job.pipelines import TASKS, TaskOptions
+from job.pipelines.base import DEFAULT_MODEL
+from job.run import RunConfig, run
+from job.worker import WorkerConfig
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m job",
+        description="Run a transformers model over a text corpus on Ray; write Parquet parts and "
+        "manifest.json. Rerunning with the same arguments resumes: finished shards are skipped.",
+    )
+    p.add_argument(
+        "--corpus",
+        required=True,
+        help="file or directory (path or fsspec URI): "
+        ".txt (one document per file), .jsonl, .csv, .tsv, .parquet, optionally .gz",
+    )
+    p.add_argument("--output", help="output directory (path or fsspec URI); required unless --check")
+    p.add_argument("--task", choices=sorted(TASKS), default="embed", help="model task (default: embed)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local directory (default: %(default)s)")
+    p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
+    p.add_argument("--text-field", default="text", help="text field/column of jsonl, csv, parquet")
+    p.add_argument("--id-field", default=None, help="id field/column; default: file path and line")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="truncate inputs to this many tokens (default: the model's limit); truncated documents are counted",
+    )
+    p.add_argument("--top-k", type=int, default=1, help="classify: labels to keep per document")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="generate: new tokens per document")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="model dtype (auto: bf16/fp16 on GPU, float32 on CPU)",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: GPU if any")
+    p.add_argument("--shard-size", type=int, default=256, help="documents per shard (resume unit)")
+    p.add_argument("--token-budget", type=int, default=16384, help="padded tokens per batch")
+    p.add_argument("--max-batch-size", type=int, default=256, help="documents per batch at most")
+    p.add_argument("--workers", type=int, default=None, help="default: one per GPU, else per CPU group")
+    p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs (torch threads) per worker")
+    p.add_argument("--retries", type=int, default=3, help="attempts per shard after a failure")
+    p.add_argument("--check", action="store_true", help="only read and plan the corpus; refuse bad input")
+    return p
+
+
+def positive(p: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.output is None and not args.check:
+        p.error("--output is required (or --check to only check the corpus)")
+    positive(
+        p, args, "max_length", "top_k", "max_new_tokens", "shard_size", "token_budget", "max_batch_size", "workers"
+    )
+    options = TaskOptions(
+        max_length=args.max_length,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        dtype=args.dtype,
+        device=args.device,
+        revision=args.revision,
+    )
+    worker = WorkerConfig(
+        task=args.task,
+        model=args.model,
+        options=options,
+        fields=Fields(text=args.text_field, id=args.id_field),
+        corpus=args.corpus,
+        output=args.output,
+        token_budget=args.token_budget,
+        max_batch_size=args.max_batch_size,
+        threads=1,
+    )
+    return run(
+        RunConfig(
+            worker=worker,
+            shard_size=args.shard_size,
+            workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker,
+            retries=args.retries,
+            check_only=args.check,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

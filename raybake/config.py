@@ -1,0 +1,72 @@
+"""One typed settings object: defaults < invoke.yaml < INVOKE_RAYBAKE_* env < task flags.
+
+Invoke already merges the first three into `c.config.raybake`; this module adds the flags,
+checks names and types, and gives the rest of the client one object to read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, get_type_hints
+
+from raybake.errors import RaybakeError
+
+BACKENDS = ("local", "address", "rayjob")
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "local"
+    # Job submission URL of an existing cluster (the address backend).
+    address: str | None = None
+    # The embedded local Ray: started on demand on loopback, reused while it runs.
+    local_dashboard_port: int = 8265
+    local_ray_port: int = 6379
+    local_num_cpus: int | None = None
+    results_dir: str = "results"
+    # Ray token auth: the token's environment variable, or a file holding it.
+    token_env: str = "RAY_AUTH_TOKEN"
+    token_file: str | None = None
+    verify_tls: bool = True
+    # How long to wait for a cluster to answer before calling it unreachable.
+    connect_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise RaybakeError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}", 2)
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    base = next((t for t in getattr(kind, "__args__", (kind,)) if t is not type(None)), kind)
+    if isinstance(value, base):
+        return value
+    try:
+        if base is bool:
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return base(value)
+    except (TypeError, ValueError):
+        raise RaybakeError(f"setting {name!r} must be {base.__name__}, got {value!r}", 2) from None
+
+
+def load(config: Mapping[str, Any] | None = None, **flags: Any) -> Settings:
+    """Settings from invoke's merged `raybake` config plus flags given on the command line.
+
+    A flag left at None means "not given" and keeps the configured value.
+    """
+    hints = get_type_hints(Settings)
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for source in (dict(config or {}), {k: v for k, v in flags.items() if v is not None}):
+        unknown = sorted(set(source) - known)
+        if unknown:
+            raise RaybakeError(f"unknown raybake setting(s): {', '.join(unknown)}", 2)
+        values.update({k: _coerce(k, hints[k], v) for k, v in source.items()})
+    return dataclasses.replace(Settings(), **values)

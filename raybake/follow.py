@@ -1,0 +1,54 @@
+"""Follow a running job: stream its logs, turn progress lines into a bar, wait for the end.
+
+The job prints `raybake-progress docs=D/T shards=S/N rate=R/s eta=Es` lines (job/run.py); they
+become a progress bar here and every other line passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import TextIO
+
+from tqdm import tqdm
+
+PROGRESS = re.compile(r"raybake-progress docs=(\d+)/(\d+) shards=(\d+)/(\d+)")
+
+
+class LogPrinter:
+    """Feeds log chunks in; prints whole lines; keeps a bar of documents done."""
+
+    def __init__(self, out: TextIO = sys.stdout, *, bar: bool = True) -> None:
+        self.out = out
+        self.show_bar = bar
+        self.bar: tqdm | None = None
+        self.partial = ""
+
+    def feed(self, chunk: str) -> None:
+        lines = (self.partial + chunk).split("\n")
+        self.partial = lines.pop()
+        for line in lines:
+            self.line(line)
+
+    def close(self) -> None:
+        if self.partial:
+            self.line(self.partial)
+            self.partial = ""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def line(self, line: str) -> None:
+        match = PROGRESS.search(line)
+        if match and self.show_bar:
+            done, total = int(match.group(1)), int(match.group(2))
+            if self.bar is None:
+                self.bar = tqdm(total=total, unit="doc", file=self.out, dynamic_ncols=True, desc="documents")
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix_str(f"shards {match.group(3)}/{match.group(4)}")
+            return
+        if self.bar is not None:
+            self.bar.write(line, file=self.out)
+        else:
+            print(line, file=self.out, flush=True)

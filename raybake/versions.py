@@ -1,0 +1,24 @@
+"""Pinned versions, read from requirements.txt: the one place each is written."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIREMENTS = ROOT / "requirements.txt"
+
+
+@cache
+def pins() -> dict[str, str]:
+    found = {}
+    for line in REQUIREMENTS.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s;#]+)", line.strip())
+        if match:
+            found[match.group(1).lower()] = match.group(2)
+    return found
+
+
+def ray_version() -> str:
+    return pins()["ray"]

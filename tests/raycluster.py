@@ -1,0 +1,116 @@
+"""A real Ray head for the tests, isolated from any other Ray on this machine.
+
+Every port is picked free and the head runs under `ray start --block` in its own process
+group, so teardown ends exactly this cluster (never a global `ray stop`, which would also end
+a user's cluster or another test session's).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+TOKEN_FILE = Path("~/.ray/auth_token").expanduser()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RayHead:
+    process: subprocess.Popen
+    dashboard_port: int
+    gcs_port: int
+    temp_dir: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def token(self) -> str | None:
+        return TOKEN_FILE.read_text().strip() if TOKEN_FILE.is_file() else None
+
+    def job_env(self) -> dict[str, str]:
+        """Environment for a `python -m job` driver that should join this cluster."""
+        return {**os.environ, "RAY_ADDRESS": self.address}
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def dashboard_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def start_head(num_cpus: int = 2, env: dict[str, str] | None = None, timeout: float = 120) -> RayHead:
+    ports = {
+        name: free_port()
+        for name in (
+            "port",
+            "dashboard-port",
+            "ray-client-server-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    }
+    low = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rbt-", dir="/tmp")
+    ray = str(Path(sys.executable).parent / "ray")
+    command = [
+        ray,
+        "start",
+        "--head",
+        "--block",
+        "--dashboard-host",
+        "127.0.0.1",
+        f"--num-cpus={num_cpus}",
+        "--num-gpus=0",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        # A narrow worker port range of our own keeps clear of other clusters' workers.
+        f"--min-worker-port={low}",
+        f"--max-worker-port={low + 200}",
+    ]
+    command += [f"--{name}={port}" for name, port in ports.items()]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env
+    )
+    head = RayHead(process, ports["dashboard-port"], ports["port"], temp_dir)
+    deadline = time.monotonic() + timeout
+    while not dashboard_up(head.url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            head.stop()
+            raise RuntimeError(f"test Ray head did not start (exit {process.poll()}); logs in {temp_dir}")
+        time.sleep(0.5)
+    return head

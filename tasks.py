@@ -152,13 +152,79 @@ def jobs(c, backend=None, address=None):
         print(f"{row['id']:<40} {row['status']:<10} {row['entrypoint']}")
 
 
-@task
+@task(
+    help={
+        "variant": "cuda (default from invoke.yaml) or cpu",
+        "base-image": "base image instead of the variant's default (e.g. a locally made one)",
+        "torch-index": "pip index for torch instead of the variant's default; '' means PyPI",
+        "bake-model": "bake the default model into the image and set HF_HUB_OFFLINE=1",
+        "push": "push after building (needs raybake.registry)",
+    }
+)
 @user_errors
-def down(c):
-    """Stop the embedded local Ray started by `invoke submit`."""
-    from raybake import embedded
+def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, push=False):
+    """Build the job image, tagged by a hash of its inputs; skipped when that image exists."""
+    from raybake import image
 
-    print("raybake: local Ray stopped" if embedded.stop() else "raybake: no local Ray was running")
+    settings = _settings(c, variant=variant)
+    plan = image.plan(
+        settings, variant=settings.variant, base_image=base_image, torch_index=torch_index, bake_model=bake_model
+    )
+    image.build(settings, plan)
+    if push:
+        image.push(settings, variant=settings.variant)
+
+
+@task(
+    help={
+        "variant": "which built image: cuda (default from invoke.yaml) or cpu",
+        "latest": "also move `latest` to it (after the immutable tags, never alone)",
+    }
+)
+@user_errors
+def push(c, variant=None, latest=False):
+    """Push the last built image to raybake.registry; print and record its digest."""
+    from raybake import image
+
+    settings = _settings(c, variant=variant)
+    image.push(settings, variant=settings.variant, latest=latest)
+
+
+@task(help={"base-image": "name of the local base image to make (default: raybake-base/debian:bookworm)"})
+def docker_setup(c, base_image=""):
+    """Start a Docker engine and make the CPU base image where no registry is reachable (CI, as root)."""
+    c.run(shlex.join(["scripts/docker-engine.sh", *([base_image] if base_image else [])]), pty=False)
+
+
+@task(
+    help={
+        "workers": "worker containers beside the head (default 2)",
+        "gpus-per-worker": "GPUs each worker offers Ray (needs the NVIDIA container toolkit)",
+        "image": "image to run (default: the last `invoke build` of the variant)",
+        "variant": "which built image when --image is not given: cuda or cpu",
+        "data": "host directory mounted at the same path in every container (default: this project)",
+    }
+)
+@user_errors
+def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None):
+    """Start a Ray head and N workers as containers on the local Docker engine."""
+    from raybake import localcluster
+
+    settings = _settings(c, variant=variant)
+    cluster = localcluster.up(settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data)
+    print(f"raybake: cluster up: `invoke submit --address {cluster.url} --corpus ...` runs a job on it")
+
+
+@task(help={"containers-only": "only remove the Docker cluster; leave the embedded local Ray running"})
+@user_errors
+def down(c, containers_only=False):
+    """Stop the embedded local Ray started by `invoke submit`, and remove the `invoke up` containers."""
+    from raybake import embedded, localcluster
+
+    if not containers_only:
+        print("raybake: local Ray stopped" if embedded.stop() else "raybake: no local Ray was running")
+    removed = localcluster.down(_settings(c))
+    print(f"raybake: removed {removed} cluster container(s)" if removed else "raybake: no cluster containers")
 
 
 @task(
@@ -182,5 +248,5 @@ def lint(c):
     c.run(f"{sys.executable} -m ruff format --check .", warn=True)
 
 
-ns = Collection(submit, status, logs, stop, jobs, down, test, lint)
+ns = Collection(submit, status, logs, stop, jobs, build, push, docker_setup, up, down, test, lint)
 ns.configure({"raybake": {}})

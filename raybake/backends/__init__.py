@@ -17,6 +17,13 @@ def backend_for(settings: Settings) -> Backend:
 
         if not settings.address:
             raise RaybakeError("the address backend needs --address URL (or raybake.address in invoke.yaml)", 2)
+        from raybake import localcluster
+
+        cluster = localcluster.at(settings.address)
+        if cluster is not None:
+            from raybake.backends.containers import ContainerClusterBackend
+
+            return ContainerClusterBackend(settings, cluster)
         return AddressBackend(settings, settings.address)
     raise RaybakeError(f"backend {settings.backend!r} is not available yet", 2)
 

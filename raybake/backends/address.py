@@ -58,6 +58,8 @@ class AddressBackend(Backend):
         self.settings = settings
         self.url = url.rstrip("/")
         self.token = read_token(settings, token_file)
+        # The image the cluster should run: the job compares it with its own and warns loudly.
+        self.expected_image = settings.expected_image
         self._client: Any = None
 
     @property
@@ -84,7 +86,10 @@ class AddressBackend(Backend):
         return self._client
 
     def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
-        return {"env_vars": {"RAYBAKE_GIT_SHA": git_sha()}}
+        env_vars = {"RAYBAKE_GIT_SHA": git_sha()}
+        if self.expected_image:
+            env_vars["RAYBAKE_EXPECTED_IMAGE"] = self.expected_image
+        return {"env_vars": env_vars}
 
     def submit(self, spec: JobSpec) -> str:
         return self.client.submit_job(

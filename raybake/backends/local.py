@@ -25,6 +25,11 @@ def is_local_path(uri: str) -> bool:
     return "://" not in uri
 
 
+def local_paths(spec: JobSpec) -> dict[str, Path]:
+    """The spec's corpus and output that are paths on this machine, made absolute."""
+    return {k: Path(v).resolve() for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
+
+
 class LocalBackend(AddressBackend):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, embedded.url(settings), token_file=embedded.TOKEN_FILE)
@@ -36,8 +41,7 @@ class LocalBackend(AddressBackend):
         return super().client
 
     def prepare(self, spec: JobSpec) -> JobSpec:
-        absolute = {k: str(Path(v).resolve()) for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
-        return dataclasses.replace(spec, **absolute)
+        return dataclasses.replace(spec, **{k: str(v) for k, v in local_paths(spec).items()})
 
     def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
         env = super().runtime_env(spec)

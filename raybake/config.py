@@ -51,6 +51,8 @@ class Settings:
     cluster_dashboard_port: int = 8266
     cluster_name: str = "raybake"
     cluster_cpus_per_node: int = 1
+    # What raybake remembers between commands (built and pushed images, the cluster it started).
+    state_file: str = ".raybake/state.json"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

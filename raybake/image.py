@@ -226,6 +226,7 @@ def build(settings: Settings, build_plan: BuildPlan, *, out: TextIO = sys.stdout
         repo, tag = build_plan.git_ref.rsplit(":", 1)
         api.tag(build_plan.ref, repo, tag)
     state.update(
+        settings,
         "images",
         build_plan.variant,
         {"ref": build_plan.ref, "git_ref": build_plan.git_ref, "content_hash": build_plan.content_hash},
@@ -274,7 +275,7 @@ def push(settings: Settings, *, variant: str, latest: bool = False, out: TextIO 
     """
     if not settings.registry:
         raise RaybakeError("no registry configured: set raybake.registry (e.g. REGISTRY/ORG) and rebuild", 2)
-    built = state.read().get("images", {}).get(variant)
+    built = state.read(settings).get("images", {}).get(variant)
     if not built:
         raise RaybakeError(f"no {variant} image built yet: run `invoke build --variant {variant}` first", 2)
     repo = repository(settings)
@@ -297,6 +298,6 @@ def push(settings: Settings, *, variant: str, latest: bool = False, out: TextIO 
         stream = api.push(repo, tag=tag, stream=True, decode=True, auth_config=credentials)
         digest = read_push_stream(stream, out)
     pushed = f"{repo}@{digest}"
-    state.update("images", variant, {**built, "pushed": pushed})
+    state.update(settings, "images", variant, {**built, "pushed": pushed})
     print(f"raybake: pushed {pushed}", file=out)
     return pushed

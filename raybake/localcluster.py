@@ -53,9 +53,9 @@ def find(settings: Settings) -> list:
     return _client().containers.list(all=True, filters={"label": f"{LABEL}={settings.cluster_name}"})
 
 
-def at(url: str | None) -> Cluster | None:
+def at(settings: Settings, url: str | None) -> Cluster | None:
     """The `invoke up` cluster whose job submission URL this is, if raybake started one."""
-    for entry in state.read().get("clusters", {}).values():
+    for entry in state.read(settings).get("clusters", {}).values():
         if url and entry["url"].rstrip("/") == url.rstrip("/"):
             return Cluster(**{**entry, "containers": tuple(entry["containers"])})
     return None
@@ -73,7 +73,7 @@ def up(
 
     if workers < 0 or gpus_per_worker < 0:
         raise RaybakeError(f"--workers and --gpus-per-worker must be >= 0, got {workers!r}, {gpus_per_worker!r}", 2)
-    image = image or state.read().get("images", {}).get(settings.variant, {}).get("ref")
+    image = image or state.read(settings).get("images", {}).get(settings.variant, {}).get("ref")
     if not image:
         raise RaybakeError(f"no {settings.variant} image built yet: run `invoke build` first, or pass --image", 2)
     client = _client()
@@ -153,7 +153,7 @@ def up(
             raise
         raise RaybakeError(f"could not start cluster {name!r}: {exc.explanation or exc}", 3) from None
     cluster = Cluster(name, image, url, data, tuple(c.name for c in started))
-    state.update("clusters", name, {**cluster.__dict__, "containers": list(cluster.containers)})
+    state.update(settings, "clusters", name, {**cluster.__dict__, "containers": list(cluster.containers)})
     return cluster
 
 
@@ -204,5 +204,5 @@ def down(settings: Settings) -> int:
     for network in client.networks.list(filters={"label": f"{LABEL}={settings.cluster_name}"}):
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()
-    state.update("clusters", settings.cluster_name, None)
+    state.update(settings, "clusters", settings.cluster_name, None)
     return len(containers)

@@ -1,6 +1,6 @@
 """What raybake remembers between commands: the images it built and pushed, the cluster it started.
 
-One small JSON file under `.raybake/` (gitignored) in the project root, so a later `invoke
+One small JSON file, `.raybake/state.json` (gitignored) in the project root by default, so a later `invoke
 submit` can name the image it expects and `invoke down` needs no flags.
 """
 
@@ -12,21 +12,25 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from raybake.config import Settings
 from raybake.versions import ROOT
 
-STATE_FILE = ROOT / ".raybake" / "state.json"
+
+def path_of(settings: Settings) -> Path:
+    return ROOT / settings.state_file
 
 
-def read(path: Path = STATE_FILE) -> dict[str, Any]:
+def read(settings: Settings) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path_of(settings).read_text())
     except FileNotFoundError:
         return {}
 
 
-def update(section: str, key: str, value: Any, *, path: Path = STATE_FILE) -> None:
+def update(settings: Settings, section: str, key: str, value: Any) -> None:
     """Set state[section][key] = value (None deletes it), written atomically."""
-    state = read(path)
+    path = path_of(settings)
+    state = read(settings)
     entries = state.setdefault(section, {})
     if value is None:
         entries.pop(key, None)

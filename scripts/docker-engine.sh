@@ -8,8 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 base_image="${1:-raybake-base/debian:bookworm}"
 
-if ! command -v dockerd >/dev/null; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io
+# docker-registry: a real registry (Debian's build of distribution) for the push tests.
+missing=""
+command -v dockerd >/dev/null || missing="docker.io"
+command -v docker-registry >/dev/null || missing="$missing docker-registry"
+if [ -n "$missing" ]; then
+    # shellcheck disable=SC2086 # two package names, split on purpose
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
 fi
 if ! docker info >/dev/null 2>&1; then
     # No systemd here: the daemon runs in its own session so it outlives this script.

@@ -19,7 +19,7 @@ def backend_for(settings: Settings) -> Backend:
             raise RaybakeError("the address backend needs --address URL (or raybake.address in invoke.yaml)", 2)
         from raybake import localcluster
 
-        cluster = localcluster.at(settings.address)
+        cluster = localcluster.at(settings, settings.address)
         if cluster is not None:
             from raybake.backends.containers import ContainerClusterBackend
 

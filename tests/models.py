@@ -24,7 +24,7 @@ CLASS_LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 
 
-def _bert_config(**extra) -> BertConfig:
+def _bert_config(labels: dict[int, str]) -> BertConfig:
     return BertConfig(
         vocab_size=30522,
         hidden_size=32,
@@ -32,7 +32,8 @@ def _bert_config(**extra) -> BertConfig:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
-        **extra,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
     )
 
 
@@ -40,13 +41,9 @@ def make_tiny_model(task: str, directory: Path) -> str:
     """Save a tiny random model for `task` (classify, ner, generate) with a real tokenizer."""
     torch.manual_seed(0)
     if task == "classify":
-        model = BertForSequenceClassification(
-            _bert_config(id2label=CLASS_LABELS, label2id={v: k for k, v in CLASS_LABELS.items()})
-        )
+        model = BertForSequenceClassification(_bert_config(CLASS_LABELS))
     elif task == "ner":
-        model = BertForTokenClassification(
-            _bert_config(id2label=NER_LABELS, label2id={v: k for k, v in NER_LABELS.items()})
-        )
+        model = BertForTokenClassification(_bert_config(NER_LABELS))
     elif task == "generate":
         model = GPT2LMHeadModel(
             GPT2Config(

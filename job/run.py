@@ -7,6 +7,7 @@ Exit codes: 0 every document has a row; 1 some shards failed (rerun resumes them
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -15,9 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from job.config import WorkerConfig
 from job.corpus import CorpusError, Shard, plan_shards, scan
-from job.output import Output
-from job.worker import ShardWorker, WorkerConfig, part_name
+from job.output import Output, part_name
 
 PROGRESS_PREFIX = "raybake-progress"
 SPEC_FILE = "spec.json"
@@ -88,6 +89,23 @@ def run(config: RunConfig) -> int:
     return 0
 
 
+class PoolWorker:
+    """The Ray actor around ShardWorker: torch and transformers are imported in the worker
+    process only, so the driver starts without them."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        started = time.perf_counter()
+        from job.worker import ShardWorker
+
+        self.worker = ShardWorker(config, started=started)
+
+    def info(self) -> dict[str, Any]:
+        return self.worker.info()
+
+    def process(self, shard: Shard) -> dict[str, Any]:
+        return self.worker.process(shard)
+
+
 @dataclass
 class PoolRun:
     """What the worker pool did: who worked, what failed, and when processing ran."""
@@ -109,15 +127,8 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int) -> 
     count = config.workers or (gpus if use_gpu else max(1, int(resources.get("CPU", 1) // cpus_per_worker)))
     count = min(count, len(todo))
     threads = max(1, int(cpus_per_worker))
-    wc = WorkerConfig(
-        **{
-            **asdict(config.worker),
-            "threads": threads,
-            "options": config.worker.options,
-            "fields": config.worker.fields,
-        }
-    )
-    actor_class = ray.remote(ShardWorker).options(
+    wc = dataclasses.replace(config.worker, threads=threads)
+    actor_class = ray.remote(PoolWorker).options(
         num_gpus=1 if use_gpu else 0,
         num_cpus=cpus_per_worker,
         # A killed worker process comes back and its in-flight shards are retried on it.
@@ -198,6 +209,7 @@ class Progress:
         self.total, self.done, self.start_done = total, done, done
         self.shards_total, self.shards_done = shards_total, 0
         self.started = self.last = time.monotonic()
+        self.reported = -1
 
     def advance(self, documents: int) -> None:
         self.done += documents
@@ -206,9 +218,9 @@ class Progress:
 
     def report(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last < 1.0:
+        if (not force and now - self.last < 1.0) or self.reported == self.done:
             return
-        self.last = now
+        self.last, self.reported = now, self.done
         rate = (self.done - self.start_done) / max(now - self.started, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         print(

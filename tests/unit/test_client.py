@@ -94,3 +94,10 @@ def test_invoke_submit_refuses_bad_input_before_anything_runs(tmp_path):
     assert done.returncode == 2
     assert "refused: corpus not found" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_job_driver_starts_without_importing_the_framework():
+    # The driver only plans and dispatches; importing torch there cost seconds of start time.
+    probe = "import sys, job.__main__, job.run; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]

@@ -7,10 +7,12 @@ import torch
 from models import CLASS_LABELS, MINILM, NER_LABELS, make_tiny_model
 from transformers import AutoModel, AutoTokenizer
 
+from job.config import TaskOptions, WorkerConfig
 from job.corpus import Fields, plan_shards, scan
-from job.pipelines import TASKS, TaskOptions
+from job.output import part_name
+from job.pipelines import TASKS
 from job.pipelines.ner import aggregate
-from job.worker import ShardWorker, WorkerConfig, part_name
+from job.worker import ShardWorker
 
 TEXTS = ["The cat sat on the mat.", "Ray spreads work over GPUs.", "x", "A much longer sentence " * 20]
 

@@ -229,6 +229,28 @@ def down(c, containers_only=False):
 
 @task(
     help={
+        "docs": "documents per generated corpus (default 600)",
+        "threads": "torch threads for the baseline and the one-worker run (default: all CPUs)",
+        "out": "where the corpora, outputs, report.json and throughput.png go",
+    }
+)
+@user_errors
+def bench(c, docs=600, threads=0, out="bench-results"):
+    """Benchmark raybake against the plain transformers loop on this machine; report ratios."""
+    import os
+    from pathlib import Path
+
+    from raybake import bench as benchmark
+
+    report = benchmark.run(
+        docs=int(docs), threads=int(threads) or os.cpu_count() or 1, out=Path(out), settings=_settings(c)
+    )
+    print(benchmark.summary(report))
+    print(f"raybake: report {out}/report.json, plot {out}/throughput.png")
+
+
+@task(
+    help={
         "tier": f"one of {', '.join(TEST_TIERS)}, or all but e2e when not given",
         "pytest-args": "extra pytest arguments, quoted",
     }
@@ -248,5 +270,5 @@ def lint(c):
     c.run(f"{sys.executable} -m ruff format --check .", warn=True)
 
 
-ns = Collection(submit, status, logs, stop, jobs, build, push, docker_setup, up, down, test, lint)
+ns = Collection(submit, status, logs, stop, jobs, build, push, docker_setup, up, down, test, lint, bench)
 ns.configure({"raybake": {}})

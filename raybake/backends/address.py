@@ -68,8 +68,9 @@ class AddressBackend(Backend):
             check_reachable(self.url, self.settings.connect_timeout_s)
             from ray.job_submission import JobSubmissionClient
 
-            # Ray's client logs every upload at INFO; the user wants the job's own lines.
-            logging.getLogger("ray").setLevel(logging.WARNING)
+            # Ray's client logs every upload and socket at INFO; the user wants the job's own lines.
+            for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+                logging.getLogger(name).setLevel(logging.WARNING)
 
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
             try:

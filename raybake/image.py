@@ -214,7 +214,7 @@ def build(settings: Settings, build_plan: BuildPlan, *, out: TextIO = sys.stdout
         try:
             read_build_stream(stream, out)
         except RaybakeError as exc:
-            if build_plan.base_image in str(exc) and "FROM" in str(exc):
+            if " : FROM " in str(exc):
                 raise RaybakeError(
                     f"{exc}; the base image {build_plan.base_image!r} could not be used: pull it, or "
                     "make a local one with scripts/docker-engine.sh and pass --base-image",

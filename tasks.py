@@ -251,6 +251,28 @@ def bench(c, docs=600, threads=0, out="bench-results"):
 
 @task(
     help={
+        "image": "image to start the cluster from (default: the last `invoke build` of the variant)",
+        "variant": "which built image when --image is not given: cuda or cpu",
+        "repeats": "baked-image runs (the median is reported; default 3)",
+        "port": "host port of the benchmark cluster's dashboard on 127.0.0.1 (default 8267)",
+        "out": "where start.json goes",
+    }
+)
+@user_errors
+def bench_start(c, image=None, variant=None, repeats=3, port=8267, out="bench-results"):
+    """Job start time on a local Docker cluster: deps baked in the image vs a pip runtime_env."""
+    from pathlib import Path
+
+    from raybake import startbench
+
+    settings = _settings(c, variant=variant)
+    report = startbench.run(settings, image=image, repeats=int(repeats), dashboard_port=int(port), out=Path(out))
+    print(startbench.summary(report))
+    print(f"raybake: report {out}/start.json")
+
+
+@task(
+    help={
         "tier": f"one of {', '.join(TEST_TIERS)}, or all but e2e when not given",
         "pytest-args": "extra pytest arguments, quoted",
     }
@@ -270,5 +292,5 @@ def lint(c):
     c.run(f"{sys.executable} -m ruff format --check .", warn=True)
 
 
-ns = Collection(submit, status, logs, stop, jobs, build, push, docker_setup, up, down, test, lint, bench)
+ns = Collection(submit, status, logs, stop, jobs, build, push, docker_setup, up, down, test, lint, bench, bench_start)
 ns.configure({"raybake": {}})

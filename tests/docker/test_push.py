@@ -63,14 +63,26 @@ def tiny_image(ref: str) -> None:
     image.docker_api().import_image_from_data(data.getvalue(), repository=repository, tag=tag)
 
 
-def built_settings(tmp_path: Path, registry: str) -> Settings:
-    """Settings whose state says a cpu image was built for this registry, as `invoke build` records."""
-    settings = Settings(registry=f"{registry}/org", state_file=str(tmp_path / "state.json"))
-    ref = f"{image.repository(settings)}:{TAG}"
-    tiny_image(ref)
-    image.docker_api().tag(ref, image.repository(settings), f"{TAG}-gabcdef0")
-    state.update(settings, "images", "cpu", {"ref": ref, "git_ref": f"{ref}-gabcdef0", "content_hash": "0" * 64})
-    return settings
+@pytest.fixture
+def built(engine, tmp_path: Path):
+    """Settings for a registry, whose state says a cpu image was built for it as `invoke build`
+    records; the images it tags are removed afterwards."""
+    refs: list[str] = []
+
+    def make(registry: str) -> Settings:
+        settings = Settings(registry=f"{registry}/org", state_file=str(tmp_path / "state.json"))
+        ref = f"{image.repository(settings)}:{TAG}"
+        tiny_image(ref)
+        image.docker_api().tag(ref, image.repository(settings), f"{TAG}-gabcdef0")
+        refs.extend([ref, f"{ref}-gabcdef0", f"{image.repository(settings)}:latest"])
+        state.update(settings, "images", "cpu", {"ref": ref, "git_ref": refs[-2], "content_hash": "0" * 64})
+        return settings
+
+    yield make
+    api = image.docker_api()
+    for ref in refs:
+        if image.image_exists(api, ref):
+            api.remove_image(ref, force=True)
 
 
 def registry_digest(registry: str, repository: str, tag: str) -> str:
@@ -83,8 +95,8 @@ def registry_digest(registry: str, repository: str, tag: str) -> str:
         return response.headers["Docker-Content-Digest"]
 
 
-def test_push_records_the_digest_the_registry_serves(registry: str, tmp_path: Path):
-    settings = built_settings(tmp_path, registry)
+def test_push_records_the_digest_the_registry_serves(registry: str, built):
+    settings = built(registry)
     out = io.StringIO()
     pushed = image.push(settings, variant="cpu", latest=True, out=out)
     repository, digest = pushed.split("@")
@@ -95,16 +107,15 @@ def test_push_records_the_digest_the_registry_serves(registry: str, tmp_path: Pa
     assert out.getvalue().index(f":{TAG}\n") < out.getvalue().index(":latest\n")
 
 
-def test_push_to_a_closed_port_fails_with_the_engines_reason(engine, tmp_path: Path):
-    registry = f"127.0.0.1:{free_port()}"
-    settings = built_settings(tmp_path, registry)
+def test_push_to_a_closed_port_fails_with_the_engines_reason(built):
+    settings = built(f"127.0.0.1:{free_port()}")
     with pytest.raises(RaybakeError, match="push failed: .*connection refused"):
         image.push(settings, variant="cpu")
     assert "pushed" not in state.read(settings)["images"]["cpu"]
 
 
-def test_an_image_named_for_another_registry_is_not_pushed(registry: str, tmp_path: Path):
-    settings = built_settings(tmp_path, registry)
+def test_an_image_named_for_another_registry_is_not_pushed(registry: str, built):
+    settings = built(registry)
     elsewhere = dataclasses.replace(settings, registry=f"{registry}/other-org")
     with pytest.raises(RaybakeError, match="not named for the registry"):
         image.push(elsewhere, variant="cpu")

@@ -287,9 +287,10 @@ def test(c, tier=None, pytest_args=""):
 
 @task
 def lint(c):
-    """ruff over the Python code."""
+    """ruff over the Python code, hadolint over the Dockerfile (.hadolint.yaml)."""
     c.run(f"{sys.executable} -m ruff check .")
     c.run(f"{sys.executable} -m ruff format --check .", warn=True)
+    c.run("hadolint docker/Dockerfile")
 
 
 ns = Collection(submit, status, logs, stop, jobs, build, push, docker_setup, up, down, test, lint, bench, bench_start)

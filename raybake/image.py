@@ -231,7 +231,8 @@ def build(settings: Settings, build_plan: BuildPlan, *, out: TextIO = sys.stdout
         build_plan.variant,
         {"ref": build_plan.ref, "git_ref": build_plan.git_ref, "content_hash": build_plan.content_hash},
     )
-    print(f"raybake: image {build_plan.ref}" + (f" (also {build_plan.git_ref})" if build_plan.git_ref else ""))
+    also = f" (also {build_plan.git_ref})" if build_plan.git_ref else ""
+    print(f"raybake: image {build_plan.ref}{also}", file=out)
     return built
 
 

@@ -99,47 +99,42 @@ def up(
         "user": f"{os.getuid()}:{os.getgid()}",
         "environment": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
     }
-    ray_common = ["--block", "--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}"]
     head_name = f"{name}-head"
     print(f"raybake: starting {head_name} and {workers} worker(s) from {image}", flush=True)
     started = []
     try:
         started.append(
-            client.containers.run(
+            _node(
+                client,
                 image,
-                [
-                    "ray",
-                    "start",
+                common,
+                name=head_name,
+                role="head",
+                ray_args=[
                     "--head",
                     f"--port={GCS_PORT}",
                     "--dashboard-host=0.0.0.0",
                     f"--dashboard-port={DASHBOARD_PORT}",
                     "--num-cpus=0",
                     "--num-gpus=0",
-                    *ray_common,
                 ],
-                name=head_name,
-                hostname=head_name,
                 ports={f"{DASHBOARD_PORT}/tcp": ("127.0.0.1", settings.cluster_dashboard_port)},
-                **{**common, "labels": {**labels, ROLE_LABEL: "head"}},
             )
         )
         for index in range(1, workers + 1):
             started.append(
-                client.containers.run(
+                _node(
+                    client,
                     image,
-                    [
-                        "ray",
-                        "start",
+                    common,
+                    name=f"{name}-worker-{index}",
+                    role="worker",
+                    ray_args=[
                         f"--address={head_name}:{GCS_PORT}",
                         f"--num-cpus={settings.cluster_cpus_per_node}",
                         f"--num-gpus={gpus_per_worker}",
-                        *ray_common,
                     ],
-                    name=f"{name}-worker-{index}",
-                    hostname=f"{name}-worker-{index}",
                     device_requests=gpu_devices(gpus_per_worker),
-                    **{**common, "labels": {**labels, ROLE_LABEL: "worker"}},
                 )
             )
         url = f"http://127.0.0.1:{settings.cluster_dashboard_port}"
@@ -155,6 +150,20 @@ def up(
     cluster = Cluster(name, image, url, data, tuple(c.name for c in started))
     state.update(settings, "clusters", name, {**cluster.__dict__, "containers": list(cluster.containers)})
     return cluster
+
+
+def _node(client, image: str, common: dict, *, name: str, role: str, ray_args: list[str], **extra):
+    """One Ray node: `ray start --block` as the container's process, so the container is the node."""
+    command = [
+        "ray",
+        "start",
+        *ray_args,
+        "--block",
+        "--disable-usage-stats",
+        f"--object-store-memory={OBJECT_STORE_BYTES}",
+    ]
+    labels = {**common["labels"], ROLE_LABEL: role}
+    return client.containers.run(image, command, name=name, hostname=name, **{**common, "labels": labels}, **extra)
 
 
 def gpu_devices(count: int) -> list | None:

@@ -1,6 +1,6 @@
 """raybake.image without an engine: what the tag hashes, how build and push streams are read.
 
-The stream chunks are the shapes a real engine sends (recorded from Debian's docker.io 20.10
+The stream chunks are the shapes a real engine sends (recorded from Debian's Docker engine 20.10
 on the CI machine; the refused push is what pushing to a closed port on 127.0.0.1 returns).
 tests/docker runs the same readers against the engine itself.
 """

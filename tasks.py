@@ -264,6 +264,25 @@ def image_summary(c, image, tag=None):
     print(digest)
 
 
+@task(
+    help={
+        "repository": "image repository, e.g. $REGISTRY/$GITHUB_REPOSITORY (lower-cased here)",
+        "ref": "a tag, a sha256: digest or a full reference; empty: sha-$GITHUB_SHA",
+    }
+)
+@user_errors
+def image_ref(c, repository, ref=""):
+    """Print the full image reference and set the step outputs `repository` and `ref`."""
+    import os
+
+    from raybake import gha
+
+    repository, full = gha.image_ref(repository=repository, given=ref, sha=os.environ.get("GITHUB_SHA", ""))
+    gha.set_output("repository", repository)
+    gha.set_output("ref", full)
+    print(full)
+
+
 @task(help={"pr": "pull request number", "body-file": "Markdown to post, e.g. from invoke summary --comment-file"})
 @user_errors
 def pr_comment(c, pr, body_file):
@@ -319,6 +338,7 @@ ns = Collection(
     kind_dump,
     summary,
     image_summary,
+    image_ref,
     pr_comment,
     free_disk,
     kubeconfig,

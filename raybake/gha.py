@@ -93,6 +93,22 @@ def write_kubeconfig(out: Path, *, source_env: str = "RAYBAKE_KUBECONFIG") -> Pa
     return out
 
 
+def image_ref(*, repository: str, given: str = "", sha: str = "") -> tuple[str, str]:
+    """(repository, full reference) from a tag, a digest, a full reference or nothing.
+
+    Nothing means the image image.yml pushed for `sha`: `sha-<sha>`. Registries such as GHCR
+    want lower case repository names, while GitHub owners and repositories may be mixed case.
+    """
+    repository = repository.lower()
+    if not given:
+        if not sha:
+            raise RaybakeError("no image given and no commit to name one after (GITHUB_SHA)", 2)
+        return repository, f"{repository}:sha-{sha}"
+    if "/" in given:
+        return repository, given
+    return repository, f"{repository}@{given}" if given.startswith("sha256:") else f"{repository}:{given}"
+
+
 def _api(method: str, url: str, token: str, body: dict | None = None) -> object:
     request = urllib.request.Request(
         url,

@@ -37,7 +37,10 @@ def lint_commands(root: Path = versions.ROOT) -> list[list[str]]:
         found.append([tool("hadolint"), str(DOCKERFILE)])
     workflows = workflow_policy.workflow_files(root / ".github" / "workflows")
     if workflows:
-        found.append([tool("actionlint"), *(str(p.relative_to(root)) for p in workflows)])
+        # Named explicitly: an unactivated virtual environment's bin is not on PATH.
+        found.append(
+            [tool("actionlint"), "-shellcheck", tool("shellcheck"), *(str(p.relative_to(root)) for p in workflows)]
+        )
     return found
 
 

@@ -59,7 +59,7 @@ def triggers(workflow: dict[str, Any]) -> set[str]:
 
 def commands(script: str) -> Iterator[str]:
     """The commands of a `run:` script: lines joined at `\\`, split at `&&`, comments dropped."""
-    joined = re.sub(r"\\\n\s*", " ", script)
+    joined = re.sub(r"\\\n\s*", "", script)
     for line in joined.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
@@ -140,7 +140,7 @@ def _check_pins(name: str, text: str) -> Iterator[Problem]:
         if not used or used.group(1).startswith("./"):
             continue
         if not _SHA_PIN.match(line):
-            yield Problem(name, f"line {number}", f"{used.group(1)} is not pinned to a full commit SHA with a # vX.Y.Z")
+            yield Problem(name, f"line {number}", f"{used.group(1)}: not pinned to a full commit SHA with a `# vX.Y.Z`")
 
 
 def _check_version_copies(name: str, text: str) -> Iterator[Problem]:

@@ -144,7 +144,9 @@ def comment_on_pr(*, repository: str, number: int, body: str, token: str, api_ur
     return posted.get("html_url", "")
 
 
-def free_disk(*, paths: tuple[str, ...] = RUNNER_BLOAT, force: bool = False) -> tuple[int, int]:
+def free_disk(
+    *, paths: tuple[str, ...] = RUNNER_BLOAT, force: bool = False, prune_images: bool = True
+) -> tuple[int, int]:
     """Delete the runner's unused toolchains and dangling images; free bytes on / before, after.
 
     Refused off a GitHub-hosted runner unless forced: it deletes system directories.
@@ -156,6 +158,6 @@ def free_disk(*, paths: tuple[str, ...] = RUNNER_BLOAT, force: bool = False) -> 
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     if present:
         subprocess.run([*sudo, "rm", "-rf", "--", *present], check=False)
-    if shutil.which("docker"):
+    if prune_images and shutil.which("docker"):
         subprocess.run(["docker", "image", "prune", "--all", "--force"], check=False, capture_output=True)
     return before, shutil.disk_usage("/").free

@@ -27,30 +27,33 @@ def tool(name: str) -> str:
     return found
 
 
-def lint_commands(root: Path = versions.ROOT) -> list[list[str]]:
-    """The linter command lines for this tree; a linter with nothing to read is left out."""
-    found = [
-        [tool("ruff"), "check", "."],
-        [tool("ruff"), "format", "--check", "."],
-    ]
+def lint_commands(root: Path = versions.ROOT) -> dict[str, list[str]]:
+    """The linter command lines for this tree by name; a linter with nothing to read is left out."""
+    found = {
+        "ruff check": [tool("ruff"), "check", "."],
+        "ruff format": [tool("ruff"), "format", "--check", "."],
+    }
     if (root / DOCKERFILE).is_file():
-        found.append([tool("hadolint"), str(DOCKERFILE)])
+        found["hadolint"] = [tool("hadolint"), str(DOCKERFILE)]
     workflows = workflow_policy.workflow_files(root / ".github" / "workflows")
     if workflows:
         # Named explicitly: an unactivated virtual environment's bin is not on PATH.
-        found.append(
-            [tool("actionlint"), "-shellcheck", tool("shellcheck"), *(str(p.relative_to(root)) for p in workflows)]
-        )
+        found["actionlint"] = [
+            tool("actionlint"),
+            "-shellcheck",
+            tool("shellcheck"),
+            *(str(p.relative_to(root)) for p in workflows),
+        ]
     return found
 
 
 def run(root: Path = versions.ROOT) -> list[str]:
     """Run every linter and the workflow rules; return what failed (empty: all clean)."""
     failed = []
-    for argv in lint_commands(root):
+    for name, argv in lint_commands(root).items():
         print(f"$ {Path(argv[0]).name} {' '.join(argv[1:])}", flush=True)
         if subprocess.run(argv, cwd=root, check=False).returncode:
-            failed.append(Path(argv[0]).name + " " + argv[1])
+            failed.append(name)
     workflows = workflow_policy.workflow_files(root / ".github" / "workflows")
     problems = [problem for path in workflows for problem in workflow_policy.check(path)]
     for problem in problems:

@@ -266,21 +266,27 @@ def image_summary(c, image, tag=None):
 
 @task(
     help={
-        "repository": "image repository, e.g. $REGISTRY/$GITHUB_REPOSITORY (lower-cased here)",
+        "repository": "REGISTRY/OWNER/NAME, e.g. $REGISTRY/$GITHUB_REPOSITORY (lower-cased here)",
         "ref": "a tag, a sha256: digest or a full reference; empty: sha-$GITHUB_SHA",
     }
 )
 @user_errors
 def image_ref(c, repository, ref=""):
-    """Print the full image reference and set the step outputs `repository` and `ref`."""
+    """Print the full image reference; set step outputs `registry`, `name`, `repository`, `ref`.
+
+    On a runner, later steps also get INVOKE_RAYBAKE_REGISTRY and INVOKE_RAYBAKE_IMAGE_NAME, so
+    `invoke build` and `invoke push` name the image there without a flag.
+    """
     import os
 
     from raybake import gha
 
-    repository, full = gha.image_ref(repository=repository, given=ref, sha=os.environ.get("GITHUB_SHA", ""))
-    gha.set_output("repository", repository)
-    gha.set_output("ref", full)
-    print(full)
+    image = gha.image_ref(repository=repository, given=ref, sha=os.environ.get("GITHUB_SHA", ""))
+    for key, value in (*image._asdict().items(), ("repository", image.repository)):
+        gha.set_output(key, value)
+    gha.export_env("INVOKE_RAYBAKE_REGISTRY", image.registry)
+    gha.export_env("INVOKE_RAYBAKE_IMAGE_NAME", image.name)
+    print(image.ref)
 
 
 @task(help={"pr": "pull request number", "body-file": "Markdown to post, e.g. from invoke summary --comment-file"})

@@ -16,6 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 from raybake.errors import RaybakeError
 
@@ -93,20 +94,33 @@ def write_kubeconfig(out: Path, *, source_env: str = "RAYBAKE_KUBECONFIG") -> Pa
     return out
 
 
-def image_ref(*, repository: str, given: str = "", sha: str = "") -> tuple[str, str]:
-    """(repository, full reference) from a tag, a digest, a full reference or nothing.
+class ImageRef(NamedTuple):
+    registry: str  # REGISTRY/OWNER: raybake.registry, what `invoke build` names images under
+    name: str  # raybake.image_name
+    ref: str  # the full reference a job runs
 
-    Nothing means the image image.yml pushed for `sha`: `sha-<sha>`. Registries such as GHCR
-    want lower case repository names, while GitHub owners and repositories may be mixed case.
+    @property
+    def repository(self) -> str:
+        return f"{self.registry}/{self.name}"
+
+
+def image_ref(*, repository: str, given: str = "", sha: str = "") -> ImageRef:
+    """Where images go and which one to run, from a tag, a digest, a full reference or nothing.
+
+    Nothing means the image pushed for commit `sha` (tag `sha-<sha>`). Registries such as GHCR
+    want lower case names, while GitHub owners and repositories may be mixed case.
     """
-    repository = repository.lower()
+    registry, _, name = repository.lower().rpartition("/")
+    if not registry:
+        raise RaybakeError(f"image repository {repository!r} must be REGISTRY/OWNER/NAME", 2)
+    base = f"{registry}/{name}"
     if not given:
         if not sha:
             raise RaybakeError("no image given and no commit to name one after (GITHUB_SHA)", 2)
-        return repository, f"{repository}:sha-{sha}"
+        given = f"sha-{sha}"
     if "/" in given:
-        return repository, given
-    return repository, f"{repository}@{given}" if given.startswith("sha256:") else f"{repository}:{given}"
+        return ImageRef(registry, name, given)
+    return ImageRef(registry, name, f"{base}@{given}" if given.startswith("sha256:") else f"{base}:{given}")
 
 
 def _api(method: str, url: str, token: str, body: dict | None = None) -> object:

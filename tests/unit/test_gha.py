@@ -74,12 +74,15 @@ def test_kubeconfig_refuses_what_it_cannot_use(tmp_path, monkeypatch, value: str
     ],
 )
 def test_image_ref(given: str, expected: str) -> None:
-    assert gha.image_ref(repository="registry.example/Owner/Repo", given=given, sha="abc") == ("registry.example/owner/repo", expected)
+    image = gha.image_ref(repository="registry.example/Owner/Repo", given=given, sha="abc")
+    assert image == ("registry.example/owner", "repo", expected)
+    assert image.repository == "registry.example/owner/repo"
 
 
-def test_image_ref_needs_a_commit_when_nothing_is_given() -> None:
-    with pytest.raises(RaybakeError, match="GITHUB_SHA"):
-        gha.image_ref(repository="r", given="")
+@pytest.mark.parametrize(("repository", "message"), [("r/n", "GITHUB_SHA"), ("name", "REGISTRY/OWNER/NAME")])
+def test_image_ref_refuses(repository: str, message: str) -> None:
+    with pytest.raises(RaybakeError, match=message):
+        gha.image_ref(repository=repository, given="")
 
 
 class _FakeGitHub(BaseHTTPRequestHandler):

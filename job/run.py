@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from job.corpus import CorpusError, Shard, plan_shards, scan
@@ -72,29 +72,33 @@ def run(config: RunConfig) -> int:
         log(f"resuming: {len(shards) - len(todo)} shard(s) already done, {len(todo)} to go")
 
     _check_image()
-    worker_info: list[dict[str, Any]] = []
-    failed: dict[str, str] = {}
-    if todo:
-        worker_info, failed = _process(config, todo, total_docs - sum(s.size for s in todo), total_docs)
-
-    manifest = build_manifest(
-        output, shards, spec, started=started, workers=worker_info, resumed=len(shards) - len(todo), failed=failed
-    )
+    pool = _process(config, todo, total_docs - sum(s.size for s in todo), total_docs) if todo else PoolRun()
+    manifest = build_manifest(output, shards, spec, started=started, pool=pool, resumed=len(shards) - len(todo))
     output.write_json(MANIFEST_FILE, manifest)
     counts = manifest["counts"]
     log(
         f"done: {counts['ok']} ok, {counts['error']} error, {counts['missing']} missing "
         f"of {counts['documents']} documents -> {wc.output}/{MANIFEST_FILE}"
     )
-    if failed:
-        for shard_id, reason in failed.items():
+    if pool.failed:
+        for shard_id, reason in pool.failed.items():
             log(f"shard {shard_id} failed: {reason}")
-        log(f"error: {len(failed)} shard(s) failed; run the same command again to retry only those")
+        log(f"error: {len(pool.failed)} shard(s) failed; run the same command again to retry only those")
         return 1
     return 0
 
 
-def _process(config: RunConfig, todo: list[Shard], already: int, total: int):
+@dataclass
+class PoolRun:
+    """What the worker pool did: who worked, what failed, and when processing ran."""
+
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    ready_at: float | None = None  # epoch seconds: every worker had its model loaded
+    processing_seconds: float | None = None  # from ready to the last shard: throughput's clock
+
+
+def _process(config: RunConfig, todo: list[Shard], already: int, total: int) -> PoolRun:
     import ray
 
     ray.init(log_to_driver=True, logging_level="WARNING")
@@ -124,6 +128,7 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int):
     log(f"starting {count} worker(s): {'1 GPU' if use_gpu else f'{cpus_per_worker} CPU'} each")
     actors = [actor_class.remote(wc) for _ in range(count)]
     infos = ray.get([a.info.remote() for a in actors])
+    ready_at, ready_clock = time.time(), time.perf_counter()
     for info in infos:
         log(f"worker on {info['host']}: {info['device']} {info['dtype']}, model loaded in {info['load_seconds']}s")
 
@@ -164,7 +169,7 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int):
             progress.advance(stats["documents"])
         top_up()
     progress.report(force=True)
-    return infos, failed
+    return PoolRun(infos, failed, ready_at, round(time.perf_counter() - ready_clock, 4))
 
 
 def _check_image() -> None:
@@ -249,9 +254,8 @@ def build_manifest(
     spec: dict[str, Any],
     *,
     started: float,
-    workers: list[dict[str, Any]],
+    pool: PoolRun,
     resumed: int,
-    failed: dict[str, str],
 ) -> dict[str, Any]:
     finished = output.finished()
     planned = {part_name(s) for s in shards}
@@ -280,7 +284,7 @@ def build_manifest(
             "truncated": totals["truncated"],
         },
         "errors_by_reason": dict(reasons),
-        "shards": {"total": len(shards), "resumed": resumed, "failed": failed},
+        "shards": {"total": len(shards), "resumed": resumed, "failed": pool.failed},
         "parts": parts,
         "stale_parts": sorted(finished - planned),
         "tokens": {
@@ -295,12 +299,14 @@ def build_manifest(
             "finished": dt.datetime.now(dt.UTC).isoformat(),
             "wall_seconds": round(wall, 3),
             "compute_seconds": round(totals["compute_seconds"], 3),
+            "workers_ready": pool.ready_at,
+            "processing_seconds": pool.processing_seconds,
         },
-        "workers": workers,
+        "workers": pool.workers,
         "model": {
             "name": spec["model"],
-            "path": workers[0]["model_path"] if workers else None,
-            "revision": workers[0]["revision"] if workers else None,
+            "path": pool.workers[0]["model_path"] if pool.workers else None,
+            "revision": pool.workers[0]["revision"] if pool.workers else None,
         },
         "versions": _versions(),
         "git_sha": os.environ.get("RAYBAKE_GIT_SHA"),

@@ -149,5 +149,5 @@ class ShardWorker:
 
 
 def _reason(error: str) -> str:
-    """The kind of an error, for the manifest's tally: the text before any detail."""
+    """The kind of an error, for the manifest's tally: errors read "kind: detail"."""
     return error.split(":", 1)[0]

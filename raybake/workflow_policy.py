@@ -115,6 +115,15 @@ def _check_top(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
             yield Problem(name, "on", f"{forbidden} runs with secrets next to untrusted code; use pull_request")
 
 
+def _check_secret_scope(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
+    """Secrets in a step's env only: a workflow's or job's env reaches every step, pip's too."""
+    scopes = [("env", workflow.get("env")), *((f"{job_id}/env", job.get("env")) for job_id, job in _jobs(workflow))]
+    for where, env in scopes:
+        secrets = sorted(set(_SECRET_REF.findall(yaml.safe_dump(env or {}))) - {"GITHUB_TOKEN"})
+        if secrets:
+            yield Problem(name, where, f"secrets {secrets} in a shared env:; give them to the steps that use them")
+
+
 def _check_fork_safety(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
     """On pull_request, secrets and write scopes only in jobs a fork can never reach."""
     on_prs = "pull_request" in triggers(workflow)
@@ -159,6 +168,7 @@ def check(path: Path) -> list[Problem]:
         *_check_jobs(name, workflow),
         *_check_runs(name, workflow),
         *_check_fork_safety(name, workflow),
+        *_check_secret_scope(name, workflow),
         *_check_pins(name, text),
         *_check_version_copies(name, text),
     ]

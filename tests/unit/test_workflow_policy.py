@@ -32,6 +32,7 @@ def bad(tmp_path: Path) -> list[str]:
         "run: command 'pip install ray==",
         "run: command 'docker build -t x .' is not an invoke task",
         "outside a protected environment",
+        "env: secrets ['RAYBAKE_KUBECONFIG'] in a shared env:",
         "write scopes ['packages'] on pull_request without",
         "actions/checkout@v4: not pinned to a full commit SHA",
         "a26af69be951a213d495a4c3e4e4022e16d87065: not pinned to a full commit SHA with a `# vX.Y.Z`",

@@ -130,6 +130,23 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command.group(0).replace("install ", "install -q ") in (versions.ROOT / ".ci" / "run").read_text()
 
 
+def test_readme_documents_every_workflow_input_secret_and_variable() -> None:
+    readme = (versions.ROOT / "README.md").read_text()
+    section = readme[readme.index("## GitHub Actions") :]
+    texts = "".join(path.read_text() for path in WORKFLOWS.values())
+    names = set(WORKFLOWS)
+    names |= set(_triggers("submit.yml")["workflow_dispatch"]["inputs"])
+    names |= set(re.findall(r"secrets\.([A-Z0-9_]+)", texts)) - {"GITHUB_TOKEN"}
+    names |= set(re.findall(r"vars\.([A-Z0-9_]+)", texts))
+    names |= {
+        job["environment"]
+        for path in WORKFLOWS.values()
+        for job in workflow_policy.load(path)["jobs"].values()
+        if "environment" in job
+    }
+    assert not [n for n in sorted(names) if f"`{n}`" not in section]
+
+
 def test_python_is_pinned_once_and_matches_pyproject() -> None:
     pinned = (versions.ROOT / ".python-version").read_text().strip()
     requires = tomllib.loads((versions.ROOT / "pyproject.toml").read_text())["project"]["requires-python"]

@@ -51,6 +51,8 @@ def dump(out: Path, *, kubectl: str = "kubectl", context: str | None = None, tim
 
     save("get-all.txt", ["get", "rayjobs,rayclusters,jobs,pods,services,nodes", "-A", "-o", "wide"])
     save("events.txt", ["get", "events", "-A", "--sort-by=.lastTimestamp"])
+    # The full objects too: describe leaves out status fields such as the submitter's message.
+    save("rayjobs.yaml", ["get", "rayjobs,rayclusters", "-A", "-o", "yaml"])
     for kind in ("rayjob", "raycluster", "job"):
         save(f"describe-{kind}.txt", ["describe", kind, "-A"])
     pods_json = save("pods.json", ["get", "pods", "-A", "-o", "json"])

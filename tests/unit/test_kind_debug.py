@@ -46,7 +46,14 @@ def test_dump_keeps_each_role_and_goes_on_after_a_failure(tmp_path: Path) -> Non
     out = tmp_path / "dump"
     written = kind_debug.dump(out, kubectl=kubectl, context="kind-raybake")
     names = {p.name for p in written}
-    assert {"get-all.txt", "events.txt", "describe-rayjob.txt", "describe-raycluster.txt", "pods.json"} <= names
+    assert {
+        "get-all.txt",
+        "events.txt",
+        "describe-rayjob.txt",
+        "describe-raycluster.txt",
+        "pods.json",
+        "rayjobs.yaml",
+    } <= names
     for stem in (
         "operator-kuberay-kuberay-operator-1",
         "head-default-job-head-x",

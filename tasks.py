@@ -226,21 +226,25 @@ def summary(c, job, manifest=None, output=None, status=None, backend=None, addre
 
     from raybake import gha, report
 
-    note = None
+    # A report runs after failures too: what it cannot learn becomes a note, never an exit.
+    notes = []
     if status is None:
         try:
             status = _backend(c, backend, address).status(job).status
         except RaybakeError as exc:
-            status, note = "UNKNOWN", str(exc)
+            status = "UNKNOWN"
+            notes.append(str(exc))
     data = None
     if manifest:
         try:
             data = report.read_manifest(manifest)
         except RaybakeError as exc:
-            note = str(exc)
+            notes.append(str(exc))
     links = dict(item.split("=", 1) for item in link or [] if "=" in item)
     links.setdefault("workflow run", gha.run_url())
-    markdown = report.job_markdown(job=job, status=status, manifest=data, output=output, links=links, note=note)
+    markdown = report.job_markdown(
+        job=job, status=status, manifest=data, output=output, links=links, note="; ".join(notes) or None
+    )
     gha.append_summary(markdown)
     if comment_file:
         Path(comment_file).write_text(markdown)
@@ -301,6 +305,8 @@ def pr_comment(c, pr, body_file):
 
     from raybake import gha
 
+    if not str(pr).isdigit():
+        raise RaybakeError(f"--pr must be a pull request number, got {pr!r}", 2)
     url = gha.comment_on_pr(
         repository=os.environ.get("GITHUB_REPOSITORY", ""),
         number=int(pr),
@@ -314,7 +320,7 @@ def pr_comment(c, pr, body_file):
 @task(help={"force": "run off a GitHub runner too (deletes system directories)"})
 @user_errors
 def free_disk(c, force=False):
-    """Free the runner's disk for image builds: unused toolchains and dangling images go."""
+    """Free the runner's disk for image builds: unused toolchains and unused images go."""
     from raybake import gha
 
     before, after = gha.free_disk(force=force)

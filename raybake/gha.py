@@ -161,7 +161,7 @@ def comment_on_pr(*, repository: str, number: int, body: str, token: str, api_ur
 def free_disk(
     *, paths: tuple[str, ...] = RUNNER_BLOAT, force: bool = False, prune_images: bool = True
 ) -> tuple[int, int]:
-    """Delete the runner's unused toolchains and dangling images; free bytes on / before, after.
+    """Delete the runner's unused toolchains and unused images; free bytes on / before, after.
 
     Refused off a GitHub-hosted runner unless forced: it deletes system directories.
     """

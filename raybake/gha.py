@@ -150,7 +150,11 @@ def comment_on_pr(*, repository: str, number: int, body: str, token: str, api_ur
     body = f"{COMMENT_MARKER}\n{body}"
     comments_url = f"{api_url.rstrip('/')}/repos/{repository}/issues/{number}/comments"
     existing = _api("GET", f"{comments_url}?per_page=100", token) or []
-    ours = next((c for c in existing if COMMENT_MARKER in (c.get("body") or "")), None)
+    # Only a bot's comment is ours: anyone can paste the marker into a comment of their own.
+    ours = next(
+        (c for c in existing if COMMENT_MARKER in (c.get("body") or "") and (c.get("user") or {}).get("type") == "Bot"),
+        None,
+    )
     if ours:
         posted = _api("PATCH", ours["url"], token, {"body": body})
     else:

@@ -108,15 +108,18 @@ class _FakeGitHub(BaseHTTPRequestHandler):
         body = self._body()
         self.requests.append(("POST", self.path, body))
         host = f"http://127.0.0.1:{self.server.server_port}"
-        comment = {"url": f"{host}/repos/o/r/issues/comments/1", "html_url": "https://pr/1#c1", **body}
+        number = len(self.comments) + 1
+        comment = {"url": f"{host}/repos/o/r/issues/comments/{number}", "html_url": f"https://pr/1#c{number}"}
+        comment.update(body, user={"type": "Bot"})
         self.comments.append(comment)
         self._reply(comment)
 
     def do_PATCH(self) -> None:
         body = self._body()
         self.requests.append(("PATCH", self.path, body))
-        self.comments[0].update(body)
-        self._reply(self.comments[0])
+        comment = next(c for c in self.comments if c["url"].endswith(self.path))
+        comment.update(body)
+        self._reply(comment)
 
     def log_message(self, *args) -> None:
         pass
@@ -134,18 +137,19 @@ def github() -> Iterator[str]:
 
 
 def test_pr_comment_is_posted_once_then_updated(github: str) -> None:
+    # Someone pasted the marker by hand: not ours to edit.
+    _FakeGitHub.comments.append({"url": f"{github}/x", "body": gha.COMMENT_MARKER, "user": {"type": "User"}})
     post = {"repository": "o/r", "number": 7, "token": "t", "api_url": github}
-    assert gha.comment_on_pr(body="first", **post) == "https://pr/1#c1"
+    assert gha.comment_on_pr(body="first", **post) == "https://pr/1#c2"
     gha.comment_on_pr(body="second", **post)
     methods = [(m, p) for m, p, _ in _FakeGitHub.requests]
     assert methods == [
         ("GET", "/repos/o/r/issues/7/comments?per_page=100"),
         ("POST", "/repos/o/r/issues/7/comments"),
         ("GET", "/repos/o/r/issues/7/comments?per_page=100"),
-        ("PATCH", "/repos/o/r/issues/comments/1"),
+        ("PATCH", "/repos/o/r/issues/comments/2"),
     ]
-    assert len(_FakeGitHub.comments) == 1
-    assert _FakeGitHub.comments[0]["body"] == f"{gha.COMMENT_MARKER}\nsecond"
+    assert [c["body"] for c in _FakeGitHub.comments] == [gha.COMMENT_MARKER, f"{gha.COMMENT_MARKER}\nsecond"]
 
 
 def test_pr_comment_needs_a_token() -> None:

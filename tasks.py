@@ -159,10 +159,11 @@ def jobs(c, backend=None, address=None):
         "torch-index": "pip index for torch instead of the variant's default; '' means PyPI",
         "bake-model": "bake the default model into the image and set HF_HUB_OFFLINE=1",
         "push": "push after building (needs raybake.registry)",
+        "cache-ref": "image to reuse layers from (pulled if the registry has it); with --push, updated",
     }
 )
 @user_errors
-def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, push=False):
+def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, push=False, cache_ref=None):
     """Build the job image, tagged by a hash of its inputs; skipped when that image exists."""
     from raybake import image
 
@@ -170,24 +171,28 @@ def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, 
     plan = image.plan(
         settings, variant=settings.variant, base_image=base_image, torch_index=torch_index, bake_model=bake_model
     )
-    image.build(settings, plan)
+    image.build(settings, plan, cache_ref=cache_ref)
     if push:
         image.push(settings, variant=settings.variant)
+        if cache_ref:
+            image.push_cache(settings, plan, cache_ref)
 
 
 @task(
+    iterable=["tag"],
     help={
         "variant": "which built image: cuda (default from invoke.yaml) or cpu",
-        "latest": "also move `latest` to it (after the immutable tags, never alone)",
-    }
+        "tag": "a further tag, e.g. sha-<commit>, a release or latest; repeatable; pushed after the "
+        "content-hash tags, never alone",
+    },
 )
 @user_errors
-def push(c, variant=None, latest=False):
+def push(c, variant=None, tag=None):
     """Push the last built image to raybake.registry; print and record its digest."""
     from raybake import image
 
     settings = _settings(c, variant=variant)
-    image.push(settings, variant=settings.variant, latest=latest)
+    image.push(settings, variant=settings.variant, tags=tag or [])
 
 
 @task(help={"base-image": "name of the local base image to make (default: raybake-base/debian:bookworm)"})

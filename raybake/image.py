@@ -16,7 +16,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -192,15 +192,37 @@ def read_build_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO) -> str:
     return image_id
 
 
-def build(settings: Settings, build_plan: BuildPlan, *, out: TextIO = sys.stdout) -> bool:
-    """Build the plan's image unless it exists; True when it was built, False when skipped."""
+def pull_cache(api, ref: str, out: TextIO) -> list[str]:
+    """[ref] when the registry has the cache image; a missing cache only makes the build slower."""
+    import docker
+
+    repo, tag = ref.rsplit(":", 1)
+    try:
+        for chunk in api.pull(repo, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise RaybakeError(chunk["error"], 1)
+    except (docker.errors.APIError, RaybakeError) as exc:
+        reason = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[0]
+        print(f"raybake: no build cache from {ref} ({reason}); building without it", file=out, flush=True)
+        return []
+    return [ref]
+
+
+def build(settings: Settings, build_plan: BuildPlan, *, cache_ref: str | None = None, out: TextIO = sys.stdout) -> bool:
+    """Build the plan's image unless it exists; True when it was built, False when skipped.
+
+    cache_ref: an image pushed by an earlier build (`push_cache`) whose layers this build may
+    reuse; the classic builder matches them against each Dockerfile step.
+    """
     api = docker_api()
     if image_exists(api, build_plan.ref):
         print(f"raybake: {build_plan.ref} is up to date (its inputs are unchanged): build skipped", file=out)
         built = False
     else:
+        cache_from = pull_cache(api, cache_ref, out) if cache_ref else []
         print(f"raybake: building {build_plan.ref} from {build_plan.base_image}", file=out, flush=True)
         stream = api.build(
+            cache_from=cache_from,
             path=str(ROOT),
             dockerfile=DOCKERFILE,
             tag=build_plan.ref,
@@ -269,10 +291,17 @@ def auth_config(settings: Settings) -> dict[str, str] | None:
     return {"username": user, "password": password} if user and password else None
 
 
-def push(settings: Settings, *, variant: str, latest: bool = False, out: TextIO = sys.stdout) -> str:
-    """Push the variant's last built image under its immutable tags (then `latest` if asked).
+def push_tag(api, repo: str, tag: str, credentials: dict[str, str] | None, out: TextIO) -> str:
+    print(f"raybake: pushing {repo}:{tag}", file=out, flush=True)
+    return read_push_stream(api.push(repo, tag=tag, stream=True, decode=True, auth_config=credentials), out)
 
-    Returns the `repository@digest` reference, recorded for later submissions.
+
+def push(settings: Settings, *, variant: str, tags: Sequence[str] = (), out: TextIO = sys.stdout) -> str:
+    """Push the variant's last built image under its immutable tags, then any further tags.
+
+    Further tags (`sha-<commit>`, a release, `latest`) only ever follow the content tags: no
+    tag is pushed that the content-hash tag does not already pin. Returns `repository@digest`,
+    recorded for later submissions.
     """
     if not settings.registry:
         raise RaybakeError("no registry configured: set raybake.registry (e.g. REGISTRY/ORG) and rebuild", 2)
@@ -287,18 +316,22 @@ def push(settings: Settings, *, variant: str, latest: bool = False, out: TextIO 
             2,
         )
     api = docker_api()
-    # Immutable tags first: `latest` only ever follows them, it is never pushed alone.
-    tags = [ref.rsplit(":", 1)[1] for ref in (built["ref"], built.get("git_ref")) if ref]
-    if latest:
-        api.tag(built["ref"], repo, "latest")
-        tags.append("latest")
-    credentials = auth_config(settings)
-    digest = ""
     for tag in tags:
-        print(f"raybake: pushing {repo}:{tag}", file=out, flush=True)
-        stream = api.push(repo, tag=tag, stream=True, decode=True, auth_config=credentials)
-        digest = read_push_stream(stream, out)
+        api.tag(built["ref"], repo, tag)
+    credentials = auth_config(settings)
+    immutable = [ref.rsplit(":", 1)[1] for ref in (built["ref"], built.get("git_ref")) if ref]
+    digest = ""
+    for tag in [*immutable, *tags]:
+        digest = push_tag(api, repo, tag, credentials, out)
     pushed = f"{repo}@{digest}"
     state.update(settings, "images", variant, {**built, "pushed": pushed})
     print(f"raybake: pushed {pushed}", file=out)
     return pushed
+
+
+def push_cache(settings: Settings, build_plan: BuildPlan, cache_ref: str, *, out: TextIO = sys.stdout) -> None:
+    """The built image as the next build's cache: a single-stage build's image holds every layer."""
+    api = docker_api()
+    repo, tag = cache_ref.rsplit(":", 1)
+    api.tag(build_plan.ref, repo, tag)
+    push_tag(api, repo, tag, auth_config(settings), out)

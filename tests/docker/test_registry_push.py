@@ -74,8 +74,8 @@ def built(engine, tmp_path: Path):
         ref = f"{image.repository(settings)}:{TAG}"
         tiny_image(ref)
         image.docker_api().tag(ref, image.repository(settings), f"{TAG}-gabcdef0")
-        refs.extend([ref, f"{ref}-gabcdef0", f"{image.repository(settings)}:latest"])
-        state.update(settings, "images", "cpu", {"ref": ref, "git_ref": refs[-2], "content_hash": "0" * 64})
+        refs.extend([ref, f"{ref}-gabcdef0"] + [f"{image.repository(settings)}:{t}" for t in ("sha-abcdef0", "latest")])
+        state.update(settings, "images", "cpu", {"ref": ref, "git_ref": f"{ref}-gabcdef0", "content_hash": "0" * 64})
         return settings
 
     yield make
@@ -98,13 +98,28 @@ def registry_digest(registry: str, repository: str, tag: str) -> str:
 def test_push_records_the_digest_the_registry_serves(registry: str, built):
     settings = built(registry)
     out = io.StringIO()
-    pushed = image.push(settings, variant="cpu", latest=True, out=out)
+    pushed = image.push(settings, variant="cpu", tags=["sha-abcdef0", "latest"], out=out)
     repository, digest = pushed.split("@")
     assert repository == f"{registry}/org/raybake"
-    for tag in (TAG, f"{TAG}-gabcdef0", "latest"):
+    for tag in (TAG, f"{TAG}-gabcdef0", "sha-abcdef0", "latest"):
         assert registry_digest(registry, "org/raybake", tag) == digest
     assert state.read(settings)["images"]["cpu"]["pushed"] == pushed
-    assert out.getvalue().index(f":{TAG}\n") < out.getvalue().index(":latest\n")
+    order = [out.getvalue().index(f":{tag}\n") for tag in (TAG, "sha-abcdef0", "latest")]
+    assert order == sorted(order)
+
+
+def test_a_cache_image_is_pulled_when_the_registry_has_it(registry: str, built):
+    settings = built(registry)
+    ref = f"{image.repository(settings)}:{TAG}"
+    image.push(settings, variant="cpu")
+    image.docker_api().remove_image(f"{ref}-gabcdef0")
+    image.docker_api().remove_image(ref)
+    out = io.StringIO()
+    assert image.pull_cache(image.docker_api(), ref, out) == [ref]
+    assert image.image_exists(image.docker_api(), ref)
+    missing = f"{image.repository(settings)}:buildcache"
+    assert image.pull_cache(image.docker_api(), missing, out) == []
+    assert f"no build cache from {missing}" in out.getvalue()
 
 
 def test_push_to_a_closed_port_fails_with_the_engines_reason(built):

@@ -42,8 +42,9 @@ def summarize(spec: JobSpec, result: JobResult) -> str:
         rate = counts["documents"] / timings["wall_seconds"] if timings["wall_seconds"] else 0.0
         lines.append(
             f"documents: {counts['documents']} ({counts['ok']} ok, {counts['error']} error, "
-            f"{counts['missing']} missing, {counts['truncated']} truncated) in "
-            f"{timings['wall_seconds']:.1f}s, {rate:.1f} docs/s"
+            f"{counts['missing']} missing, {counts['truncated']} truncated"
+            + (f", {counts['duplicate_ids']} duplicate ids" if counts.get("duplicate_ids") else "")
+            + f") in {timings['wall_seconds']:.1f}s, {rate:.1f} docs/s"
         )
         for reason, n in sorted(manifest["errors_by_reason"].items(), key=lambda kv: -kv[1])[:5]:
             lines.append(f"  {n} x {reason}")

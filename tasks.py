@@ -54,8 +54,9 @@ def _backend(c, backend: str | None, address: str | None):
         "entrypoint": 'run your own command instead of the built-in job, e.g. "python my_job.py"',
         "backend": "local | address | rayjob (default from invoke.yaml: local)",
         "address": "job submission URL of an existing cluster (implies --backend address)",
-        "name": "job name, also the submission id (default: raybake-<task>-<time>)",
+        "name": "run name (default: raybake-<task>); the job id adds a hash of what the job runs",
         "detach": "submit and return without following the logs",
+        "new": "submit even if the same job is already running or finished (default: attach to it)",
     },
 )
 @user_errors
@@ -73,30 +74,31 @@ def submit(
     address=None,
     name=None,
     detach=False,
+    new=False,
 ):
     """Run the job on a Ray cluster, follow it with progress; exit 0 only if it SUCCEEDED.
 
-    With no cluster configured this starts (or reuses) an embedded local Ray.
+    With no cluster configured this starts (or reuses) an embedded local Ray. The same command
+    again attaches to the job it started (a retried CI step makes no duplicate); if that job
+    failed or was stopped, it runs again and resumes from the shards already done.
     """
-    from raybake.spec import DEFAULT_MODEL, JobSpec, job_name
+    from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
     from raybake.submit import submit as run_submit
 
     if not corpus and not entrypoint:
         raise RaybakeError("--corpus is required (or --entrypoint for your own script)", 2)
-    name = name or job_name(task)
-    results_dir = _settings(c).results_dir
     spec = JobSpec(
         corpus=corpus,
-        output=output or f"{results_dir}/{name}",
+        output=output or "",
         task=task,
         model=model or DEFAULT_MODEL,
         text_field=text_field,
         id_field=id_field,
         job_args=tuple(shlex.split(job_args)),
         entrypoint=entrypoint,
-        name=name,
     )
-    code = run_submit(_backend(c, backend, address), spec, follow=not detach)
+    spec = with_id(spec, run_name=name or f"raybake-{task}", results_dir=_settings(c).results_dir)
+    code = run_submit(_backend(c, backend, address), spec, follow=not detach, new=new)
     if code:
         raise Exit(code=code)
 

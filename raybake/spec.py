@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
+import hashlib
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TASKS = ("embed", "classify", "ner", "generate")
@@ -56,6 +59,21 @@ class JobSpec:
         return self.entrypoint or shlex.join(self.job_argv())
 
 
-def job_name(task: str, *, now: dt.datetime | None = None) -> str:
-    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return f"raybake-{re.sub(r'[^a-z0-9-]', '-', task.lower())}-{stamp}"
+def is_local_path(uri: str) -> bool:
+    return "://" not in uri
+
+
+def with_id(spec: JobSpec, *, run_name: str, results_dir: str) -> JobSpec:
+    """The spec named `<run name>-<hash of what it runs>`, its output `<results_dir>/<that>` unless given.
+
+    The name is the submission id: the same command twice gives the same id, so a retried submit
+    (a re-run CI step) finds the first job instead of starting a second, while a changed corpus,
+    model, option or output gives another. Local paths count by where they point.
+    """
+    what = dataclasses.asdict(spec) | {"name": None, "output": spec.output or f"{results_dir}/"}
+    for key in ("corpus", "output"):
+        if what[key] and is_local_path(what[key]):
+            what[key] = str(Path(what[key]).resolve())
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+    name = f"{re.sub(r'[^a-z0-9-]+', '-', run_name.lower()).strip('-') or 'raybake'}-{digest}"
+    return dataclasses.replace(spec, name=name, output=spec.output or f"{results_dir}/{name}")

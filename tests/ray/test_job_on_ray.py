@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -59,7 +60,7 @@ def test_embeddings_of_the_example_corpus_match_plain_transformers(ray_head, tmp
     assert cosine.min() >= 0.999
     assert ordered[0]["id"] == "doc-001"
     counts = manifest["counts"]
-    assert counts == {"documents": 41, "ok": 41, "error": 0, "missing": 0, "truncated": 0}
+    assert counts == {"documents": 41, "ok": 41, "error": 0, "missing": 0, "truncated": 0, "duplicate_ids": 0}
     assert manifest["status"] == "complete" and manifest["shards"]["total"] == 6
     assert manifest["versions"]["ray"] and manifest["model"]["path"] == MINILM
     assert 0 < manifest["tokens"]["padding_efficiency"] <= 1
@@ -149,8 +150,6 @@ def test_invoke_submit_runs_on_the_local_ray_and_exits_zero(ray_head, tmp_path):
             str(EXAMPLE),
             "--output",
             str(out),
-            "--name",
-            f"t-{os.getpid()}",
         ],
         cwd=ROOT,
         env=env,
@@ -162,8 +161,9 @@ def test_invoke_submit_runs_on_the_local_ray_and_exits_zero(ray_head, tmp_path):
     assert "SUCCEEDED" in done.stdout
     assert "documents: 41 (41 ok, 0 error, 0 missing, 0 truncated)" in done.stdout
     assert (out / "manifest.json").is_file()
+    job_id = re.search(r"submitted (\S+);", done.stdout).group(1)
     status = subprocess.run(
-        [sys.executable, "-m", "invoke", "status", "--job", f"t-{os.getpid()}"],
+        [sys.executable, "-m", "invoke", "status", "--job", job_id],
         cwd=ROOT,
         env=env,
         capture_output=True,

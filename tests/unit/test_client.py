@@ -1,3 +1,4 @@
+import re
 import shlex
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from raybake import config
 from raybake.backends.address import AddressBackend, check_reachable
 from raybake.errors import RaybakeError
 from raybake.follow import LogPrinter
-from raybake.spec import JobSpec, job_name
+from raybake.spec import JobSpec, with_id
 from raybake.versions import ROOT, pins
 
 
@@ -43,8 +44,21 @@ def test_unknown_task_is_refused():
         JobSpec(corpus="c", output="o", task="summarise")
 
 
-def test_job_names_are_valid_submission_ids():
-    assert job_name("embed").startswith("raybake-embed-")
+def test_the_job_id_is_the_run_name_and_a_hash_of_what_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def named(run_name="raybake-embed", **changes):
+        return with_id(JobSpec(**{"corpus": "docs", "output": "", **changes}), run_name=run_name, results_dir="res")
+
+    first = named()
+    assert re.fullmatch(r"raybake-embed-[0-9a-f]{8}", first.name)
+    assert first.output == f"res/{first.name}"
+    assert named() == first and named(corpus=str(tmp_path / "docs")).name == first.name
+    others = [named(model="m"), named(job_args=("--max-length", "8")), named(output="elsewhere"), named("Nightly Run")]
+    assert len({first.name, *(o.name for o in others)}) == 5
+    assert others[2].output == "elsewhere" and others[3].name.startswith("nightly-run-")
+    monkeypatch.chdir(tmp_path.parent)
+    assert named().name != first.name  # the same relative path, another directory: another corpus
 
 
 def test_pins_come_from_requirements():

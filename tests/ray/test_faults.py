@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from raycluster import free_port
+from raycluster import free_port, invoke
 
 from raybake.versions import ROOT
 
@@ -107,21 +107,6 @@ def spawn(argv, env) -> Lines:
     return Lines(process)
 
 
-def invoke_env(head, results_dir, **extra):
-    return {
-        **os.environ,
-        "INVOKE_RAYBAKE_LOCAL_DASHBOARD_PORT": str(head.dashboard_port),
-        "INVOKE_RAYBAKE_RESULTS_DIR": str(results_dir),
-        **extra,
-    }
-
-
-def invoke(env, *args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_a_worker_killed_mid_shard_is_restarted_and_its_shards_retried(ray_head, corpus, baseline, tmp_path):
     out = tmp_path / "out"
     job = spawn([sys.executable, "-m", "job", "--corpus", corpus, "--output", out, *SLOW], ray_head.job_env())
@@ -131,11 +116,12 @@ def test_a_worker_killed_mid_shard_is_restarted_and_its_shards_retried(ray_head,
     os.kill(pid, signal.SIGKILL)
     log = job.rest()
     assert job.process.returncode == 0, log[-3000:]
+    assert "A worker died or was killed while executing a task" in log  # Ray saw the kill land mid-shard
     assert_same_results(results(out), baseline)
 
 
 def test_a_stopped_job_resumes_from_its_finished_shards_when_submitted_again(ray_head, corpus, baseline, tmp_path):
-    env = invoke_env(ray_head, tmp_path / "results")
+    env = ray_head.invoke_env(tmp_path / "results")
     submit = ("submit", "--corpus", str(corpus), "--job-args", " ".join(SLOW))
     first = invoke(env, *submit, "--detach")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -159,7 +145,7 @@ def test_a_stopped_job_resumes_from_its_finished_shards_when_submitted_again(ray
 
 
 def test_a_killed_client_leaves_the_job_running_and_the_same_submit_attaches(ray_head, corpus, baseline, tmp_path):
-    env = invoke_env(ray_head, tmp_path / "results")
+    env = ray_head.invoke_env(tmp_path / "results")
     submit = ("submit", "--corpus", str(corpus), "--name", "attach", "--job-args", " ".join(SLOW))
     client = spawn([sys.executable, "-m", "invoke", *submit], env)
     job_id = client.wait_for(r"submitted (\S+);").group(1)
@@ -182,7 +168,7 @@ def test_a_killed_client_leaves_the_job_running_and_the_same_submit_attaches(ray
 
 def test_two_submits_racing_make_one_job(ray_head, tmp_path):
     (tmp_path / "one.txt").write_text("a single short document")
-    env = invoke_env(ray_head, tmp_path / "results")
+    env = ray_head.invoke_env(tmp_path / "results")
     submit = [sys.executable, "-m", "invoke", "submit", "--corpus", str(tmp_path / "one.txt"), "--name", "race"]
     racers = [spawn([*submit, "--detach"], env) for _ in range(2)]
     logs = [racer.rest() for racer in racers]
@@ -203,7 +189,7 @@ def test_two_submits_racing_make_one_job(ray_head, tmp_path):
 def test_a_cluster_that_cannot_be_used_fails_in_one_line_and_writes_nothing(
     ray_head, corpus, tmp_path, flags, extra_env, message
 ):
-    env = invoke_env(ray_head, tmp_path / "results", **extra_env)
+    env = ray_head.invoke_env(tmp_path / "results", **extra_env)
     flags = [f.format(closed=free_port()) for f in flags]
     before = invoke(env, "jobs").stdout if not extra_env else ""
     done = invoke(env, "submit", "--corpus", str(corpus), *flags, timeout=120)

@@ -1,16 +1,18 @@
 """The job end to end on a real local Ray, with the real MiniLM model and tiny task models."""
 
 import json
-import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 from models import MINILM, make_tiny_model
+from raycluster import invoke
 from transformers import AutoModel, AutoTokenizer
 
 from raybake.versions import ROOT
@@ -137,44 +139,43 @@ def test_a_different_job_into_the_same_output_is_refused(ray_head, tmp_path):
     assert "holds results of a different job (changed: options)" in done.stdout
 
 
-def test_invoke_submit_runs_on_the_local_ray_and_exits_zero(ray_head, tmp_path):
-    env = {**os.environ, "INVOKE_RAYBAKE_LOCAL_DASHBOARD_PORT": str(ray_head.dashboard_port)}
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "submit",
-            "--corpus",
-            str(EXAMPLE),
-            "--output",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_invoke_submit_keeps_paths_as_data_and_secrets_out_of_everything_it_prints_and_writes(ray_head, tmp_path):
+    # A corpus path a shell would act on: quotes, $(...), backticks, spaces. It must stay data.
+    corpus = tmp_path / 'it\'s a "corpus" $(touch pwned) `touch pwned2`'
+    shutil.copytree(EXAMPLE, corpus)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("users: [{name: u, user: {token: planted-secret-kube-XYZ}}]\n")
+    secrets = {
+        "RAY_AUTH_TOKEN": ray_head.token,  # the real one: it must work and still never show
+        "HF_TOKEN": "planted-secret-hf-XYZ",
+        "AWS_SECRET_ACCESS_KEY": "planted-secret-aws-XYZ",
+        "RAYBAKE_REGISTRY_PASSWORD": "planted-secret-registry-XYZ",
+        "KUBECONFIG": str(kubeconfig),
+    }
+    env = ray_head.invoke_env(tmp_path / "results", **secrets)
+    done = invoke(env, "submit", "--corpus", str(corpus))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "SUCCEEDED" in done.stdout
     assert "documents: 41 (41 ok, 0 error, 0 missing, 0 truncated)" in done.stdout
-    assert (out / "manifest.json").is_file()
     job_id = re.search(r"submitted (\S+);", done.stdout).group(1)
-    status = subprocess.run(
-        [sys.executable, "-m", "invoke", "status", "--job", job_id],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    out = tmp_path / "results" / job_id
+    assert json.loads((out / "manifest.json").read_text())["spec"]["corpus"] == str(corpus)
+    assert not list(tmp_path.rglob("pwned*")) and not list(ROOT.glob("pwned*"))
+
+    status = invoke(env, "status", "--job", job_id)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
-    missing = subprocess.run(
-        [sys.executable, "-m", "invoke", "status", "--job", "no-such-job"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    missing = invoke(env, "status", "--job", "no-such-job")
     assert missing.returncode == 2 and "no job 'no-such-job'" in missing.stderr
+
+    driver_log = Path(ray_head.temp_dir) / "session_latest" / "logs" / f"job-driver-{job_id}.log"
+    seen = {
+        "submit output": (done.stdout + done.stderr).encode(),
+        "invoke logs": invoke(env, "logs", "--job", job_id).stdout.encode(),
+        "invoke jobs": invoke(env, "jobs").stdout.encode(),
+        "driver log": driver_log.read_bytes(),
+        **{str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*") if f.is_file()},
+    }
+    assert b"raybake: done: 41 ok" in seen["driver log"] and "manifest.json" in seen
+    planted = [secrets["RAY_AUTH_TOKEN"], "planted-secret"]
+    leaks = [(where, secret) for where, data in seen.items() for secret in planted if secret.encode() in data]
+    assert not leaks

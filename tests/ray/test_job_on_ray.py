@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from badinputs import make_bad_corpus, rows_by_file
 from models import MINILM, make_tiny_model
 from raycluster import invoke
 from transformers import AutoModel, AutoTokenizer
@@ -112,23 +113,16 @@ def test_rerun_after_a_partial_run_processes_only_missing_shards(ray_head, tmp_p
     assert manifest["counts"] == first_manifest["counts"]
 
 
-def test_bad_documents_become_error_rows_and_the_manifest_reconciles(ray_head, tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.jsonl").write_bytes(b'{"text": "good one"}\n{broken\n{"text": ""}\n{"text": "bad \xff"}\n')
-    (corpus / "b.txt").write_bytes(b"\x00binary")
+def test_the_bad_input_matrix_ends_in_rows_with_reasons_on_ray(ray_head, tmp_path):
+    expected = make_bad_corpus(tmp_path / "corpus")
     out = tmp_path / "out"
-    run_job(ray_head, "--corpus", corpus, "--output", out)
+    done = run_job(ray_head, "--corpus", tmp_path / "corpus", "--output", out, "--shard-size", 8)
+    assert "warning: 'cut.jsonl.gz' cannot be read to its end (EOFError" in done.stdout
     manifest, rows = read_output(out)
+    assert rows_by_file(rows) == expected
     counts = manifest["counts"]
-    assert counts["documents"] == 5 == counts["ok"] + counts["error"]
-    assert counts["ok"] == 1
-    assert set(manifest["errors_by_reason"]) == {
-        "malformed JSON",
-        "empty document",
-        "not valid UTF-8",
-        "binary content (NUL bytes), not text",
-    }
+    assert counts["documents"] == counts["ok"] + counts["error"] == len(rows) == len({r["source"] for r in rows})
+    assert counts["missing"] == 0 and not manifest["shards"]["failed"]
 
 
 def test_a_different_job_into_the_same_output_is_refused(ray_head, tmp_path):

@@ -9,6 +9,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TASKS = ("embed", "classify", "ner", "generate")
@@ -29,10 +30,21 @@ class JobSpec:
     name: str = field(default="")
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            from raybake.errors import RaybakeError
+        from raybake.errors import RaybakeError
 
+        if self.task not in TASKS:
             raise RaybakeError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}", 2)
+        for key in ("corpus", "output", "model"):
+            # The command line shows in job lists, logs and the manifest: no place for a secret.
+            parts = urlsplit(getattr(self, key)) if "://" in getattr(self, key) else None
+            if parts and parts.password:
+                shown = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+                raise RaybakeError(
+                    f"the --{key} URL carries a password ({shown!r}); it would show in job lists, logs and "
+                    "the manifest: give the filesystem its credentials in the environment instead "
+                    "(e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://)",
+                    2,
+                )
 
     def job_argv(self) -> list[str]:
         argv = [

@@ -39,6 +39,13 @@ def test_hostile_paths_stay_data_in_the_entrypoint():
     assert shlex.split(spec.command())[:3] == ["python", "-m", "job"]
 
 
+def test_a_password_in_a_corpus_url_is_refused_without_showing_it():
+    with pytest.raises(RaybakeError, match=r"--corpus URL carries a password \('https://me:\*\*\*@host/c'\)") as info:
+        JobSpec(corpus="https://me:hunter2@host/c", output="out")
+    assert "hunter2" not in str(info.value)
+    assert JobSpec(corpus="s3://bucket/docs", output="s3://bucket/out").corpus == "s3://bucket/docs"
+
+
 def test_unknown_task_is_refused():
     with pytest.raises(RaybakeError, match="unknown task 'summarise'"):
         JobSpec(corpus="c", output="o", task="summarise")

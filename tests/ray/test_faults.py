@@ -189,12 +189,11 @@ def test_two_submits_racing_make_one_job(ray_head, tmp_path):
 def test_a_cluster_that_cannot_be_used_fails_in_one_line_and_writes_nothing(
     ray_head, corpus, tmp_path, flags, extra_env, message
 ):
-    env = ray_head.invoke_env(tmp_path / "results", **extra_env)
     flags = [f.format(closed=free_port()) for f in flags]
-    before = invoke(env, "jobs").stdout if not extra_env else ""
+    jobs_before = invoke(ray_head.invoke_env(tmp_path), "jobs").stdout
+    env = ray_head.invoke_env(tmp_path / "results", **extra_env)
     done = invoke(env, "submit", "--corpus", str(corpus), *flags, timeout=120)
     assert done.returncode == 3, done.stdout + done.stderr
     assert re.fullmatch(rf"raybake: {message}[^\n]*\n", done.stderr), done.stderr
     assert not (tmp_path / "results").exists()
-    if before:
-        assert invoke(env, "jobs").stdout == before
+    assert invoke(ray_head.invoke_env(tmp_path), "jobs").stdout == jobs_before

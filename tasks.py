@@ -54,7 +54,7 @@ def _backend(c, backend: str | None, address: str | None):
         "entrypoint": 'run your own command instead of the built-in job, e.g. "python my_job.py"',
         "backend": "local | address | rayjob (default from invoke.yaml: local)",
         "address": "job submission URL of an existing cluster (implies --backend address)",
-        "name": "run name (default: raybake-<task>); the job id adds a hash of what the job runs",
+        "name": "job id (default: raybake-<task>-<hash of corpus, model, options, output>)",
         "detach": "submit and return without following the logs",
         "new": "submit even if the same job is already running or finished (default: attach to it)",
     },
@@ -97,7 +97,7 @@ def submit(
         job_args=tuple(shlex.split(job_args)),
         entrypoint=entrypoint,
     )
-    spec = with_id(spec, run_name=name or f"raybake-{task}", results_dir=_settings(c).results_dir)
+    spec = with_id(spec, name=name, results_dir=_settings(c).results_dir)
     code = run_submit(_backend(c, backend, address), spec, follow=not detach, new=new)
     if code:
         raise Exit(code=code)

@@ -185,15 +185,24 @@ def decode(raw: bytes) -> tuple[str | None, str | None]:
 
 
 def _raw_lines(handle) -> Iterator[bytes]:
-    """The file's lines as UTF-8 bytes: a UTF-16 file (BOM first) is re-encoded so that lines
-    split on its newlines, not on every 0x0A byte of its two-byte characters."""
-    utf16 = handle.read(2) in UTF16_BOMS
-    handle.seek(0)
-    if not utf16:
-        yield from handle
+    """The file's lines as UTF-8 bytes: a UTF-16 file (BOM first) is decoded as it streams, so
+    lines split on its newlines, not on every 0x0A byte of its two-byte characters. No seek:
+    streamed files (gzip over HTTP) cannot go back."""
+    head = handle.read(2)
+    if head not in UTF16_BOMS:
+        rest = iter(handle)
+        # The two bytes read ahead, with the rest of their line (they may hold a line end).
+        yield from io.BytesIO(head + next(rest, b""))
+        yield from rest
         return
-    for line in io.TextIOWrapper(handle, encoding="utf-16", errors="surrogateescape", newline="\n"):
-        yield line.encode("utf-8", errors="surrogateescape")
+    decoder = codecs.getincrementaldecoder("utf-16")(errors="surrogateescape")
+    pending = decoder.decode(head)
+    for chunk in iter(lambda: handle.read(1 << 16), b""):
+        *lines, pending = (pending + decoder.decode(chunk)).split("\n")
+        yield from ((line + "\n").encode("utf-8", errors="surrogateescape") for line in lines)
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending.encode("utf-8", errors="surrogateescape")
 
 
 def _lines(fs, f: CorpusFile) -> Iterator[tuple[int, bytes]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,17 +74,19 @@ def is_local_path(uri: str) -> bool:
     return "://" not in uri
 
 
-def with_id(spec: JobSpec, *, run_name: str, results_dir: str) -> JobSpec:
-    """The spec named `<run name>-<hash of what it runs>`, its output `<results_dir>/<that>` unless given.
+def with_id(spec: JobSpec, *, name: str | None, results_dir: str) -> JobSpec:
+    """The spec with its job id, and its output `<results_dir>/<job id>` unless one was given.
 
-    The name is the submission id: the same command twice gives the same id, so a retried submit
-    (a re-run CI step) finds the first job instead of starting a second, while a changed corpus,
-    model, option or output gives another. Local paths count by where they point.
+    The id is `name` as given, else `raybake-<task>-<hash of what the job runs>`. Either way the
+    same command twice gives the same id, so a retried submit (a re-run CI step) finds the first
+    job instead of starting a second, while a changed corpus, model, option or output gives
+    another default id. Local paths count by where they point.
     """
-    what = dataclasses.asdict(spec) | {"name": None, "output": spec.output or f"{results_dir}/"}
-    for key in ("corpus", "output"):
-        if what[key] and is_local_path(what[key]):
-            what[key] = str(Path(what[key]).resolve())
-    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
-    name = f"{re.sub(r'[^a-z0-9-]+', '-', run_name.lower()).strip('-') or 'raybake'}-{digest}"
+    if not name:
+        what = dataclasses.asdict(spec) | {"name": None, "output": spec.output or f"{results_dir}/"}
+        for key in ("corpus", "output"):
+            if what[key] and is_local_path(what[key]):
+                what[key] = str(Path(what[key]).resolve())
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+        name = f"raybake-{spec.task}-{digest}"
     return dataclasses.replace(spec, name=name, output=spec.output or f"{results_dir}/{name}")

@@ -162,7 +162,7 @@ def test_a_killed_client_leaves_the_job_running_and_the_same_submit_attaches(ray
     assert invoke(env, "status", "--job", job_id).returncode == 0
     assert "raybake: done: 24 ok, 0 error, 0 missing" in invoke(env, "logs", "--job", job_id).stdout
     listed = invoke(env, "jobs").stdout
-    assert [line.split()[0] for line in listed.splitlines() if line.startswith("attach-")] == [job_id]
+    assert [line.split()[0] for line in listed.splitlines() if line.startswith("attach")] == [job_id]
     assert_same_results(results(tmp_path / "results" / job_id), baseline)
 
 

@@ -51,19 +51,20 @@ def test_unknown_task_is_refused():
         JobSpec(corpus="c", output="o", task="summarise")
 
 
-def test_the_job_id_is_the_run_name_and_a_hash_of_what_runs(tmp_path, monkeypatch):
+def test_the_job_id_is_the_given_name_or_a_hash_of_what_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
-    def named(run_name="raybake-embed", **changes):
-        return with_id(JobSpec(**{"corpus": "docs", "output": "", **changes}), run_name=run_name, results_dir="res")
+    def named(name=None, **changes):
+        return with_id(JobSpec(**{"corpus": "docs", "output": "", **changes}), name=name, results_dir="res")
 
     first = named()
     assert re.fullmatch(r"raybake-embed-[0-9a-f]{8}", first.name)
     assert first.output == f"res/{first.name}"
     assert named() == first and named(corpus=str(tmp_path / "docs")).name == first.name
-    others = [named(model="m"), named(job_args=("--max-length", "8")), named(output="elsewhere"), named("Nightly Run")]
+    others = [named(model="m"), named(job_args=("--max-length", "8")), named(output="elsewhere"), named(task="ner")]
     assert len({first.name, *(o.name for o in others)}) == 5
-    assert others[2].output == "elsewhere" and others[3].name.startswith("nightly-run-")
+    assert others[2].output == "elsewhere" and others[3].name.startswith("raybake-ner-")
+    assert named("nightly-42").name == "nightly-42" and named("nightly-42").output == "res/nightly-42"
     monkeypatch.chdir(tmp_path.parent)
     assert named().name != first.name  # the same relative path, another directory: another corpus
 

@@ -166,7 +166,7 @@ def test_a_killed_client_leaves_the_job_running_and_the_same_submit_attaches(ray
     assert_same_results(results(tmp_path / "results" / job_id), baseline)
 
 
-def test_two_submits_racing_make_one_job(ray_head, tmp_path):
+def test_two_submits_racing_make_one_job_and_new_makes_another(ray_head, tmp_path):
     (tmp_path / "one.txt").write_text("a single short document")
     env = ray_head.invoke_env(tmp_path / "results")
     submit = [sys.executable, "-m", "invoke", "submit", "--corpus", str(tmp_path / "one.txt"), "--name", "race"]
@@ -176,6 +176,9 @@ def test_two_submits_racing_make_one_job(ray_head, tmp_path):
     ids = {re.search(r"(?:submitted|attaching to) ([\w-]+)", log).group(1) for log in logs}
     assert len(ids) == 1 and sum("raybake: submitted" in log for log in logs) == 1, logs
     assert invoke(env, "logs", "--job", ids.pop(), "--follow").returncode == 0
+    again = invoke(env, *submit[3:], "--new")  # a new attempt on purpose: same output, nothing left to do
+    assert again.returncode == 0 and "submitted race-2;" in again.stdout, again.stdout + again.stderr
+    assert "resuming: 1 shard(s) already done, 0 to go" in again.stdout
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def _backend(c, backend: str | None, address: str | None):
         "corpus": "file or directory of documents (path or URI): .txt .jsonl .csv .tsv .parquet, .gz",
         "task": "embed | classify | ner | generate (default: embed)",
         "model": "hub id or local model directory (default: sentence-transformers/all-MiniLM-L6-v2)",
-        "output": "where results go (default: results/<job name>)",
+        "output": "where results go (default: results/<job id>)",
         "text-field": "text field of jsonl/csv/parquet records (default: text)",
         "id-field": "id field; default: file path and line number",
         "job-args": 'more `python -m job` options, quoted: e.g. "--max-length 128 --top-k 3"',

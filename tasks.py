@@ -47,15 +47,16 @@ def _backend(c, backend: str | None, address: str | None):
         "corpus": "file or directory of documents (path or URI): .txt .jsonl .csv .tsv .parquet, .gz",
         "task": "embed | classify | ner | generate (default: embed)",
         "model": "hub id or local model directory (default: sentence-transformers/all-MiniLM-L6-v2)",
-        "output": "where results go (default: results/<job name>)",
+        "output": "where results go (default: results/<job id>)",
         "text-field": "text field of jsonl/csv/parquet records (default: text)",
         "id-field": "id field; default: file path and line number",
         "job-args": 'more `python -m job` options, quoted: e.g. "--max-length 128 --top-k 3"',
         "entrypoint": 'run your own command instead of the built-in job, e.g. "python my_job.py"',
         "backend": "local | address | rayjob (default from invoke.yaml: local)",
         "address": "job submission URL of an existing cluster (implies --backend address)",
-        "name": "job name, also the submission id (default: raybake-<task>-<time>)",
+        "name": "job id (default: raybake-<task>-<hash of corpus, model, options, output>)",
         "detach": "submit and return without following the logs",
+        "new": "submit even if the same job is already running or finished (default: attach to it)",
     },
 )
 @user_errors
@@ -73,30 +74,31 @@ def submit(
     address=None,
     name=None,
     detach=False,
+    new=False,
 ):
     """Run the job on a Ray cluster, follow it with progress; exit 0 only if it SUCCEEDED.
 
-    With no cluster configured this starts (or reuses) an embedded local Ray.
+    With no cluster configured this starts (or reuses) an embedded local Ray. The same command
+    again attaches to the job it started (a retried CI step makes no duplicate); if that job
+    failed or was stopped, it runs again and resumes from the shards already done.
     """
-    from raybake.spec import DEFAULT_MODEL, JobSpec, job_name
+    from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
     from raybake.submit import submit as run_submit
 
     if not corpus and not entrypoint:
         raise RaybakeError("--corpus is required (or --entrypoint for your own script)", 2)
-    name = name or job_name(task)
-    results_dir = _settings(c).results_dir
     spec = JobSpec(
         corpus=corpus,
-        output=output or f"{results_dir}/{name}",
+        output=output or "",
         task=task,
         model=model or DEFAULT_MODEL,
         text_field=text_field,
         id_field=id_field,
         job_args=tuple(shlex.split(job_args)),
         entrypoint=entrypoint,
-        name=name,
     )
-    code = run_submit(_backend(c, backend, address), spec, follow=not detach)
+    spec = with_id(spec, name=name, results_dir=_settings(c).results_dir)
+    code = run_submit(_backend(c, backend, address), spec, follow=not detach, new=new)
     if code:
         raise Exit(code=code)
 

@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="default: one per GPU, else per CPU group")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs (torch threads) per worker")
     p.add_argument("--retries", type=int, default=3, help="attempts per shard after a failure")
+    p.add_argument("--pause-per-batch", type=float, default=0.0, help=argparse.SUPPRESS)  # fault tests only
     p.add_argument("--check", action="store_true", help="only read and plan the corpus; refuse bad input")
     return p
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         token_budget=args.token_budget,
         max_batch_size=args.max_batch_size,
         threads=1,
+        pause_per_batch=args.pause_per_batch,
     )
     return run(
         RunConfig(

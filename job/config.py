@@ -40,3 +40,6 @@ class WorkerConfig:
     token_budget: int | None  # None: TOKEN_BUDGET of the worker's device
     max_batch_size: int
     threads: int
+    # Seconds to sleep before each batch: keeps shards in flight long enough for the fault
+    # tests to kill a worker or stop the job mid-run. Zero in any real run.
+    pause_per_batch: float = 0.0

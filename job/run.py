@@ -16,6 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from job.config import WorkerConfig
 from job.corpus import CorpusError, Shard, plan_shards, scan
 from job.output import Output, part_name
@@ -49,6 +52,9 @@ def run(config: RunConfig) -> int:
     except CorpusError as exc:
         log(f"error: {exc}")
         return 2
+    for f in files:
+        if f.broken:
+            log(f"warning: {f.rel!r} cannot be read to its end ({f.broken}); the rest of it is one error row")
     shards = plan_shards(files, config.shard_size)
     total_docs = sum(s.size for s in shards)
     log(f"corpus {wc.corpus!r}: {total_docs} documents in {len(files)} file(s), {len(shards)} shard(s)")
@@ -144,7 +150,10 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int) -> 
     infos = ray.get([a.info.remote() for a in actors])
     ready_at, ready_clock = time.time(), time.perf_counter()
     for info in infos:
-        log(f"worker on {info['host']}: {info['device']} {info['dtype']}, model loaded in {info['load_seconds']}s")
+        log(
+            f"worker on {info['host']} (pid {info['pid']}): {info['device']} {info['dtype']}, "
+            f"model loaded in {info['load_seconds']}s"
+        )
 
     queue = collections.deque(todo)
     attempts: collections.Counter[str] = collections.Counter()
@@ -276,6 +285,7 @@ def build_manifest(
     planned = {part_name(s) for s in shards}
     parts, totals, reasons = [], collections.Counter(), collections.Counter()
     missing = 0
+    ids = []
     for shard in shards:
         name = part_name(shard)
         if name not in finished:
@@ -283,10 +293,12 @@ def build_manifest(
             continue
         stats = output.part_stats(name)
         parts.append({"file": f"parts/{name}", "rows": stats["documents"], "shard": shard.id})
+        ids.append(output.part_ids(name))
         for key in ("documents", "ok", "error", "truncated", "real_tokens", "padded_tokens"):
             totals[key] += stats[key]
         reasons.update(stats["errors_by_reason"])
         totals["compute_seconds"] += stats["compute_seconds"]
+    all_ids = pa.chunked_array(ids, type=pa.string())
     wall = time.time() - started
     return {
         "status": "complete" if missing == 0 else "incomplete",
@@ -297,6 +309,9 @@ def build_manifest(
             "error": totals["error"],
             "missing": missing,
             "truncated": totals["truncated"],
+            # Rows whose --id-field value an earlier row already has: both rows are kept
+            # (`source` tells them apart), and this says the ids are not keys.
+            "duplicate_ids": len(all_ids) - pc.count_distinct(all_ids).as_py(),
         },
         "errors_by_reason": dict(reasons),
         "shards": {"total": len(shards), "resumed": resumed, "failed": pool.failed},

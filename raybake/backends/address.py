@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from raybake.backends.base import TERMINAL, Backend, JobResult
+from raybake.backends.base import TERMINAL, AlreadySubmitted, Backend, JobResult
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.follow import LogPrinter
@@ -93,12 +93,17 @@ class AddressBackend(Backend):
         return {"env_vars": env_vars}
 
     def submit(self, spec: JobSpec) -> str:
-        return self.client.submit_job(
-            entrypoint=spec.command(),
-            submission_id=spec.name or None,
-            runtime_env=self.runtime_env(spec),
-            metadata={"raybake.task": spec.task, "raybake.output": spec.output},
-        )
+        try:
+            return self.client.submit_job(
+                entrypoint=spec.command(),
+                submission_id=spec.name or None,
+                runtime_env=self.runtime_env(spec),
+                metadata={"raybake.task": spec.task, "raybake.output": spec.output},
+            )
+        except RuntimeError as exc:
+            if "already exists" in str(exc):
+                raise AlreadySubmitted(f"the cluster already has a job {spec.name!r}", 2) from None
+            raise
 
     def follow(self, job_id: str) -> JobResult:
         printer = LogPrinter()

@@ -14,15 +14,11 @@ from raybake import embedded
 from raybake.backends.address import AddressBackend, read_token
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.spec import JobSpec
+from raybake.spec import JobSpec, is_local_path
 from raybake.versions import ROOT
 
 # What a user's working directory upload never needs.
 UPLOAD_EXCLUDES = [".git", ".venv", "results", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache"]
-
-
-def is_local_path(uri: str) -> bool:
-    return "://" not in uri
 
 
 def local_paths(spec: JobSpec) -> dict[str, Path]:
@@ -52,8 +48,7 @@ class LocalBackend(AddressBackend):
         env["py_modules"] = [str(ROOT / "job")]
         return env
 
-    def submit(self, spec: JobSpec) -> str:
+    def ready(self) -> None:
         embedded.ensure_running(self.settings)
         # The token file appears when the head starts; read it now, not at construction.
         self.token = read_token(self.settings, embedded.TOKEN_FILE)
-        return super().submit(spec)

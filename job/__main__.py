@@ -43,7 +43,12 @@ def parser() -> argparse.ArgumentParser:
         help="model dtype (auto: bf16/fp16 on GPU, float32 on CPU)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: GPU if any")
-    p.add_argument("--shard-size", type=int, default=256, help="documents per shard (resume unit)")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help="documents per shard, the resume unit (default: corpus / 64, in 32..1024)",
+    )
     p.add_argument(
         "--token-budget", type=int, default=None, help="padded tokens per batch (default: 2048 on CPU, 65536 on GPU)"
     )

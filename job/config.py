@@ -13,10 +13,10 @@ from job.corpus import Fields
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TASK_NAMES = ("embed", "classify", "ner", "generate")
-# Padded tokens per batch when --token-budget is not given. On a CPU a batch gains nothing past
-# a few thousand tokens, and smaller batches keep length-sorted padding tight; a GPU needs big
-# batches to stay busy.
-TOKEN_BUDGET = {"cpu": 2048, "cuda": 65536}
+# Padded tokens per batch when --token-budget is not given. On a CPU a few hundred tokens
+# already fill the matrix units, and small batches of length-sorted documents carry little
+# padding even in a small shard; a GPU needs big batches to stay busy.
+TOKEN_BUDGET = {"cpu": 512, "cuda": 65536}
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,18 @@ IN_FLIGHT = 2
 @dataclass(frozen=True)
 class RunConfig:
     worker: WorkerConfig
-    shard_size: int
+    shard_size: int | None  # None: auto_shard_size of the corpus
     workers: int | None
     cpus_per_worker: float | None
     retries: int
     check_only: bool
+
+
+def auto_shard_size(documents: int) -> int:
+    """Shards must far outnumber workers (the last shards decide when a run ends) yet stay big
+    enough to sort by length and to amortise a part file each. A function of the corpus alone,
+    so a rerun, even on a cluster of another size, plans the same shards and resumes."""
+    return min(1024, max(32, -(-documents // 64)))
 
 
 def log(message: str) -> None:
@@ -55,7 +62,9 @@ def run(config: RunConfig) -> int:
     for f in files:
         if f.broken:
             log(f"warning: {f.rel!r} cannot be read to its end ({f.broken}); the rest of it is one error row")
-    shards = plan_shards(files, config.shard_size)
+    shard_size = config.shard_size or auto_shard_size(sum(f.records for f in files))
+    config = dataclasses.replace(config, shard_size=shard_size)
+    shards = plan_shards(files, shard_size)
     total_docs = sum(s.size for s in shards)
     log(f"corpus {wc.corpus!r}: {total_docs} documents in {len(files)} file(s), {len(shards)} shard(s)")
     if config.check_only:
@@ -162,11 +171,14 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int) -> 
     progress = Progress(total=total, done=already, shards_total=len(todo))
 
     def top_up() -> None:
-        for index in sorted(alive):
-            busy = sum(1 for a, _ in pending.values() if a is actors[index])
-            for _ in range(IN_FLIGHT - busy):
-                if not queue:
-                    return
+        # Breadth first: every idle worker gets a shard before any gets a second. A queued second
+        # shard cannot move to a worker that frees up later, so near the end, when there are no
+        # more shards than workers, nobody gets one.
+        for depth in range(1, IN_FLIGHT + 1):
+            for index in sorted(alive):
+                busy = sum(1 for a, _ in pending.values() if a is actors[index])
+                if busy >= depth or not queue or (depth > 1 and len(queue) <= len(alive)):
+                    continue
                 shard = queue.popleft()
                 attempts[shard.id] += 1
                 pending[actors[index].process.remote(shard)] = (actors[index], shard)

@@ -239,10 +239,11 @@ def down(c, containers_only=False):
         "docs": "documents per generated corpus (default 600)",
         "threads": "torch threads for the baseline and the one-worker run (default: all CPUs)",
         "out": "where the corpora, outputs, report.json and throughput.png go",
+        "repeats": "rounds of every configuration; the median is reported (default 3)",
     }
 )
 @user_errors
-def bench(c, docs=600, threads=0, out="bench-results"):
+def bench(c, docs=600, threads=0, repeats=3, out="bench-results"):
     """Benchmark raybake against the plain transformers loop on this machine; report ratios."""
     import os
     from pathlib import Path
@@ -250,7 +251,11 @@ def bench(c, docs=600, threads=0, out="bench-results"):
     from raybake import bench as benchmark
 
     report = benchmark.run(
-        docs=int(docs), threads=int(threads) or os.cpu_count() or 1, out=Path(out), settings=_settings(c)
+        docs=int(docs),
+        threads=int(threads) or os.cpu_count() or 1,
+        repeats=int(repeats),
+        out=Path(out),
+        settings=_settings(c),
     )
     print(benchmark.summary(report))
     print(f"raybake: report {out}/report.json, plot {out}/throughput.png")

@@ -1,0 +1,19 @@
+import json
+
+from raybake.bench import make_corpus, median_run
+
+
+def test_generated_corpora_are_seeded_and_shaped(tmp_path):
+    uniform = make_corpus(tmp_path / "u", "uniform", 200)
+    assert uniform == make_corpus(tmp_path / "u2", "uniform", 200)
+    longtail = make_corpus(tmp_path / "l", "longtail", 200)
+    words = sorted(len(t.split()) for t in longtail)
+    assert words[-1] > 5 * words[len(words) // 2]  # a long tail, not a uniform spread
+    assert all(12 <= len(t.split()) <= 24 for t in uniform)
+    records = [json.loads(line) for line in (tmp_path / "u" / "uniform.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [str(i) for i in range(200)]
+
+
+def test_median_run_is_one_real_run_with_all_rates_beside_it():
+    runs = [{"docs_per_s": 5.0, "x": 1}, {"docs_per_s": 1.0, "x": 2}, {"docs_per_s": 3.0, "x": 3}]
+    assert median_run(runs) == {"docs_per_s": 3.0, "x": 3, "docs_per_s_runs": [5.0, 1.0, 3.0]}

@@ -34,14 +34,16 @@ class Origin:
 
     git_sha: str
     user: str = ""
+    # The corpus as the user named it, before it became the uploaded working_dir.
+    corpus: str = ""
 
     @classmethod
-    def here(cls, git_sha: str) -> Origin:
+    def here(cls, git_sha: str, *, corpus: str = "") -> Origin:
         try:
             user = getpass.getuser()
         except (KeyError, OSError):
             user = "unknown"
-        return cls(git_sha=git_sha, user=user)
+        return cls(git_sha=git_sha, user=user, corpus=corpus)
 
 
 def label_value(value: str) -> str:
@@ -165,7 +167,7 @@ def rayjob(
         "raybake.io/submitted-by": origin.user,
         "raybake.io/git-sha": origin.git_sha,
         "raybake.io/model": spec.model,
-        "raybake.io/corpus": spec.corpus,
+        "raybake.io/corpus": origin.corpus or spec.corpus,
         "raybake.io/output": spec.output,
         "raybake.io/image": image,
     }

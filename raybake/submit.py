@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 from raybake.backends import Backend, JobResult, exit_code
-from raybake.backends.local import is_local_path
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec
+from raybake.transport import CLUSTER_PREFIX, is_local_path, on_cluster
 from raybake.versions import ROOT
 
 
@@ -22,7 +23,8 @@ def preflight(spec: JobSpec) -> None:
     """
     if spec.entrypoint or not is_local_path(spec.corpus):
         return
-    argv = [sys.executable, "-m", "job", "--check", *spec.job_argv()[3:]]
+    local = dataclasses.replace(spec, corpus=str(Path(spec.corpus).resolve()))
+    argv = [sys.executable, "-m", "job", "--check", *local.job_argv()[3:]]
     checked = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     if checked.returncode != 0:
         lines = [ln for ln in (checked.stdout + checked.stderr).splitlines() if ln.strip()]
@@ -30,13 +32,22 @@ def preflight(spec: JobSpec) -> None:
         raise RaybakeError(f"refused: {reason.removeprefix('raybake: ').removeprefix('error: ')}", 2)
 
 
-def summarize(spec: JobSpec, result: JobResult) -> str:
+def where(output: str) -> str:
+    """Where the results are, as the user named them: this machine, a URI, or the cluster's volume."""
+    if output.startswith(CLUSTER_PREFIX):
+        return f"{on_cluster(output)} on the cluster's volume"
+    return output
+
+
+def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None) -> str:
+    """The final lines; `output` is the location as the user gave it, before the backend rewrote it."""
     lines = [
         f"job {result.job_id}: {result.status}"
         + (f" ({result.message})" if result.message and result.status != "SUCCEEDED" else "")
     ]
+    output = output or spec.output
     manifest_path = Path(spec.output) / "manifest.json"
-    if is_local_path(spec.output) and manifest_path.is_file():
+    if is_local_path(output) and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         counts, timings = manifest["counts"], manifest["timings"]
         rate = counts["documents"] / timings["wall_seconds"] if timings["wall_seconds"] else 0.0
@@ -50,15 +61,20 @@ def summarize(spec: JobSpec, result: JobResult) -> str:
         lines.append(f"results:  {spec.output}/parts/*.parquet")
         lines.append(f"manifest: {manifest_path}")
     else:
-        lines.append(f"results: {spec.output}")
+        lines.append(f"results: {where(output)}")
     return "\n".join(lines)
 
 
-def submit(backend: Backend, spec: JobSpec, *, follow: bool = True) -> int:
-    spec = backend.prepare(spec)
+def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, dry_run: bool = False) -> int:
+    """Check, adapt to the backend, submit, follow; with `dry_run`, print what would be submitted."""
     preflight(spec)
+    given = spec.output
+    spec = backend.prepare(spec)
+    if dry_run:
+        print(backend.describe(spec), end="")
+        return 0
     job_id = backend.submit(spec)
-    print(f"raybake: submitted {job_id}; output {spec.output}", flush=True)
+    print(f"raybake: submitted {job_id}; output {where(given)}", flush=True)
     if not follow:
         print(f"raybake: follow it with `invoke logs --job {job_id}`")
         return 0
@@ -66,7 +82,7 @@ def submit(backend: Backend, spec: JobSpec, *, follow: bool = True) -> int:
         result = backend.follow(job_id)
     except KeyboardInterrupt:
         return interrupted(backend, job_id)
-    print(summarize(spec, result))
+    print(summarize(spec, result, output=given))
     return exit_code(result)
 
 

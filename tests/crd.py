@@ -7,6 +7,7 @@ not preserve unknown fields, and the typo fails the test instead.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ def strict(schema: Any) -> Any:
     return schema
 
 
+@cache
 def crd_schema(kind: str, version: str = "v1", folder: Path = SHARED) -> dict[str, Any]:
-    crd = yaml.safe_load((folder / f"ray.io_{kind}.yaml").read_text())
+    crd = yaml.load((folder / f"ray.io_{kind}.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     served = {v["name"]: v for v in crd["spec"]["versions"]}
+    # Cached: the CRD is large and parsing it per test would dominate the unit tier.
     return strict(served[version]["schema"]["openAPIV3Schema"])

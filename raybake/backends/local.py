@@ -15,14 +15,7 @@ from raybake.backends.address import AddressBackend, read_token
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec
-from raybake.versions import ROOT
-
-# What a user's working directory upload never needs.
-UPLOAD_EXCLUDES = [".git", ".venv", "results", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache"]
-
-
-def is_local_path(uri: str) -> bool:
-    return "://" not in uri
+from raybake.transport import UPLOAD_EXCLUDES, is_local_path, on_cluster
 
 
 class LocalBackend(AddressBackend):
@@ -35,9 +28,15 @@ class LocalBackend(AddressBackend):
             raise RaybakeError("no local Ray is running; `invoke submit` starts one", 2)
         return super().client
 
+    # No image on the local Ray: job/ comes from this checkout.
+    ships_job = True
+
     def prepare(self, spec: JobSpec) -> JobSpec:
-        absolute = {k: str(Path(v).resolve()) for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
-        return dataclasses.replace(spec, **absolute)
+        """The cluster is this machine: paths become absolute (`cluster:` ones are plain paths here)."""
+        paths = {k: on_cluster(getattr(spec, k)) for k in ("corpus", "output")}
+        return dataclasses.replace(
+            spec, **{k: str(Path(v).resolve()) if is_local_path(v) else v for k, v in paths.items()}
+        )
 
     def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
         env = super().runtime_env(spec)
@@ -45,7 +44,6 @@ class LocalBackend(AddressBackend):
             # A user's own script runs from their working directory, uploaded as it is.
             env["working_dir"] = str(Path.cwd())
             env["excludes"] = UPLOAD_EXCLUDES
-        env["py_modules"] = [str(ROOT / "job")]
         return env
 
     def submit(self, spec: JobSpec) -> str:

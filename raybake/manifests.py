@@ -2,7 +2,7 @@
 
 Read it top to bottom like the KubeRay samples: who and what in metadata, how long it may live
 in the spec, then the cluster, a head that only drives and one worker group that computes. Only
-fields of the ray.io/v1 RayJob schema of KubeRay v1.7.0 appear (tests/unit validates each).
+fields of the ray.io/v1 RayJob schema of the pinned KubeRay (versions.KUBERAY) appear (tests/unit validates each).
 """
 
 from __future__ import annotations

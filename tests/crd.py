@@ -1,4 +1,4 @@
-"""The KubeRay v1.7.0 CRD schemas from ../shared, made strict: a misspelt field fails validation.
+"""The pinned KubeRay's CRD schemas from ../shared, made strict: a misspelt field fails validation.
 
 Kubernetes prunes unknown fields silently, so a typo in a rendered manifest would vanish on the
 cluster; here `additionalProperties: false` goes wherever the schema lists `properties` and does

@@ -87,17 +87,25 @@ class RayJobBackend(Backend):
         said: set[str] = set()
         while True:
             status = self.kube.rayjob(name).get("status") or {}
+            lines = [stuck.phase(status)]
             if until(status) or stuck.result_of(name, status).status in TERMINAL:
+                self._say(name, lines, said)
                 return status
             cluster = status.get("rayClusterName")
             pods = self.kube.pods(cluster_selector(cluster)) if cluster else []
-            for line in (stuck.phase(status), stuck.stuck_reason(status, pods, age_s=time.monotonic() - started)):
-                if line and line not in said:
-                    said.add(line)
-                    print(f"raybake: {name}: {line}", flush=True)
+            lines.append(stuck.stuck_reason(status, pods, age_s=time.monotonic() - started))
+            self._say(name, lines, said)
             if orphaned := stuck.no_operator(status, age_s=time.monotonic() - started):
                 raise RaybakeError(orphaned, 3)
             time.sleep(POLL_S)
+
+    @staticmethod
+    def _say(name: str, lines: list[str | None], said: set[str]) -> None:
+        """Each phase and each reason once: a long wait prints what changed, not a line per poll."""
+        for line in lines:
+            if line and line not in said:
+                said.add(line)
+                print(f"raybake: {name}: {line}", flush=True)
 
     def follow(self, job_id: str) -> JobResult:
         """Status from the RayJob; the log through the head while the Ray job runs; the RayJob decides."""

@@ -1,4 +1,4 @@
-"""Every RayJob raybake renders validates against the strict KubeRay v1.7.0 CRD schema."""
+"""Every RayJob raybake renders validates against the strict CRD schema of the pinned KubeRay."""
 
 from __future__ import annotations
 

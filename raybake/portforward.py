@@ -44,6 +44,10 @@ class Forward:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _accept(self) -> None:
         while True:
             try:

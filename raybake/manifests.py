@@ -20,9 +20,9 @@ from raybake.errors import RaybakeError
 from raybake.spec import JobSpec
 
 API_VERSION = "ray.io/v1"
-# KubeRay names the cluster and its services after the RayJob; longer names are rejected.
+# KubeRay names the cluster and its services after the RayJob: a DNS-1035 label of at most 47.
 MAX_NAME = 47
-NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 REDACTED = "<redacted>"
 SECRET = re.compile(r"token|password|secret|credential|api[_-]?key|access[_-]?key", re.IGNORECASE)
 DASHBOARD_PORT = 8265
@@ -56,7 +56,7 @@ def check_name(name: str) -> str:
     if len(name) > MAX_NAME or not NAME.match(name):
         raise RaybakeError(
             f"job name {name!r} cannot name a RayJob: use at most {MAX_NAME} lowercase letters, digits "
-            "and '-', starting and ending with a letter or digit",
+            "and '-', starting with a letter and ending with a letter or digit",
             2,
         )
     return name
@@ -119,6 +119,13 @@ def rayjob(
 ) -> dict[str, Any]:
     """The RayJob. `interactive`: the client submits the job itself (to upload a local corpus)."""
     name = check_name(spec.name)
+    if interactive and settings.backoff_limit:
+        # KubeRay refuses retries in InteractiveMode: a retry would find the old job id set.
+        raise RaybakeError(
+            f"backoff_limit {settings.backoff_limit!r} needs a corpus the cluster reads itself "
+            "(a URI or cluster: path); an uploaded corpus is submitted once",
+            2,
+        )
     env = [{"name": "RAYBAKE_EXPECTED_IMAGE", "value": image}]
     head_ports = [
         {"containerPort": 6379, "name": "gcs-server"},

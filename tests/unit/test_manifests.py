@@ -109,6 +109,12 @@ def test_interactive_mode_leaves_the_submission_to_the_client():
     assert "runtimeEnvYAML" not in job
 
 
+def test_retries_are_refused_where_kuberay_refuses_them():
+    assert render(Settings(backoff_limit=2))["spec"]["backoffLimit"] == 2
+    with pytest.raises(RaybakeError, match="submitted once"):
+        render(Settings(backoff_limit=2), interactive=True)
+
+
 def test_label_values_are_valid_kubernetes_label_values():
     pattern = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
     labels = render()["metadata"]["labels"]
@@ -118,7 +124,7 @@ def test_label_values_are_valid_kubernetes_label_values():
         assert __import__("re").match(pattern, value), value
 
 
-@pytest.mark.parametrize("name", ["Raybake-Upper", "x" * 48, "ends-with-", "has_underscore"])
+@pytest.mark.parametrize("name", ["Raybake-Upper", "x" * 48, "ends-with-", "has_underscore", "1starts-with-digit"])
 def test_names_kuberay_would_reject_are_refused(name):
     with pytest.raises(RaybakeError, match="cannot name a RayJob"):
         rayjob(

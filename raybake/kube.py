@@ -39,10 +39,11 @@ class Kube:
                 if not namespace and IN_CLUSTER_NAMESPACE.is_file():
                     namespace = IN_CLUSTER_NAMESPACE.read_text().strip()
             else:
-                config.load_kube_config(context=settings.kube_context)
-                _, current = config.list_kube_config_contexts()
+                # $KUBECONFIG as it is now: the client reads it once, at import.
+                files = os.environ.get("KUBECONFIG") or None
+                config.load_kube_config(config_file=files, context=settings.kube_context)
+                contexts, current = config.list_kube_config_contexts(config_file=files)
                 if settings.kube_context:
-                    contexts, _ = config.list_kube_config_contexts()
                     current = next(c for c in contexts if c["name"] == settings.kube_context)
                 namespace = namespace or current.get("context", {}).get("namespace")
         except (config.ConfigException, OSError, StopIteration) as exc:
@@ -80,16 +81,9 @@ class Kube:
         return None if found is None else [v.version for v in found.versions]
 
     def served_kinds(self) -> list[str]:
-        resources = self._call(
-            "API discovery",
-            self.api.call_api,
-            f"/apis/{GROUP}/{VERSION}",
-            "GET",
-            response_type="object",
-            _return_http_data_only=True,
-            auth_settings=["BearerToken"],
-        )
-        return [r["kind"] for r in resources.get("resources", []) if "/" not in r["name"]]
+        resources = self._call("API discovery", self.custom.get_api_resources, GROUP, VERSION)
+        # Subresources (rayjobs/status) repeat their kind; only top-level resources count.
+        return [r.kind for r in resources.resources if "/" not in r.name]
 
     def check_operator(self, kind: str = "RayJob") -> None:
         """Operator missing or CRDs of another version: refuse before creating anything."""

@@ -233,7 +233,7 @@ def jobs(c, backend=None, address=None, cluster=None, namespace=None):
 
 @task(
     help={
-        "image": "local image to load into the kind nodes (default: raybake.image)",
+        "image": "local image to load into the kind node (default: the last `invoke build --variant cpu`)",
         "name": "kind cluster name (default: raybake.kind_cluster)",
     }
 )
@@ -241,9 +241,10 @@ def jobs(c, backend=None, address=None, cluster=None, namespace=None):
 def kind_up(c, image=None, name=None):
     """A local kind cluster with the pinned KubeRay operator and the image, ready for --backend rayjob."""
     from raybake import kind
+    from raybake.pushed import local_image
 
     settings = _settings(c, image=image, kind_cluster=name)
-    kind.up(settings.kind_cluster, image=settings.image)
+    kind.up(settings.kind_cluster, image=settings.image or local_image("cpu"))
 
 
 @task(help={"name": "kind cluster name (default: raybake.kind_cluster)"})
@@ -276,6 +277,28 @@ def down(c):
 
 @task(
     help={
+        "docs": "documents per generated corpus (default 600)",
+        "threads": "torch threads for the baseline and the one-worker run (default: all CPUs)",
+        "out": "where the corpora, outputs, report.json and throughput.png go",
+    }
+)
+@user_errors
+def bench(c, docs=600, threads=0, out="bench-results"):
+    """Benchmark raybake against the plain transformers loop on this machine; report ratios."""
+    import os
+    from pathlib import Path
+
+    from raybake import bench as benchmark
+
+    report = benchmark.run(
+        docs=int(docs), threads=int(threads) or os.cpu_count() or 1, out=Path(out), settings=_settings(c)
+    )
+    print(benchmark.summary(report))
+    print(f"raybake: report {out}/report.json, plot {out}/throughput.png")
+
+
+@task(
+    help={
         "tier": f"one of {', '.join(TEST_TIERS)}, or all but e2e when not given",
         "pytest-args": "extra pytest arguments, quoted",
     }
@@ -289,11 +312,187 @@ def test(c, tier=None, pytest_args=""):
 
 
 @task
+@user_errors
 def lint(c):
-    """ruff over the Python code."""
-    c.run(f"{sys.executable} -m ruff check .")
-    c.run(f"{sys.executable} -m ruff format --check .", warn=True)
+    """ruff, hadolint (docker/Dockerfile), actionlint and the workflow rules: CI runs this too."""
+    from raybake import lint as linters
+
+    failed = linters.run()
+    if failed:
+        raise Exit(f"raybake: lint failed: {', '.join(failed)}", code=1)
 
 
-ns = Collection(submit, status, logs, stop, jobs, down, kind_up, kind_down, versions, test, lint)
+@task(
+    help={
+        "out": "directory for the dump (uploaded as an artifact by e2e-kind.yml)",
+        "context": "kubeconfig context (default: the current one)",
+    }
+)
+@user_errors
+def kind_dump(c, out="kind-dump", context=None):
+    """Save operator, head, worker and submitter logs and `kubectl describe` of the RayJobs.
+
+    Never fails on a missing pod or resource: it runs after a failure to explain it.
+    """
+    from pathlib import Path
+
+    from raybake.kind_debug import dump
+
+    written = dump(Path(out), context=context)
+    print(f"raybake: {len(written)} file(s) under {out}/")
+
+
+@task(
+    help={
+        "job": "job id (the name given to invoke submit --name)",
+        "manifest": "path or URI of the job's manifest.json, for counts and throughput",
+        "output": "where the job's outputs are, shown as is",
+        "status": "the job's status when known; else asked from the backend",
+        "backend": "local | address | rayjob, to ask the status",
+        "address": "job submission URL, to ask the status",
+        "link": "LABEL=URL to list, e.g. logs=https://...; repeatable",
+        "comment-file": "also write the Markdown here (for invoke pr-comment)",
+    },
+    iterable=["link"],
+)
+@user_errors
+def summary(c, job, manifest=None, output=None, status=None, backend=None, address=None, link=None, comment_file=None):
+    """A job's status, counts, throughput and links in the GitHub job summary (stdout elsewhere)."""
+    from pathlib import Path
+
+    from raybake import gha, report
+
+    # A report runs after failures too: what it cannot learn becomes a note, never an exit.
+    notes = []
+    if status is None:
+        try:
+            status = _backend(c, backend, address).status(job).status
+        except RaybakeError as exc:
+            status = "UNKNOWN"
+            notes.append(str(exc))
+    data = None
+    if manifest:
+        try:
+            data = report.read_manifest(manifest)
+        except RaybakeError as exc:
+            notes.append(str(exc))
+    links = dict(item.split("=", 1) for item in link or [] if "=" in item)
+    links.setdefault("workflow run", gha.run_url())
+    markdown = report.job_markdown(
+        job=job, status=status, manifest=data, output=output, links=links, note="; ".join(notes) or None
+    )
+    gha.append_summary(markdown)
+    if comment_file:
+        Path(comment_file).write_text(markdown)
+
+
+@task(
+    help={
+        "image": "a pushed image reference, e.g. REGISTRY/OWNER/raybake:TAG",
+        "tag": "another tag the image carries, listed in the summary; repeatable",
+    },
+    iterable=["tag"],
+)
+@user_errors
+def image_summary(c, image, tag=None):
+    """Look up a pushed image's digest; write it to the job summary and the step output `digest`."""
+    from raybake import gha, report
+
+    digest = report.image_digest(image)
+    gha.append_summary(report.image_markdown(ref=image, digest=digest, tags=list(tag or [])))
+    gha.set_output("digest", digest)
+    print(digest)
+
+
+@task(
+    help={
+        "repository": "REGISTRY/OWNER/NAME, e.g. $REGISTRY/$GITHUB_REPOSITORY (lower-cased here)",
+        "ref": "a tag, a sha256: digest or a full reference; empty: sha-$GITHUB_SHA",
+    }
+)
+@user_errors
+def image_ref(c, repository, ref=""):
+    """Print the full image reference; set step outputs `registry`, `name`, `repository`, `ref`.
+
+    On a runner, later steps also get INVOKE_RAYBAKE_REGISTRY and INVOKE_RAYBAKE_IMAGE_NAME, so
+    `invoke build` and `invoke push` name the image there without a flag.
+    """
+    import os
+
+    from raybake import gha
+
+    image = gha.image_ref(repository=repository, given=ref, sha=os.environ.get("GITHUB_SHA", ""))
+    for key, value in (*image._asdict().items(), ("repository", image.repository)):
+        gha.set_output(key, value)
+    gha.export_env("INVOKE_RAYBAKE_REGISTRY", image.registry)
+    gha.export_env("INVOKE_RAYBAKE_IMAGE_NAME", image.name)
+    print(image.ref)
+
+
+@task(help={"pr": "pull request number", "body-file": "Markdown to post, e.g. from invoke summary --comment-file"})
+@user_errors
+def pr_comment(c, pr, body_file):
+    """Post the run's result on the pull request, or update the comment an earlier run posted.
+
+    Uses GITHUB_TOKEN, GITHUB_REPOSITORY and GITHUB_API_URL as a workflow sets them.
+    """
+    import os
+    from pathlib import Path
+
+    from raybake import gha
+
+    if not str(pr).isdigit():
+        raise RaybakeError(f"--pr must be a pull request number, got {pr!r}", 2)
+    url = gha.comment_on_pr(
+        repository=os.environ.get("GITHUB_REPOSITORY", ""),
+        number=int(pr),
+        body=Path(body_file).read_text(),
+        token=os.environ.get("GITHUB_TOKEN", ""),
+        api_url=os.environ.get("GITHUB_API_URL", "https://api.github.com"),
+    )
+    print(f"raybake: commented {url}")
+
+
+@task(help={"force": "run off a GitHub runner too (deletes system directories)"})
+@user_errors
+def free_disk(c, force=False):
+    """Free the runner's disk for image builds: unused toolchains and unused images go."""
+    from raybake import gha
+
+    before, after = gha.free_disk(force=force)
+    print(f"raybake: free disk {before / 2**30:.1f} GiB -> {after / 2**30:.1f} GiB")
+
+
+@task(help={"out": "where to write the kubeconfig (mode 0600)", "source-env": "variable holding it (YAML or base64)"})
+@user_errors
+def kubeconfig(c, out, source_env="RAYBAKE_KUBECONFIG"):
+    """Write the cluster's kubeconfig from a secret's variable; later workflow steps get KUBECONFIG."""
+    from pathlib import Path
+
+    from raybake import gha
+
+    print(f"raybake: kubeconfig written to {gha.write_kubeconfig(Path(out), source_env=source_env)}")
+
+
+ns = Collection(
+    submit,
+    status,
+    logs,
+    stop,
+    jobs,
+    down,
+    kind_up,
+    kind_down,
+    versions,
+    test,
+    lint,
+    kind_dump,
+    summary,
+    image_summary,
+    image_ref,
+    pr_comment,
+    free_disk,
+    kubeconfig,
+    bench,
+)
 ns.configure({"raybake": {}})

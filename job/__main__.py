@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from job.config import DEFAULT_MODEL, TASK_NAMES, TaskOptions, WorkerConfig
 from job.corpus import Fields
-from job.pipelines import TASKS, TaskOptions
-from job.pipelines.base import DEFAULT_MODEL
 from job.run import RunConfig, run
-from job.worker import WorkerConfig
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
         ".txt (one document per file), .jsonl, .csv, .tsv, .parquet, optionally .gz",
     )
     p.add_argument("--output", help="output directory (path or fsspec URI); required unless --check")
-    p.add_argument("--task", choices=sorted(TASKS), default="embed", help="model task (default: embed)")
+    p.add_argument("--task", choices=TASK_NAMES, default="embed", help="model task (default: embed)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local directory (default: %(default)s)")
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
     p.add_argument("--text-field", default="text", help="text field/column of jsonl, csv, parquet")
@@ -46,7 +44,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: GPU if any")
     p.add_argument("--shard-size", type=int, default=256, help="documents per shard (resume unit)")
-    p.add_argument("--token-budget", type=int, default=16384, help="padded tokens per batch")
+    p.add_argument(
+        "--token-budget", type=int, default=None, help="padded tokens per batch (default: 2048 on CPU, 65536 on GPU)"
+    )
     p.add_argument("--max-batch-size", type=int, default=256, help="documents per batch at most")
     p.add_argument("--workers", type=int, default=None, help="default: one per GPU, else per CPU group")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs (torch threads) per worker")

@@ -142,7 +142,7 @@ def decode(raw: bytes) -> tuple[str | None, str | None]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return None, f"not valid UTF-8 at byte {exc.start}: {raw[exc.start : exc.start + 4]!r}"
+        return None, f"not valid UTF-8: byte {exc.start} is {raw[exc.start : exc.start + 1]!r}"
     if not text.strip():
         return None, "empty document"
     return text, None
@@ -262,7 +262,7 @@ def _from_fields(record, source: str, fields: Fields) -> Document:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # surrogates: undecodable bytes kept by _csv_rows
-        return Document(doc_id, source, None, f"not valid UTF-8 at character {exc.start}")
+        return Document(doc_id, source, None, f"not valid UTF-8: character {exc.start}")
     if not text.strip():
         return Document(doc_id, source, None, "empty document")
     return Document(doc_id, source, text)

@@ -17,6 +17,11 @@ import pyarrow.parquet as pq
 STATS_KEY = b"raybake"
 
 
+def part_name(shard) -> str:
+    """The part file of a shard: its index for humans, its id so a changed plan never matches."""
+    return f"part-{shard.index:05d}-{shard.id}.parquet"
+
+
 class Output:
     def __init__(self, uri: str) -> None:
         self.uri = uri

@@ -7,17 +7,18 @@ Exit codes: 0 every document has a row; 1 some shards failed (rerun resumes them
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from job.config import WorkerConfig
 from job.corpus import CorpusError, Shard, plan_shards, scan
-from job.output import Output
-from job.worker import ShardWorker, WorkerConfig, part_name
+from job.output import Output, part_name
 
 PROGRESS_PREFIX = "raybake-progress"
 SPEC_FILE = "spec.json"
@@ -72,29 +73,50 @@ def run(config: RunConfig) -> int:
         log(f"resuming: {len(shards) - len(todo)} shard(s) already done, {len(todo)} to go")
 
     _check_image()
-    worker_info: list[dict[str, Any]] = []
-    failed: dict[str, str] = {}
-    if todo:
-        worker_info, failed = _process(config, todo, total_docs - sum(s.size for s in todo), total_docs)
-
-    manifest = build_manifest(
-        output, shards, spec, started=started, workers=worker_info, resumed=len(shards) - len(todo), failed=failed
-    )
+    pool = _process(config, todo, total_docs - sum(s.size for s in todo), total_docs) if todo else PoolRun()
+    manifest = build_manifest(output, shards, spec, started=started, pool=pool, resumed=len(shards) - len(todo))
     output.write_json(MANIFEST_FILE, manifest)
     counts = manifest["counts"]
     log(
         f"done: {counts['ok']} ok, {counts['error']} error, {counts['missing']} missing "
         f"of {counts['documents']} documents -> {wc.output}/{MANIFEST_FILE}"
     )
-    if failed:
-        for shard_id, reason in failed.items():
+    if pool.failed:
+        for shard_id, reason in pool.failed.items():
             log(f"shard {shard_id} failed: {reason}")
-        log(f"error: {len(failed)} shard(s) failed; run the same command again to retry only those")
+        log(f"error: {len(pool.failed)} shard(s) failed; run the same command again to retry only those")
         return 1
     return 0
 
 
-def _process(config: RunConfig, todo: list[Shard], already: int, total: int):
+class PoolWorker:
+    """The Ray actor around ShardWorker: torch and transformers are imported in the worker
+    process only, so the driver starts without them."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        started = time.perf_counter()
+        from job.worker import ShardWorker
+
+        self.worker = ShardWorker(config, started=started)
+
+    def info(self) -> dict[str, Any]:
+        return self.worker.info()
+
+    def process(self, shard: Shard) -> dict[str, Any]:
+        return self.worker.process(shard)
+
+
+@dataclass
+class PoolRun:
+    """What the worker pool did: who worked, what failed, and when processing ran."""
+
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    ready_at: float | None = None  # epoch seconds: every worker had its model loaded
+    processing_seconds: float | None = None  # from ready to the last shard: throughput's clock
+
+
+def _process(config: RunConfig, todo: list[Shard], already: int, total: int) -> PoolRun:
     import ray
 
     ray.init(log_to_driver=True, logging_level="WARNING")
@@ -105,15 +127,8 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int):
     count = config.workers or (gpus if use_gpu else max(1, int(resources.get("CPU", 1) // cpus_per_worker)))
     count = min(count, len(todo))
     threads = max(1, int(cpus_per_worker))
-    wc = WorkerConfig(
-        **{
-            **asdict(config.worker),
-            "threads": threads,
-            "options": config.worker.options,
-            "fields": config.worker.fields,
-        }
-    )
-    actor_class = ray.remote(ShardWorker).options(
+    wc = dataclasses.replace(config.worker, threads=threads)
+    actor_class = ray.remote(PoolWorker).options(
         num_gpus=1 if use_gpu else 0,
         num_cpus=cpus_per_worker,
         # A killed worker process comes back and its in-flight shards are retried on it.
@@ -124,6 +139,7 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int):
     log(f"starting {count} worker(s): {'1 GPU' if use_gpu else f'{cpus_per_worker} CPU'} each")
     actors = [actor_class.remote(wc) for _ in range(count)]
     infos = ray.get([a.info.remote() for a in actors])
+    ready_at, ready_clock = time.time(), time.perf_counter()
     for info in infos:
         log(f"worker on {info['host']}: {info['device']} {info['dtype']}, model loaded in {info['load_seconds']}s")
 
@@ -164,7 +180,7 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int):
             progress.advance(stats["documents"])
         top_up()
     progress.report(force=True)
-    return infos, failed
+    return PoolRun(infos, failed, ready_at, round(time.perf_counter() - ready_clock, 4))
 
 
 def _check_image() -> None:
@@ -193,6 +209,7 @@ class Progress:
         self.total, self.done, self.start_done = total, done, done
         self.shards_total, self.shards_done = shards_total, 0
         self.started = self.last = time.monotonic()
+        self.reported = -1
 
     def advance(self, documents: int) -> None:
         self.done += documents
@@ -201,9 +218,9 @@ class Progress:
 
     def report(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last < 1.0:
+        if (not force and now - self.last < 1.0) or self.reported == self.done:
             return
-        self.last = now
+        self.last, self.reported = now, self.done
         rate = (self.done - self.start_done) / max(now - self.started, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         print(
@@ -249,9 +266,8 @@ def build_manifest(
     spec: dict[str, Any],
     *,
     started: float,
-    workers: list[dict[str, Any]],
+    pool: PoolRun,
     resumed: int,
-    failed: dict[str, str],
 ) -> dict[str, Any]:
     finished = output.finished()
     planned = {part_name(s) for s in shards}
@@ -280,7 +296,7 @@ def build_manifest(
             "truncated": totals["truncated"],
         },
         "errors_by_reason": dict(reasons),
-        "shards": {"total": len(shards), "resumed": resumed, "failed": failed},
+        "shards": {"total": len(shards), "resumed": resumed, "failed": pool.failed},
         "parts": parts,
         "stale_parts": sorted(finished - planned),
         "tokens": {
@@ -295,12 +311,14 @@ def build_manifest(
             "finished": dt.datetime.now(dt.UTC).isoformat(),
             "wall_seconds": round(wall, 3),
             "compute_seconds": round(totals["compute_seconds"], 3),
+            "workers_ready": pool.ready_at,
+            "processing_seconds": pool.processing_seconds,
         },
-        "workers": workers,
+        "workers": pool.workers,
         "model": {
             "name": spec["model"],
-            "path": workers[0]["model_path"] if workers else None,
-            "revision": workers[0]["revision"] if workers else None,
+            "path": pool.workers[0]["model_path"] if pool.workers else None,
+            "revision": pool.workers[0]["revision"] if pool.workers else None,
         },
         "versions": _versions(),
         "git_sha": os.environ.get("RAYBAKE_GIT_SHA"),

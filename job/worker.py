@@ -12,7 +12,6 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -21,9 +20,10 @@ import torch
 import transformers
 
 from job.batching import token_budget_batches
-from job.corpus import Fields, Shard, read_shard
-from job.output import Output
-from job.pipelines import TASKS, TaskOptions
+from job.config import TOKEN_BUDGET, WorkerConfig
+from job.corpus import Shard, read_shard
+from job.output import Output, part_name
+from job.pipelines import TASKS
 
 BASE_COLUMNS = [
     pa.field("id", pa.string()),
@@ -34,26 +34,10 @@ BASE_COLUMNS = [
 ]
 
 
-def part_name(shard: Shard) -> str:
-    return f"part-{shard.index:05d}-{shard.id}.parquet"
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    task: str
-    model: str
-    options: TaskOptions
-    fields: Fields
-    corpus: str
-    output: str
-    token_budget: int
-    max_batch_size: int
-    threads: int
-
-
 class ShardWorker:
-    def __init__(self, config: WorkerConfig) -> None:
-        started = time.perf_counter()
+    def __init__(self, config: WorkerConfig, *, started: float | None = None) -> None:
+        # `started` lets the caller count the framework imports as part of loading the model.
+        started = started or time.perf_counter()
         torch.set_num_threads(config.threads)
         # Per-worker download/load bars interleave into unreadable job logs.
         transformers.utils.logging.disable_progress_bar()
@@ -86,7 +70,7 @@ class ShardWorker:
         lengths = [len(ids) for ids in encoded.ids]
         batches = token_budget_batches(
             lengths,
-            token_budget=self.config.token_budget,
+            token_budget=self.config.token_budget or TOKEN_BUDGET[self.task.device.type],
             max_batch_size=self.config.max_batch_size,
             extra=self.task.reserved_tokens,
         )
@@ -149,5 +133,5 @@ class ShardWorker:
 
 
 def _reason(error: str) -> str:
-    """The kind of an error, for the manifest's tally: the text before any detail."""
+    """The kind of an error, for the manifest's tally: errors read "kind: detail"."""
     return error.split(":", 1)[0]

@@ -82,7 +82,7 @@ def up(cluster: str, *, image: str | None) -> None:
     if image:
         _run(load_argv(cluster, image))
     else:
-        print("raybake: no --image given; load one later with `invoke kind-up --image NAME:TAG`")
+        print("raybake: no image built yet; `invoke build --variant cpu`, then `invoke kind-up` again loads it")
     print(f"raybake: kind cluster {cluster!r} ready (context {context(cluster)}); `invoke submit --backend rayjob`")
 
 

@@ -49,14 +49,17 @@ class RayHead:
 
     def job_env(self) -> dict[str, str]:
         """Environment for a `python -m job` driver that should join this cluster."""
-        return {**os.environ, "RAY_ADDRESS": self.address}
+        # `ray start` turns token auth on; a driver joining from outside must opt in to it.
+        return {**os.environ, "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token"}
 
     def stop(self) -> None:
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=60)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def dashboard_up(url: str) -> bool:
@@ -111,6 +114,7 @@ def start_head(num_cpus: int = 2, env: dict[str, str] | None = None, timeout: fl
     while not dashboard_up(head.url):
         if process.poll() is not None or time.monotonic() > deadline:
             head.stop()
-            raise RuntimeError(f"test Ray head did not start (exit {process.poll()}); logs in {temp_dir}")
+            tail = Path(f"{temp_dir}/start.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"test Ray head did not start (exit {process.poll()}):\n{tail}")
         time.sleep(0.5)
     return head

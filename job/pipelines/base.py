@@ -17,20 +17,11 @@ import pyarrow as pa
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+from job.config import DEFAULT_MODEL, TaskOptions
+
 # A document longer than this many characters per allowed token cannot fit anyway; cutting it
 # first keeps a 10 MB document from costing a full tokenization of text that will be dropped.
 CHARS_PER_TOKEN_CAP = 32
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    max_length: int | None = None
-    top_k: int = 1
-    max_new_tokens: int = 32
-    dtype: str = "auto"
-    device: str = "auto"
-    revision: str | None = None
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,13 @@ class AddressBackend(Backend):
         return self.settings.ship_job
 
     @property
+    def expected_image(self) -> str | None:
+        """The image this checkout built and pushed, which the cluster's pods should run."""
+        from raybake.pushed import last_pushed
+
+        return self.settings.image or last_pushed(self.settings)
+
+    @property
     def verify(self) -> bool | str:
         return self.settings.ca_bundle or self.settings.verify_tls
 
@@ -161,9 +168,7 @@ class AddressBackend(Backend):
 
     def check_cluster(self) -> None:
         """Refuse a cluster that runs another Ray or another image, unless the user allows it."""
-        from raybake.pushed import last_pushed
-
-        expected_image = self.settings.image or last_pushed()
+        expected_image = self.expected_image
         problems = [
             p
             for p in (
@@ -183,8 +188,9 @@ class AddressBackend(Backend):
             check_reachable(self.url, self.settings.connect_timeout_s)
             from ray.job_submission import JobSubmissionClient
 
-            # Ray's client logs every upload at INFO; the user wants the job's own lines.
-            logging.getLogger("ray").setLevel(logging.WARNING)
+            # Ray's client logs every upload and socket at INFO; the user wants the job's own lines.
+            for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+                logging.getLogger(name).setLevel(logging.WARNING)
             try:
                 self._client = JobSubmissionClient(self.url, headers=self.headers, verify=self.verify)
             except Exception as exc:  # noqa: BLE001 - Ray raises bare exceptions for auth and version errors
@@ -201,12 +207,10 @@ class AddressBackend(Backend):
         return moved.spec
 
     def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
-        from raybake.pushed import last_pushed
-
         env: dict[str, Any] = {**self.uploads, "env_vars": {"RAYBAKE_GIT_SHA": git_sha()}}
         if self.ships_job:
             env["py_modules"] = [str(ROOT / "job")]
-        elif expected := self.settings.image or last_pushed():
+        elif expected := self.expected_image:
             # The job warns in its log when the pods run another image (job/run.py).
             env["env_vars"]["RAYBAKE_EXPECTED_IMAGE"] = expected
         return env

@@ -1,7 +1,7 @@
 """kind + the pinned KubeRay operator + the built image: `invoke submit --backend rayjob` end to end.
 
-Runs on GitHub-hosted runners (the e2e workflow builds the image first and names it in
-RAYBAKE_E2E_IMAGE); skipped where kind is not installed, such as the development machine.
+Runs on GitHub-hosted runners after `invoke build --variant cpu` (e2e-kind.yml); skipped where
+kind is not installed, such as the development machine. RAYBAKE_E2E_IMAGE names another image.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ import uuid
 
 import pytest
 
+from raybake import kind
+from raybake.config import Settings
+from raybake.pushed import local_image
 from raybake.versions import ROOT
 
+IMAGE = os.environ.get("RAYBAKE_E2E_IMAGE") or local_image("cpu")
 pytestmark = [
     pytest.mark.skipif(shutil.which("kind") is None, reason="kind is not on PATH (e2e runs on GitHub runners)"),
-    pytest.mark.skipif(not os.environ.get("RAYBAKE_E2E_IMAGE"), reason="RAYBAKE_E2E_IMAGE names no built image"),
+    pytest.mark.skipif(not IMAGE, reason="no image: run `invoke build --variant cpu` first"),
 ]
-CLUSTER = "raybake-e2e"
 CLAIM = "raybake-e2e"
 EXAMPLE_DOCS = 41
 # Small pods: a GitHub runner has 4 CPUs and 16 GiB for the node, the operator and the job.
@@ -45,20 +48,26 @@ def invoke(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def kind_cluster():
-    up = invoke("kind-up", "--name", CLUSTER, "--image", os.environ["RAYBAKE_E2E_IMAGE"])
+    """The cluster e2e-kind.yml made with `invoke kind-up` (made here if not); kept for kind-dump."""
+    up = invoke("kind-up", "--image", IMAGE)
     assert up.returncode == 0, up.stdout + up.stderr
     from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
 
-    config.load_kube_config(context=f"kind-{CLUSTER}")
+    cluster = Settings().kind_cluster
+    config.load_kube_config(context=kind.context(cluster))
     claim = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": CLAIM},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
     }
-    client.CoreV1Api().create_namespaced_persistent_volume_claim("default", claim)
-    yield CLUSTER
-    invoke("kind-down", "--name", CLUSTER)
+    try:
+        client.CoreV1Api().create_namespaced_persistent_volume_claim("default", claim)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    return cluster
 
 
 def test_submit_a_rayjob_over_the_example_corpus(kind_cluster):
@@ -68,11 +77,11 @@ def test_submit_a_rayjob_over_the_example_corpus(kind_cluster):
         "--backend",
         "rayjob",
         "--kube-context",
-        f"kind-{kind_cluster}",
+        kind.context(kind_cluster),
         "--namespace",
         "default",
         "--image",
-        os.environ["RAYBAKE_E2E_IMAGE"],
+        IMAGE,
         "--corpus",
         "examples/corpus",
         "--output",

@@ -116,5 +116,5 @@ def test_dry_run_needs_no_cluster_and_no_image_means_a_clear_error(capsys, tmp_p
     assert submit(RayJobBackend(SETTINGS), SPEC, dry_run=True) == 0
     assert yaml.safe_load(capsys.readouterr().out)["kind"] == "RayJob"
     monkeypatch.setattr("raybake.pushed.STATE_FILE", tmp_path / "none")
-    with pytest.raises(RaybakeError, match="invoke push"):
+    with pytest.raises(RaybakeError, match="invoke push --variant cpu"):
         RayJobBackend(Settings(backend="rayjob"), kube=FakeKube()).describe(SPEC)

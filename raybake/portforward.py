@@ -16,7 +16,7 @@ from typing import Any
 CHUNK = 64 * 1024
 
 
-def _pump(source: Any, sink: Any) -> None:
+def pump(source: Any, sink: Any) -> None:
     try:
         while data := source.recv(CHUNK):
             sink.sendall(data)
@@ -64,9 +64,9 @@ class Forward:
             threading.Thread(target=self._relay, args=(local, remote), daemon=True).start()
 
     def _relay(self, local: Any, remote: Any) -> None:
-        back = threading.Thread(target=_pump, args=(remote, local), daemon=True)
+        back = threading.Thread(target=pump, args=(remote, local), daemon=True)
         back.start()
-        _pump(local, remote)
+        pump(local, remote)
         back.join()
         with self._lock:
             self._open.difference_update((local, remote))

@@ -154,18 +154,18 @@ def submit(
         allow_image_mismatch=allow_image_mismatch or None,
         ship_job=ship_job or None,
     )
-    spec = JobSpec(
-        corpus=corpus,
-        output=output or default_output(chosen.settings, name),
-        task=task,
-        model=model or DEFAULT_MODEL,
-        text_field=text_field,
-        id_field=id_field,
-        job_args=tuple(shlex.split(job_args)),
-        entrypoint=entrypoint,
-        name=name,
-    )
     with chosen:
+        spec = JobSpec(
+            corpus=corpus,
+            output=output or default_output(chosen.settings, name),
+            task=task,
+            model=model or DEFAULT_MODEL,
+            text_field=text_field,
+            id_field=id_field,
+            job_args=tuple(shlex.split(job_args)),
+            entrypoint=entrypoint,
+            name=name,
+        )
         code = run_submit(chosen, spec, follow=not detach, dry_run=dry_run)
     if code:
         raise Exit(code=code)

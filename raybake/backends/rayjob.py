@@ -67,12 +67,22 @@ class RayJobBackend(Backend):
         name = manifest["metadata"]["name"]
         print(f"raybake: created RayJob {name} in namespace {self.kube.namespace}", flush=True)
         if self.uploads:
-            self._submit_with_upload(name, spec)
+            try:
+                self._submit_with_upload(name, spec)
+            except (RaybakeError, KeyboardInterrupt) as exc:
+                # Nothing runs yet: a RayJob left Waiting would hold its pods until the deadline.
+                self.kube.delete_rayjob(name)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise RaybakeError(f"interrupted before the job started; RayJob {name} deleted", 130) from None
+                raise RaybakeError(f"{exc} (RayJob {name} deleted)", exc.code) from None
         return name
 
     def _submit_with_upload(self, name: str, spec: JobSpec) -> None:
         """InteractiveMode: wait for the cluster, submit with the corpus, tell KubeRay the job id."""
         status = self._wait(name, until=lambda st: st.get("jobDeploymentStatus") == "Waiting")
+        ended = stuck.result_of(name, status)
+        if ended.status in TERMINAL:
+            raise RaybakeError(f"the RayJob ended before its cluster was ready: {ended.message}", 1)
         with self._ray(status["rayClusterName"]) as ray:
             ray.uploads = self.uploads
             job_id = ray.submit(spec)

@@ -118,3 +118,22 @@ def test_dry_run_needs_no_cluster_and_no_image_means_a_clear_error(capsys, tmp_p
     monkeypatch.setattr("raybake.pushed.STATE_FILE", tmp_path / "none")
     with pytest.raises(RaybakeError, match="invoke push --variant cpu"):
         RayJobBackend(Settings(backend="rayjob"), kube=FakeKube()).describe(SPEC)
+
+
+def test_an_upload_that_cannot_start_deletes_its_waiting_rayjob(tmp_path):
+    (tmp_path / "a.txt").write_text("doc")
+    chosen, kube = backend(statuses=[STATUSES["new"], STATUSES["validation-failed"]])
+    spec = chosen.prepare(JobSpec(corpus=str(tmp_path), output="s3://b/o", name="raybake-embed-1"))
+    with pytest.raises(RaybakeError, match=r"ended before its cluster was ready: .*47 characters.*deleted"):
+        chosen.submit(spec)
+    assert kube.deleted == ["raybake-embed-1"]
+
+
+def test_an_upload_to_a_cluster_without_a_reachable_head_deletes_its_rayjob(tmp_path):
+    (tmp_path / "a.txt").write_text("doc")
+    chosen, kube = backend(statuses=[STATUSES["waiting"]])
+    spec = chosen.prepare(JobSpec(corpus=str(tmp_path), output="s3://b/o", name="raybake-embed-1"))
+    with pytest.raises(RaybakeError, match="no running head pod") as refused:
+        chosen.submit(spec)
+    assert refused.value.code == 3
+    assert kube.deleted == ["raybake-embed-1"]

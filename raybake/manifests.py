@@ -78,7 +78,14 @@ def pod_template(
     *, container: str, image: str, settings: Settings, env: list[dict], res: dict, ports: list[dict] | None = None
 ) -> dict[str, Any]:
     # Each pod its own copies: shared objects would print as YAML anchors and change together.
-    main: dict[str, Any] = {"name": container, "image": image, "env": copy.deepcopy(env), "resources": res}
+    main: dict[str, Any] = {
+        "name": container,
+        "image": image,
+        # A digest never changes and kind's node holds the image `kind load` put there: no pulls again.
+        "imagePullPolicy": "IfNotPresent",
+        "env": copy.deepcopy(env),
+        "resources": res,
+    }
     if ports:
         main["ports"] = ports
     pod: dict[str, Any] = {"containers": [main]}

@@ -97,6 +97,7 @@ def test_image_ray_version_entrypoint_and_lifetime():
     assert cluster["rayVersion"] == ray_version()
     pods = [cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]]
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {IMAGE}
+    assert {p["spec"]["containers"][0]["imagePullPolicy"] for p in pods} == {"IfNotPresent"}
     assert job["entrypoint"] == SPEC.command()
     assert job["shutdownAfterJobFinishes"] is True
     assert job["submissionMode"] == "K8sJobMode"

@@ -17,6 +17,7 @@ from raybake.backends.address import AddressBackend, git_sha, through_port_forwa
 from raybake.backends.base import TERMINAL, Backend, JobResult
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.follow import LogPrinter
 from raybake.kube import Kube, cluster_selector
 from raybake.pushed import image_for
 from raybake.spec import JobSpec
@@ -120,14 +121,25 @@ class RayJobBackend(Backend):
     def follow(self, job_id: str) -> JobResult:
         """Status from the RayJob; the log through the head while the Ray job runs; the RayJob decides."""
         status = self._wait(job_id, until=lambda st: st.get("jobStatus") == "RUNNING")
-        if stuck.result_of(job_id, status).status not in TERMINAL:
-            try:
-                with self._ray(status["rayClusterName"]) as ray:
-                    ray.stream_logs(status["jobId"])
-            except RaybakeError as exc:
-                print(f"raybake: no log stream ({exc}); following the RayJob's status", flush=True)
+        self._print_log(status, ended=stuck.result_of(job_id, status).status in TERMINAL)
         # Streams end early and clusters go away: the RayJob's own status is the answer.
         return stuck.result_of(job_id, self._wait(job_id, until=lambda st: False))
+
+    def _print_log(self, status: dict[str, Any], *, ended: bool) -> None:
+        """Stream the Ray job's log; one that ended between two polls is printed whole (the cluster
+        stays ttlSecondsAfterFinished). Best effort: without a head the RayJob's status still decides."""
+        if not (status.get("rayClusterName") and status.get("jobId")):
+            return
+        try:
+            with self._ray(status["rayClusterName"]) as ray:
+                if ended:
+                    printer = LogPrinter()
+                    printer.feed(ray.client.get_job_logs(status["jobId"]))
+                    printer.close()
+                else:
+                    ray.stream_logs(status["jobId"])
+        except RaybakeError as exc:
+            print(f"raybake: no log ({exc}); following the RayJob's status", flush=True)
 
     def status(self, job_id: str) -> JobResult:
         return stuck.result_of(job_id, self.kube.rayjob(job_id).get("status"))

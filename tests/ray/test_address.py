@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -139,11 +140,15 @@ def test_a_cluster_by_name_running_another_image_is_refused(settings, ray_head):
 
 
 class OperatorOverRealRay(FakeKube):
-    """KubeRay's InteractiveMode, played by the test: Waiting until the job id is set, then Ray's status."""
+    """KubeRay's InteractiveMode, played by the test: Waiting until the job id is set, then Ray's status.
 
-    def __init__(self, head, **kw):
+    `slow`: the operator's status lags behind Ray's, so a short job is seen only once it ended.
+    """
+
+    def __init__(self, head, *, slow: bool = False, **kw):
         super().__init__(pods=[pod(IMAGE)], connect=connect_to(head), **kw)
         self.head = head
+        self.slow = slow
 
     def status_now(self):
         job_ids = [p["spec"]["jobId"] for p in self.patches if "jobId" in p.get("spec", {})]
@@ -151,7 +156,11 @@ class OperatorOverRealRay(FakeKube):
             return {"jobDeploymentStatus": "Waiting", "rayClusterName": "c"}
         with AddressBackend(Settings(token_env=TOKEN_ENV), self.head.url) as ray:
             ray_status = ray.status(job_ids[0]).status
-        done = ray_status in ("SUCCEEDED", "FAILED", "STOPPED")
+            done = ray_status in ("SUCCEEDED", "FAILED", "STOPPED")
+            while self.slow and not done:
+                time.sleep(0.5)
+                ray_status = ray.status(job_ids[0]).status
+                done = ray_status in ("SUCCEEDED", "FAILED", "STOPPED")
         return {
             "jobDeploymentStatus": "Complete" if done else "Running",
             "jobStatus": ray_status,
@@ -160,21 +169,23 @@ class OperatorOverRealRay(FakeKube):
         }
 
 
+@pytest.mark.parametrize("slow", [False, True], ids=["streamed", "ended-between-polls"])
 def test_a_rayjob_with_a_local_corpus_uploads_it_through_the_port_forward(
-    settings, ray_head, corpus, tmp_path, capfd, monkeypatch
+    settings, ray_head, corpus, tmp_path, capfd, monkeypatch, slow
 ):
     monkeypatch.setattr(rayjob, "POLL_S", 0.2)
-    kube = OperatorOverRealRay(ray_head)
+    kube = OperatorOverRealRay(ray_head, slow=slow)
     out = tmp_path / "out"
-    spec = JobSpec(corpus=str(corpus), output=f"cluster:{out}", name="rbt-interactive")
+    name = f"rbt-interactive-{'slow' if slow else 'live'}"
+    spec = JobSpec(corpus=str(corpus), output=f"cluster:{out}", name=name)
     with RayJobBackend(Settings(**{**settings.__dict__, "backend": "rayjob"}), kube=kube) as chosen:
         assert submit(chosen, spec) == 0
     (created,) = kube.created
     assert created["spec"]["submissionMode"] == "InteractiveMode"
-    assert kube.patches == [{"spec": {"jobId": "rbt-interactive"}}]
+    assert kube.patches == [{"spec": {"jobId": name}}]
     printed = capfd.readouterr().out
     assert f"done: {EXAMPLE_DOCS} ok" in printed  # the job's log, streamed through the relay
-    assert "job rbt-interactive: SUCCEEDED" in printed
+    assert f"job {name}: SUCCEEDED" in printed
     assert json.loads((out / "manifest.json").read_text())["counts"]["ok"] == EXAMPLE_DOCS
     # One forward to submit, one for the logs; both closed when done with.
     assert len(kube.forwards) == 2 and all(f.closed for f in kube.forwards)

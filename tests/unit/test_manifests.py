@@ -148,3 +148,9 @@ def test_dry_run_redacts_secrets_in_env_and_runtime_env():
     assert printed.count(manifests.REDACTED) == 2
     assert "visible" in printed
     assert manifest == original  # redaction copies; the applied manifest keeps its values
+
+
+@pytest.mark.parametrize("settings", [Settings(gpus=-1), Settings(cpu_workers=0), Settings(logical_gpus=-2)])
+def test_impossible_worker_counts_are_refused(settings):
+    with pytest.raises(RaybakeError, match="must be at least"):
+        render(settings)

@@ -78,11 +78,11 @@ def running_images(pods: list[dict[str, Any]]) -> set[str]:
 
 
 def image_problem(*, running: set[str], expected: str | None) -> str | None:
-    """None when every pod runs the expected image: the same reference, or the same digest."""
+    """None when every pod runs the expected image: the same reference (tag), or the same digest."""
     if expected is None or not running:
         return None
     digest = expected.split("@")[-1] if "@" in expected else None
-    others = {r for r in running if r != expected and not (digest and r.endswith("@" + digest))}
+    others = {r for r in running if expected not in (r, r.split("@")[0]) and not (digest and r.endswith("@" + digest))}
     if not others:
         return None
     return f"the cluster's pods run {', '.join(sorted(others))}, not the image built here ({expected})"

@@ -1,6 +1,6 @@
 """Where the corpus and the output live when the job runs on another machine than this one.
 
-Three kinds of location: a path on this machine, a URI any node can open (s3://, gs://, hf://,
+Three kinds of location: a path on this machine, a URI any node can open (s3://, gs://,
 https://), and a path on the cluster's own volume, written `cluster:/mnt/data/corpus`. A local
 corpus small enough travels with the job as its working_dir; anything bigger must already be
 where the cluster can read it, and is refused before a single byte is uploaded.

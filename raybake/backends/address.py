@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 # Poll interval once the log stream has ended but the job has not (streams end early).
 POLL_S = 1.0
+# How long `stop --delete` waits for the job to end before it can delete it.
+STOP_WAIT_S = 60.0
 
 
 def read_token(settings: Settings, default_file: Path | None = None) -> str | None:
@@ -266,7 +268,10 @@ class AddressBackend(Backend):
         self.status(job_id)
         stopped = bool(self.client.stop_job(job_id))
         if delete:
+            deadline = time.monotonic() + STOP_WAIT_S
             while self.status(job_id).status not in TERMINAL:
+                if time.monotonic() > deadline:
+                    raise RaybakeError(f"job {job_id!r} did not stop within {STOP_WAIT_S:.0f}s; not deleted", 3)
                 time.sleep(POLL_S)
             self.client.delete_job(job_id)
         return stopped or delete

@@ -197,3 +197,11 @@ def test_dry_run_shows_the_submission_without_the_token(settings, corpus, capsys
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["runtime_env"]["working_dir"] == str(corpus)
     assert ray_head.token not in json.dumps(shown)
+
+
+def test_stop_with_delete_removes_the_job(settings):
+    chosen = AddressBackend(settings, settings.address)
+    job = chosen.client.submit_job(entrypoint="sleep 120", submission_id="rbt-delete-me")
+    assert chosen.stop(job, delete=True)
+    with pytest.raises(RaybakeError, match="no job 'rbt-delete-me'"):
+        chosen.status(job)

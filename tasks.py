@@ -244,7 +244,7 @@ def kind_up(c, image=None, name=None):
     from raybake.pushed import local_image
 
     settings = _settings(c, image=image, kind_cluster=name)
-    kind.up(settings.kind_cluster, image=settings.image or local_image("cpu"))
+    kind.up(settings.kind_cluster, image=settings.image or local_image(settings, "cpu"))
 
 
 @task(help={"name": "kind cluster name (default: raybake.kind_cluster)"})
@@ -266,13 +266,84 @@ def versions(c):
         print(f"{name.replace('-', '_')}_VERSION={value}")
 
 
-@task
+@task(
+    help={
+        "variant": "cuda (default from invoke.yaml) or cpu",
+        "base-image": "base image instead of the variant's default (e.g. a locally made one)",
+        "torch-index": "pip index for torch instead of the variant's default; '' means PyPI",
+        "bake-model": "bake the default model into the image and set HF_HUB_OFFLINE=1",
+        "push": "push after building (needs raybake.registry)",
+        "cache-ref": "image to reuse layers from (pulled if the registry has it); with --push, updated",
+    }
+)
 @user_errors
-def down(c):
-    """Stop the embedded local Ray started by `invoke submit`."""
-    from raybake import embedded
+def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, push=False, cache_ref=None):
+    """Build the job image, tagged by a hash of its inputs; skipped when that image exists."""
+    from raybake import image
 
-    print("raybake: local Ray stopped" if embedded.stop() else "raybake: no local Ray was running")
+    settings = _settings(c, variant=variant)
+    plan = image.plan(
+        settings, variant=settings.variant, base_image=base_image, torch_index=torch_index, bake_model=bake_model
+    )
+    image.build(settings, plan, cache_ref=cache_ref)
+    if push:
+        image.push(settings, variant=settings.variant)
+        if cache_ref:
+            image.push_cache(settings, plan, cache_ref)
+
+
+@task(
+    iterable=["tag"],
+    help={
+        "variant": "which built image: cuda (default from invoke.yaml) or cpu",
+        "tag": "a further tag, e.g. sha-<commit>, a release or latest; repeatable; pushed after the "
+        "content-hash tags, never alone",
+    },
+)
+@user_errors
+def push(c, variant=None, tag=None):
+    """Push the last built image to raybake.registry; print and record its digest."""
+    from raybake import image
+
+    settings = _settings(c, variant=variant)
+    image.push(settings, variant=settings.variant, tags=tag or [])
+
+
+@task(help={"base-image": "name of the local base image to make (default: raybake-base/debian:bookworm)"})
+def docker_setup(c, base_image=""):
+    """Start a Docker engine and make the CPU base image where no registry is reachable (CI, as root)."""
+    c.run(shlex.join(["scripts/docker-engine.sh", *([base_image] if base_image else [])]), pty=False)
+
+
+@task(
+    help={
+        "workers": "worker containers beside the head (default 2)",
+        "gpus-per-worker": "GPUs each worker offers Ray (needs the NVIDIA container toolkit)",
+        "image": "image to run (default: the last `invoke build` of the variant)",
+        "variant": "which built image when --image is not given: cuda or cpu",
+        "data": "host directory mounted at the same path in every container (default: this project)",
+    }
+)
+@user_errors
+def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None):
+    """Start a Ray head and N workers as containers on the local Docker engine."""
+    from raybake import localcluster
+
+    settings = _settings(c, variant=variant)
+    cluster = localcluster.up(settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data)
+    print(f"raybake: cluster up: `invoke submit --address {cluster.url} --corpus ...` runs a job on it")
+
+
+@task(help={"containers-only": "only remove the Docker cluster; leave the embedded local Ray running"})
+@user_errors
+def down(c, containers_only=False):
+    """Stop the embedded local Ray started by `invoke submit`, and remove the `invoke up` containers."""
+    from raybake import embedded, localcluster
+
+    if not containers_only:
+        print("raybake: local Ray stopped" if embedded.stop() else "raybake: no local Ray was running")
+    removed = localcluster.down(_settings(c))
+    print(f"raybake: removed {removed} cluster container(s)" if removed else "raybake: no cluster containers")
 
 
 @task(
@@ -295,6 +366,28 @@ def bench(c, docs=600, threads=0, out="bench-results"):
     )
     print(benchmark.summary(report))
     print(f"raybake: report {out}/report.json, plot {out}/throughput.png")
+
+
+@task(
+    help={
+        "image": "image to start the cluster from (default: the last `invoke build` of the variant)",
+        "variant": "which built image when --image is not given: cuda or cpu",
+        "repeats": "baked-image runs (the median is reported; default 3)",
+        "port": "host port of the benchmark cluster's dashboard on 127.0.0.1 (default 8267)",
+        "out": "where start.json goes",
+    }
+)
+@user_errors
+def bench_start(c, image=None, variant=None, repeats=3, port=8267, out="bench-results"):
+    """Job start time on a local Docker cluster: deps baked in the image vs a pip runtime_env."""
+    from pathlib import Path
+
+    from raybake import startbench
+
+    settings = _settings(c, variant=variant)
+    report = startbench.run(settings, image=image, repeats=int(repeats), dashboard_port=int(port), out=Path(out))
+    print(startbench.summary(report))
+    print(f"raybake: report {out}/start.json")
 
 
 @task(
@@ -480,6 +573,10 @@ ns = Collection(
     logs,
     stop,
     jobs,
+    build,
+    push,
+    docker_setup,
+    up,
     down,
     kind_up,
     kind_down,
@@ -494,5 +591,6 @@ ns = Collection(
     free_disk,
     kubeconfig,
     bench,
+    bench_start,
 )
 ns.configure({"raybake": {}})

@@ -123,7 +123,10 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int) -> 
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     use_gpu = gpus > 0 and config.worker.options.device in ("auto", "cuda")
-    cpus_per_worker = config.cpus_per_worker or (1 if use_gpu else min(4, max(1, int(resources.get("CPU", 1)))))
+    # A worker must fit on one node: on a multi-node cluster the total would ask for more CPUs
+    # than any node has, and the workers would never start.
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
+    cpus_per_worker = config.cpus_per_worker or (1 if use_gpu else min(4, max(1, int(node_cpus))))
     count = config.workers or (gpus if use_gpu else max(1, int(resources.get("CPU", 1) // cpus_per_worker)))
     count = min(count, len(todo))
     threads = max(1, int(cpus_per_worker))

@@ -74,6 +74,28 @@ class Settings:
     # `invoke kind-up`: the local kind cluster's name.
     kind_cluster: str = "raybake"
 
+    # The job image (raybake/image.py). Base images take the Ray version from requirements.txt
+    # as {ray}; the torch index must match the cluster's CUDA driver ("" means PyPI's default).
+    image_name: str = "raybake"
+    # Registry and organisation the image is named and pushed under, e.g. REGISTRY/ORG.
+    registry: str | None = None
+    registry_user_env: str = "RAYBAKE_REGISTRY_USER"
+    registry_password_env: str = "RAYBAKE_REGISTRY_PASSWORD"
+    variant: str = "cuda"
+    base_image_cuda: str = "rayproject/ray:{ray}-py311-cu128"
+    base_image_cpu: str = "rayproject/ray:{ray}-py311-cpu"
+    torch_index_cuda: str = "PYTORCH_INDEX/cu128"
+    torch_index_cpu: str = "PYTORCH_INDEX/cpu"
+    # The image the cluster runs, when known: jobs warn loudly if they find another one.
+    expected_image: str | None = None
+    # The local Docker cluster (raybake/localcluster.py); its dashboard is on 127.0.0.1 only, on
+    # a port of its own so it runs beside the embedded local Ray.
+    cluster_dashboard_port: int = 8266
+    cluster_name: str = "raybake"
+    cluster_cpus_per_node: int = 1
+    # What raybake remembers between commands (built and pushed images, the cluster it started).
+    state_file: str = ".raybake/state.json"
+
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise RaybakeError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}", 2)

@@ -11,9 +11,9 @@ REQUIREMENTS = ROOT / "requirements.txt"
 
 
 @cache
-def pins() -> dict[str, str]:
+def pins(path: Path = REQUIREMENTS) -> dict[str, str]:
     found = {}
-    for line in REQUIREMENTS.read_text().splitlines():
+    for line in path.read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s;#]+)", line.strip())
         if match:
             found[match.group(1).lower()] = match.group(2)

@@ -24,6 +24,13 @@ def backend_for(settings: Settings) -> Backend:
             raise RaybakeError(
                 "the address backend needs --address URL, or --cluster NAME (and --namespace) of a RayCluster", 2
             )
+        from raybake import localcluster
+
+        cluster = localcluster.at(settings, settings.address)
+        if cluster is not None:
+            from raybake.backends.containers import ContainerClusterBackend
+
+            return ContainerClusterBackend(settings, cluster)
         return AddressBackend(settings, settings.address)
     from raybake.backends.rayjob import RayJobBackend
 

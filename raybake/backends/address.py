@@ -90,6 +90,13 @@ def image_problem(*, running: set[str], expected: str | None) -> str | None:
     return f"the cluster's pods run {', '.join(sorted(others))}, not the image built here ({expected})"
 
 
+def expected_image(settings: Settings) -> str | None:
+    """What the pods should run: named in settings, else the digest `invoke push` recorded."""
+    from raybake.pushed import last_pushed
+
+    return settings.expected_image or settings.image or last_pushed(settings)
+
+
 class AddressBackend(Backend):
     def __init__(
         self,
@@ -108,19 +115,15 @@ class AddressBackend(Backend):
         # The images the cluster's pods run, where Kubernetes told us (--cluster).
         self.cluster_images = cluster_images or set()
         self.uploads: dict[str, Any] = {}
+        # The image the cluster should run: checked before submitting where the pods are known,
+        # and by the job itself, which warns loudly when it runs in another one.
+        self.expected_image = expected_image(settings)
         self._client: Any = None
 
     @property
     def ships_job(self) -> bool:
         """Whether job/ travels from this checkout instead of running from the cluster's image."""
         return self.settings.ship_job
-
-    @property
-    def expected_image(self) -> str | None:
-        """The image this checkout built and pushed, which the cluster's pods should run."""
-        from raybake.pushed import last_pushed
-
-        return self.settings.image or last_pushed(self.settings)
 
     @property
     def verify(self) -> bool | str:

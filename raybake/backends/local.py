@@ -18,6 +18,11 @@ from raybake.spec import JobSpec
 from raybake.transport import UPLOAD_EXCLUDES, is_local_path, on_cluster
 
 
+def local_paths(spec: JobSpec) -> dict[str, Path]:
+    """The spec's corpus and output that are paths on this machine, made absolute."""
+    return {k: Path(v).resolve() for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
+
+
 class LocalBackend(AddressBackend):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, embedded.url(settings), token_file=embedded.TOKEN_FILE)
@@ -32,11 +37,9 @@ class LocalBackend(AddressBackend):
     ships_job = True
 
     def prepare(self, spec: JobSpec) -> JobSpec:
-        """The cluster is this machine: paths become absolute (`cluster:` ones are plain paths here)."""
-        paths = {k: on_cluster(getattr(spec, k)) for k in ("corpus", "output")}
-        return dataclasses.replace(
-            spec, **{k: str(Path(v).resolve()) if is_local_path(v) else v for k, v in paths.items()}
-        )
+        """The cluster is this machine: `cluster:` paths are plain paths here, and paths become absolute."""
+        spec = dataclasses.replace(spec, corpus=on_cluster(spec.corpus), output=on_cluster(spec.output))
+        return dataclasses.replace(spec, **{k: str(v) for k, v in local_paths(spec).items()})
 
     def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
         env = super().runtime_env(spec)

@@ -19,7 +19,7 @@ from raybake.config import Settings
 from raybake.pushed import local_image
 from raybake.versions import ROOT
 
-IMAGE = os.environ.get("RAYBAKE_E2E_IMAGE") or local_image("cpu")
+IMAGE = os.environ.get("RAYBAKE_E2E_IMAGE") or local_image(Settings(), "cpu")
 pytestmark = [
     pytest.mark.skipif(shutil.which("kind") is None, reason="kind is not on PATH (e2e runs on GitHub runners)"),
     pytest.mark.skipif(not IMAGE, reason="no image: run `invoke build --variant cpu` first"),

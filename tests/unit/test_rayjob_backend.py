@@ -112,12 +112,12 @@ def test_a_local_corpus_makes_an_interactive_rayjob(tmp_path):
     assert manifest["metadata"]["annotations"]["raybake.io/corpus"] == str(tmp_path)
 
 
-def test_dry_run_needs_no_cluster_and_no_image_means_a_clear_error(capsys, tmp_path, monkeypatch):
+def test_dry_run_needs_no_cluster_and_no_image_means_a_clear_error(capsys, tmp_path):
     assert submit(RayJobBackend(SETTINGS), SPEC, dry_run=True) == 0
     assert yaml.safe_load(capsys.readouterr().out)["kind"] == "RayJob"
-    monkeypatch.setattr("raybake.pushed.STATE_FILE", tmp_path / "none")
+    no_state = Settings(backend="rayjob", variant="cpu", state_file=str(tmp_path / "state.json"))
     with pytest.raises(RaybakeError, match="invoke push --variant cpu"):
-        RayJobBackend(Settings(backend="rayjob"), kube=FakeKube()).describe(SPEC)
+        RayJobBackend(no_state, kube=FakeKube()).describe(SPEC)
 
 
 def test_an_upload_that_cannot_start_deletes_its_waiting_rayjob(tmp_path):

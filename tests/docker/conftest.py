@@ -1,0 +1,69 @@
+"""The docker tier's engine, image and cluster: real, made once per session, always torn down.
+
+scripts/docker-engine.sh is the same setup `.ci/run` calls, so this tier also runs alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from raycluster import free_port
+
+from raybake import image, localcluster
+from raybake.config import Settings
+from raybake.versions import ROOT
+
+BASE_IMAGE = "raybake-base/debian:bookworm"
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    subprocess.run([str(ROOT / "scripts" / "docker-engine.sh"), BASE_IMAGE], check=True)
+
+
+@pytest.fixture(scope="session")
+def settings(engine, tmp_path_factory) -> Settings:
+    """Settings of this session: its own state file, cluster name and dashboard port."""
+    return Settings(
+        state_file=str(tmp_path_factory.mktemp("state") / "state.json"),
+        cluster_name=f"raybake-test-{os.getpid()}",
+        cluster_dashboard_port=free_port(),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    plan: image.BuildPlan
+    output: str
+
+
+@pytest.fixture(scope="session")
+def cpu_image(settings: Settings) -> Built:
+    """The CPU variant with the default model baked in, from the local base and the wheelhouse."""
+    plan = image.plan(settings, variant="cpu", base_image=BASE_IMAGE, torch_index="", bake_model=True)
+    out = io.StringIO()
+    image.build(settings, plan, out=out)
+    return Built(plan, out.getvalue())
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """The directory the cluster mounts: the example corpus, and room for outputs."""
+    data = tmp_path_factory.mktemp("data")
+    shutil.copytree(ROOT / "examples" / "corpus", data / "corpus")
+    return data
+
+
+@pytest.fixture(scope="session")
+def cluster(settings: Settings, cpu_image: Built, data_dir: Path) -> localcluster.Cluster:
+    """Head + 2 workers; removed at the end of the session even when a test failed."""
+    try:
+        yield localcluster.up(settings, workers=2, image=cpu_image.plan.ref, data_dir=str(data_dir))
+    finally:
+        localcluster.down(settings)

@@ -1,0 +1,81 @@
+"""Head + 2 workers from the CPU image; the job submitted from the host over the example corpus."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Built
+from raycluster import free_port
+
+from raybake import localcluster
+from raybake.backends import backend_for
+from raybake.backends.containers import ContainerClusterBackend
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.image import docker_client
+from raybake.spec import JobSpec
+from raybake.submit import submit
+from raybake.versions import ROOT
+
+
+def address_settings(settings: Settings, cluster: localcluster.Cluster) -> Settings:
+    return dataclasses.replace(settings, backend="address", address=cluster.url)
+
+
+def test_cluster_is_labelled_and_only_on_loopback(settings: Settings, cluster: localcluster.Cluster):
+    containers = {c.name: c for c in localcluster.find(settings)}
+    assert len(containers) == 3
+    head = containers[f"{settings.cluster_name}-head"]
+    bindings = head.attrs["HostConfig"]["PortBindings"]
+    assert bindings == {"8265/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(settings.cluster_dashboard_port)}]}
+    workers = [c for c in containers.values() if c.labels[localcluster.ROLE_LABEL] == "worker"]
+    assert len(workers) == 2
+    assert all(not c.attrs["HostConfig"]["PortBindings"] for c in workers)
+
+
+def test_a_second_up_is_refused(settings: Settings, cluster: localcluster.Cluster):
+    with pytest.raises(RaybakeError, match="already up"):
+        localcluster.up(settings, workers=1, image=cluster.image)
+
+
+def test_job_from_the_host_runs_in_the_image(
+    settings: Settings, cluster: localcluster.Cluster, cpu_image: Built, data_dir: Path
+):
+    backend = backend_for(address_settings(settings, cluster))
+    assert isinstance(backend, ContainerClusterBackend)
+    output = data_dir / "out"
+    spec = JobSpec(corpus=str(data_dir / "corpus"), output=str(output), name="raybake-docker-test")
+    assert submit(backend, spec, follow=True) == 0
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["counts"] == {"documents": 41, "ok": 41, "error": 0, "missing": 0, "truncated": 0}
+    assert manifest["image"] == cpu_image.plan.ref
+    assert manifest["expected_image"] == cpu_image.plan.ref
+    assert all(w["host"].startswith(f"{settings.cluster_name}-worker-") for w in manifest["workers"])
+    parts = list((output / "parts").glob("*.parquet"))
+    assert parts and sum(p["rows"] for p in manifest["parts"]) == 41
+
+
+def test_a_corpus_outside_the_mount_is_refused(settings: Settings, cluster: localcluster.Cluster):
+    backend = backend_for(address_settings(settings, cluster))
+    spec = JobSpec(corpus=str(ROOT / "examples" / "corpus"), output=str(ROOT / "results" / "never"))
+    with pytest.raises(RaybakeError, match="outside .*the directory the cluster mounts"):
+        backend.prepare(spec)
+
+
+def test_down_removes_what_up_started(settings: Settings, cpu_image: Built, tmp_path: Path):
+    """A cluster of its own (head only), so the session's cluster stays up for the other tests."""
+    own = dataclasses.replace(
+        settings, cluster_name=f"{settings.cluster_name}-solo", cluster_dashboard_port=free_port()
+    )
+    try:
+        cluster = localcluster.up(own, workers=0, image=cpu_image.plan.ref, data_dir=str(tmp_path))
+        assert localcluster.at(own, cluster.url) == cluster
+    finally:
+        removed = localcluster.down(own)
+    assert removed == 1
+    assert localcluster.find(own) == []
+    assert docker_client().networks.list(names=[own.cluster_name]) == []
+    assert localcluster.at(own, cluster.url) is None

@@ -1,0 +1,61 @@
+"""Finding the `invoke up` cluster by its URL, and the backend that knows its image and mount."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from raybake import localcluster, state
+from raybake.backends import backend_for
+from raybake.backends.address import AddressBackend
+from raybake.backends.containers import ContainerClusterBackend
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.spec import JobSpec
+
+URL = "http://127.0.0.1:18266"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    settings = Settings(state_file=str(tmp_path / "state.json"))
+    cluster = localcluster.Cluster("raybake", "raybake:cpu-0123456789ab", URL, str(tmp_path / "data"), ("h", "w"))
+    state.update(settings, "clusters", "raybake", {**cluster.__dict__, "containers": list(cluster.containers)})
+    return settings
+
+
+def test_the_cluster_is_found_by_its_url(settings: Settings):
+    assert localcluster.at(settings, URL + "/").image == "raybake:cpu-0123456789ab"
+    assert localcluster.at(settings, "http://127.0.0.1:8265") is None
+    assert localcluster.at(settings, None) is None
+
+
+def test_its_address_gets_the_container_backend_with_the_expected_image(settings: Settings):
+    backend = backend_for(dataclasses.replace(settings, backend="address", address=URL))
+    assert isinstance(backend, ContainerClusterBackend)
+    env = backend.runtime_env(JobSpec(corpus="c", output="o"))["env_vars"]
+    assert env["RAYBAKE_EXPECTED_IMAGE"] == "raybake:cpu-0123456789ab"
+
+
+def test_another_address_sends_only_a_configured_expected_image(settings: Settings):
+    other = dataclasses.replace(settings, backend="address", address="http://127.0.0.1:8265")
+    backend = backend_for(other)
+    assert type(backend) is AddressBackend
+    assert "RAYBAKE_EXPECTED_IMAGE" not in backend.runtime_env(JobSpec(corpus="c", output="o"))["env_vars"]
+    pinned = backend_for(dataclasses.replace(other, expected_image="REGISTRY/ORG/raybake:cpu-0123456789ab"))
+    env = pinned.runtime_env(JobSpec(corpus="c", output="o"))["env_vars"]
+    assert env["RAYBAKE_EXPECTED_IMAGE"] == "REGISTRY/ORG/raybake:cpu-0123456789ab"
+
+
+def test_paths_under_the_mount_become_absolute_and_others_are_refused(settings: Settings, tmp_path: Path, monkeypatch):
+    backend = backend_for(dataclasses.replace(settings, backend="address", address=URL))
+    monkeypatch.chdir(tmp_path)
+    spec = backend.prepare(JobSpec(corpus="data/corpus", output="data/out", name="n"))
+    assert spec.corpus == str(tmp_path / "data" / "corpus")
+    assert spec.output == str(tmp_path / "data" / "out")
+    remote = backend.prepare(JobSpec(corpus="s3://bucket/corpus", output="data/out"))
+    assert remote.corpus == "s3://bucket/corpus"
+    with pytest.raises(RaybakeError, match="--corpus '/elsewhere/corpus' is outside"):
+        backend.prepare(JobSpec(corpus="/elsewhere/corpus", output="data/out"))

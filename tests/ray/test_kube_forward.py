@@ -15,7 +15,6 @@ import threading
 import pytest
 import yaml
 from aiohttp import WSMsgType, web
-from raycluster import free_port
 
 from raybake.backends.address import through_port_forward
 from raybake.config import Settings
@@ -24,6 +23,7 @@ from raybake.versions import ray_version
 IMAGE = "registry.example/raybake@sha256:" + "f" * 64
 TOKEN_ENV = "RAYBAKE_TEST_RAY_TOKEN"
 HEAD_LABELS = {"ray.io/cluster": "prod", "ray.io/node-type": "head"}
+SOCKETS = web.AppKey("sockets", set)
 
 
 def head_pod() -> dict:
@@ -62,6 +62,7 @@ def api_server(dashboard_port: int, seen: list[str]) -> web.Application:
         seen.append(f"{request.path}?ports={port}")
         ws = web.WebSocketResponse(protocols=("v4.channel.k8s.io",))
         await ws.prepare(request)
+        request.app[SOCKETS].add(ws)
         # The first frame of each channel names the port: data channel 0, error channel 1.
         for channel in (0, 1):
             await ws.send_bytes(bytes([channel]) + struct.pack("<H", port))
@@ -83,6 +84,7 @@ def api_server(dashboard_port: int, seen: list[str]) -> web.Application:
         return ws
 
     app = web.Application()
+    app[SOCKETS] = set()
     app.router.add_get("/api/v1/namespaces/{ns}/services/{name}", service)
     app.router.add_get("/api/v1/namespaces/{ns}/pods", pods)
     app.router.add_get("/api/v1/namespaces/{ns}/pods/{pod}/portforward", portforward)
@@ -95,8 +97,9 @@ def kubeconfig(ray_head, tmp_path, monkeypatch):
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(api_server(ray_head.dashboard_port, seen))
     loop.run_until_complete(runner.setup())
-    port = free_port()
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    # Port 0 and read back: a port picked beforehand could be taken by one of Ray's processes.
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+    port = runner.addresses[0][1]
     threading.Thread(target=loop.run_forever, daemon=True).start()
     config = {
         "apiVersion": "v1",
@@ -111,7 +114,14 @@ def kubeconfig(ray_head, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv(TOKEN_ENV, ray_head.token or "")
     yield seen
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+
+    async def stop():
+        # Streams a pooled HTTP connection keeps open would hold the server's shutdown.
+        for ws in list(runner.app[SOCKETS]):
+            await ws.close()
+        await runner.cleanup()
+
+    asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=120)
     loop.call_soon_threadsafe(loop.stop)
 
 

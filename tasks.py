@@ -68,13 +68,14 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
         ".txt .jsonl .csv .tsv .parquet, .gz",
         "task": "embed | classify | ner | generate (default: embed)",
         "model": "hub id or local model directory (default: sentence-transformers/all-MiniLM-L6-v2)",
-        "output": "where results go (default: results/<job name> locally, raybake.remote_output on a cluster)",
+        "output": "where results go (default: results/<job id> locally, raybake.remote_output/<job id> on a cluster)",
         "text-field": "text field of jsonl/csv/parquet records (default: text)",
         "id-field": "id field; default: file path and line number",
         "job-args": 'more `python -m job` options, quoted: e.g. "--max-length 128 --top-k 3"',
         "entrypoint": 'run your own command instead of the built-in job, e.g. "python my_job.py"',
-        "name": "job name, also the submission id and RayJob name (default: raybake-<task>-<time>)",
+        "name": "job id, also the RayJob name (default: raybake-<task>-<hash of corpus, model, options, output>)",
         "detach": "submit and return without following the logs",
+        "new": "submit even if the same job is already running or finished (default: attach to it)",
         "dry-run": "print what would be submitted (the RayJob manifest for rayjob), secrets redacted",
         "image": "image the cluster's pods run (default: the last `invoke push`)",
         "gpus": "rayjob: GPUs in total, one worker pod per GPU (default: CPU workers)",
@@ -104,6 +105,7 @@ def submit(
     entrypoint=None,
     name=None,
     detach=False,
+    new=False,
     dry_run=False,
     image=None,
     gpus=None,
@@ -125,15 +127,16 @@ def submit(
 ):
     """Run the job on a Ray cluster, follow it with progress; exit 0 only if it SUCCEEDED.
 
-    With no cluster configured this starts (or reuses) an embedded local Ray.
+    With no cluster configured this starts (or reuses) an embedded local Ray. The same command
+    again attaches to the job it started (a retried CI step makes no duplicate); if that job
+    failed or was stopped, it runs again and resumes from the shards already done.
     """
-    from raybake.spec import DEFAULT_MODEL, JobSpec, job_name
+    from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
     from raybake.submit import submit as run_submit
-    from raybake.transport import default_output
+    from raybake.transport import output_root
 
     if not corpus and not entrypoint:
         raise RaybakeError("--corpus is required (or --entrypoint for your own script)", 2)
-    name = name or job_name(task)
     chosen = _backend(
         c,
         backend,
@@ -157,16 +160,17 @@ def submit(
     with chosen:
         spec = JobSpec(
             corpus=corpus,
-            output=output or default_output(chosen.settings, name),
+            output=output or "",
             task=task,
             model=model or DEFAULT_MODEL,
             text_field=text_field,
             id_field=id_field,
             job_args=tuple(shlex.split(job_args)),
             entrypoint=entrypoint,
-            name=name,
         )
-        code = run_submit(chosen, spec, follow=not detach, dry_run=dry_run)
+        root = chosen.settings.results_dir if output else output_root(chosen.settings)
+        spec = with_id(spec, name=name, results_dir=root)
+        code = run_submit(chosen, spec, follow=not detach, new=new, dry_run=dry_run)
     if code:
         raise Exit(code=code)
 

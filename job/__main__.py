@@ -43,7 +43,12 @@ def parser() -> argparse.ArgumentParser:
         help="model dtype (auto: bf16/fp16 on GPU, float32 on CPU)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: GPU if any")
-    p.add_argument("--shard-size", type=int, default=256, help="documents per shard (resume unit)")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help="documents per shard, the resume unit (default: corpus / 64, in 32..1024)",
+    )
     p.add_argument(
         "--token-budget", type=int, default=None, help="padded tokens per batch (default: 2048 on CPU, 65536 on GPU)"
     )
@@ -51,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="default: one per GPU, else per CPU group")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs (torch threads) per worker")
     p.add_argument("--retries", type=int, default=3, help="attempts per shard after a failure")
+    p.add_argument("--pause-per-batch", type=float, default=0.0, help=argparse.SUPPRESS)  # fault tests only
     p.add_argument("--check", action="store_true", help="only read and plan the corpus; refuse bad input")
     return p
 
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         token_budget=args.token_budget,
         max_batch_size=args.max_batch_size,
         threads=1,
+        pause_per_batch=args.pause_per_batch,
     )
     return run(
         RunConfig(

@@ -13,10 +13,10 @@ from job.corpus import Fields
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TASK_NAMES = ("embed", "classify", "ner", "generate")
-# Padded tokens per batch when --token-budget is not given. On a CPU a batch gains nothing past
-# a few thousand tokens, and smaller batches keep length-sorted padding tight; a GPU needs big
-# batches to stay busy.
-TOKEN_BUDGET = {"cpu": 2048, "cuda": 65536}
+# Padded tokens per batch when --token-budget is not given. On a CPU a few hundred tokens
+# already fill the matrix units, and small batches of length-sorted documents carry little
+# padding even in a small shard; a GPU needs big batches to stay busy.
+TOKEN_BUDGET = {"cpu": 512, "cuda": 65536}
 
 
 @dataclass(frozen=True)
@@ -40,3 +40,6 @@ class WorkerConfig:
     token_budget: int | None  # None: TOKEN_BUDGET of the worker's device
     max_batch_size: int
     threads: int
+    # Seconds to sleep before each batch: keeps shards in flight long enough for the fault
+    # tests to kill a worker or stop the job mid-run. Zero in any real run.
+    pause_per_batch: float = 0.0

@@ -7,10 +7,13 @@ one bad document; `CorpusError` is only for a corpus that cannot be read at all.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import dataclasses
 import hashlib
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,6 +31,11 @@ FORMATS = {
 }
 # Parquet compresses internally; gzip around it is not a thing anyone ships.
 GZIP_FORMATS = {"txt", "jsonl", "csv", "tsv"}
+# Windows "Unicode" text is UTF-16 with a BOM: the BOM says what it is, so it is decoded, not refused.
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# What reading a damaged file raises: I/O and permission errors, a gzip cut short (EOFError),
+# corrupt deflate data (zlib.error), a file that is not what its name says (ValueError).
+READ_ERRORS = (OSError, EOFError, zlib.error, ValueError)
 
 
 class CorpusError(Exception):
@@ -55,6 +63,8 @@ class CorpusFile:
     fmt: str
     gzip: bool
     records: int = 0
+    # Why the file could not be read to its end; its last record is then an error row saying so.
+    broken: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,22 +118,32 @@ def list_files(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]
         raise CorpusError(f"corpus not found: {corpus!r}")
     if fs.isdir(root):
         root = root.rstrip("/")
-        paths = sorted(fs.find(root, withdirs=False))
-        rels = [(p, p[len(root) + 1 :]) for p in paths]
-        rels = [(p, rel) for p, rel in rels if not _ignored(rel)]
+        # find() does not follow links to directories, so a symlink loop cannot make it spin;
+        # such links, broken links and pipes come back as type "other" and are refused below.
+        found = fs.find(root, withdirs=False, detail=True)
+        rels = [(p, p[len(root) + 1 :], info["type"]) for p, info in sorted(found.items())]
+        rels = [r for r in rels if not _ignored(r[1])]
+    elif fs.isfile(root):
+        rels = [(root, root.rsplit("/", 1)[-1], "file")]
     else:
-        rels = [(root, root.rsplit("/", 1)[-1])]
+        raise CorpusError(f"corpus {corpus!r} is neither a file nor a directory (a pipe or a device?)")
+    odd = [rel for _, rel, kind in rels if kind != "file"]
+    if odd:
+        raise CorpusError(
+            f"{len(odd)} corpus entr{'y is' if len(odd) == 1 else 'ies are'} not regular files: {_some(odd)}; "
+            "links to directories, broken or looping links and pipes are not followed: "
+            "remove them, or point --corpus at what they link to"
+        )
     files, unknown = [], []
-    for path, rel in rels:
+    for path, rel, _ in rels:
         kind = file_format(rel)
         if kind is None:
             unknown.append(rel)
         else:
             files.append(CorpusFile(path=path, rel=rel, fmt=kind[0], gzip=kind[1]))
     if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise CorpusError(
-            f"unknown corpus format for {len(unknown)} file(s): {shown}; "
+            f"unknown corpus format for {len(unknown)} file(s): {_some(unknown)}; "
             f"raybake reads {', '.join(sorted(FORMATS))} (optionally .gz, not parquet)"
         )
     if not files:
@@ -131,27 +151,64 @@ def list_files(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]
     return fs, files
 
 
+def _some(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names[:5]) + (" ..." if len(names) > 5 else "")
+
+
 def _open(fs: fsspec.AbstractFileSystem, f: CorpusFile):
     return fs.open(f.path, "rb", compression="gzip" if f.gzip else None)
 
 
 def decode(raw: bytes) -> tuple[str | None, str | None]:
-    """(text, None) or (None, reason). A UTF-8 BOM is dropped; CRLF is left to the tokenizer."""
-    if b"\x00" in raw:
+    """(text, None) or (None, reason). UTF-8 (a BOM is dropped) or UTF-16 with its BOM.
+
+    Other encodings (latin-1, cp1252) are refused per document rather than guessed: a wrong guess
+    would give results for text the user never wrote. CRLF is left to the tokenizer.
+    """
+    if raw.startswith(UTF16_BOMS):
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            return None, f"not valid UTF-16: byte {exc.start}"
+    elif b"\x00" in raw:
         return None, "binary content (NUL bytes), not text"
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return None, f"not valid UTF-8: byte {exc.start} is {raw[exc.start : exc.start + 1]!r}"
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            return None, f"not valid UTF-8: byte {exc.start} is {raw[exc.start : exc.start + 1]!r}"
+    if "\x00" in text:
+        return None, "binary content (NUL bytes), not text"
     if not text.strip():
         return None, "empty document"
     return text, None
 
 
+def _raw_lines(handle) -> Iterator[bytes]:
+    """The file's lines as UTF-8 bytes: a UTF-16 file (BOM first) is decoded as it streams, so
+    lines split on its newlines, not on every 0x0A byte of its two-byte characters. No seek:
+    streamed files (gzip over HTTP) cannot go back."""
+    head = handle.read(2)
+    if head not in UTF16_BOMS:
+        rest = iter(handle)
+        # The two bytes read ahead, with the rest of their line (they may hold a line end).
+        yield from io.BytesIO(head + next(rest, b""))
+        yield from rest
+        return
+    decoder = codecs.getincrementaldecoder("utf-16")(errors="surrogateescape")
+    pending = decoder.decode(head)
+    for chunk in iter(lambda: handle.read(1 << 16), b""):
+        *lines, pending = (pending + decoder.decode(chunk)).split("\n")
+        yield from ((line + "\n").encode("utf-8", errors="surrogateescape") for line in lines)
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending.encode("utf-8", errors="surrogateescape")
+
+
 def _lines(fs, f: CorpusFile) -> Iterator[tuple[int, bytes]]:
     """(line number from 1, line) for each non-blank line; blank lines are not records."""
     with _open(fs, f) as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in enumerate(_raw_lines(handle), start=1):
             if line.strip():
                 yield number, line.rstrip(b"\r\n")
 
@@ -159,27 +216,42 @@ def _lines(fs, f: CorpusFile) -> Iterator[tuple[int, bytes]]:
 def _csv_rows(fs, f: CorpusFile) -> tuple[list[str], list[list[str]]]:
     # surrogateescape keeps undecodable bytes visible per row instead of failing the file.
     with _open(fs, f) as handle:
-        text = handle.read().decode("utf-8-sig", errors="surrogateescape")
+        raw = handle.read()
+    text = raw.decode("utf-16" if raw.startswith(UTF16_BOMS) else "utf-8-sig", errors="surrogateescape")
     rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if f.fmt == "tsv" else ","))
     if not rows:
         return [], []
     return rows[0], [r for r in rows[1:] if any(cell.strip() for cell in r)]
 
 
-def count_records(fs, f: CorpusFile) -> int:
+def count_records(fs, f: CorpusFile) -> tuple[int, str | None]:
+    """(records, None), or (records read + 1, why) for a file that breaks before its end.
+
+    A damaged file (a gzip cut short, a permission error) does not stop the corpus: its readable
+    records run, and one more record stands for the unreadable rest. The worker's reader fails at
+    the same place and turns that record into an error row, so the manifest reconciles.
+    """
     if f.fmt == "txt":
-        return 1
-    if f.fmt == "jsonl":
-        return sum(1 for _ in _lines(fs, f))
-    if f.fmt in ("csv", "tsv"):
-        return len(_csv_rows(fs, f)[1])
-    with fs.open(f.path, "rb") as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
+        return 1, None  # read whole by the worker; a read error is its one error row
+    counted = 0
+    try:
+        if f.fmt == "jsonl":
+            for _ in _lines(fs, f):
+                counted += 1
+        elif f.fmt in ("csv", "tsv"):
+            counted = len(_csv_rows(fs, f)[1])
+        else:
+            with fs.open(f.path, "rb") as handle:
+                counted = pq.ParquetFile(handle).metadata.num_rows
+    except READ_ERRORS as exc:
+        # csv and parquet are read whole: a break leaves nothing counted, one error row in all.
+        return counted + 1, f"{type(exc).__name__}: {exc}"
+    return counted, None
 
 
 def check_fields(fs, f: CorpusFile, fields: Fields) -> None:
     """Refuse a corpus whose first record already lacks the text field: a wrong --text-field."""
-    if f.fmt == "txt" or f.records == 0:
+    if f.fmt == "txt" or f.records == 0 or f.broken:
         return
     if f.fmt == "jsonl":
         for _, line in _lines(fs, f):
@@ -209,10 +281,8 @@ def scan(corpus: str, fields: Fields) -> tuple[fsspec.AbstractFileSystem, list[C
     fs, files = list_files(corpus)
     counted = []
     for f in files:
-        try:
-            counted.append(CorpusFile(f.path, f.rel, f.fmt, f.gzip, count_records(fs, f)))
-        except (OSError, EOFError, ValueError) as exc:
-            raise CorpusError(f"cannot read {f.rel!r}: {exc}") from exc
+        records, broken = count_records(fs, f)
+        counted.append(dataclasses.replace(f, records=records, broken=broken))
     for f in counted:
         check_fields(fs, f, fields)
     if sum(f.records for f in counted) == 0:
@@ -332,8 +402,8 @@ def read_piece(fs, piece: Piece, fields: Fields) -> Iterator[Document]:
             produced += 1
             yield doc
         reason = "record missing: the file changed after it was counted"
-    except (OSError, EOFError, ValueError) as exc:
-        reason = f"file unreadable here: {exc}"
+    except READ_ERRORS as exc:
+        reason = f"file unreadable: {type(exc).__name__}: {exc}"
     for index in range(piece.start + produced, piece.stop):
         source = f"{piece.file.rel}:#{index}"
         yield Document(source, source, None, reason)

@@ -35,7 +35,9 @@ class Output:
         return {n for n in names if n.endswith(".parquet")}
 
     def _atomic(self, path: str, write) -> None:
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        # Hidden: a writer killed mid-write leaves a temp file that Parquet readers of parts/ skip.
+        folder, _, name = path.rpartition("/")
+        tmp = f"{folder}/.{name}.tmp-{uuid.uuid4().hex}"
         try:
             with self.fs.open(tmp, "wb") as handle:
                 write(handle)
@@ -52,6 +54,10 @@ class Output:
     def part_stats(self, name: str) -> dict[str, Any]:
         with self.fs.open(f"{self.parts}/{name}", "rb") as handle:
             return json.loads(pq.read_schema(handle).metadata[STATS_KEY])
+
+    def part_ids(self, name: str) -> pa.Array:
+        with self.fs.open(f"{self.parts}/{name}", "rb") as handle:
+            return pq.read_table(handle, columns=["id"]).column("id").combine_chunks()
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         body = json.dumps(data, indent=2, sort_keys=True, default=str).encode()

@@ -16,6 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from job.config import WorkerConfig
 from job.corpus import CorpusError, Shard, plan_shards, scan
 from job.output import Output, part_name
@@ -30,11 +33,18 @@ IN_FLIGHT = 2
 @dataclass(frozen=True)
 class RunConfig:
     worker: WorkerConfig
-    shard_size: int
+    shard_size: int | None  # None: auto_shard_size of the corpus
     workers: int | None
     cpus_per_worker: float | None
     retries: int
     check_only: bool
+
+
+def auto_shard_size(documents: int) -> int:
+    """Shards must far outnumber workers (the last shards decide when a run ends) yet stay big
+    enough to sort by length and to amortise a part file each. A function of the corpus alone,
+    so a rerun, even on a cluster of another size, plans the same shards and resumes."""
+    return min(1024, max(32, -(-documents // 64)))
 
 
 def log(message: str) -> None:
@@ -49,7 +59,12 @@ def run(config: RunConfig) -> int:
     except CorpusError as exc:
         log(f"error: {exc}")
         return 2
-    shards = plan_shards(files, config.shard_size)
+    for f in files:
+        if f.broken:
+            log(f"warning: {f.rel!r} cannot be read to its end ({f.broken}); the rest of it is one error row")
+    shard_size = config.shard_size or auto_shard_size(sum(f.records for f in files))
+    config = dataclasses.replace(config, shard_size=shard_size)
+    shards = plan_shards(files, shard_size)
     total_docs = sum(s.size for s in shards)
     log(f"corpus {wc.corpus!r}: {total_docs} documents in {len(files)} file(s), {len(shards)} shard(s)")
     if config.check_only:
@@ -144,7 +159,10 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int) -> 
     infos = ray.get([a.info.remote() for a in actors])
     ready_at, ready_clock = time.time(), time.perf_counter()
     for info in infos:
-        log(f"worker on {info['host']}: {info['device']} {info['dtype']}, model loaded in {info['load_seconds']}s")
+        log(
+            f"worker on {info['host']} (pid {info['pid']}): {info['device']} {info['dtype']}, "
+            f"model loaded in {info['load_seconds']}s"
+        )
 
     queue = collections.deque(todo)
     attempts: collections.Counter[str] = collections.Counter()
@@ -153,11 +171,14 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int) -> 
     progress = Progress(total=total, done=already, shards_total=len(todo))
 
     def top_up() -> None:
-        for index in sorted(alive):
-            busy = sum(1 for a, _ in pending.values() if a is actors[index])
-            for _ in range(IN_FLIGHT - busy):
-                if not queue:
-                    return
+        # Breadth first: every idle worker gets a shard before any gets a second. A queued second
+        # shard cannot move to a worker that frees up later, so near the end, when there are no
+        # more shards than workers, nobody gets one.
+        for depth in range(1, IN_FLIGHT + 1):
+            for index in sorted(alive):
+                busy = sum(1 for a, _ in pending.values() if a is actors[index])
+                if busy >= depth or not queue or (depth > 1 and len(queue) <= len(alive)):
+                    continue
                 shard = queue.popleft()
                 attempts[shard.id] += 1
                 pending[actors[index].process.remote(shard)] = (actors[index], shard)
@@ -276,6 +297,7 @@ def build_manifest(
     planned = {part_name(s) for s in shards}
     parts, totals, reasons = [], collections.Counter(), collections.Counter()
     missing = 0
+    ids = []
     for shard in shards:
         name = part_name(shard)
         if name not in finished:
@@ -283,10 +305,12 @@ def build_manifest(
             continue
         stats = output.part_stats(name)
         parts.append({"file": f"parts/{name}", "rows": stats["documents"], "shard": shard.id})
+        ids.append(output.part_ids(name))
         for key in ("documents", "ok", "error", "truncated", "real_tokens", "padded_tokens"):
             totals[key] += stats[key]
         reasons.update(stats["errors_by_reason"])
         totals["compute_seconds"] += stats["compute_seconds"]
+    all_ids = pa.chunked_array(ids, type=pa.string())
     wall = time.time() - started
     return {
         "status": "complete" if missing == 0 else "incomplete",
@@ -297,6 +321,9 @@ def build_manifest(
             "error": totals["error"],
             "missing": missing,
             "truncated": totals["truncated"],
+            # Rows whose --id-field value an earlier row already has: both rows are kept
+            # (`source` tells them apart), and this says the ids are not keys.
+            "duplicate_ids": len(all_ids) - pc.count_distinct(all_ids).as_py(),
         },
         "errors_by_reason": dict(reasons),
         "shards": {"total": len(shards), "resumed": resumed, "failed": pool.failed},

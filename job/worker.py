@@ -79,6 +79,7 @@ class ShardWorker:
         with self.model_lock, torch.inference_mode():
             compute_started = time.perf_counter()
             for batch in batches:
+                time.sleep(self.config.pause_per_batch)
                 self._infer(batch.indices, valid, docs, encoded, results, errors)
         compute_seconds = time.perf_counter() - compute_started
 

@@ -160,6 +160,7 @@ def check_same(kind: str, config: str, got: np.ndarray, expected: np.ndarray) ->
 
 def run(*, docs: int, threads: int, out: Path, settings: Settings) -> dict[str, Any]:
     backend = LocalBackend(settings)
+    backend.ready()
     peak = sgemm_peak(threads)
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "threads": threads, "sgemm_gflops": round(peak, 1)},

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from raybake.backends.base import AlreadySubmitted
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.manifests import head_service
@@ -100,7 +101,7 @@ class Kube:
             return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, manifest)
         except ApiException as exc:
             if exc.status == 409:
-                raise RaybakeError(
+                raise AlreadySubmitted(
                     f"a RayJob {name!r} already exists in namespace {self.namespace!r}; pass another --name "
                     f"or remove it with `invoke stop --backend rayjob --job {name} --delete`",
                     2,

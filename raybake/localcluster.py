@@ -48,9 +48,10 @@ class Cluster:
     containers: tuple[str, ...]
 
 
-def find(settings: Settings) -> list:
+def find(settings: Settings, client=None) -> list:
     """The containers of this cluster, found by label whether or not the state file knows them."""
-    return _client().containers.list(all=True, filters={"label": f"{LABEL}={settings.cluster_name}"})
+    client = client or _client()
+    return client.containers.list(all=True, filters={"label": f"{LABEL}={settings.cluster_name}"})
 
 
 def at(settings: Settings, url: str | None) -> Cluster | None:
@@ -77,7 +78,7 @@ def up(
     if not image:
         raise RaybakeError(f"no {settings.variant} image built yet: run `invoke build` first, or pass --image", 2)
     client = _client()
-    running = find(settings)
+    running = find(settings, client)
     if running:
         names = ", ".join(sorted(c.name for c in running))
         raise RaybakeError(f"cluster {settings.cluster_name!r} is already up ({names}); `invoke down` removes it", 2)
@@ -203,11 +204,17 @@ def wait_for_nodes(url: str, expected: int, containers: list) -> None:
 
 
 def down(settings: Settings) -> int:
-    """Remove the cluster's containers and network; the number of containers removed."""
+    """Remove the cluster's containers and network; the number of containers removed.
+
+    No engine answering means no containers: `invoke down` also serves machines without Docker.
+    """
     import docker
 
-    client = _client()
-    containers = find(settings)
+    try:
+        client = _client()
+    except RaybakeError:
+        return 0
+    containers = find(settings, client)
     for container in containers:
         container.remove(force=True)
     for network in client.networks.list(filters={"label": f"{LABEL}={settings.cluster_name}"}):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import re
+import dataclasses
+import hashlib
+import json
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TASKS = ("embed", "classify", "ner", "generate")
@@ -26,10 +29,21 @@ class JobSpec:
     name: str = field(default="")
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            from raybake.errors import RaybakeError
+        from raybake.errors import RaybakeError
 
+        if self.task not in TASKS:
             raise RaybakeError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}", 2)
+        for key in ("corpus", "output", "model"):
+            # The command line shows in job lists, logs and the manifest: no place for a secret.
+            parts = urlsplit(getattr(self, key)) if "://" in getattr(self, key) else None
+            if parts and parts.password:
+                shown = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+                raise RaybakeError(
+                    f"the --{key} URL carries a password ({shown!r}); it would show in job lists, logs and "
+                    "the manifest: give the filesystem its credentials in the environment instead "
+                    "(e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://)",
+                    2,
+                )
 
     def job_argv(self) -> list[str]:
         argv = [
@@ -56,6 +70,28 @@ class JobSpec:
         return self.entrypoint or shlex.join(self.job_argv())
 
 
-def job_name(task: str, *, now: dt.datetime | None = None) -> str:
-    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return f"raybake-{re.sub(r'[^a-z0-9-]', '-', task.lower())}-{stamp}"
+# A path on the cluster's own volume, e.g. `cluster:/mnt/data/corpus` (raybake/transport.py).
+CLUSTER_PREFIX = "cluster:"
+
+
+def is_local_path(uri: str) -> bool:
+    """A path on this machine: neither a URI nor a `cluster:` path."""
+    return "://" not in uri and not uri.startswith(CLUSTER_PREFIX)
+
+
+def with_id(spec: JobSpec, *, name: str | None, results_dir: str) -> JobSpec:
+    """The spec with its job id, and its output `<results_dir>/<job id>` unless one was given.
+
+    The id is `name` as given, else `raybake-<task>-<hash of what the job runs>`. Either way the
+    same command twice gives the same id, so a retried submit (a re-run CI step) finds the first
+    job instead of starting a second, while a changed corpus, model, option or output gives
+    another default id. Local paths count by where they point.
+    """
+    if not name:
+        what = dataclasses.asdict(spec) | {"name": None, "output": spec.output or f"{results_dir}/"}
+        for key in ("corpus", "output"):
+            if what[key] and is_local_path(what[key]):
+                what[key] = str(Path(what[key]).resolve())
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+        name = f"raybake-{spec.task}-{digest}"
+    return dataclasses.replace(spec, name=name, output=spec.output or f"{results_dir}/{name}")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from raybake.backends import Backend, JobResult, exit_code
+from raybake.backends.base import AlreadySubmitted
 from raybake.errors import RaybakeError
-from raybake.spec import JobSpec
-from raybake.transport import CLUSTER_PREFIX, is_local_path, on_cluster
+from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
+from raybake.transport import on_cluster
 from raybake.versions import ROOT
 
 
@@ -53,8 +55,9 @@ def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None) ->
         rate = counts["documents"] / timings["wall_seconds"] if timings["wall_seconds"] else 0.0
         lines.append(
             f"documents: {counts['documents']} ({counts['ok']} ok, {counts['error']} error, "
-            f"{counts['missing']} missing, {counts['truncated']} truncated) in "
-            f"{timings['wall_seconds']:.1f}s, {rate:.1f} docs/s"
+            f"{counts['missing']} missing, {counts['truncated']} truncated"
+            + (f", {counts['duplicate_ids']} duplicate ids" if counts.get("duplicate_ids") else "")
+            + f") in {timings['wall_seconds']:.1f}s, {rate:.1f} docs/s"
         )
         for reason, n in sorted(manifest["errors_by_reason"].items(), key=lambda kv: -kv[1])[:5]:
             lines.append(f"  {n} x {reason}")
@@ -65,16 +68,54 @@ def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None) ->
     return "\n".join(lines)
 
 
-def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, dry_run: bool = False) -> int:
-    """Check, adapt to the backend, submit, follow; with `dry_run`, print what would be submitted."""
+def attempts(backend: Backend, name: str) -> list[tuple[int, str, str]]:
+    """(attempt, job id, status) of the jobs submitted under `name`: `name`, `name-2`, `name-3`..."""
+    pattern = re.compile(rf"{re.escape(name)}(?:-(\d+))?")
+    found = []
+    for row in backend.jobs():
+        if match := pattern.fullmatch(row["id"]):
+            found.append((int(match.group(1) or 1), row["id"], row["status"]))
+    return sorted(found)
+
+
+def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> str:
+    """Submit the spec under its name, or attach to the job already running it.
+
+    A running or finished job of the same spec is attached to, unless `new`. One that FAILED or
+    was STOPPED is tried again as `<name>-<attempt>`: same output, so it resumes from the parts
+    the earlier attempt finished. Ray refuses an id it already holds, so of two submits that race
+    one submits and the other, refused, looks again and attaches.
+    """
+    for _ in range(3):
+        tried = attempts(backend, spec.name)
+        if tried and not new and tried[-1][2] not in ("FAILED", "STOPPED"):
+            _, job_id, status = tried[-1]
+            print(f"raybake: attaching to {job_id} ({status}), the same job submitted before; --new starts another")
+            return job_id
+        attempt = tried[-1][0] + 1 if tried else 1
+        name = spec.name if attempt == 1 else f"{spec.name}-{attempt}"
+        try:
+            job_id = backend.submit(dataclasses.replace(spec, name=name))
+        except AlreadySubmitted:
+            continue
+        print(f"raybake: submitted {job_id}", flush=True)
+        return job_id
+    raise RaybakeError(f"could not submit {spec.name!r}: its id kept being taken by concurrent submits", 1)
+
+
+def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = False, dry_run: bool = False) -> int:
+    """Check, adapt to the backend, submit or attach, follow; `dry_run` prints what would be submitted.
+
+    The corpus is checked as the user named it: the backend may rewrite it (an upload's root).
+    """
     preflight(spec)
     given = spec.output
     spec = backend.prepare(spec)
     if dry_run:
         print(backend.describe(spec), end="")
         return 0
-    job_id = backend.submit(spec)
-    print(f"raybake: submitted {job_id}; output {where(given)}", flush=True)
+    backend.ready()
+    job_id = start_or_attach(backend, spec, new=new)
     if not follow:
         print(f"raybake: follow it with `invoke logs --job {job_id}`")
         return 0

@@ -17,20 +17,11 @@ from typing import Any
 
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.spec import JobSpec
+from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
 
-CLUSTER_PREFIX = "cluster:"
 MIB = 1024 * 1024
 # What an upload never needs: version control, environments, caches and earlier results.
 UPLOAD_EXCLUDES = [".git", ".venv", "results", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", ".raybake"]
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def is_local_path(path: str) -> bool:
-    return not is_uri(path) and not path.startswith(CLUSTER_PREFIX)
 
 
 def on_cluster(path: str) -> str:
@@ -77,17 +68,17 @@ class Transport:
         return "working_dir" in self.runtime_env
 
 
-def default_output(settings: Settings, name: str) -> str:
-    """results/<name> on the local Ray; on a real cluster, under raybake.remote_output."""
+def output_root(settings: Settings) -> str:
+    """Where outputs go when --output is not given: results/ locally, raybake.remote_output on a cluster."""
     if settings.backend == "local":
-        return f"{settings.results_dir}/{name}"
+        return settings.results_dir
     if not settings.remote_output:
         raise RaybakeError(
             "a job on a real cluster cannot write to this machine: pass --output (a URI such as "
             "s3://bucket/results, or cluster:/mnt/data/results on a --pvc volume) or set raybake.remote_output",
             2,
         )
-    return f"{settings.remote_output.rstrip('/')}/{name}"
+    return settings.remote_output.rstrip("/")
 
 
 def for_cluster(spec: JobSpec, *, limit_mib: int, cwd: Path | None = None) -> Transport:

@@ -52,6 +52,15 @@ class RayHead:
         # `ray start` turns token auth on; a driver joining from outside must opt in to it.
         return {**os.environ, "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token"}
 
+    def invoke_env(self, results_dir: Path, **extra: str) -> dict[str, str]:
+        """Environment for `invoke` tasks whose local backend is this cluster, results under results_dir."""
+        return {
+            **os.environ,
+            "INVOKE_RAYBAKE_LOCAL_DASHBOARD_PORT": str(self.dashboard_port),
+            "INVOKE_RAYBAKE_RESULTS_DIR": str(results_dir),
+            **extra,
+        }
+
     def stop(self) -> None:
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -118,3 +127,11 @@ def start_head(num_cpus: int = 2, env: dict[str, str] | None = None, timeout: fl
             raise RuntimeError(f"test Ray head did not start (exit {process.poll()}):\n{tail}")
         time.sleep(0.5)
     return head
+
+
+def invoke(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`invoke <args>` from the repository root, as a user runs it."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+    )

@@ -118,6 +118,8 @@ class Task(ABC):
         return max(1, limit - self.reserved_tokens)
 
     def encode(self, texts: list[str]) -> Encoded:
+        if not texts:  # a shard of only error rows; tokenizers fail on an empty batch
+            return Encoded(ids=[], truncated=[], offsets=[] if self.wants_offsets else None)
         cap = self.max_length * CHARS_PER_TOKEN_CAP
         cut = [len(t) > cap for t in texts]
         enc = self.tokenizer(

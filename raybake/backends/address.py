@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from raybake import transport
-from raybake.backends.base import TERMINAL, Backend, JobResult
+from raybake.backends.base import TERMINAL, AlreadySubmitted, Backend, JobResult
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.follow import LogPrinter
@@ -220,17 +220,24 @@ class AddressBackend(Backend):
             env["env_vars"]["RAYBAKE_EXPECTED_IMAGE"] = expected
         return env
 
+    def ready(self) -> None:
+        self.check_cluster()
+
     def describe(self, spec: JobSpec) -> str:
         return to_yaml({"url": self.url, "entrypoint": spec.command(), "runtime_env": self.runtime_env(spec)})
 
     def submit(self, spec: JobSpec) -> str:
-        self.check_cluster()
-        return self.client.submit_job(
-            entrypoint=spec.command(),
-            submission_id=spec.name or None,
-            runtime_env=self.runtime_env(spec),
-            metadata={"raybake.task": spec.task, "raybake.output": spec.output},
-        )
+        try:
+            return self.client.submit_job(
+                entrypoint=spec.command(),
+                submission_id=spec.name or None,
+                runtime_env=self.runtime_env(spec),
+                metadata={"raybake.task": spec.task, "raybake.output": spec.output},
+            )
+        except RuntimeError as exc:
+            if "already exists" in str(exc):
+                raise AlreadySubmitted(f"the cluster already has a job {spec.name!r}", 2) from None
+            raise
 
     def follow(self, job_id: str) -> JobResult:
         self.stream_logs(job_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from raybake.errors import RaybakeError
 from raybake.spec import JobSpec
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -17,6 +18,10 @@ class JobResult:
     message: str = ""
 
 
+class AlreadySubmitted(RaybakeError):
+    """The cluster already holds a job under this submission id: another submit won the race."""
+
+
 def exit_code(result: JobResult) -> int:
     """0 only for SUCCEEDED; anything else that ended, or never ended, is a failure."""
     return 0 if result.status == "SUCCEEDED" else 1
@@ -25,7 +30,7 @@ def exit_code(result: JobResult) -> int:
 class Backend(ABC):
     @abstractmethod
     def submit(self, spec: JobSpec) -> str:
-        """Start the job; return its id."""
+        """Start the job under the id spec.name; return it. AlreadySubmitted if that id is taken."""
 
     @abstractmethod
     def follow(self, job_id: str) -> JobResult:
@@ -43,6 +48,10 @@ class Backend(ABC):
 
     @abstractmethod
     def jobs(self) -> list[dict]: ...
+
+    def ready(self) -> None:
+        """Make the cluster ready to take a job, after the input passed its checks; default: it is."""
+        return None
 
     def prepare(self, spec: JobSpec) -> JobSpec:
         """Adapt paths to where the job runs (absolute local paths, uploads); default: as is."""

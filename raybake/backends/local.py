@@ -14,8 +14,8 @@ from raybake import embedded
 from raybake.backends.address import AddressBackend, read_token
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.spec import JobSpec
-from raybake.transport import UPLOAD_EXCLUDES, is_local_path, on_cluster
+from raybake.spec import JobSpec, is_local_path
+from raybake.transport import UPLOAD_EXCLUDES, on_cluster
 
 
 def local_paths(spec: JobSpec) -> dict[str, Path]:
@@ -49,8 +49,7 @@ class LocalBackend(AddressBackend):
             env["excludes"] = UPLOAD_EXCLUDES
         return env
 
-    def submit(self, spec: JobSpec) -> str:
+    def ready(self) -> None:
         embedded.ensure_running(self.settings)
         # The token file appears when the head starts; read it now, not at construction.
         self.token = read_token(self.settings, embedded.TOKEN_FILE)
-        return super().submit(spec)

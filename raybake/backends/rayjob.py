@@ -86,6 +86,7 @@ class RayJobBackend(Backend):
             raise RaybakeError(f"the RayJob ended before its cluster was ready: {ended.message}", 1)
         with self._ray(status["rayClusterName"]) as ray:
             ray.uploads = self.uploads
+            ray.ready()
             job_id = ray.submit(spec)
         self.kube.patch_rayjob(name, {"spec": {"jobId": job_id}})
 

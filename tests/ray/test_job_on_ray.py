@@ -1,15 +1,19 @@
 """The job end to end on a real local Ray, with the real MiniLM model and tiny task models."""
 
 import json
-import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from badinputs import make_bad_corpus, rows_by_file
 from models import MINILM, make_tiny_model
+from raycluster import invoke
 from transformers import AutoModel, AutoTokenizer
 
 from raybake.versions import ROOT
@@ -59,7 +63,7 @@ def test_embeddings_of_the_example_corpus_match_plain_transformers(ray_head, tmp
     assert cosine.min() >= 0.999
     assert ordered[0]["id"] == "doc-001"
     counts = manifest["counts"]
-    assert counts == {"documents": 41, "ok": 41, "error": 0, "missing": 0, "truncated": 0}
+    assert counts == {"documents": 41, "ok": 41, "error": 0, "missing": 0, "truncated": 0, "duplicate_ids": 0}
     assert manifest["status"] == "complete" and manifest["shards"]["total"] == 6
     assert manifest["versions"]["ray"] and manifest["model"]["path"] == MINILM
     assert 0 < manifest["tokens"]["padding_efficiency"] <= 1
@@ -109,23 +113,16 @@ def test_rerun_after_a_partial_run_processes_only_missing_shards(ray_head, tmp_p
     assert manifest["counts"] == first_manifest["counts"]
 
 
-def test_bad_documents_become_error_rows_and_the_manifest_reconciles(ray_head, tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.jsonl").write_bytes(b'{"text": "good one"}\n{broken\n{"text": ""}\n{"text": "bad \xff"}\n')
-    (corpus / "b.txt").write_bytes(b"\x00binary")
+def test_the_bad_input_matrix_ends_in_rows_with_reasons_on_ray(ray_head, tmp_path):
+    expected = make_bad_corpus(tmp_path / "corpus")
     out = tmp_path / "out"
-    run_job(ray_head, "--corpus", corpus, "--output", out)
+    done = run_job(ray_head, "--corpus", tmp_path / "corpus", "--output", out, "--shard-size", 8)
+    assert "warning: 'cut.jsonl.gz' cannot be read to its end (EOFError" in done.stdout
     manifest, rows = read_output(out)
+    assert rows_by_file(rows) == expected
     counts = manifest["counts"]
-    assert counts["documents"] == 5 == counts["ok"] + counts["error"]
-    assert counts["ok"] == 1
-    assert set(manifest["errors_by_reason"]) == {
-        "malformed JSON",
-        "empty document",
-        "not valid UTF-8",
-        "binary content (NUL bytes), not text",
-    }
+    assert counts["documents"] == counts["ok"] + counts["error"] == len(rows) == len({r["source"] for r in rows})
+    assert counts["missing"] == 0 and not manifest["shards"]["failed"]
 
 
 def test_a_different_job_into_the_same_output_is_refused(ray_head, tmp_path):
@@ -136,45 +133,43 @@ def test_a_different_job_into_the_same_output_is_refused(ray_head, tmp_path):
     assert "holds results of a different job (changed: options)" in done.stdout
 
 
-def test_invoke_submit_runs_on_the_local_ray_and_exits_zero(ray_head, tmp_path):
-    env = {**os.environ, "INVOKE_RAYBAKE_LOCAL_DASHBOARD_PORT": str(ray_head.dashboard_port)}
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "submit",
-            "--corpus",
-            str(EXAMPLE),
-            "--output",
-            str(out),
-            "--name",
-            f"t-{os.getpid()}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_invoke_submit_keeps_paths_as_data_and_secrets_out_of_everything_it_prints_and_writes(ray_head, tmp_path):
+    # A corpus path a shell would act on: quotes, $(...), backticks, spaces. It must stay data.
+    corpus = tmp_path / 'it\'s a "corpus" $(touch pwned) `touch pwned2`'
+    shutil.copytree(EXAMPLE, corpus)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("users: [{name: u, user: {token: planted-secret-kube-XYZ}}]\n")
+    secrets = {
+        "RAY_AUTH_TOKEN": ray_head.token,  # the real one: it must work and still never show
+        "HF_TOKEN": "planted-secret-hf-XYZ",
+        "AWS_SECRET_ACCESS_KEY": "planted-secret-aws-XYZ",
+        "RAYBAKE_REGISTRY_PASSWORD": "planted-secret-registry-XYZ",
+        "KUBECONFIG": str(kubeconfig),
+    }
+    env = ray_head.invoke_env(tmp_path / "results", **secrets)
+    done = invoke(env, "submit", "--corpus", str(corpus))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "SUCCEEDED" in done.stdout
     assert "documents: 41 (41 ok, 0 error, 0 missing, 0 truncated)" in done.stdout
-    assert (out / "manifest.json").is_file()
-    status = subprocess.run(
-        [sys.executable, "-m", "invoke", "status", "--job", f"t-{os.getpid()}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    job_id = re.search(r"submitted (\S+);", done.stdout).group(1)
+    out = tmp_path / "results" / job_id
+    assert json.loads((out / "manifest.json").read_text())["spec"]["corpus"] == str(corpus)
+    assert not list(tmp_path.rglob("pwned*")) and not list(ROOT.glob("pwned*"))
+
+    status = invoke(env, "status", "--job", job_id)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
-    missing = subprocess.run(
-        [sys.executable, "-m", "invoke", "status", "--job", "no-such-job"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    missing = invoke(env, "status", "--job", "no-such-job")
     assert missing.returncode == 2 and "no job 'no-such-job'" in missing.stderr
+
+    driver_log = Path(ray_head.temp_dir) / "session_latest" / "logs" / f"job-driver-{job_id}.log"
+    seen = {
+        "submit output": (done.stdout + done.stderr).encode(),
+        "invoke logs": invoke(env, "logs", "--job", job_id).stdout.encode(),
+        "invoke jobs": invoke(env, "jobs").stdout.encode(),
+        "driver log": driver_log.read_bytes(),
+        **{str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*") if f.is_file()},
+    }
+    assert b"raybake: done: 41 ok" in seen["driver log"] and "manifest.json" in seen
+    planted = [secrets["RAY_AUTH_TOKEN"], "planted-secret"]
+    leaks = [(where, secret) for where, data in seen.items() for secret in planted if secret.encode() in data]
+    assert not leaks

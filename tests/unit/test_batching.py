@@ -39,3 +39,11 @@ def test_longest_batch_comes_first():
 def test_invalid_budget_is_refused():
     with pytest.raises(ValueError, match="token_budget"):
         token_budget_batches([1], token_budget=0, max_batch_size=1)
+
+
+def test_auto_shard_size_gives_many_shards_within_bounds():
+    from job.run import auto_shard_size
+
+    assert auto_shard_size(41) == 32
+    assert auto_shard_size(64 * 100) == 100
+    assert auto_shard_size(10**9) == 1024

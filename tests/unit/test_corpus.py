@@ -139,3 +139,9 @@ def test_shards_are_deterministic_cover_every_record_once_and_split_big_files(tm
     sources = [d.source for s in shards for d in read_shard(fs, s, Fields())]
     assert len(sources) == len(set(sources)) == 28
     assert [s.id for s in plan_shards(files, 5)] != [s.id for s in shards]
+
+
+def test_line_numbers_hold_when_a_line_ends_within_the_first_bytes(tmp_path):
+    # The reader looks at two bytes first for a UTF-16 BOM; a line may end inside them.
+    (tmp_path / "x.jsonl").write_bytes(b'\n{"text": "a"}\n{"text": "b"}')
+    assert [(d.source, d.text) for d in read_all(tmp_path)] == [("x.jsonl:2", "a"), ("x.jsonl:3", "b")]

@@ -59,3 +59,8 @@ def test_paths_under_the_mount_become_absolute_and_others_are_refused(settings: 
     assert remote.corpus == "s3://bucket/corpus"
     with pytest.raises(RaybakeError, match="--corpus '/elsewhere/corpus' is outside"):
         backend.prepare(JobSpec(corpus="/elsewhere/corpus", output="data/out"))
+
+
+def test_down_without_a_docker_engine_removes_nothing_and_does_not_fail(settings: Settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    assert localcluster.down(settings) == 0

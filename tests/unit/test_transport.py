@@ -7,7 +7,7 @@ import pytest
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec
-from raybake.transport import MIB, default_output, for_cluster, is_local_path, on_cluster, upload_size
+from raybake.transport import MIB, for_cluster, is_local_path, on_cluster, output_root, upload_size
 
 
 @pytest.fixture
@@ -87,8 +87,8 @@ def test_a_users_entrypoint_takes_the_working_directory_and_a_relative_corpus(co
     assert moved.spec.corpus == "a.txt"
 
 
-def test_default_output_local_and_remote():
-    assert default_output(Settings(), "j") == "results/j"
-    assert default_output(Settings(backend="rayjob", remote_output="s3://b/r/"), "j") == "s3://b/r/j"
+def test_output_root_local_and_remote():
+    assert output_root(Settings()) == "results"
+    assert output_root(Settings(backend="rayjob", remote_output="s3://b/r/")) == "s3://b/r"
     with pytest.raises(RaybakeError, match="cannot write to this machine"):
-        default_output(Settings(backend="address"), "j")
+        output_root(Settings(backend="address"))

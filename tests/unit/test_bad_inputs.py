@@ -1,0 +1,150 @@
+"""Bad corpus inputs: each file ends in error rows with their reason, or the corpus is refused
+with one; the manifest always reconciles. The worker runs in-process with the real MiniLM."""
+
+import contextlib
+import dataclasses
+import gzip
+import json
+import os
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from badinputs import make_bad_corpus, rows_by_file
+from models import MINILM
+
+from job.config import TaskOptions, WorkerConfig
+from job.corpus import CorpusError, Fields, plan_shards, scan
+from job.output import Output
+from job.run import PoolRun, build_manifest
+from job.worker import ShardWorker
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    config = WorkerConfig(
+        task="embed",
+        model=MINILM,
+        options=TaskOptions(),
+        fields=Fields(),
+        corpus="",
+        output=str(tmp_path_factory.mktemp("unused")),
+        token_budget=None,
+        max_batch_size=64,
+        threads=1,
+    )
+    return ShardWorker(config)
+
+
+def run_in_process(worker, corpus: Path, out: Path, fields: Fields | None = None, shard_size: int = 4):
+    """What `python -m job` does, minus Ray: scan, plan, process every shard, build the manifest."""
+    fields = fields or Fields()
+    fs, files = scan(str(corpus), fields)
+    shards = plan_shards(files, shard_size)
+    worker.config = dataclasses.replace(worker.config, fields=fields)
+    worker.output = Output(str(out))
+    for shard in shards:
+        worker.process(shard)
+    spec = {"documents": sum(s.size for s in shards), "model": MINILM}
+    manifest = build_manifest(Output(str(out)), shards, spec, started=time.time(), pool=PoolRun(), resumed=0)
+    return manifest, pq.read_table(out / "parts").to_pylist()
+
+
+def assert_reconciles(manifest, rows):
+    counts = manifest["counts"]
+    assert counts["documents"] == counts["ok"] + counts["error"] + counts["missing"] == len(rows)
+    assert counts["missing"] == 0
+    assert len({r["source"] for r in rows}) == len(rows), "a document appears twice"
+
+
+def test_the_bad_input_matrix_ends_in_rows_with_reasons(worker, tmp_path):
+    expected = make_bad_corpus(tmp_path / "corpus")
+    manifest, rows = run_in_process(worker, tmp_path / "corpus", tmp_path / "out")
+    assert rows_by_file(rows) == expected
+    assert_reconciles(manifest, rows)
+    by_source = {r["source"]: r for r in rows}
+    assert by_source["big.txt"]["truncated"] and by_source["big.txt"]["n_tokens"] == worker.task.max_length
+    unreadable = [r["error"] for r in rows if r["error"] and r["error"].startswith("file unreadable")]
+    assert any("EOFError" in e for e in unreadable) and any("BadGzipFile" in e for e in unreadable)
+
+
+def test_duplicate_ids_are_kept_and_counted(worker, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    records = [{"id": "a", "text": "one"}, {"id": "b", "text": "two"}, {"id": "a", "text": "three"}]
+    (corpus / "x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (corpus / "y.jsonl").write_text(json.dumps({"id": "b", "text": "four"}) + "\n")
+    manifest, rows = run_in_process(worker, corpus, tmp_path / "out", Fields(id="id"), shard_size=2)
+    assert sorted(r["id"] for r in rows) == ["a", "a", "b", "b"]
+    assert manifest["counts"]["duplicate_ids"] == 2 and manifest["counts"]["ok"] == 4
+    assert_reconciles(manifest, rows)
+
+
+def test_a_cut_gzip_keeps_its_readable_records_and_warns(tmp_path):
+    whole = gzip.compress(b"".join(json.dumps({"text": f"t{i}"}).encode() + b"\n" for i in range(1000)))
+    (tmp_path / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    _, files = scan(str(tmp_path), Fields())
+    assert files[0].broken.startswith("EOFError: Compressed file ended")
+    assert 0 < files[0].records < 1000
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda d: (d / "sub").mkdir() or os.symlink("..", d / "sub" / "loop"), id="loop-to-parent"),
+        pytest.param(lambda d: os.symlink("self.txt", d / "self.txt"), id="self-link"),
+        pytest.param(lambda d: os.symlink(d / "nowhere", d / "dangling.txt"), id="dangling"),
+        pytest.param(lambda d: os.mkfifo(d / "pipe.txt"), id="fifo"),
+    ],
+)
+def test_links_that_loop_or_lead_nowhere_are_refused_not_followed(tmp_path, make):
+    (tmp_path / "ok.txt").write_text("a real document")
+    make(tmp_path)
+    with pytest.raises(CorpusError, match=r"not regular files: '.*'; links to directories, broken or looping"):
+        scan(str(tmp_path), Fields())
+
+
+def test_a_fifo_as_the_corpus_is_refused_without_opening_it(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    with pytest.raises(CorpusError, match="neither a file nor a directory"):
+        scan(str(tmp_path / "pipe.jsonl"), Fields())
+
+
+@contextlib.contextmanager
+def unprivileged():
+    """Act as `nobody` so file permissions apply: the tests run as root, which reads anything."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def test_an_unreadable_file_is_one_error_row_and_the_rest_runs(worker, tmp_path):
+    # A world-readable place of our own: pytest's tmp_path is closed to other users.
+    corpus = Path(tempfile.mkdtemp(prefix="rb-perm-"))
+    out = Path(tempfile.mkdtemp(prefix="rb-perm-out-"))
+    try:
+        for path in (corpus, out):
+            path.chmod(0o777)
+        (corpus / "open.jsonl").write_text(json.dumps({"text": "readable"}) + "\n")
+        (corpus / "secret.jsonl").write_text(json.dumps({"text": "locked"}) + "\n")
+        (corpus / "secret.jsonl").chmod(0)
+        with unprivileged():
+            _, files = scan(str(corpus), Fields())
+            assert files[1].broken.startswith("PermissionError")
+            manifest, rows = run_in_process(worker, corpus, out)
+        assert rows_by_file(rows) == {"open.jsonl": {None: 1}, "secret.jsonl": {"file unreadable": 1}}
+        assert_reconciles(manifest, rows)
+    finally:
+        (corpus / "secret.jsonl").chmod(stat.S_IRUSR | stat.S_IWUSR)
+        for path in (corpus, out):
+            for child in sorted(path.rglob("*"), reverse=True):
+                child.rmdir() if child.is_dir() else child.unlink()
+            path.rmdir()

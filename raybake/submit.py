@@ -98,7 +98,7 @@ def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> st
             job_id = backend.submit(dataclasses.replace(spec, name=name))
         except AlreadySubmitted:
             continue
-        print(f"raybake: submitted {job_id}", flush=True)
+        print(f"raybake: submitted {job_id}; output {spec.output}", flush=True)
         return job_id
     raise RaybakeError(f"could not submit {spec.name!r}: its id kept being taken by concurrent submits", 1)
 

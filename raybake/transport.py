@@ -69,8 +69,9 @@ class Transport:
 
 
 def output_root(settings: Settings) -> str:
-    """Where outputs go when --output is not given: results/ locally, raybake.remote_output on a cluster."""
-    if settings.backend == "local":
+    """Where outputs go when --output is not given: raybake.remote_output for a real cluster, else
+    results/ (an address may be a cluster on this machine; a RayJob's pods never are)."""
+    if settings.backend == "local" or (settings.backend == "address" and not settings.remote_output):
         return settings.results_dir
     if not settings.remote_output:
         raise RaybakeError(
@@ -81,15 +82,26 @@ def output_root(settings: Settings) -> str:
     return settings.remote_output.rstrip("/")
 
 
-def for_cluster(spec: JobSpec, *, limit_mib: int, cwd: Path | None = None) -> Transport:
-    """Rewrite corpus and output for a remote cluster; a small local corpus becomes the working_dir."""
+def for_cluster(spec: JobSpec, *, limit_mib: int, cwd: Path | None = None, shares_disk: bool = False) -> Transport:
+    """Rewrite corpus and output for a remote cluster; a small local corpus becomes the working_dir.
+
+    `shares_disk`: the cluster may see this machine's files (an address can be a cluster here), so
+    a local output is kept, made absolute; a RayJob's pods never do, and it is refused.
+    """
     cwd = cwd or Path.cwd()
     if is_local_path(spec.output):
-        raise RaybakeError(
-            f"refused: --output {spec.output!r} is on this machine, where a remote job cannot write; "
-            "name a URI (s3://bucket/results) or a cluster volume path (cluster:/mnt/data/results)",
-            2,
+        if not shares_disk:
+            raise RaybakeError(
+                f"refused: --output {spec.output!r} is on this machine, where a remote job cannot write; "
+                "name a URI (s3://bucket/results) or a cluster volume path (cluster:/mnt/data/results)",
+                2,
+            )
+        print(
+            f"raybake: note: --output {spec.output!r} is a path on this machine; only a cluster that shares "
+            "this disk writes there (a URI or cluster: path works everywhere)",
+            flush=True,
         )
+        spec = dataclasses.replace(spec, output=str((cwd / spec.output).resolve()))
     spec = dataclasses.replace(spec, output=on_cluster(spec.output))
     if spec.entrypoint:
         # A user's own script needs their working directory; it carries the corpus if that lies inside.

@@ -140,7 +140,7 @@ class AddressBackend(Backend):
 
     def refused(self, answer: str) -> RaybakeError:
         return RaybakeError(
-            f"the Ray cluster at {self.url!r} refused the request: {answer}; set the token in "
+            f"the Ray cluster at {self.url!r} refused the token: {answer}; set the token in "
             f"${self.settings.token_env} or raybake.token_file (a file holding it)",
             3,
         )
@@ -207,7 +207,7 @@ class AddressBackend(Backend):
 
     def prepare(self, spec: JobSpec) -> JobSpec:
         """A small local corpus travels with the job; URIs and cluster paths pass through."""
-        moved = transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib)
+        moved = transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib, shares_disk=True)
         self.uploads = moved.runtime_env
         return moved.spec
 

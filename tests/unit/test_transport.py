@@ -71,9 +71,15 @@ def test_uris_and_cluster_paths_pass_through_without_upload(given, seen):
     assert not moved.uploads
 
 
-def test_a_local_output_is_refused_for_a_remote_job(corpus):
+def test_a_local_output_is_refused_where_the_cluster_cannot_share_this_disk(corpus):
     with pytest.raises(RaybakeError, match="is on this machine"):
         for_cluster(spec(str(corpus), output="results/j"), limit_mib=1)
+
+
+def test_a_local_output_is_kept_absolute_for_an_address_that_may_share_it(corpus, capsys):
+    moved = for_cluster(spec(str(corpus), output="results/j"), limit_mib=1, cwd=corpus, shares_disk=True)
+    assert moved.spec.output == str(corpus / "results" / "j")
+    assert "only a cluster that shares this disk" in capsys.readouterr().out
 
 
 def test_a_missing_local_corpus_is_refused(tmp_path):
@@ -90,5 +96,6 @@ def test_a_users_entrypoint_takes_the_working_directory_and_a_relative_corpus(co
 def test_output_root_local_and_remote():
     assert output_root(Settings()) == "results"
     assert output_root(Settings(backend="rayjob", remote_output="s3://b/r/")) == "s3://b/r"
+    assert output_root(Settings(backend="address")) == "results"
     with pytest.raises(RaybakeError, match="cannot write to this machine"):
-        output_root(Settings(backend="address"))
+        output_root(Settings(backend="rayjob"))

@@ -35,29 +35,62 @@ def user_errors(fn):
     return wrapper
 
 
-def _backend(c, backend: str | None, address: str | None):
-    """The backend the flags choose; an --address alone means the address backend."""
+# Flags every job task takes to pick and reach a cluster; their help, written once.
+CLUSTER_HELP = {
+    "backend": "local | address | rayjob (default from invoke.yaml: local)",
+    "address": "job submission URL of an existing cluster (implies --backend address)",
+    "cluster": "name of an existing RayCluster, reached by a port-forward to its head service (implies address)",
+    "namespace": "Kubernetes namespace (default: the current context's, as `oc login` sets it)",
+}
+# Connection details a submit may name; the other tasks read them from invoke.yaml or INVOKE_RAYBAKE_*.
+CONNECT_HELP = {
+    "kube-context": "kubeconfig context (default: the current one; in a pod, its service account)",
+    "ca-bundle": "CA bundle file to verify the cluster's TLS certificate with",
+    "insecure": "skip TLS certificate verification (a network you trust only)",
+    "token-file": "file holding the Ray auth token (default: $RAY_AUTH_TOKEN)",
+}
+
+
+def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flags):
+    """The backend the flags choose; an --address or --cluster alone means the address backend."""
     from raybake.backends import backend_for
 
-    return backend_for(_settings(c, backend=backend or ("address" if address else None), address=address))
+    chosen = backend or ("address" if address or cluster else None)
+    settings = _settings(
+        c, backend=chosen, address=address, cluster=cluster, verify_tls=False if insecure else None, **flags
+    )
+    return backend_for(settings)
 
 
 @task(
     help={
-        "corpus": "file or directory of documents (path or URI): .txt .jsonl .csv .tsv .parquet, .gz",
+        "corpus": "file or directory of documents (path, URI, or cluster:/path on a cluster volume): "
+        ".txt .jsonl .csv .tsv .parquet, .gz",
         "task": "embed | classify | ner | generate (default: embed)",
         "model": "hub id or local model directory (default: sentence-transformers/all-MiniLM-L6-v2)",
-        "output": "where results go (default: results/<job id>)",
+        "output": "where results go (default: results/<job id> locally, raybake.remote_output/<job id> on a cluster)",
         "text-field": "text field of jsonl/csv/parquet records (default: text)",
         "id-field": "id field; default: file path and line number",
         "job-args": 'more `python -m job` options, quoted: e.g. "--max-length 128 --top-k 3"',
         "entrypoint": 'run your own command instead of the built-in job, e.g. "python my_job.py"',
-        "backend": "local | address | rayjob (default from invoke.yaml: local)",
-        "address": "job submission URL of an existing cluster (implies --backend address)",
-        "name": "job id (default: raybake-<task>-<hash of corpus, model, options, output>)",
+        "name": "job id, also the RayJob name (default: raybake-<task>-<hash of corpus, model, options, output>)",
         "detach": "submit and return without following the logs",
         "new": "submit even if the same job is already running or finished (default: attach to it)",
+        "dry-run": "print what would be submitted (the RayJob manifest for rayjob), secrets redacted",
+        "image": "image the cluster's pods run (default: the last `invoke push`)",
+        "gpus": "rayjob: GPUs in total, one worker pod per GPU (default: CPU workers)",
+        "cpu-workers": "rayjob: CPU-only worker pods when --gpus is 0 (default: 1)",
+        "logical-gpus": "rayjob: logical GPUs each CPU worker advertises to Ray (GPU code path on CPU pods)",
+        "worker-cpu": "rayjob: CPU of each worker pod (default: 2)",
+        "worker-memory": "rayjob: memory of each worker pod (default: 8Gi)",
+        "pvc": "rayjob: PersistentVolumeClaim mounted in every pod, home of cluster: paths",
+        "allow-image-mismatch": "submit although the cluster runs another Ray version or image",
+        "ship-job": "send job/ from this checkout as a py_module (a cluster without the raybake image)",
+        **CLUSTER_HELP,
+        **CONNECT_HELP,
     },
+    # More flags than letters: short ones would be handed out by the alphabet, not by meaning.
+    auto_shortflags=False,
 )
 @user_errors
 def submit(
@@ -70,11 +103,27 @@ def submit(
     id_field=None,
     job_args="",
     entrypoint=None,
-    backend=None,
-    address=None,
     name=None,
     detach=False,
     new=False,
+    dry_run=False,
+    image=None,
+    gpus=None,
+    cpu_workers=None,
+    logical_gpus=None,
+    worker_cpu=None,
+    worker_memory=None,
+    pvc=None,
+    allow_image_mismatch=False,
+    ship_job=False,
+    backend=None,
+    address=None,
+    cluster=None,
+    namespace=None,
+    kube_context=None,
+    ca_bundle=None,
+    insecure=False,
+    token_file=None,
 ):
     """Run the job on a Ray cluster, follow it with progress; exit 0 only if it SUCCEEDED.
 
@@ -84,32 +133,56 @@ def submit(
     """
     from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
     from raybake.submit import submit as run_submit
+    from raybake.transport import output_root
 
     if not corpus and not entrypoint:
         raise RaybakeError("--corpus is required (or --entrypoint for your own script)", 2)
-    spec = JobSpec(
-        corpus=corpus,
-        output=output or "",
-        task=task,
-        model=model or DEFAULT_MODEL,
-        text_field=text_field,
-        id_field=id_field,
-        job_args=tuple(shlex.split(job_args)),
-        entrypoint=entrypoint,
+    chosen = _backend(
+        c,
+        backend,
+        address,
+        cluster,
+        insecure,
+        namespace=namespace,
+        kube_context=kube_context,
+        ca_bundle=ca_bundle,
+        token_file=token_file,
+        image=image,
+        gpus=gpus,
+        cpu_workers=cpu_workers,
+        logical_gpus=logical_gpus,
+        worker_cpu=worker_cpu,
+        worker_memory=worker_memory,
+        pvc=pvc,
+        allow_image_mismatch=allow_image_mismatch or None,
+        ship_job=ship_job or None,
     )
-    spec = with_id(spec, name=name, results_dir=_settings(c).results_dir)
-    code = run_submit(_backend(c, backend, address), spec, follow=not detach, new=new)
+    with chosen:
+        spec = JobSpec(
+            corpus=corpus,
+            output=output or "",
+            task=task,
+            model=model or DEFAULT_MODEL,
+            text_field=text_field,
+            id_field=id_field,
+            job_args=tuple(shlex.split(job_args)),
+            entrypoint=entrypoint,
+        )
+        root = chosen.settings.results_dir if output else output_root(chosen.settings)
+        spec = with_id(spec, name=name, results_dir=root)
+        code = run_submit(chosen, spec, follow=not detach, new=new, dry_run=dry_run)
     if code:
         raise Exit(code=code)
 
 
-@task(help={"job": "job id", "backend": "local | address | rayjob", "address": "job submission URL"})
+@task(help={"job": "job id (the RayJob name for rayjob)", **CLUSTER_HELP})
 @user_errors
-def status(c, job, backend=None, address=None):
+def status(c, job, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's status; exit 0 only if it SUCCEEDED."""
     from raybake.backends import exit_code
 
-    result = _backend(c, backend, address).status(job)
+    with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
+        result = chosen.status(job)
     print(f"{result.job_id}: {result.status}" + (f" ({result.message})" if result.message else ""))
     if exit_code(result):
         raise Exit(code=exit_code(result))
@@ -117,41 +190,84 @@ def status(c, job, backend=None, address=None):
 
 @task(
     help={
-        "job": "job id",
+        "job": "job id (the RayJob name for rayjob)",
         "follow": "keep streaming until the job ends (exit code as submit)",
-        "backend": "local | address | rayjob",
-        "address": "job submission URL",
+        **CLUSTER_HELP,
     }
 )
 @user_errors
-def logs(c, job, follow=False, backend=None, address=None):
+def logs(c, job, follow=False, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's logs, or follow them with progress to the end."""
     from raybake.backends import exit_code
 
-    chosen = _backend(c, backend, address)
-    if not follow:
-        sys.stdout.write(chosen.logs(job))
-        return
-    result = chosen.follow(job)
+    with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
+        if not follow:
+            sys.stdout.write(chosen.logs(job))
+            return
+        result = chosen.follow(job)
     print(f"{result.job_id}: {result.status}")
     if exit_code(result):
         raise Exit(code=exit_code(result))
 
 
-@task(help={"job": "job id", "backend": "local | address | rayjob", "address": "job submission URL"})
+@task(
+    help={
+        "job": "job id (the RayJob name for rayjob)",
+        "delete": "also delete what the cluster keeps of the job (rayjob: the RayJob; else suspend it)",
+        **CLUSTER_HELP,
+    }
+)
 @user_errors
-def stop(c, job, backend=None, address=None):
+def stop(c, job, delete=False, backend=None, address=None, cluster=None, namespace=None):
     """Stop a running job; its finished shards stay, and the same submit resumes it."""
-    stopped = _backend(c, backend, address).stop(job)
+    with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
+        stopped = chosen.stop(job, delete=delete)
     print(f"raybake: {'stop requested for' if stopped else 'nothing to stop:'} {job}")
 
 
-@task(help={"backend": "local | address | rayjob", "address": "job submission URL"})
+@task(help=CLUSTER_HELP)
 @user_errors
-def jobs(c, backend=None, address=None):
-    """List the cluster's jobs, oldest first."""
-    for row in _backend(c, backend, address).jobs():
+def jobs(c, backend=None, address=None, cluster=None, namespace=None):
+    """List the cluster's jobs, oldest first (rayjob: the RayJobs raybake made)."""
+    with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
+        rows = chosen.jobs()
+    for row in rows:
         print(f"{row['id']:<40} {row['status']:<10} {row['entrypoint']}")
+
+
+@task(
+    help={
+        "image": "local image to load into the kind node (default: the last `invoke build --variant cpu`)",
+        "name": "kind cluster name (default: raybake.kind_cluster)",
+    }
+)
+@user_errors
+def kind_up(c, image=None, name=None):
+    """A local kind cluster with the pinned KubeRay operator and the image, ready for --backend rayjob."""
+    from raybake import kind
+    from raybake.pushed import local_image
+
+    settings = _settings(c, image=image, kind_cluster=name)
+    kind.up(settings.kind_cluster, image=settings.image or local_image(settings, "cpu"))
+
+
+@task(help={"name": "kind cluster name (default: raybake.kind_cluster)"})
+@user_errors
+def kind_down(c, name=None):
+    """Delete the kind cluster `invoke kind-up` made."""
+    from raybake import kind
+
+    cluster = _settings(c, kind_cluster=name).kind_cluster
+    print(f"raybake: kind cluster {cluster!r} " + ("deleted" if kind.down(cluster) else "did not exist"))
+
+
+@task
+def versions(c):
+    """The pinned versions as NAME=VALUE lines (for workflows: `invoke versions >> "$GITHUB_ENV"`)."""
+    from raybake.versions import KUBERAY, pins
+
+    for name, value in {**{k.upper(): v for k, v in pins().items()}, "KUBERAY": KUBERAY}.items():
+        print(f"{name.replace('-', '_')}_VERSION={value}")
 
 
 @task(
@@ -471,6 +587,9 @@ ns = Collection(
     docker_setup,
     up,
     down,
+    kind_up,
+    kind_down,
+    versions,
     test,
     lint,
     kind_dump,

@@ -32,6 +32,48 @@ class Settings:
     verify_tls: bool = True
     # How long to wait for a cluster to answer before calling it unreachable.
     connect_timeout_s: float = 10.0
+    # A CA bundle to verify the cluster's TLS certificate with (instead of the system's).
+    ca_bundle: str | None = None
+
+    # The image every cluster pod runs; default: the last one `invoke push` recorded.
+    image: str | None = None
+    # Submit although the cluster runs another Ray version or image than this checkout built.
+    allow_image_mismatch: bool = False
+    # Send job/ from this checkout as a py_module: for clusters that do not run the raybake image.
+    ship_job: bool = False
+
+    # Kubernetes: kubeconfig context and namespace (default: the current context's, as `oc login` sets).
+    kube_context: str | None = None
+    namespace: str | None = None
+    # An existing RayCluster to reach through a port-forward (the address backend without a URL).
+    cluster: str | None = None
+
+    # The RayJob's cluster: GPUs in total (one worker each), else cpu_workers CPU-only workers.
+    gpus: int = 0
+    cpu_workers: int = 1
+    # Logical GPUs each CPU worker advertises to Ray (rayStartParams num-gpus): GPU code paths on CPU pods.
+    logical_gpus: int = 0
+    head_cpu: str = "1"
+    head_memory: str = "4Gi"
+    worker_cpu: str = "2"
+    worker_memory: str = "8Gi"
+    # Bounds on the RayJob: pods gone this long after the end; deadlines before and after start.
+    ttl_after_finished_s: int = 600
+    pre_running_deadline_s: int | None = 1800
+    active_deadline_s: int | None = None
+    backoff_limit: int = 0
+    # A PersistentVolumeClaim mounted into every pod: the home of `cluster:` corpus and output paths.
+    pvc: str | None = None
+    pvc_mount: str = "/mnt/data"
+
+    # Corpus and output on a real cluster: local corpora up to this size travel with the job.
+    upload_limit_mib: int = 100
+    # Where jobs on a real cluster write when --output is not given (a URI or a `cluster:` path).
+    remote_output: str | None = None
+
+    # `invoke kind-up`: the local kind cluster's name.
+    kind_cluster: str = "raybake"
+
     # The job image (raybake/image.py). Base images take the Ray version from requirements.txt
     # as {ray}; the torch index must match the cluster's CUDA driver ("" means PyPI's default).
     image_name: str = "raybake"

@@ -18,8 +18,9 @@ PROGRESS = re.compile(r"raybake-progress docs=(\d+)/(\d+) shards=(\d+)/(\d+)")
 class LogPrinter:
     """Feeds log chunks in; prints whole lines; keeps a bar of documents done."""
 
-    def __init__(self, out: TextIO = sys.stdout, *, bar: bool = True) -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None, *, bar: bool = True) -> None:
+        # sys.stdout as it is now, not as it was at import: callers and tests may redirect it.
+        self.out = out or sys.stdout
         self.show_bar = bar
         self.bar: tqdm | None = None
         self.partial = ""

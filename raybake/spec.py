@@ -70,8 +70,13 @@ class JobSpec:
         return self.entrypoint or shlex.join(self.job_argv())
 
 
+# A path on the cluster's own volume, e.g. `cluster:/mnt/data/corpus` (raybake/transport.py).
+CLUSTER_PREFIX = "cluster:"
+
+
 def is_local_path(uri: str) -> bool:
-    return "://" not in uri
+    """A path on this machine: neither a URI nor a `cluster:` path."""
+    return "://" not in uri and not uri.startswith(CLUSTER_PREFIX)
 
 
 def with_id(spec: JobSpec, *, name: str | None, results_dir: str) -> JobSpec:

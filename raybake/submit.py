@@ -12,7 +12,8 @@ from pathlib import Path
 from raybake.backends import Backend, JobResult, exit_code
 from raybake.backends.base import AlreadySubmitted
 from raybake.errors import RaybakeError
-from raybake.spec import JobSpec, is_local_path
+from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
+from raybake.transport import on_cluster
 from raybake.versions import ROOT
 
 
@@ -24,7 +25,8 @@ def preflight(spec: JobSpec) -> None:
     """
     if spec.entrypoint or not is_local_path(spec.corpus):
         return
-    argv = [sys.executable, "-m", "job", "--check", *spec.job_argv()[3:]]
+    local = dataclasses.replace(spec, corpus=str(Path(spec.corpus).resolve()))
+    argv = [sys.executable, "-m", "job", "--check", *local.job_argv()[3:]]
     checked = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     if checked.returncode != 0:
         lines = [ln for ln in (checked.stdout + checked.stderr).splitlines() if ln.strip()]
@@ -32,13 +34,22 @@ def preflight(spec: JobSpec) -> None:
         raise RaybakeError(f"refused: {reason.removeprefix('raybake: ').removeprefix('error: ')}", 2)
 
 
-def summarize(spec: JobSpec, result: JobResult) -> str:
+def where(output: str) -> str:
+    """Where the results are, as the user named them: this machine, a URI, or the cluster's volume."""
+    if output.startswith(CLUSTER_PREFIX):
+        return f"{on_cluster(output)} on the cluster's volume"
+    return output
+
+
+def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None) -> str:
+    """The final lines; `output` is the location as the user gave it, before the backend rewrote it."""
     lines = [
         f"job {result.job_id}: {result.status}"
         + (f" ({result.message})" if result.message and result.status != "SUCCEEDED" else "")
     ]
+    output = output or spec.output
     manifest_path = Path(spec.output) / "manifest.json"
-    if is_local_path(spec.output) and manifest_path.is_file():
+    if is_local_path(output) and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         counts, timings = manifest["counts"], manifest["timings"]
         rate = counts["documents"] / timings["wall_seconds"] if timings["wall_seconds"] else 0.0
@@ -53,7 +64,7 @@ def summarize(spec: JobSpec, result: JobResult) -> str:
         lines.append(f"results:  {spec.output}/parts/*.parquet")
         lines.append(f"manifest: {manifest_path}")
     else:
-        lines.append(f"results: {spec.output}")
+        lines.append(f"results: {where(output)}")
     return "\n".join(lines)
 
 
@@ -92,9 +103,17 @@ def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> st
     raise RaybakeError(f"could not submit {spec.name!r}: its id kept being taken by concurrent submits", 1)
 
 
-def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = False) -> int:
-    spec = backend.prepare(spec)
+def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = False, dry_run: bool = False) -> int:
+    """Check, adapt to the backend, submit or attach, follow; `dry_run` prints what would be submitted.
+
+    The corpus is checked as the user named it: the backend may rewrite it (an upload's root).
+    """
     preflight(spec)
+    given = spec.output
+    spec = backend.prepare(spec)
+    if dry_run:
+        print(backend.describe(spec), end="")
+        return 0
     backend.ready()
     job_id = start_or_attach(backend, spec, new=new)
     if not follow:
@@ -104,7 +123,7 @@ def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = 
         result = backend.follow(job_id)
     except KeyboardInterrupt:
         return interrupted(backend, job_id)
-    print(summarize(spec, result))
+    print(summarize(spec, result, output=given))
     return exit_code(result)
 
 

@@ -22,3 +22,8 @@ def pins(path: Path = REQUIREMENTS) -> dict[str, str]:
 
 def ray_version() -> str:
     return pins()["ray"]
+
+
+# The KubeRay operator (Helm chart and CRDs) that manifests target and `invoke kind-up` installs;
+# not a Python package, so pinned here. Workflows read it through `invoke versions`.
+KUBERAY = "1.7.0"

@@ -15,8 +15,15 @@ def backend_for(settings: Settings) -> Backend:
     if settings.backend == "address":
         from raybake.backends.address import AddressBackend
 
+        if settings.cluster:
+            from raybake.backends.address import through_port_forward
+            from raybake.kube import Kube
+
+            return through_port_forward(settings, Kube(settings), settings.cluster)
         if not settings.address:
-            raise RaybakeError("the address backend needs --address URL (or raybake.address in invoke.yaml)", 2)
+            raise RaybakeError(
+                "the address backend needs --address URL, or --cluster NAME (and --namespace) of a RayCluster", 2
+            )
         from raybake import localcluster
 
         cluster = localcluster.at(settings, settings.address)
@@ -25,7 +32,9 @@ def backend_for(settings: Settings) -> Backend:
 
             return ContainerClusterBackend(settings, cluster)
         return AddressBackend(settings, settings.address)
-    raise RaybakeError(f"backend {settings.backend!r} is not available yet", 2)
+    from raybake.backends.rayjob import RayJobBackend
+
+    return RayJobBackend(settings)
 
 
 __all__ = ["Backend", "JobResult", "backend_for", "exit_code"]

@@ -43,7 +43,8 @@ class Backend(ABC):
     def logs(self, job_id: str) -> str: ...
 
     @abstractmethod
-    def stop(self, job_id: str) -> bool: ...
+    def stop(self, job_id: str, *, delete: bool = False) -> bool:
+        """Stop the job; `delete` also removes what the cluster keeps of it."""
 
     @abstractmethod
     def jobs(self) -> list[dict]: ...
@@ -55,3 +56,17 @@ class Backend(ABC):
     def prepare(self, spec: JobSpec) -> JobSpec:
         """Adapt paths to where the job runs (absolute local paths, uploads); default: as is."""
         return spec
+
+    @abstractmethod
+    def describe(self, spec: JobSpec) -> str:
+        """What `submit --dry-run` prints: the submission as this backend would send it, secrets redacted."""
+
+    def close(self) -> None:
+        """Release what the backend holds open (a port-forward); the default holds nothing."""
+        return None
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -15,10 +15,7 @@ from raybake.backends.address import AddressBackend, read_token
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec, is_local_path
-from raybake.versions import ROOT
-
-# What a user's working directory upload never needs.
-UPLOAD_EXCLUDES = [".git", ".venv", "results", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache"]
+from raybake.transport import UPLOAD_EXCLUDES, on_cluster
 
 
 def local_paths(spec: JobSpec) -> dict[str, Path]:
@@ -36,7 +33,12 @@ class LocalBackend(AddressBackend):
             raise RaybakeError("no local Ray is running; `invoke submit` starts one", 2)
         return super().client
 
+    # No image on the local Ray: job/ comes from this checkout.
+    ships_job = True
+
     def prepare(self, spec: JobSpec) -> JobSpec:
+        """The cluster is this machine: `cluster:` paths are plain paths here, and paths become absolute."""
+        spec = dataclasses.replace(spec, corpus=on_cluster(spec.corpus), output=on_cluster(spec.output))
         return dataclasses.replace(spec, **{k: str(v) for k, v in local_paths(spec).items()})
 
     def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
@@ -45,7 +47,6 @@ class LocalBackend(AddressBackend):
             # A user's own script runs from their working directory, uploaded as it is.
             env["working_dir"] = str(Path.cwd())
             env["excludes"] = UPLOAD_EXCLUDES
-        env["py_modules"] = [str(ROOT / "job")]
         return env
 
     def ready(self) -> None:

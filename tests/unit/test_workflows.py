@@ -24,9 +24,6 @@ PENDING = {
     "build --cache-ref": "issue 3: registry layer cache (REPOSITORY:buildcache, mode=max)",
     "push": "issue 3: invoke push --variant cuda",
     "push --tag": "issue 3: extra tags (sha-<commit>, the release tag) on the pushed image",
-    "kind-up": "issue 4: kind cluster, KubeRay operator, image loaded",
-    "submit --image": "issue 4: the image every pod runs",
-    "submit --gpus": "issue 4: GPUs in total for the RayJob",
 }
 
 

@@ -1,0 +1,100 @@
+"""kind + the pinned KubeRay operator + the built image: `invoke submit --backend rayjob` end to end.
+
+Runs on GitHub-hosted runners after `invoke build --variant cpu` (e2e-kind.yml); skipped where
+kind is not installed, such as the development machine. RAYBAKE_E2E_IMAGE names another image.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from raybake import kind
+from raybake.config import Settings
+from raybake.pushed import local_image
+from raybake.versions import ROOT
+
+IMAGE = os.environ.get("RAYBAKE_E2E_IMAGE") or local_image(Settings(), "cpu")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("kind") is None, reason="kind is not on PATH (e2e runs on GitHub runners)"),
+    pytest.mark.skipif(not IMAGE, reason="no image: run `invoke build --variant cpu` first"),
+]
+CLAIM = "raybake-e2e"
+EXAMPLE_DOCS = 41
+# Small pods: a GitHub runner has 4 CPUs and 16 GiB for the node, the operator and the job.
+POD_SIZES = {
+    "INVOKE_RAYBAKE_HEAD_CPU": "500m",
+    "INVOKE_RAYBAKE_HEAD_MEMORY": "2Gi",
+    "INVOKE_RAYBAKE_WORKER_CPU": "1",
+    "INVOKE_RAYBAKE_WORKER_MEMORY": "4Gi",
+}
+
+
+def invoke(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **POD_SIZES},
+    )
+
+
+@pytest.fixture(scope="module")
+def kind_cluster():
+    """The cluster e2e-kind.yml made with `invoke kind-up` (made here if not); kept for kind-dump."""
+    up = invoke("kind-up", "--image", IMAGE)
+    assert up.returncode == 0, up.stdout + up.stderr
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    cluster = Settings().kind_cluster
+    config.load_kube_config(context=kind.context(cluster))
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": CLAIM},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    try:
+        client.CoreV1Api().create_namespaced_persistent_volume_claim("default", claim)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    return cluster
+
+
+def test_submit_a_rayjob_over_the_example_corpus(kind_cluster):
+    name = f"raybake-e2e-{uuid.uuid4().hex[:8]}"
+    done = invoke(
+        "submit",
+        "--backend",
+        "rayjob",
+        "--kube-context",
+        kind.context(kind_cluster),
+        "--namespace",
+        "default",
+        "--image",
+        IMAGE,
+        "--corpus",
+        "examples/corpus",
+        "--output",
+        f"cluster:/mnt/data/{name}",
+        "--pvc",
+        CLAIM,
+        "--logical-gpus",
+        "1",
+        "--name",
+        name,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert f"done: {EXAMPLE_DOCS} ok, 0 error, 0 missing of {EXAMPLE_DOCS} documents" in done.stdout
+    assert f"job {name}: SUCCEEDED" in done.stdout
+    status = invoke("status", "--backend", "rayjob", "--namespace", "default", "--job", name)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout

@@ -1,0 +1,79 @@
+"""A stand-in for the Kubernetes API only (none can run here): RayJobs and pods held in dicts.
+
+It subclasses raybake.kube.Kube and replaces the calls that would reach an API server, so
+everything above them (check_operator, the backends) runs as it does against a cluster. The
+statuses it reports are the real shapes of tests/unit/shapes, scripted per test.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from raybake.errors import RaybakeError
+from raybake.kube import Kube
+from raybake.portforward import Forward
+
+
+class FakeKube(Kube):
+    def __init__(
+        self,
+        *,
+        statuses: list[dict[str, Any]] | None = None,
+        pods: list[dict[str, Any]] | None = None,
+        served: list[str] | None = ("v1", "v1alpha1"),
+        kinds: tuple[str, ...] = ("RayCluster", "RayJob", "RayService"),
+        connect: Callable[[], Any] | None = None,
+    ) -> None:
+        self.namespace = "ml"
+        self.statuses = list(statuses or [])
+        self.pod_list = pods or []
+        self.served = None if served is None else list(served)
+        self.kinds = list(kinds)
+        self.connect = connect
+        self.created: list[dict[str, Any]] = []
+        self.patches: list[dict[str, Any]] = []
+        self.deleted: list[str] = []
+        self.forwards: list[Forward] = []
+
+    def served_versions(self, group: str = "ray.io") -> list[str] | None:
+        return self.served
+
+    def served_kinds(self) -> list[str]:
+        return self.kinds
+
+    def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(copy.deepcopy(manifest))
+        return manifest
+
+    def status_now(self) -> dict[str, Any]:
+        """The next scripted status; the last one stays."""
+        return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+
+    def rayjob(self, name: str) -> dict[str, Any]:
+        if not self.created or self.created[-1]["metadata"]["name"] != name:
+            raise RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", 2)
+        return {**self.created[-1], "status": self.status_now()}
+
+    def patch_rayjob(self, name: str, patch: dict[str, Any]) -> None:
+        self.patches.append(patch)
+
+    def delete_rayjob(self, name: str) -> None:
+        self.deleted.append(name)
+
+    def rayjobs(self, selector: str) -> list[dict[str, Any]]:
+        return [{**m, "status": self.statuses[0]} for m in self.created]
+
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        return self.pod_list
+
+    def head_pod(self, cluster: str) -> dict[str, Any]:
+        if self.connect is None:
+            raise RaybakeError(f"the service {cluster + '-head-svc'!r} has no running head pod yet", 3)
+        return {"metadata": {"name": f"{cluster}-head"}}
+
+    def forward(self, pod: str, port: int) -> Forward:
+        forward = Forward(self.connect)
+        self.forwards.append(forward)
+        return forward

@@ -1,0 +1,139 @@
+"""The rayjob backend over a stand-in Kubernetes API: create, follow, stop, list, refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from crd import SHARED, crd_schema
+from fakekube import FakeKube
+
+from raybake.backends import rayjob
+from raybake.backends.rayjob import RayJobBackend
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.spec import JobSpec
+from raybake.submit import submit
+
+SHAPES = Path(__file__).parent / "shapes"
+STATUSES = yaml.safe_load((SHAPES / "rayjobs.yaml").read_text())
+PODS = yaml.safe_load((SHAPES / "pods.yaml").read_text())
+SETTINGS = Settings(backend="rayjob", image="registry.example/raybake@sha256:" + "b" * 64)
+SPEC = JobSpec(corpus="s3://bucket/corpus", output="s3://bucket/out/j1", name="raybake-embed-1")
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch):
+    monkeypatch.setattr(rayjob, "POLL_S", 0)
+
+
+def backend(**kw) -> tuple[RayJobBackend, FakeKube]:
+    kube = FakeKube(**kw)
+    return RayJobBackend(SETTINGS, kube=kube), kube
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the KubeRay CRDs are not beside the checkout ({SHARED} is absent)")
+def test_submit_creates_a_valid_rayjob_the_operator_submits(capsys):
+    chosen, kube = backend(statuses=[STATUSES["succeeded"]])
+    code = submit(chosen, SPEC, follow=False)
+    assert code == 0
+    (created,) = kube.created
+    jsonschema.Draft7Validator(crd_schema("rayjobs")).validate(created)
+    assert created["spec"]["submissionMode"] == "K8sJobMode"
+    assert "created RayJob raybake-embed-1 in namespace ml" in capsys.readouterr().out
+
+
+def test_follow_reports_phases_and_stuck_reasons_once_and_ends_on_the_rayjobs_status(capsys):
+    statuses = [STATUSES[s] for s in ("new", "initializing", "initializing", "initializing", "running", "succeeded")]
+    chosen, kube = backend(statuses=statuses, pods=[PODS["pending-gpus"]])
+    kube.created.append(chosen.manifest(SPEC))
+    result = chosen.follow("raybake-embed-1")
+    out = capsys.readouterr().out
+    assert result.status == "SUCCEEDED"
+    assert out.count("waits for GPUs") == 1
+    assert "Initializing / -" in out and "Running / RUNNING" in out
+    assert "no log (" in out  # no head to forward to: the RayJob's status still decides
+
+
+@pytest.mark.parametrize(("final", "code"), [("failed", 1), ("deadline", 1), ("stopped", 1), ("succeeded", 0)])
+def test_exit_code_is_zero_only_on_succeeded(final, code):
+    chosen, _kube = backend(statuses=[STATUSES["running"], STATUSES[final]])
+    assert submit(chosen, SPEC) == code
+
+
+def test_operator_missing_is_refused_before_anything_is_created():
+    chosen, kube = backend(statuses=[STATUSES["new"]], served=None)
+    with pytest.raises(RaybakeError, match="KubeRay operator is not installed"):
+        chosen.submit(SPEC)
+    assert kube.created == []
+
+
+def test_crds_of_another_version_are_refused():
+    for kw, refusal in (({"served": ["v1alpha1"]}, "not v1"), ({"kinds": ("RayCluster",)}, "has no RayJob")):
+        chosen, kube = backend(statuses=[STATUSES["new"]], **kw)
+        with pytest.raises(RaybakeError, match=refusal):
+            chosen.submit(SPEC)
+        assert kube.created == []
+
+
+def test_an_operator_that_never_acts_is_reported(monkeypatch):
+    monkeypatch.setattr(rayjob.stuck, "NO_OPERATOR_AFTER_S", -1)
+    chosen, kube = backend(statuses=[STATUSES["new"]])
+    kube.created.append(chosen.manifest(SPEC))
+    with pytest.raises(RaybakeError, match="no KubeRay operator has acted"):
+        chosen.follow("raybake-embed-1")
+
+
+def test_stop_suspends_and_delete_deletes():
+    chosen, kube = backend(statuses=[STATUSES["running"]])
+    kube.created.append(chosen.manifest(SPEC))
+    chosen.stop("raybake-embed-1")
+    assert kube.patches == [{"spec": {"suspend": True}}]
+    chosen.stop("raybake-embed-1", delete=True)
+    assert kube.deleted == ["raybake-embed-1"]
+    with pytest.raises(RaybakeError, match="no RayJob 'other'"):
+        chosen.stop("other")
+
+
+def test_jobs_lists_the_rayjobs_with_their_status():
+    chosen, kube = backend(statuses=[STATUSES["running"]])
+    kube.created.append(chosen.manifest(SPEC))
+    assert [(r["id"], r["status"]) for r in chosen.jobs()] == [("raybake-embed-1", "RUNNING")]
+
+
+def test_a_local_corpus_makes_an_interactive_rayjob(tmp_path):
+    (tmp_path / "a.txt").write_text("doc")
+    chosen, _kube = backend(statuses=[STATUSES["new"]])
+    ready = chosen.prepare(JobSpec(corpus=str(tmp_path), output="s3://b/o", name="raybake-embed-1"))
+    manifest = chosen.manifest(ready)
+    assert manifest["spec"]["submissionMode"] == "InteractiveMode"
+    assert manifest["metadata"]["annotations"]["raybake.io/corpus"] == str(tmp_path)
+
+
+def test_dry_run_needs_no_cluster_and_no_image_means_a_clear_error(capsys, tmp_path):
+    assert submit(RayJobBackend(SETTINGS), SPEC, dry_run=True) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["kind"] == "RayJob"
+    no_state = Settings(backend="rayjob", variant="cpu", state_file=str(tmp_path / "state.json"))
+    with pytest.raises(RaybakeError, match="invoke push --variant cpu"):
+        RayJobBackend(no_state, kube=FakeKube()).describe(SPEC)
+
+
+def test_an_upload_that_cannot_start_deletes_its_waiting_rayjob(tmp_path):
+    (tmp_path / "a.txt").write_text("doc")
+    chosen, kube = backend(statuses=[STATUSES["new"], STATUSES["validation-failed"]])
+    spec = chosen.prepare(JobSpec(corpus=str(tmp_path), output="s3://b/o", name="raybake-embed-1"))
+    with pytest.raises(RaybakeError, match=r"ended before its cluster was ready: .*47 characters.*deleted"):
+        chosen.submit(spec)
+    assert kube.deleted == ["raybake-embed-1"]
+
+
+def test_an_upload_to_a_cluster_without_a_reachable_head_deletes_its_rayjob(tmp_path):
+    (tmp_path / "a.txt").write_text("doc")
+    chosen, kube = backend(statuses=[STATUSES["waiting"]])
+    spec = chosen.prepare(JobSpec(corpus=str(tmp_path), output="s3://b/o", name="raybake-embed-1"))
+    with pytest.raises(RaybakeError, match="no running head pod") as refused:
+        chosen.submit(spec)
+    assert refused.value.code == 3
+    assert kube.deleted == ["raybake-embed-1"]

@@ -62,10 +62,14 @@ class RayHead:
         }
 
     def stop(self) -> None:
+        """`ray start --block` shuts its own processes down on SIGTERM (signalling the whole group
+        instead kills the GCS under it and it waits 30 s for it); what outlives it is killed."""
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.terminate()
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            pass
+        try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
@@ -81,22 +85,45 @@ def dashboard_up(url: str) -> bool:
         return False
 
 
-def start_head(num_cpus: int = 2, env: dict[str, str] | None = None, timeout: float = 120) -> RayHead:
-    ports = {
-        name: free_port()
-        for name in (
-            "port",
-            "dashboard-port",
-            "ray-client-server-port",
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "runtime-env-agent-port",
-            "metrics-export-port",
-            "node-manager-port",
-            "object-manager-port",
-        )
-    }
+PORT_NAMES = (
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "node-manager-port",
+    "object-manager-port",
+)
+WORKER_PORTS = 200
+START_ATTEMPTS = 3
+
+
+def pick_ports() -> tuple[dict[str, int], int]:
+    """Free ports for the head's services, none inside its workers' port range."""
     low = free_port()
+    ports: dict[str, int] = {}
+    while len(ports) < len(PORT_NAMES):
+        port = free_port()
+        if not low <= port <= low + WORKER_PORTS and port not in ports.values():
+            ports[PORT_NAMES[len(ports)]] = port
+    return ports, low
+
+
+def start_head(num_cpus: int = 2, env: dict[str, str] | None = None, timeout: float = 120) -> RayHead:
+    """A head on free ports; a port taken between picking and binding costs one more attempt."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_head(num_cpus, env, timeout)
+        except RuntimeError:
+            if attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_head(num_cpus: int, env: dict[str, str] | None, timeout: float) -> RayHead:
+    ports, low = pick_ports()
     temp_dir = tempfile.mkdtemp(prefix="rbt-", dir="/tmp")
     ray = str(Path(sys.executable).parent / "ray")
     command = [
@@ -112,19 +139,18 @@ def start_head(num_cpus: int = 2, env: dict[str, str] | None = None, timeout: fl
         f"--temp-dir={temp_dir}",
         # A narrow worker port range of our own keeps clear of other clusters' workers.
         f"--min-worker-port={low}",
-        f"--max-worker-port={low + 200}",
+        f"--max-worker-port={low + WORKER_PORTS}",
     ]
     command += [f"--{name}={port}" for name, port in ports.items()]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env
-    )
+    log = Path(temp_dir, "start.log")
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     head = RayHead(process, ports["dashboard-port"], ports["port"], temp_dir)
     deadline = time.monotonic() + timeout
     while not dashboard_up(head.url):
         if process.poll() is not None or time.monotonic() > deadline:
             head.stop()
-            tail = Path(f"{temp_dir}/start.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"test Ray head did not start (exit {process.poll()}):\n{tail}")
+            raise RuntimeError(f"test Ray head did not start (exit {process.poll()}):\n{log.read_text()[-2000:]}")
         time.sleep(0.5)
     return head
 

@@ -7,6 +7,7 @@ a user's cluster or another test session's).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -64,15 +65,11 @@ class RayHead:
     def stop(self) -> None:
         """`ray start --block` shuts its own processes down on SIGTERM (signalling the whole group
         instead kills the GCS under it and it waits 30 s for it); what outlives it is killed."""
-        try:
-            self.process.terminate()
+        self.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def dashboard_up(url: str) -> bool:

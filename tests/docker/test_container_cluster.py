@@ -50,7 +50,14 @@ def test_job_from_the_host_runs_in_the_image(
     spec = JobSpec(corpus=str(data_dir / "corpus"), output=str(output), name="raybake-docker-test")
     assert submit(backend, spec, follow=True) == 0
     manifest = json.loads((output / "manifest.json").read_text())
-    assert manifest["counts"] == {"documents": 41, "ok": 41, "error": 0, "missing": 0, "truncated": 0}
+    assert manifest["counts"] == {
+        "documents": 41,
+        "ok": 41,
+        "error": 0,
+        "missing": 0,
+        "truncated": 0,
+        "duplicate_ids": 0,
+    }
     assert manifest["image"] == cpu_image.plan.ref
     assert manifest["expected_image"] == cpu_image.plan.ref
     assert all(w["host"].startswith(f"{settings.cluster_name}-worker-") for w in manifest["workers"])

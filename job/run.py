@@ -169,6 +169,7 @@ def _process(config: RunConfig, todo: list[Shard], already: int, total: int) -> 
     pending: dict[Any, tuple[Any, Shard]] = {}
     failed: dict[str, str] = {}
     progress = Progress(total=total, done=already, shards_total=len(todo))
+    progress.report(force=True)  # the starting point: a bar's rate counts from here
 
     def top_up() -> None:
         # Breadth first: every idle worker gets a shard before any gets a second. A queued second

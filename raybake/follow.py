@@ -12,7 +12,10 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-PROGRESS = re.compile(r"raybake-progress docs=(\d+)/(\d+) shards=(\d+)/(\d+)")
+PROGRESS = re.compile(r"raybake-progress docs=(\d+)/(\d+) shards=(\d+)/(\d+)(?: rate=(\S+) eta=(\S+))?")
+# The job measures its own rate and ETA; log lines reach us in bursts, so a rate timed here
+# would be off by orders of magnitude.
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
 
 
 class LogPrinter:
@@ -44,10 +47,13 @@ class LogPrinter:
         if match and self.show_bar:
             done, total = int(match.group(1)), int(match.group(2))
             if self.bar is None:
-                self.bar = tqdm(total=total, unit="doc", file=self.out, dynamic_ncols=True, desc="documents")
+                self.bar = tqdm(
+                    total=total, unit="doc", file=self.out, dynamic_ncols=True, desc="documents", bar_format=BAR_FORMAT
+                )
             self.bar.total = total
             self.bar.update(done - self.bar.n)
-            self.bar.set_postfix_str(f"shards {match.group(3)}/{match.group(4)}")
+            rate = f", {match.group(5)}, eta {match.group(6)}" if match.group(5) else ""
+            self.bar.set_postfix_str(f"shards {match.group(3)}/{match.group(4)}{rate}")
             return
         if self.bar is not None:
             self.bar.write(line, file=self.out)

@@ -24,8 +24,12 @@ def read_manifest(uri: str) -> dict[str, Any]:
 
 
 def throughput(manifest: dict[str, Any]) -> float | None:
-    """Documents per second of wall time, or None where the run recorded no time."""
-    wall = (manifest.get("timings") or {}).get("wall_seconds")
+    """Documents per second of wall time, or None where the run recorded no time or processed
+    nothing (every shard was done before: a rate would only measure reading the parts)."""
+    timings = manifest.get("timings") or {}
+    if "processing_seconds" in timings and timings["processing_seconds"] is None:
+        return None
+    wall = timings.get("wall_seconds")
     documents = (manifest.get("counts") or {}).get("documents")
     return round(documents / wall, 2) if wall and documents is not None else None
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from raybake.backends import Backend, JobResult, exit_code
 from raybake.backends.base import AlreadySubmitted
 from raybake.errors import RaybakeError
+from raybake.report import throughput
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
 from raybake.transport import on_cluster
 from raybake.versions import ROOT
@@ -52,12 +53,12 @@ def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None) ->
     if is_local_path(output) and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         counts, timings = manifest["counts"], manifest["timings"]
-        rate = counts["documents"] / timings["wall_seconds"] if timings["wall_seconds"] else 0.0
+        rate = throughput(manifest)
         lines.append(
             f"documents: {counts['documents']} ({counts['ok']} ok, {counts['error']} error, "
             f"{counts['missing']} missing, {counts['truncated']} truncated"
             + (f", {counts['duplicate_ids']} duplicate ids" if counts.get("duplicate_ids") else "")
-            + f") in {timings['wall_seconds']:.1f}s, {rate:.1f} docs/s"
+            + (f") in {timings['wall_seconds']:.1f}s, {rate:.1f} docs/s" if rate else "), all done before")
         )
         for reason, n in sorted(manifest["errors_by_reason"].items(), key=lambda kv: -kv[1])[:5]:
             lines.append(f"  {n} x {reason}")

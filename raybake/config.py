@@ -84,8 +84,8 @@ class Settings:
     variant: str = "cuda"
     base_image_cuda: str = "rayproject/ray:{ray}-py311-cu128"
     base_image_cpu: str = "rayproject/ray:{ray}-py311-cpu"
-    torch_index_cuda: str = "PYTORCH_INDEX/cu128"
-    torch_index_cpu: str = "PYTORCH_INDEX/cpu"
+    torch_index_cuda: str = ""
+    torch_index_cpu: str = ""
     # The image the cluster runs, when known: jobs warn loudly if they find another one.
     expected_image: str | None = None
     # The local Docker cluster (raybake/localcluster.py); its dashboard is on 127.0.0.1 only, on

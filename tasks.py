@@ -180,9 +180,10 @@ def submit(
 def status(c, job, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's status; exit 0 only if it SUCCEEDED."""
     from raybake.backends import exit_code
+    from raybake.submit import newest_attempt
 
     with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
-        result = chosen.status(job)
+        result = chosen.status(newest_attempt(chosen, job))
     print(f"{result.job_id}: {result.status}" + (f" ({result.message})" if result.message else ""))
     if exit_code(result):
         raise Exit(code=exit_code(result))
@@ -199,8 +200,10 @@ def status(c, job, backend=None, address=None, cluster=None, namespace=None):
 def logs(c, job, follow=False, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's logs, or follow them with progress to the end."""
     from raybake.backends import exit_code
+    from raybake.submit import newest_attempt
 
     with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
+        job = newest_attempt(chosen, job)
         if not follow:
             sys.stdout.write(chosen.logs(job))
             return
@@ -463,12 +466,14 @@ def summary(c, job, manifest=None, output=None, status=None, backend=None, addre
     from pathlib import Path
 
     from raybake import gha, report
+    from raybake.submit import newest_attempt
 
     # A report runs after failures too: what it cannot learn becomes a note, never an exit.
     notes = []
     if status is None:
         try:
-            status = _backend(c, backend, address).status(job).status
+            chosen = _backend(c, backend, address)
+            status = chosen.status(newest_attempt(chosen, job)).status
         except RaybakeError as exc:
             status = "UNKNOWN"
             notes.append(str(exc))

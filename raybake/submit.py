@@ -79,6 +79,16 @@ def attempts(backend: Backend, name: str) -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+def newest_attempt(backend: Backend, job_id: str) -> str:
+    """The latest attempt of a job: after `X` FAILED and was resubmitted as `X-2`, asking about
+    `X` means the run that carries on, not the one that ended."""
+    tried = attempts(backend, job_id)
+    newest = tried[-1][1] if tried else job_id
+    if newest != job_id:
+        print(f"raybake: {job_id} was submitted again as {newest}; showing {newest}", file=sys.stderr)
+    return newest
+
+
 def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> str:
     """Submit the spec under its name, or attach to the job already running it.
 

@@ -144,6 +144,10 @@ def test_a_stopped_job_resumes_from_its_finished_shards_when_submitted_again(ray
     assert json.loads((tmp_path / "results" / job_id / "manifest.json").read_text())["shards"]["resumed"] == resumed
     assert_same_results(results(tmp_path / "results" / job_id), baseline)
     assert out == str(tmp_path / "results" / job_id)
+    # Asking about the job by its first id now means the attempt that carried on.
+    status = invoke(env, "status", "--job", job_id)
+    assert status.returncode == 0 and f"{job_id}-2: SUCCEEDED" in status.stdout
+    assert f"{job_id} was submitted again as {job_id}-2" in status.stderr
 
 
 def test_a_killed_client_leaves_the_job_running_and_the_same_submit_attaches(ray_head, corpus, baseline, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from job.config import DEFAULT_MODEL, TASK_NAMES, TaskOptions, WorkerConfig
+from job.config import DEFAULT_MODEL, TASK_NAMES, TOKEN_BUDGET, TaskOptions, WorkerConfig
 from job.corpus import Fields
 from job.run import RunConfig, run
 
@@ -50,7 +50,10 @@ def parser() -> argparse.ArgumentParser:
         help="documents per shard, the resume unit (default: corpus / 64, in 32..1024)",
     )
     p.add_argument(
-        "--token-budget", type=int, default=None, help="padded tokens per batch (default: 2048 on CPU, 65536 on GPU)"
+        "--token-budget",
+        type=int,
+        default=None,
+        help=f"padded tokens per batch (default: {TOKEN_BUDGET['cpu']} on CPU, {TOKEN_BUDGET['cuda']} on GPU)",
     )
     p.add_argument("--max-batch-size", type=int, default=256, help="documents per batch at most")
     p.add_argument("--workers", type=int, default=None, help="default: one per GPU, else per CPU group")

@@ -51,13 +51,12 @@ class Output:
         table = table.replace_schema_metadata({STATS_KEY: json.dumps(stats).encode()})
         self._atomic(f"{self.parts}/{name}", lambda handle: pq.write_table(table, handle))
 
-    def part_stats(self, name: str) -> dict[str, Any]:
+    def part_summary(self, name: str) -> tuple[dict[str, Any], pa.Array]:
+        """A part's counts (from its footer) and its id column, in one open of the file."""
         with self.fs.open(f"{self.parts}/{name}", "rb") as handle:
-            return json.loads(pq.read_schema(handle).metadata[STATS_KEY])
-
-    def part_ids(self, name: str) -> pa.Array:
-        with self.fs.open(f"{self.parts}/{name}", "rb") as handle:
-            return pq.read_table(handle, columns=["id"]).column("id").combine_chunks()
+            part = pq.ParquetFile(handle)
+            stats = json.loads(part.schema_arrow.metadata[STATS_KEY])
+            return stats, part.read(columns=["id"]).column("id").combine_chunks()
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         body = json.dumps(data, indent=2, sort_keys=True, default=str).encode()

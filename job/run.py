@@ -304,9 +304,9 @@ def build_manifest(
         if name not in finished:
             missing += shard.size
             continue
-        stats = output.part_stats(name)
+        stats, part_ids = output.part_summary(name)
         parts.append({"file": f"parts/{name}", "rows": stats["documents"], "shard": shard.id})
-        ids.append(output.part_ids(name))
+        ids.append(part_ids)
         for key in ("documents", "ok", "error", "truncated", "real_tokens", "padded_tokens"):
             totals[key] += stats[key]
         reasons.update(stats["errors_by_reason"])

@@ -472,8 +472,8 @@ def summary(c, job, manifest=None, output=None, status=None, backend=None, addre
     notes = []
     if status is None:
         try:
-            chosen = _backend(c, backend, address)
-            status = chosen.status(newest_attempt(chosen, job)).status
+            with _backend(c, backend, address) as chosen:
+                status = chosen.status(newest_attempt(chosen, job)).status
         except RaybakeError as exc:
             status = "UNKNOWN"
             notes.append(str(exc))

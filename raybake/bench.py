@@ -30,7 +30,7 @@ from raybake.versions import ROOT
 BASELINE_BATCH = 32
 MIN_COSINE = 0.999
 CORPORA = {
-    # (documents per 1000 of --docs, word count sampler)
+    # Words per document, drawn from the seeded generator.
     "uniform": lambda rng: rng.randint(12, 24),
     "longtail": lambda rng: min(400, max(3, int(rng.lognormvariate(3.3, 1.0)))),
 }

@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def ray_head() -> RayHead:
-    """A real local Ray cluster (2 CPUs) shared by the session's Ray tests."""
-    head = start_head(num_cpus=2)
+    """A real local Ray cluster (2 CPUs, token auth) shared by the session's Ray tests."""
+    head = start_head(num_cpus=2, auth_mode="token")
     yield head
     head.stop()

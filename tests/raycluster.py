@@ -3,12 +3,18 @@
 Every port is picked free and the head runs under `ray start --block` in its own process
 group, so teardown ends exactly this cluster (never a global `ray stop`, which would also end
 a user's cluster or another test session's).
+
+Every head declares its auth mode: `token` heads get a token of their own in a file of their
+own (RAY_AUTH_TOKEN_PATH), `disabled` heads say so. Nothing reads or writes the user's ~/.ray:
+whether Ray turns auth on by itself depends on that file, and a test must not depend on the
+machine it runs on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,7 +26,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-TOKEN_FILE = Path("~/.ray/auth_token").expanduser()
+AUTH_MODES = ("token", "disabled")
+TOKEN_NAME = "auth_token"
+
+
+def auth_env(auth_mode: str, token_file: Path | None) -> dict[str, str]:
+    """The variables that tell a Ray process (head, driver) this cluster's auth, and nothing else's."""
+    env = {"RAY_AUTH_MODE": auth_mode}
+    if auth_mode == "token" and token_file:
+        env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+    return env
 
 
 def free_port() -> int:
@@ -35,6 +50,7 @@ class RayHead:
     dashboard_port: int
     gcs_port: int
     temp_dir: str
+    auth_mode: str = "token"
 
     @property
     def url(self) -> str:
@@ -45,18 +61,25 @@ class RayHead:
         return f"127.0.0.1:{self.gcs_port}"
 
     @property
+    def token_file(self) -> Path | None:
+        return Path(self.temp_dir, TOKEN_NAME) if self.auth_mode == "token" else None
+
+    @property
     def token(self) -> str | None:
-        return TOKEN_FILE.read_text().strip() if TOKEN_FILE.is_file() else None
+        return self.token_file.read_text().strip() if self.token_file else None
+
+    def auth_env(self) -> dict[str, str]:
+        return auth_env(self.auth_mode, self.token_file)
 
     def job_env(self) -> dict[str, str]:
         """Environment for a `python -m job` driver that should join this cluster."""
-        # `ray start` turns token auth on; a driver joining from outside must opt in to it.
-        return {**os.environ, "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token"}
+        return {**clean_environ(), "RAY_ADDRESS": self.address, **self.auth_env()}
 
     def invoke_env(self, results_dir: Path, **extra: str) -> dict[str, str]:
         """Environment for `invoke` tasks whose local backend is this cluster, results under results_dir."""
         return {
-            **os.environ,
+            **clean_environ(),
+            **self.auth_env(),
             "INVOKE_RAYBAKE_LOCAL_DASHBOARD_PORT": str(self.dashboard_port),
             "INVOKE_RAYBAKE_RESULTS_DIR": str(results_dir),
             **extra,
@@ -70,6 +93,12 @@ class RayHead:
             self.process.wait(timeout=60)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def clean_environ() -> dict[str, str]:
+    """The test process's environment without any Ray auth or address it may have inherited."""
+    inherited = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
+    return {k: v for k, v in os.environ.items() if k not in inherited}
 
 
 def dashboard_up(url: str) -> bool:
@@ -108,20 +137,26 @@ def pick_ports() -> tuple[dict[str, int], int]:
     return ports, low
 
 
-def start_head(num_cpus: int = 2, env: dict[str, str] | None = None, timeout: float = 120) -> RayHead:
+def start_head(num_cpus: int = 2, *, auth_mode: str, timeout: float = 120) -> RayHead:
     """A head on free ports; a port taken between picking and binding costs one more attempt."""
+    if auth_mode not in AUTH_MODES:
+        raise ValueError(f"auth_mode must be one of {AUTH_MODES}, got {auth_mode!r}")
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            return _start_head(num_cpus, env, timeout)
+            return _start_head(num_cpus, auth_mode, timeout)
         except RuntimeError:
             if attempt == START_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start_head(num_cpus: int, env: dict[str, str] | None, timeout: float) -> RayHead:
+def _start_head(num_cpus: int, auth_mode: str, timeout: float) -> RayHead:
     ports, low = pick_ports()
     temp_dir = tempfile.mkdtemp(prefix="rbt-", dir="/tmp")
+    token_file = Path(temp_dir, TOKEN_NAME)
+    if auth_mode == "token":
+        token_file.touch(mode=0o600)
+        token_file.write_text(secrets.token_hex(32))
     ray = str(Path(sys.executable).parent / "ray")
     command = [
         ray,
@@ -141,8 +176,14 @@ def _start_head(num_cpus: int, env: dict[str, str] | None, timeout: float) -> Ra
     command += [f"--{name}={port}" for name, port in ports.items()]
     log = Path(temp_dir, "start.log")
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    head = RayHead(process, ports["dashboard-port"], ports["port"], temp_dir)
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**clean_environ(), **auth_env(auth_mode, token_file)},
+        )
+    head = RayHead(process, ports["dashboard-port"], ports["port"], temp_dir, auth_mode)
     deadline = time.monotonic() + timeout
     while not dashboard_up(head.url):
         if process.poll() is not None or time.monotonic() > deadline:

@@ -91,23 +91,32 @@ def _random_model(config: Any, tokenizer: Any, directory: Path) -> Path:
 
 
 def prepare_models(out: Path, *, minilm: str | None) -> dict[str, dict[str, Any]]:
-    from transformers import AutoConfig, AutoTokenizer, BertConfig
+    """The two models as directories the job loads: MiniLM as installed (or its architecture with
+    random weights), and a bert-base-sized encoder with random weights and MiniLM's tokenizer."""
+    from transformers import AutoTokenizer, BertConfig
 
     source = minilm_source(minilm)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    models: dict[str, dict[str, Any]] = {}
-    if any((source / name).is_file() for name in WEIGHT_FILES):
-        models["minilm"] = {"name": "all-MiniLM-L6-v2", "weights": "trained", "path": str(source)}
-    else:
-        path = _random_model(AutoConfig.from_pretrained(source), tokenizer, out / "models" / "minilm-random")
-        models["minilm"] = {"name": "all-MiniLM-L6-v2", "weights": "random", "path": str(path)}
-    bert = BertConfig(vocab_size=len(tokenizer), **BERT_BASE)
-    path = _random_model(bert, tokenizer, out / "models" / "bert-base-random")
-    models["bert_base"] = {"name": "bert-base-sized encoder", "weights": "random", "path": str(path)}
+    bert = _random_model(BertConfig(vocab_size=len(tokenizer), **BERT_BASE), tokenizer, out / "models" / "bert-base")
+    models = {
+        "minilm": minilm_model(source, out / "models" / "minilm-random"),
+        "bert_base": {"name": "bert-base-sized encoder", "weights": "random", "path": str(bert)},
+    }
     for model in models.values():
         config = json.loads((Path(model["path"]) / "config.json").read_text())
         model["shape"] = asdict(EncoderShape.from_config(config))
     return models
+
+
+def minilm_model(source: Path, random_dir: Path) -> dict[str, Any]:
+    """MiniLM with its trained weights where they are installed, else its architecture with random ones."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if any((source / name).is_file() for name in WEIGHT_FILES):
+        return {"name": "all-MiniLM-L6-v2", "weights": "trained", "path": str(source)}
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    path = _random_model(AutoConfig.from_pretrained(source), tokenizer, random_dir)
+    return {"name": "all-MiniLM-L6-v2", "weights": "random", "path": str(path)}
 
 
 def _sync(device: str) -> None:
@@ -468,7 +477,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
             bottom += np.array(values)
     where.set_xticks(range(len(groups)), [f"{k}\n{c}" for k, c in groups])
     where.set_ylabel("worker seconds (raybake)")
-    where.legend()
+    if bottom.any():
+        where.legend()
     info = report["device"]
     fig.suptitle(f"raybake vs plain transformers on {info['type']} ({info['name']})")
     fig.tight_layout()

@@ -329,15 +329,19 @@ def docker_setup(c, base_image=""):
         "image": "image to run (default: the last `invoke build` of the variant)",
         "variant": "which built image when --image is not given: cuda or cpu",
         "data": "host directory mounted at the same path in every container (default: this project)",
+        "user": "UID:GID the containers run as, e.g. 1000680000:0 as OpenShift does (default: yours); "
+        "--data must then be writable by it",
     }
 )
 @user_errors
-def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None):
+def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None, user=None):
     """Start a Ray head and N workers as containers on the local Docker engine."""
     from raybake import localcluster
 
     settings = _settings(c, variant=variant)
-    cluster = localcluster.up(settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data)
+    cluster = localcluster.up(
+        settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data, user=user
+    )
     print(f"raybake: cluster up: `invoke submit --address {cluster.url} --corpus ...` runs a job on it")
 
 

@@ -84,8 +84,12 @@ class Settings:
     variant: str = "cuda"
     base_image_cuda: str = "rayproject/ray:{ray}-py311-cu128"
     base_image_cpu: str = "rayproject/ray:{ray}-py311-cpu"
+    # "{cuda}" in an index is filled from the base image's tag (-cu128 -> cu128).
     torch_index_cuda: str = ""
     torch_index_cpu: str = ""
+    # The loopback port `invoke build` serves docker/wheelhouse/ on; fixed, since the URL is part
+    # of the torch layer's cache key.
+    wheelhouse_port: int = 8479
     # The image the cluster runs, when known: jobs warn loudly if they find another one.
     expected_image: str | None = None
     # The local Docker cluster (raybake/localcluster.py); its dashboard is on 127.0.0.1 only, on

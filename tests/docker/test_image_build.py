@@ -47,13 +47,26 @@ def test_labels_user_and_environment(cpu_image: Built):
     # The commit that first built this content: a later commit with the same inputs skips the build.
     revision = labels["org.opencontainers.image.revision"]
     assert subprocess.run(["git", "cat-file", "-e", f"{revision}^{{commit}}"], cwd=ROOT).returncode == 0
-    assert config["User"] == "1000:100"
+    assert config["User"] == "1000:0"
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["RAYBAKE_IMAGE"] == cpu_image.plan.ref
     assert env["HF_HUB_OFFLINE"] == "1"
     assert run_in(cpu_image.plan.ref, "id", "-u").strip() == "1000"
     # HF_HOME is the non-root user's to write.
     run_in(cpu_image.plan.ref, "sh", "-c", 'touch "$HF_HOME/probe"')
+
+
+def test_an_arbitrary_uid_in_group_0_has_a_home_and_writes_its_caches(cpu_image: Built, random_user: str):
+    """OpenShift's restricted SCC: a UID with no passwd entry, group 0. Found here before the fix:
+    HOME was /, HF_HOME a PermissionError, `ray start` failed on /.ray."""
+    script = 'echo "$HOME"; for d in "$HOME" "$HF_HOME" "$HOME/.cache" "$PWD"; do touch "$d/probe-$$"; done; id -u'
+    out = subprocess.run(
+        ["docker", "run", "--rm", "--user", random_user, cpu_image.plan.ref, "sh", "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert out == ["/home/ray", random_user.split(":")[0]]
 
 
 def test_versions_in_the_image_are_the_pins(cpu_image: Built):

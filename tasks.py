@@ -51,6 +51,21 @@ CONNECT_HELP = {
 }
 
 
+# Where a RayJob's pods go, what they get and pull with, what stays after (docs/clusters.md).
+PLACEMENT_HELP = {
+    "gpu-worker-cpu": "rayjob: CPU of each GPU worker pod, one GPU each (default: 8, to tokenize for it)",
+    "gpu-worker-memory": "rayjob: memory of each GPU worker pod; also caps /dev/shm, the object store (default: 32Gi)",
+    "node-selector": "rayjob: key=value[,key=value] every pod's node must carry",
+    "tolerations": "rayjob: key[=value]:Effect[,...] taints every pod tolerates (GPU workers also "
+    "tolerate nvidia.com/gpu:NoSchedule)",
+    "image-pull-secrets": "rayjob: Secret name[,name] to pull the image with (a private registry)",
+    "service-account": "rayjob: ServiceAccount the pods run as",
+    "priority-class": "rayjob: PriorityClass of the pods",
+    "hf-cache-pvc": "rayjob: PersistentVolumeClaim for the Hugging Face cache (HF_HOME); default: an emptyDir",
+    "keep-workers": "rayjob: keep the workers (and their GPUs) as long as the head after the job",
+}
+
+
 def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flags):
     """The backend the flags choose; an --address or --cluster alone means the address backend."""
     from raybake.backends import backend_for
@@ -84,6 +99,7 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
         "worker-cpu": "rayjob: CPU of each worker pod (default: 2)",
         "worker-memory": "rayjob: memory of each worker pod (default: 8Gi)",
         "pvc": "rayjob: PersistentVolumeClaim mounted in every pod, home of cluster: paths",
+        **PLACEMENT_HELP,
         "allow-image-mismatch": "submit although the cluster runs another Ray version or image",
         "ship-job": "send job/ from this checkout as a py_module (a cluster without the raybake image)",
         **CLUSTER_HELP,
@@ -114,6 +130,15 @@ def submit(
     worker_cpu=None,
     worker_memory=None,
     pvc=None,
+    gpu_worker_cpu=None,
+    gpu_worker_memory=None,
+    node_selector=None,
+    tolerations=None,
+    image_pull_secrets=None,
+    service_account=None,
+    priority_class=None,
+    hf_cache_pvc=None,
+    keep_workers=False,
     allow_image_mismatch=False,
     ship_job=False,
     backend=None,
@@ -154,6 +179,15 @@ def submit(
         worker_cpu=worker_cpu,
         worker_memory=worker_memory,
         pvc=pvc,
+        gpu_worker_cpu=gpu_worker_cpu,
+        gpu_worker_memory=gpu_worker_memory,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        image_pull_secrets=image_pull_secrets,
+        service_account=service_account,
+        priority_class=priority_class,
+        hf_cache_pvc=hf_cache_pvc,
+        delete_workers_at_end=False if keep_workers else None,
         allow_image_mismatch=allow_image_mismatch or None,
         ship_job=ship_job or None,
     )

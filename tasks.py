@@ -358,6 +358,33 @@ def docker_setup(c, base_image=""):
 
 @task(
     help={
+        "image": "image to pull on the nodes (default: the last `invoke push`)",
+        "nodes": "key=value[,key=value] of the nodes to pull on (default: raybake.node_selector; GPU nodes' "
+        "taint is tolerated)",
+        "dry-run": "print the DaemonSet instead of applying it",
+        "namespace": CLUSTER_HELP["namespace"],
+        "kube-context": CONNECT_HELP["kube-context"],
+    }
+)
+@user_errors
+def prepull(c, image=None, nodes="", dry_run=False, namespace=None, kube_context=None):
+    """Pull the job image onto the (GPU) nodes ahead of a job: a DaemonSet that holds it there."""
+    from raybake import prepull as pulling
+    from raybake.manifests import to_yaml
+    from raybake.pushed import image_for
+
+    settings = _settings(c, image=image, namespace=namespace, kube_context=kube_context)
+    manifest = pulling.daemonset(image_for(settings), settings=settings, nodes=nodes)
+    if dry_run:
+        sys.stdout.write(to_yaml(manifest))
+        return
+    where = pulling.apply(manifest, settings=settings)
+    name = manifest["metadata"]["name"]
+    print(f"raybake: DaemonSet {name} pulls the image in namespace {where}; `kubectl rollout status ds/{name}` waits")
+
+
+@task(
+    help={
         "workers": "worker containers beside the head (default 2)",
         "gpus-per-worker": "GPUs each worker offers Ray (needs the NVIDIA container toolkit)",
         "image": "image to run (default: the last `invoke build` of the variant)",
@@ -632,6 +659,7 @@ ns = Collection(
     down,
     kind_up,
     kind_down,
+    prepull,
     versions,
     test,
     lint,

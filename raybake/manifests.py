@@ -258,7 +258,8 @@ def redacted(value: Any, key: str = "") -> Any:
         return [redacted(v, key) for v in value]
     if isinstance(value, str) and key == "runtimeEnvYAML":
         return yaml.safe_dump(redacted(yaml.safe_load(value)), sort_keys=True)
-    if SECRET.search(key) and value not in (None, ""):
+    # A boolean is a switch (automountServiceAccountToken), never a secret.
+    if SECRET.search(key) and value not in (None, "") and not isinstance(value, bool):
         return REDACTED
     return value
 

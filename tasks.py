@@ -301,9 +301,10 @@ def kind_down(c, name=None):
 @task
 def versions(c):
     """The pinned versions as NAME=VALUE lines (for workflows: `invoke versions >> "$GITHUB_ENV"`)."""
-    from raybake.versions import KUBERAY, pins
+    from raybake.versions import HELM, KIND, KUBERAY, pins
 
-    for name, value in {**{k.upper(): v for k, v in pins().items()}, "KUBERAY": KUBERAY}.items():
+    pinned = {**{k.upper(): v for k, v in pins().items()}, "KUBERAY": KUBERAY, "KIND": KIND, "HELM": HELM}
+    for name, value in pinned.items():
         print(f"{name.replace('-', '_')}_VERSION={value}")
 
 

@@ -32,11 +32,16 @@ def strict(schema: Any) -> Any:
 
 
 @cache
-def crd_schema(kind: str, version: str = "v1", folder: Path = CRDS) -> dict[str, Any]:
+def served_crd_schema(kind: str, version: str = "v1", folder: Path = CRDS) -> dict[str, Any]:
+    """The schema as an API server serves it: not made strict (unknown fields are pruned there)."""
     crd = yaml.load((folder / f"ray.io_{kind}.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    served = {v["name"]: v for v in crd["spec"]["versions"]}
+    return {v["name"]: v for v in crd["spec"]["versions"]}[version]["schema"]["openAPIV3Schema"]
+
+
+@cache
+def crd_schema(kind: str, version: str = "v1", folder: Path = CRDS) -> dict[str, Any]:
     # Cached: the CRD is large and parsing it per test would dominate the unit tier.
-    return strict(served[version]["schema"]["openAPIV3Schema"])
+    return strict(served_crd_schema(kind, version, folder))
 
 
 def kuberay_deletion_errors(job: dict) -> list[str]:

@@ -67,7 +67,7 @@ class RayJobBackend(Backend):
 
     def submit(self, spec: JobSpec) -> str:
         manifest = self.manifest(spec)
-        self.kube.check_operator()
+        self.kube.check_operator(manifest=manifest)
         self.kube.create_rayjob(manifest)
         name = manifest["metadata"]["name"]
         print(f"raybake: created RayJob {name} in namespace {self.kube.namespace}", flush=True)

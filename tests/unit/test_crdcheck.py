@@ -9,10 +9,10 @@ from crd import served_crd_schema
 from fakekube import FakeKube
 from test_manifests import render
 
-from raybake import crdcheck
-from raybake.backends.rayjob import RayJobBackend
+from raybake.clusters.rayjob import RayJobBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.kube import crdcheck
 from raybake.spec import JobSpec
 
 

@@ -1,4 +1,4 @@
-"""`invoke kind-up`: the commands it runs, and the KubeRay version pinned in one place."""
+"""`invoke kind.up`: the commands it runs, and the KubeRay version pinned in one place."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import subprocess
 import pytest
 import yaml
 
-from raybake import kind
 from raybake.errors import RaybakeError
+from raybake.kube import kind
 from raybake.versions import HELM, KIND, KIND_NODE_IMAGE, KUBERAY, ROOT
 
 

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from kubeshape import check
 
-from raybake import prepull
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.manifests import to_yaml
+from raybake.kube import prepull
+from raybake.kube.manifests import to_yaml
 from raybake.versions import ROOT
 
 IMAGE = "registry.example/raybake@sha256:" + "a" * 64

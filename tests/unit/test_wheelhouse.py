@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from raybake import wheelhouse
 from raybake.errors import RaybakeError
+from raybake.image import wheelhouse
 
 CPU = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
 CUDA = "torch-2.13.0+cu128-cp311-cp311-manylinux_2_28_x86_64.whl"

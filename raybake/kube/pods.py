@@ -3,7 +3,7 @@
 Where it may run (nodeSelector, tolerations, priority class), as whom (service account, and a
 securityContext that OpenShift's restricted-v2 SCC and the Kubernetes "restricted" Pod Security
 Standard admit), what it pulls with (image pull secrets) and where the Hugging Face cache lives.
-Kept apart from raybake.manifests so the RayJob's shape stays readable top to bottom there.
+Kept apart from raybake.kube.manifests so the RayJob's shape stays readable top to bottom there.
 """
 
 from __future__ import annotations

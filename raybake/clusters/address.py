@@ -1,0 +1,311 @@
+"""An existing Ray cluster reached by its job submission URL (the dashboard, port 8265).
+
+Everything goes through Ray's JobSubmissionClient: the same path for the embedded local Ray,
+a long-running cluster and, behind a port-forward, a KubeRay head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from raybake.clusters import transport
+from raybake.clusters.base import Backend
+from raybake.clusters.follow import LogPrinter
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.kube.manifests import DASHBOARD_PORT, to_yaml
+from raybake.kube.portforward import Forward
+from raybake.result import TERMINAL, AlreadySubmitted, JobResult
+from raybake.spec import JobSpec
+from raybake.versions import ROOT, git_sha, ray_version
+
+if TYPE_CHECKING:
+    from raybake.kube.client import Kube
+
+# Poll interval once the log stream has ended but the job has not (streams end early).
+POLL_S = 1.0
+# How long `stop --delete` waits for the job to end before it can delete it.
+STOP_WAIT_S = 60.0
+
+
+def read_token(settings: Settings, default_file: Path | None = None) -> str | None:
+    """The Ray auth token: from the environment variable, else the token file, else none."""
+    token = os.environ.get(settings.token_env)
+    if token:
+        return token.strip()
+    for path in (settings.token_file, os.environ.get("RAY_AUTH_TOKEN_PATH"), default_file):
+        if path and Path(path).expanduser().is_file():
+            return Path(path).expanduser().read_text().strip()
+    return None
+
+
+def check_reachable(url: str, timeout: float) -> None:
+    """Fail in bounded time: a TCP connect first, before Ray's client waits on its own terms."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise RaybakeError(f"not a job submission URL: {url!r} (expected http://HOST:8265)", 2)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise RaybakeError(
+            f"cannot reach the Ray cluster at {url!r}: {exc.strerror or exc}; "
+            "check the address and that the cluster is up",
+            3,
+        ) from None
+
+
+def version_problem(*, cluster: str, expected: str) -> str | None:
+    if cluster == expected:
+        return None
+    return f"the cluster runs Ray {cluster}, this checkout pins Ray {expected} (requirements.txt)"
+
+
+def running_images(pods: list[dict[str, Any]]) -> set[str]:
+    """Each container's image, by digest where the kubelet reports one (a tag can move, a digest not)."""
+    found = set()
+    for pod in pods:
+        ids = {c.get("name"): c.get("imageID", "") for c in pod.get("status", {}).get("containerStatuses", [])}
+        for container in pod.get("spec", {}).get("containers", []):
+            image, image_id = container.get("image", ""), ids.get(container.get("name"), "")
+            found.add(image if "@" in image or "@sha256:" not in image_id else f"{image}@{image_id.split('@')[-1]}")
+    return found
+
+
+def image_problem(*, running: set[str], expected: str | None) -> str | None:
+    """None when every pod runs the expected image: the same reference (tag), or the same digest."""
+    if expected is None or not running:
+        return None
+    digest = expected.split("@")[-1] if "@" in expected else None
+    others = {r for r in running if expected not in (r, r.split("@")[0]) and not (digest and r.endswith("@" + digest))}
+    if not others:
+        return None
+    return f"the cluster's pods run {', '.join(sorted(others))}, not the image built here ({expected})"
+
+
+def expected_image(settings: Settings) -> str | None:
+    """What the pods should run: named in settings, else the digest `invoke push` recorded."""
+    from raybake.image.pushed import last_pushed
+
+    return settings.expected_image or settings.image or last_pushed(settings)
+
+
+class AddressBackend(Backend):
+    def __init__(
+        self,
+        settings: Settings,
+        url: str,
+        *,
+        token_file: Path | None = None,
+        forward: Forward | None = None,
+        cluster_images: set[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.url = url.rstrip("/")
+        self.token = read_token(settings, token_file)
+        # The port-forward this backend reaches the cluster through, closed with the backend.
+        self.forward = forward
+        # The images the cluster's pods run, where Kubernetes told us (--cluster).
+        self.cluster_images = cluster_images or set()
+        self.uploads: dict[str, Any] = {}
+        # The image the cluster should run: checked before submitting where the pods are known,
+        # and by the job itself, which warns loudly when it runs in another one.
+        self.expected_image = expected_image(settings)
+        self._client: Any = None
+
+    @property
+    def ships_job(self) -> bool:
+        """Whether job/ travels from this checkout instead of running from the cluster's image."""
+        return self.settings.ship_job
+
+    @property
+    def verify(self) -> bool | str:
+        return self.settings.ca_bundle or self.settings.verify_tls
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else None
+
+    def close(self) -> None:
+        if self.forward is not None:
+            self.forward.close()
+            self.forward = None
+
+    def refused(self, answer: str) -> RaybakeError:
+        return RaybakeError(
+            f"the Ray cluster at {self.url!r} refused the token: {answer}; set the token in "
+            f"${self.settings.token_env} or raybake.token_file (a file holding it)",
+            3,
+        )
+
+    def ray_version(self) -> str:
+        """The cluster's Ray version, which also proves the token is accepted."""
+        import requests
+
+        check_reachable(self.url, self.settings.connect_timeout_s)
+        try:
+            answer = requests.get(
+                f"{self.url}/api/version",
+                headers=self.headers,
+                verify=self.verify,
+                timeout=self.settings.connect_timeout_s,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise RaybakeError(
+                f"TLS verification of {self.url!r} failed ({type(exc).__name__}); pass --ca-bundle PATH "
+                "with the cluster's CA, or --insecure on a network you trust",
+                3,
+            ) from None
+        except requests.RequestException as exc:
+            raise RaybakeError(f"cannot reach the Ray cluster at {self.url!r}: {type(exc).__name__}", 3) from None
+        if answer.status_code in (401, 403):
+            raise self.refused(answer.text.strip().splitlines()[0] if answer.text.strip() else answer.reason)
+        if not answer.ok:
+            raise RaybakeError(f"the Ray cluster at {self.url!r} answered HTTP {answer.status_code} to /api/version", 3)
+        return str(answer.json().get("ray_version", "unknown"))
+
+    def check_cluster(self) -> None:
+        """Refuse a cluster that runs another Ray or another image, unless the user allows it."""
+        expected_image = self.expected_image
+        problems = [
+            p
+            for p in (
+                version_problem(cluster=self.ray_version(), expected=ray_version()),
+                image_problem(running=self.cluster_images, expected=expected_image),
+            )
+            if p
+        ]
+        if problems and not self.settings.allow_image_mismatch:
+            raise RaybakeError("refused: " + "; ".join(problems) + " (--allow-image-mismatch submits anyway)", 2)
+        for problem in problems:
+            print(f"raybake: warning: {problem}", flush=True)
+
+    @property
+    def client(self):
+        if self._client is None:
+            check_reachable(self.url, self.settings.connect_timeout_s)
+            from ray.job_submission import JobSubmissionClient
+
+            # Ray's client logs every upload and socket at INFO; the user wants the job's own lines.
+            for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            try:
+                self._client = JobSubmissionClient(self.url, headers=self.headers, verify=self.verify)
+            except Exception as exc:  # noqa: BLE001 - Ray raises bare exceptions for auth and version errors
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if "auth" in first.lower() or "401" in first:
+                    raise self.refused(first) from None
+                raise RaybakeError(f"cannot use the Ray cluster at {self.url!r}: {first}", 3) from None
+        return self._client
+
+    def prepare(self, spec: JobSpec) -> JobSpec:
+        """A small local corpus travels with the job; URIs and cluster paths pass through."""
+        moved = transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib, shares_disk=True)
+        self.uploads = moved.runtime_env
+        return moved.spec
+
+    def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
+        env: dict[str, Any] = {**self.uploads, "env_vars": {"RAYBAKE_GIT_SHA": git_sha()}}
+        if self.ships_job:
+            env["py_modules"] = [str(ROOT / "job")]
+        elif expected := self.expected_image:
+            # The job warns in its log when the pods run another image (job/run.py).
+            env["env_vars"]["RAYBAKE_EXPECTED_IMAGE"] = expected
+        return env
+
+    def ready(self) -> None:
+        self.check_cluster()
+
+    def describe(self, spec: JobSpec) -> str:
+        return to_yaml({"url": self.url, "entrypoint": spec.command(), "runtime_env": self.runtime_env(spec)})
+
+    def submit(self, spec: JobSpec) -> str:
+        try:
+            return self.client.submit_job(
+                entrypoint=spec.command(),
+                submission_id=spec.name or None,
+                runtime_env=self.runtime_env(spec),
+                metadata={"raybake.task": spec.task, "raybake.output": spec.output},
+            )
+        except RuntimeError as exc:
+            if "already exists" in str(exc):
+                raise AlreadySubmitted(f"the cluster already has a job {spec.name!r}", 2) from None
+            raise
+
+    def follow(self, job_id: str) -> JobResult:
+        self.stream_logs(job_id)
+        result = self.status(job_id)
+        while result.status not in TERMINAL:
+            time.sleep(POLL_S)
+            result = self.status(job_id)
+        return result
+
+    def stream_logs(self, job_id: str) -> None:
+        """Print the job's log as it grows, until the stream ends: with the job, or early."""
+        printer = LogPrinter()
+
+        async def stream() -> None:
+            async for chunk in self.client.tail_job_logs(job_id):
+                printer.feed(chunk)
+
+        try:
+            asyncio.run(stream())
+        except Exception as exc:  # noqa: BLE001 - a broken stream is not a failed job: poll below
+            printer.close()
+            print(f"raybake: log stream ended early ({type(exc).__name__}); waiting for the job's status")
+        printer.close()
+
+    def status(self, job_id: str) -> JobResult:
+        try:
+            info = self.client.get_job_info(job_id)
+        except RuntimeError as exc:
+            raise RaybakeError(f"no job {job_id!r} on {self.url}: {str(exc).splitlines()[0]}", 2) from None
+        return JobResult(job_id=job_id, status=str(info.status.value), message=info.message or "")
+
+    def logs(self, job_id: str) -> str:
+        self.status(job_id)
+        return self.client.get_job_logs(job_id)
+
+    def stop(self, job_id: str, *, delete: bool = False) -> bool:
+        """Stop the job; with `delete`, also remove its record and logs (Ray keeps them otherwise)."""
+        self.status(job_id)
+        stopped = bool(self.client.stop_job(job_id))
+        if delete:
+            deadline = time.monotonic() + STOP_WAIT_S
+            while self.status(job_id).status not in TERMINAL:
+                if time.monotonic() > deadline:
+                    raise RaybakeError(f"job {job_id!r} did not stop within {STOP_WAIT_S:.0f}s; not deleted", 3)
+                time.sleep(POLL_S)
+            self.client.delete_job(job_id)
+        return stopped or delete
+
+    def jobs(self) -> list[dict]:
+        rows = []
+        for job in self.client.list_jobs():
+            rows.append(
+                {
+                    "id": job.submission_id or job.job_id,
+                    "status": str(job.status.value),
+                    "start": job.start_time,
+                    "entrypoint": job.entrypoint,
+                }
+            )
+        return sorted(rows, key=lambda r: r["start"] or 0)
+
+
+def through_port_forward(settings: Settings, kube: Kube, cluster: str) -> AddressBackend:
+    """The address backend on an existing RayCluster, reached through its head service."""
+    head = kube.head_pod(cluster)
+    from raybake.kube.client import cluster_selector
+
+    images = running_images(kube.pods(cluster_selector(cluster)))
+    forward = kube.forward(head["metadata"]["name"], DASHBOARD_PORT)
+    return AddressBackend(settings, forward.url, forward=forward, cluster_images=images)

@@ -1,0 +1,55 @@
+"""The embedded local Ray: the address backend pointed at a head raybake starts itself.
+
+The job code travels as a py_module (no image needed), and corpus and output stay on this
+machine's disk, so paths are made absolute: the job runs in another working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from raybake.clusters import embedded
+from raybake.clusters.address import AddressBackend, read_token
+from raybake.clusters.transport import UPLOAD_EXCLUDES, on_cluster
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.spec import JobSpec, is_local_path
+
+
+def local_paths(spec: JobSpec) -> dict[str, Path]:
+    """The spec's corpus and output that are paths on this machine, made absolute."""
+    return {k: Path(v).resolve() for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
+
+
+class LocalBackend(AddressBackend):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, embedded.url(settings), token_file=embedded.TOKEN_FILE)
+
+    @property
+    def client(self):
+        if self._client is None and not embedded.is_running(self.settings):
+            raise RaybakeError("no local Ray is running; `invoke submit` starts one", 2)
+        return super().client
+
+    # No image on the local Ray: job/ comes from this checkout.
+    ships_job = True
+
+    def prepare(self, spec: JobSpec) -> JobSpec:
+        """The cluster is this machine: `cluster:` paths are plain paths here, and paths become absolute."""
+        spec = dataclasses.replace(spec, corpus=on_cluster(spec.corpus), output=on_cluster(spec.output))
+        return dataclasses.replace(spec, **{k: str(v) for k, v in local_paths(spec).items()})
+
+    def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
+        env = super().runtime_env(spec)
+        if spec.entrypoint:
+            # A user's own script runs from their working directory, uploaded as it is.
+            env["working_dir"] = str(Path.cwd())
+            env["excludes"] = UPLOAD_EXCLUDES
+        return env
+
+    def ready(self) -> None:
+        embedded.ensure_running(self.settings)
+        # The token file appears when the head starts; read it now, not at construction.
+        self.token = read_token(self.settings, embedded.TOKEN_FILE)

@@ -1,0 +1,230 @@
+"""A multi-node Ray cluster of containers on the local Docker engine, all from the job image.
+
+One head and N workers on a private bridge network; only the head's dashboard (the job
+submission URL) is published, and only on 127.0.0.1. One host directory (the project, by
+default) is mounted at the same path in every container, so a path that is valid on the host
+is valid in the job, and what the workers write appears on the host.
+
+Token auth is off inside this cluster (RAY_AUTH_MODE=disabled): nothing of it is reachable
+from another machine (the dashboard is bound to loopback, the GCS and raylet ports are not
+published at all), and whoever can reach loopback here can already run `docker exec` in it.
+A cluster reachable from a network (KubeRay) keeps Ray's token auth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from raybake import state
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.image.build import docker_client as _client
+from raybake.versions import ROOT
+
+LABEL = "io.raybake.cluster"
+ROLE_LABEL = "io.raybake.role"
+DASHBOARD_PORT = 8265
+GCS_PORT = 6379
+START_TIMEOUT_S = 180
+# Ray's object store lives in /dev/shm; Docker's default 64 MB makes Ray fall back to disk.
+SHM_SIZE = "1g"
+OBJECT_STORE_BYTES = 256 * 1024**2
+USER = re.compile(r"^\d+(:\d+)?$")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    image: str
+    url: str
+    data_dir: str
+    containers: tuple[str, ...]
+
+
+def find(settings: Settings, client=None) -> list:
+    """The containers of this cluster, found by label whether or not the state file knows them."""
+    client = client or _client()
+    return client.containers.list(all=True, filters={"label": f"{LABEL}={settings.cluster_name}"})
+
+
+def at(settings: Settings, url: str | None) -> Cluster | None:
+    """The `invoke up` cluster whose job submission URL this is, if raybake started one."""
+    for entry in state.read(settings).get("clusters", {}).values():
+        if url and entry["url"].rstrip("/") == url.rstrip("/"):
+            return Cluster(**{**entry, "containers": tuple(entry["containers"])})
+    return None
+
+
+def up(
+    settings: Settings,
+    *,
+    workers: int,
+    gpus_per_worker: int = 0,
+    image: str | None = None,
+    data_dir: str | None = None,
+    user: str | None = None,
+) -> Cluster:
+    """`user`: UID:GID every container runs as (OpenShift's arbitrary UID in group 0, say), else
+    the host user's, so files the job writes into the mount belong to whoever ran `invoke up`."""
+    import docker
+
+    if workers < 0 or gpus_per_worker < 0:
+        raise RaybakeError(f"--workers and --gpus-per-worker must be >= 0, got {workers!r}, {gpus_per_worker!r}", 2)
+    if user is not None and not USER.match(user):
+        raise RaybakeError(f"--user must be UID or UID:GID in numbers, got {user!r}", 2)
+    image = image or state.read(settings).get("images", {}).get(settings.variant, {}).get("ref")
+    if not image:
+        raise RaybakeError(f"no {settings.variant} image built yet: run `invoke build` first, or pass --image", 2)
+    client = _client()
+    running = find(settings, client)
+    if running:
+        names = ", ".join(sorted(c.name for c in running))
+        raise RaybakeError(f"cluster {settings.cluster_name!r} is already up ({names}); `invoke down` removes it", 2)
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise RaybakeError(f"image {image!r} is not on this Docker engine: build or pull it first", 2) from None
+    data = str(Path(data_dir or ROOT).resolve())
+    name = settings.cluster_name
+    labels = {LABEL: name}
+    network = client.networks.create(name, labels=labels) if not client.networks.list(names=[name]) else None
+    common = {
+        "detach": True,
+        "network": name,
+        "labels": labels,
+        "shm_size": SHM_SIZE,
+        "volumes": {data: {"bind": data, "mode": "rw"}},
+        "user": user or f"{os.getuid()}:{os.getgid()}",
+        "environment": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
+    }
+    head_name = f"{name}-head"
+    print(f"raybake: starting {head_name} and {workers} worker(s) from {image}", flush=True)
+    started = []
+    try:
+        started.append(
+            _node(
+                client,
+                image,
+                common,
+                name=head_name,
+                role="head",
+                ray_args=[
+                    "--head",
+                    f"--port={GCS_PORT}",
+                    "--dashboard-host=0.0.0.0",
+                    f"--dashboard-port={DASHBOARD_PORT}",
+                    "--num-cpus=0",
+                    "--num-gpus=0",
+                ],
+                ports={f"{DASHBOARD_PORT}/tcp": ("127.0.0.1", settings.cluster_dashboard_port)},
+            )
+        )
+        for index in range(1, workers + 1):
+            started.append(
+                _node(
+                    client,
+                    image,
+                    common,
+                    name=f"{name}-worker-{index}",
+                    role="worker",
+                    ray_args=[
+                        f"--address={head_name}:{GCS_PORT}",
+                        f"--num-cpus={settings.cluster_cpus_per_node}",
+                        f"--num-gpus={gpus_per_worker}",
+                    ],
+                    device_requests=gpu_devices(gpus_per_worker),
+                )
+            )
+        url = f"http://127.0.0.1:{settings.cluster_dashboard_port}"
+        wait_for_nodes(url, workers + 1, started)
+    except (docker.errors.APIError, RaybakeError) as exc:
+        for container in started:
+            container.remove(force=True)
+        if network is not None:
+            network.remove()
+        if isinstance(exc, RaybakeError):
+            raise
+        raise RaybakeError(f"could not start cluster {name!r}: {exc.explanation or exc}", 3) from None
+    cluster = Cluster(name, image, url, data, tuple(c.name for c in started))
+    state.update(settings, "clusters", name, {**cluster.__dict__, "containers": list(cluster.containers)})
+    return cluster
+
+
+def _node(client, image: str, common: dict, *, name: str, role: str, ray_args: list[str], **extra):
+    """One Ray node: `ray start --block` as the container's process, so the container is the node."""
+    command = [
+        "ray",
+        "start",
+        *ray_args,
+        "--block",
+        "--disable-usage-stats",
+        f"--object-store-memory={OBJECT_STORE_BYTES}",
+    ]
+    labels = {**common["labels"], ROLE_LABEL: role}
+    return client.containers.run(image, command, name=name, hostname=name, **{**common, "labels": labels}, **extra)
+
+
+def gpu_devices(count: int) -> list | None:
+    """Real GPUs where the host has NVIDIA's driver; elsewhere Ray's GPUs are only logical."""
+    import docker
+
+    if count and shutil.which("nvidia-smi"):
+        return [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
+    return None
+
+
+def alive_nodes(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v0/nodes?limit=1000", timeout=5) as response:
+            nodes = json.load(response)["data"]["result"]["result"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return sum(1 for node in nodes if node.get("state") == "ALIVE")
+
+
+def wait_for_nodes(url: str, expected: int, containers: list) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while (alive := alive_nodes(url)) < expected:
+        for container in containers:
+            container.reload()
+            if container.status == "exited":
+                tail = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
+                raise RaybakeError(f"container {container.name!r} exited: {tail}", 3)
+        if time.monotonic() > deadline:
+            raise RaybakeError(
+                f"only {alive} of {expected} Ray nodes joined within {START_TIMEOUT_S}s; "
+                f"see `docker logs {containers[0].name}`",
+                3,
+            )
+        time.sleep(1)
+    print(f"raybake: {expected} Ray node(s) alive; dashboard {url}", flush=True)
+
+
+def down(settings: Settings) -> int:
+    """Remove the cluster's containers and network; the number of containers removed.
+
+    No engine answering means no containers: `invoke down` also serves machines without Docker.
+    """
+    import docker
+
+    try:
+        client = _client()
+    except RaybakeError:
+        return 0
+    containers = find(settings, client)
+    for container in containers:
+        container.remove(force=True)
+    for network in client.networks.list(filters={"label": f"{LABEL}={settings.cluster_name}"}):
+        with contextlib.suppress(docker.errors.NotFound):
+            network.remove()
+    state.update(settings, "clusters", settings.cluster_name, None)
+    return len(containers)

@@ -1,0 +1,189 @@
+"""A KubeRay RayJob per submit: a cluster of the image's pods that lives as long as the job.
+
+The job id is the RayJob's name. KubeRay submits the entrypoint itself (K8sJobMode) when the
+corpus is already where the cluster reads it; a local corpus must be uploaded from here, so
+then KubeRay only makes the cluster (InteractiveMode), raybake submits through a port-forward
+and tells the RayJob the Ray job's id. Logs come the same way; status always from the RayJob,
+which outlives the cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from raybake.clusters import transport
+from raybake.clusters.address import AddressBackend, through_port_forward
+from raybake.clusters.base import Backend
+from raybake.clusters.follow import LogPrinter
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.image.pushed import image_for
+from raybake.kube import manifests, stuck
+from raybake.kube.client import Kube, cluster_selector
+from raybake.result import TERMINAL, JobResult
+from raybake.spec import JobSpec
+from raybake.versions import git_sha, ray_version
+
+POLL_S = 2.0
+MANAGED = "app.kubernetes.io/managed-by=raybake"
+# KubeRay suspends only a RayJob with shutdownAfterJobFinishes, which its deletionRules exclude:
+# the same merge patch trades the rules for it (suspending deletes the cluster at once anyway).
+SUSPEND = {"spec": {"suspend": True, "shutdownAfterJobFinishes": True, "deletionStrategy": None}}
+
+
+class RayJobBackend(Backend):
+    def __init__(self, settings: Settings, *, kube: Kube | None = None) -> None:
+        self.settings = settings
+        self._kube = kube
+        self.uploads: dict[str, Any] = {}
+        self.corpus_given = ""
+
+    @property
+    def kube(self) -> Kube:
+        # Made on first use: `--dry-run` renders without any cluster access.
+        if self._kube is None:
+            self._kube = Kube(self.settings)
+        return self._kube
+
+    def prepare(self, spec: JobSpec) -> JobSpec:
+        moved = transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib)
+        self.uploads = moved.runtime_env
+        self.corpus_given = spec.corpus
+        return moved.spec
+
+    def manifest(self, spec: JobSpec) -> dict[str, Any]:
+        return manifests.rayjob(
+            spec,
+            image=image_for(self.settings),
+            ray_version=ray_version(),
+            settings=self.settings,
+            origin=manifests.Origin.here(git_sha(), corpus=self.corpus_given),
+            runtime_env={"env_vars": {"RAYBAKE_GIT_SHA": git_sha()}},
+            interactive=bool(self.uploads),
+        )
+
+    def describe(self, spec: JobSpec) -> str:
+        manifest = self.manifest(spec)
+        return f"# {manifests.lifetime_note(manifest)}\n{manifests.to_yaml(manifest)}"
+
+    def submit(self, spec: JobSpec) -> str:
+        manifest = self.manifest(spec)
+        self.kube.check_operator(manifest=manifest)
+        self.kube.create_rayjob(manifest)
+        name = manifest["metadata"]["name"]
+        print(f"raybake: created RayJob {name} in namespace {self.kube.namespace}", flush=True)
+        if self.uploads:
+            try:
+                self._submit_with_upload(name, spec)
+            except (RaybakeError, KeyboardInterrupt) as exc:
+                # Nothing runs yet: a RayJob left Waiting would hold its pods until the deadline.
+                self.kube.delete_rayjob(name)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise RaybakeError(f"interrupted before the job started; RayJob {name} deleted", 130) from None
+                raise RaybakeError(f"{exc} (RayJob {name} deleted)", exc.code) from None
+        return name
+
+    def _submit_with_upload(self, name: str, spec: JobSpec) -> None:
+        """InteractiveMode: wait for the cluster, submit with the corpus, tell KubeRay the job id."""
+        status = self._wait(name, until=lambda st: st.get("jobDeploymentStatus") == "Waiting")
+        ended = stuck.result_of(name, status)
+        if ended.status in TERMINAL:
+            raise RaybakeError(f"the RayJob ended before its cluster was ready: {ended.message}", 1)
+        with self._ray(status["rayClusterName"]) as ray:
+            ray.uploads = self.uploads
+            ray.ready()
+            job_id = ray.submit(spec)
+        self.kube.patch_rayjob(name, {"spec": {"jobId": job_id}})
+
+    def _ray(self, cluster: str) -> AddressBackend:
+        return through_port_forward(self.settings, self.kube, cluster)
+
+    def _wait(self, name: str, *, until) -> dict[str, Any]:
+        """Poll the RayJob until `until(status)` or it ends; say each new phase and why it is stuck."""
+        started = time.monotonic()
+        said: set[str] = set()
+        while True:
+            status = self.kube.rayjob(name).get("status") or {}
+            lines = [stuck.phase(status)]
+            if until(status) or stuck.result_of(name, status).status in TERMINAL:
+                self._say(name, lines, said)
+                return status
+            cluster = status.get("rayClusterName")
+            pods = self.kube.pods(cluster_selector(cluster)) if cluster else []
+            lines.append(stuck.stuck_reason(status, pods, age_s=time.monotonic() - started))
+            self._say(name, lines, said)
+            if orphaned := stuck.no_operator(status, age_s=time.monotonic() - started):
+                raise RaybakeError(orphaned, 3)
+            time.sleep(POLL_S)
+
+    @staticmethod
+    def _say(name: str, lines: list[str | None], said: set[str]) -> None:
+        """Each phase and each reason once: a long wait prints what changed, not a line per poll."""
+        for line in lines:
+            if line and line not in said:
+                said.add(line)
+                print(f"raybake: {name}: {line}", flush=True)
+
+    def follow(self, job_id: str) -> JobResult:
+        """Status from the RayJob; the log through the head while the Ray job runs; the RayJob decides."""
+        status = self._wait(job_id, until=lambda st: st.get("jobStatus") == "RUNNING")
+        self._print_log(status, ended=stuck.result_of(job_id, status).status in TERMINAL)
+        # Streams end early and clusters go away: the RayJob's own status is the answer.
+        return stuck.result_of(job_id, self._wait(job_id, until=lambda st: False))
+
+    def _print_log(self, status: dict[str, Any], *, ended: bool) -> None:
+        """Stream the Ray job's log; one that ended between two polls is printed whole (the cluster
+        stays ttlSecondsAfterFinished). Best effort: without a head the RayJob's status still decides."""
+        if not (status.get("rayClusterName") and status.get("jobId")):
+            return
+        try:
+            with self._ray(status["rayClusterName"]) as ray:
+                if ended:
+                    printer = LogPrinter()
+                    printer.feed(ray.client.get_job_logs(status["jobId"]))
+                    printer.close()
+                else:
+                    ray.stream_logs(status["jobId"])
+        except RaybakeError as exc:
+            print(f"raybake: no log ({exc}); following the RayJob's status", flush=True)
+
+    def status(self, job_id: str) -> JobResult:
+        return stuck.result_of(job_id, self.kube.rayjob(job_id).get("status"))
+
+    def logs(self, job_id: str) -> str:
+        """From Ray while the cluster lives; afterwards what a K8sJobMode submitter pod kept, if any
+        (SidecarMode's submitter goes with the head)."""
+        status = self.kube.rayjob(job_id).get("status") or {}
+        if status.get("rayClusterName") and status.get("jobId"):
+            try:
+                with self._ray(status["rayClusterName"]) as ray:
+                    return ray.client.get_job_logs(status["jobId"])
+            except RaybakeError:
+                pass
+        submitters = self.kube.pods(f"batch.kubernetes.io/job-name={job_id}")
+        if not submitters:
+            raise RaybakeError(f"the logs of {job_id!r} are gone with its cluster (ttlSecondsAfterFinished)", 2)
+        return self.kube.pod_log(submitters[-1]["metadata"]["name"])
+
+    def stop(self, job_id: str, *, delete: bool = False) -> bool:
+        """Suspend: KubeRay stops the Ray job and removes the cluster, the RayJob stays; or delete it all."""
+        self.kube.rayjob(job_id)
+        if delete:
+            self.kube.delete_rayjob(job_id)
+        else:
+            self.kube.patch_rayjob(job_id, SUSPEND)
+        return True
+
+    def jobs(self) -> list[dict]:
+        rows = []
+        for item in self.kube.rayjobs(MANAGED):
+            rows.append(
+                {
+                    "id": item["metadata"]["name"],
+                    "status": stuck.result_of(item["metadata"]["name"], item.get("status")).status,
+                    "start": item["metadata"].get("creationTimestamp"),
+                    "entrypoint": item.get("spec", {}).get("entrypoint", ""),
+                }
+            )
+        return sorted(rows, key=lambda r: r["start"] or "")

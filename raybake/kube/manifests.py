@@ -1,0 +1,276 @@
+"""The KubeRay RayJob for a JobSpec, as plain data: built as dicts, printed with a YAML dumper.
+
+Read it top to bottom like the KubeRay samples: who and what in metadata, how long it may live
+in the spec, then the cluster, a head that only drives and one worker group that computes. Only
+fields of the ray.io/v1 RayJob schema of the pinned KubeRay (versions.KUBERAY) appear (tests/unit validates each).
+"""
+
+from __future__ import annotations
+
+import copy
+import getpass
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from raybake.config import Settings
+from raybake.errors import RaybakeError
+from raybake.kube import pods
+from raybake.spec import JobSpec
+
+API_VERSION = "ray.io/v1"
+# KubeRay names the cluster and its services after the RayJob: a DNS-1035 label of at most 47.
+MAX_NAME = 47
+NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+REDACTED = "<redacted>"
+SECRET = re.compile(r"token|password|secret|credential|api[_-]?key|access[_-]?key", re.IGNORECASE)
+DASHBOARD_PORT = 8265
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who submitted what: labels and annotations on the RayJob, for `kubectl get -l` and audits."""
+
+    git_sha: str
+    user: str = ""
+    # The corpus as the user named it, before it became the uploaded working_dir.
+    corpus: str = ""
+
+    @classmethod
+    def here(cls, git_sha: str, *, corpus: str = "") -> Origin:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        return cls(git_sha=git_sha, user=user, corpus=corpus)
+
+
+def label_value(value: str) -> str:
+    """A Kubernetes label value: at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", value)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", cleaned)
+
+
+def check_name(name: str) -> str:
+    if len(name) > MAX_NAME or not NAME.match(name):
+        raise RaybakeError(
+            f"job name {name!r} cannot name a RayJob: use at most {MAX_NAME} lowercase letters, digits "
+            "and '-', starting with a letter and ending with a letter or digit",
+            2,
+        )
+    return name
+
+
+def head_service(cluster: str) -> str:
+    return f"{cluster}-head-svc"
+
+
+def resources(*, cpu: str, memory: str, gpus: int = 0) -> dict[str, dict[str, str]]:
+    # Requests equal to limits: the scheduler places a worker only where all of it fits.
+    amounts = {"cpu": cpu, "memory": memory}
+    if gpus:
+        amounts["nvidia.com/gpu"] = str(gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def pod_template(
+    *,
+    container: str,
+    image: str,
+    settings: Settings,
+    env: list[dict],
+    res: dict,
+    ports: list[dict] | None = None,
+    gpu: bool = False,
+) -> dict[str, Any]:
+    # Each pod its own copies: shared objects would print as YAML anchors and change together.
+    main: dict[str, Any] = {
+        "name": container,
+        "image": image,
+        # A digest never changes and kind's node holds the image `kind load` put there: no pulls again.
+        "imagePullPolicy": "IfNotPresent",
+        "env": copy.deepcopy(env),
+        "resources": res,
+    }
+    if ports:
+        main["ports"] = ports
+    pod: dict[str, Any] = {"containers": [main]}
+    if settings.pvc:
+        main["volumeMounts"] = [{"name": "data", "mountPath": settings.pvc_mount}]
+        pod["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": settings.pvc}}]
+    return {"spec": pods.apply(pod, settings=settings, gpu=gpu)}
+
+
+def worker_group(*, image: str, settings: Settings, env: list[dict]) -> dict[str, Any]:
+    """One worker per GPU when --gpus is given, else cpu_workers CPU-only workers."""
+    for name, least in (("gpus", 0), ("cpu_workers", 1), ("logical_gpus", 0)):
+        if getattr(settings, name) < least:
+            raise RaybakeError(f"{name} must be at least {least}, got {getattr(settings, name)!r}", 2)
+    gpu = settings.gpus > 0
+    replicas = settings.gpus if gpu else settings.cpu_workers
+    start: dict[str, str] = {}
+    if not gpu and settings.logical_gpus:
+        # Ray then schedules num_gpus=1 tasks on CPU pods: the GPU code path without a GPU (kind e2e).
+        start["num-gpus"] = str(settings.logical_gpus)
+    if gpu:
+        res = resources(cpu=settings.gpu_worker_cpu, memory=settings.gpu_worker_memory, gpus=1)
+    else:
+        res = resources(cpu=settings.worker_cpu, memory=settings.worker_memory)
+    return {
+        "groupName": "gpu" if gpu else "cpu",
+        "replicas": replicas,
+        "minReplicas": replicas,
+        "maxReplicas": replicas,
+        "rayStartParams": start,
+        "template": pod_template(container="ray-worker", image=image, settings=settings, env=env, res=res, gpu=gpu),
+    }
+
+
+def lifetime(settings: Settings) -> dict[str, Any]:
+    """What stays after the job, as RayJob fields: GPUs are the dearest thing a finished job holds.
+
+    With delete_workers_at_end, KubeRay's deletionRules (RayJobDeletionPolicy, on by default
+    since KubeRay 1.5) delete the workers the moment the job ends and the cluster (the head, for
+    its logs) ttl_after_finished_s later, on success and failure alike. KubeRay refuses those
+    rules beside shutdownAfterJobFinishes, so that is then false. The RayJob itself stays: its
+    status is the job's record. Without it, the whole cluster stays ttl_after_finished_s.
+    """
+    if not settings.delete_workers_at_end:
+        return {"shutdownAfterJobFinishes": True, "ttlSecondsAfterFinished": settings.ttl_after_finished_s}
+    conditions = [{"jobStatus": "SUCCEEDED"}, {"jobStatus": "FAILED"}, {"jobDeploymentStatus": "Failed"}]
+    rules = [
+        {"condition": {**condition, "ttlSeconds": ttl}, "policy": policy}
+        for condition in conditions
+        for policy, ttl in (("DeleteWorkers", 0), ("DeleteCluster", settings.ttl_after_finished_s))
+    ]
+    return {"shutdownAfterJobFinishes": False, "deletionStrategy": {"deletionRules": rules}}
+
+
+def lifetime_note(manifest: dict[str, Any]) -> str:
+    """One line for the dry run: what stays after the job, and for how long."""
+    job = manifest["spec"]
+    rules = job.get("deletionStrategy", {}).get("deletionRules", [])
+    ttl = {rule["policy"]: rule["condition"]["ttlSeconds"] for rule in rules}
+    if rules:
+        return (
+            f"after the job: workers deleted {_after(ttl['DeleteWorkers'])} (their GPUs freed), "
+            f"the head {_after(ttl['DeleteCluster'])} (logs until then); the RayJob stays until deleted"
+        )
+    return (
+        f"after the job: the whole cluster, GPU workers included, stays "
+        f"{job.get('ttlSecondsAfterFinished', 0)}s; the RayJob stays until deleted"
+    )
+
+
+def _after(seconds: int) -> str:
+    return "at once" if not seconds else f"after {seconds}s"
+
+
+def rayjob(
+    spec: JobSpec,
+    *,
+    image: str,
+    ray_version: str,
+    settings: Settings,
+    origin: Origin,
+    runtime_env: dict[str, Any] | None = None,
+    interactive: bool = False,
+) -> dict[str, Any]:
+    """The RayJob. `interactive`: the client submits the job itself (to upload a local corpus)."""
+    name = check_name(spec.name)
+    if interactive and settings.backoff_limit:
+        # KubeRay refuses retries in InteractiveMode: a retry would find the old job id set.
+        raise RaybakeError(
+            f"backoff_limit {settings.backoff_limit!r} needs a corpus the cluster reads itself "
+            "(a URI or cluster: path); an uploaded corpus is submitted once",
+            2,
+        )
+    env = [{"name": "RAYBAKE_EXPECTED_IMAGE", "value": image}]
+    head_ports = [
+        {"containerPort": 6379, "name": "gcs-server"},
+        {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
+        {"containerPort": 10001, "name": "client"},
+    ]
+    head = {
+        # No CPUs for Ray on the head: it runs the driver, the workers run the model.
+        "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+        "template": pod_template(
+            container="ray-head",
+            image=image,
+            settings=settings,
+            env=env,
+            res=resources(cpu=settings.head_cpu, memory=settings.head_memory),
+            ports=head_ports,
+        ),
+    }
+    job: dict[str, Any] = {
+        # InteractiveMode: KubeRay makes the cluster and waits; raybake submits with the upload.
+        # SidecarMode: `ray job submit` runs in a container beside the head, from the head's image
+        # that its node already holds; K8sJobMode would schedule a pod that pulls it once more.
+        "submissionMode": "InteractiveMode" if interactive else "SidecarMode",
+        "entrypoint": spec.command(),
+        **lifetime(settings),
+        "backoffLimit": settings.backoff_limit,
+    }
+    if settings.pre_running_deadline_s:
+        job["preRunningDeadlineSeconds"] = settings.pre_running_deadline_s
+    if settings.active_deadline_s:
+        job["activeDeadlineSeconds"] = settings.active_deadline_s
+    if runtime_env and not interactive:
+        job["runtimeEnvYAML"] = yaml.safe_dump(runtime_env, sort_keys=True)
+    job["rayClusterSpec"] = {
+        "rayVersion": ray_version,
+        "headGroupSpec": head,
+        "workerGroupSpecs": [worker_group(image=image, settings=settings, env=env)],
+    }
+    labels = {
+        "app.kubernetes.io/name": "raybake",
+        "app.kubernetes.io/managed-by": "raybake",
+        "raybake.io/task": label_value(spec.task),
+        "raybake.io/user": label_value(origin.user),
+        "raybake.io/git-sha": label_value(origin.git_sha),
+    }
+    annotations = {
+        "raybake.io/submitted-by": origin.user,
+        "raybake.io/git-sha": origin.git_sha,
+        "raybake.io/model": spec.model,
+        "raybake.io/corpus": origin.corpus or spec.corpus,
+        "raybake.io/output": spec.output,
+        "raybake.io/image": image,
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "RayJob",
+        "metadata": {"name": name, "labels": {k: v for k, v in labels.items() if v}, "annotations": annotations},
+        "spec": job,
+    }
+
+
+def redacted(value: Any, key: str = "") -> Any:
+    """A copy with secret-looking values replaced: environment entries, keys, embedded runtime envs."""
+    if isinstance(value, dict):
+        if SECRET.search(str(value.get("name", ""))) and "value" in value:
+            return {**value, "value": REDACTED}
+        return {k: redacted(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v, key) for v in value]
+    if isinstance(value, str) and key == "runtimeEnvYAML":
+        return yaml.safe_dump(redacted(yaml.safe_load(value)), sort_keys=True)
+    # A boolean is a switch (automountServiceAccountToken), never a secret.
+    if SECRET.search(key) and value not in (None, "") and not isinstance(value, bool):
+        return REDACTED
+    return value
+
+
+def to_yaml(manifest: dict[str, Any]) -> str:
+    """The manifest as `--dry-run` prints it: secrets redacted, keys in the order they were built."""
+    return yaml.dump(redacted(manifest), Dumper=_PlainDumper, sort_keys=False, default_flow_style=False)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Never `&id001` anchors: a reader of the dry run sees every value where it applies."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True

@@ -294,10 +294,12 @@ def run(
     job_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     import torch
+    import transformers
 
     if device not in DEVICES:
         raise RaybakeError(f"--device {device!r}: choose one of {', '.join(DEVICES)}", 2)
     torch.set_num_threads(threads)
+    transformers.utils.logging.disable_progress_bar()
     out.mkdir(parents=True, exist_ok=True)
     info = device_info(device, threads=threads)
     peak = Peak(card=info["card"], tflops=info["peak_bf16_tflops"]) if info["peak_bf16_tflops"] else None

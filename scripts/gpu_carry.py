@@ -6,8 +6,8 @@ working tree with the ignored paths named in `carry`, 64 MiB in all, so everythi
   wheels.tar.xz  wheels for the GPU machine's Python: ray[default] and invoke at this checkout's
                  pins and everything they depend on (that machine's own packages win wherever
                  they satisfy a requirement). Ray's wheel loses what a local job never loads (Java,
-                 RLlib, Tune, Train, Serve, the LLM library, the dashboard's web pages) and its
-                 binaries' symbol tables: 79 MB of wheel becomes about 18 MB here. Wheels are
+                 RLlib, Tune, Train, Serve, the LLM library) and its
+                 binaries' symbol tables: 79 MB of wheel becomes about 20 MB of xz. Wheels are
                  stored uncompressed inside so that xz compresses them as one.
   minilm/        all-MiniLM-L6-v2's config and tokenizer, without its 91 MB of weights: the bench
                  then runs its architecture with random weights, at the same speed.
@@ -42,7 +42,6 @@ RAY_UNUSED = (
     "ray/train/",
     "ray/serve/",
     "ray/llm/",
-    "ray/dashboard/client/build/",
 )
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "onnx", "openvino", "*.h5", "*.ot")
 LIMIT_MIB = 60

@@ -48,6 +48,7 @@ CONNECT_HELP = {
     "ca-bundle": "CA bundle file to verify the cluster's TLS certificate with",
     "insecure": "skip TLS certificate verification (a network you trust only)",
     "token-file": "file holding the Ray auth token (default: $RAY_AUTH_TOKEN)",
+    "insecure-http": "send the Ray token over plain http to a host other than this machine (a network you trust)",
 }
 
 
@@ -86,6 +87,7 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
         "pvc": "rayjob: PersistentVolumeClaim mounted in every pod, home of cluster: paths",
         "allow-image-mismatch": "submit although the cluster runs another Ray version or image",
         "ship-job": "send job/ from this checkout as a py_module (a cluster without the raybake image)",
+        "network-policy": "rayjob: a NetworkPolicy letting only the job's own pods reach its head",
         **CLUSTER_HELP,
         **CONNECT_HELP,
     },
@@ -116,6 +118,7 @@ def submit(
     pvc=None,
     allow_image_mismatch=False,
     ship_job=False,
+    network_policy=False,
     backend=None,
     address=None,
     cluster=None,
@@ -123,6 +126,7 @@ def submit(
     kube_context=None,
     ca_bundle=None,
     insecure=False,
+    insecure_http=False,
     token_file=None,
 ):
     """Run the job on a Ray cluster, follow it with progress; exit 0 only if it SUCCEEDED.
@@ -156,6 +160,8 @@ def submit(
         pvc=pvc,
         allow_image_mismatch=allow_image_mismatch or None,
         ship_job=ship_job or None,
+        network_policy=network_policy or None,
+        insecure_http=insecure_http or None,
     )
     with chosen:
         spec = JobSpec(

@@ -1,4 +1,4 @@
-"""The pinned KubeRay's CRD schemas from ../shared, made strict: a misspelt field fails validation.
+"""The pinned KubeRay's CRD schemas (deploy/crds), made strict: a misspelt field fails validation.
 
 Kubernetes prunes unknown fields silently, so a typo in a rendered manifest would vanish on the
 cluster; here `additionalProperties: false` goes wherever the schema lists `properties` and does
@@ -13,9 +13,10 @@ from typing import Any
 
 import yaml
 
-from raybake.versions import KUBERAY, ROOT
+from raybake.versions import ROOT
 
-SHARED = ROOT.parent / "shared" / f"kuberay-v{KUBERAY}"
+# The repository's copy, so the check runs on every checkout (deploy/crds/README.md says whence).
+SHARED = ROOT / "deploy" / "crds"
 
 
 def strict(schema: Any) -> Any:

@@ -7,6 +7,7 @@ a long-running cluster and, behind a port-forward, a KubeRay head.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import socket
@@ -15,14 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from raybake import transport
+from raybake import transport, urls
 from raybake.backends.base import TERMINAL, AlreadySubmitted, Backend, JobResult
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.follow import LogPrinter
 from raybake.manifests import DASHBOARD_PORT, to_yaml
 from raybake.portforward import Forward
-from raybake.spec import JobSpec
+from raybake.spec import JobSpec, shown_entrypoint
 from raybake.versions import ROOT, ray_version
 
 if TYPE_CHECKING:
@@ -60,6 +61,24 @@ def check_reachable(url: str, timeout: float) -> None:
             "check the address and that the cluster is up",
             3,
         ) from None
+
+
+def check_token_transport(url: str, *, insecure_http: bool) -> None:
+    """A token goes over TLS, or to this machine: on plain http anyone on the path reads it."""
+    parsed = urlparse(url)
+    if parsed.scheme == "https" or insecure_http:
+        return
+    host = parsed.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise RaybakeError(
+            f"refusing to send the Ray token over plain http to {host!r}: anyone on the way could read it; "
+            "use the cluster's https:// URL, or --insecure-http on a network you trust",
+            2,
+        )
 
 
 def version_problem(*, cluster: str, expected: str) -> str | None:
@@ -104,12 +123,14 @@ class AddressBackend(Backend):
         url: str,
         *,
         token_file: Path | None = None,
+        token: str | None = None,
         forward: Forward | None = None,
         cluster_images: set[str] | None = None,
     ) -> None:
         self.settings = settings
         self.url = url.rstrip("/")
-        self.token = read_token(settings, token_file)
+        # A token given is this cluster's own (a RayJob's Secret): the environment's is for --address.
+        self.token = token if token is not None else read_token(settings, token_file)
         # The port-forward this backend reaches the cluster through, closed with the backend.
         self.forward = forward
         # The images the cluster's pods run, where Kubernetes told us (--cluster).
@@ -131,7 +152,10 @@ class AddressBackend(Backend):
 
     @property
     def headers(self) -> dict[str, str] | None:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else None
+        if not self.token:
+            return None
+        check_token_transport(self.url, insecure_http=self.settings.insecure_http)
+        return {"Authorization": f"Bearer {self.token}"}
 
     def close(self) -> None:
         if self.forward is not None:
@@ -224,7 +248,7 @@ class AddressBackend(Backend):
         self.check_cluster()
 
     def describe(self, spec: JobSpec) -> str:
-        return to_yaml({"url": self.url, "entrypoint": spec.command(), "runtime_env": self.runtime_env(spec)})
+        return to_yaml({"url": self.url, "entrypoint": spec.shown_command(), "runtime_env": self.runtime_env(spec)})
 
     def submit(self, spec: JobSpec) -> str:
         try:
@@ -232,7 +256,7 @@ class AddressBackend(Backend):
                 entrypoint=spec.command(),
                 submission_id=spec.name or None,
                 runtime_env=self.runtime_env(spec),
-                metadata={"raybake.task": spec.task, "raybake.output": spec.output},
+                metadata={"raybake.task": spec.task, "raybake.output": urls.redact(spec.output)},
             )
         except RuntimeError as exc:
             if "already exists" in str(exc):
@@ -294,7 +318,7 @@ class AddressBackend(Backend):
                     "id": job.submission_id or job.job_id,
                     "status": str(job.status.value),
                     "start": job.start_time,
-                    "entrypoint": job.entrypoint,
+                    "entrypoint": shown_entrypoint(job.entrypoint),
                 }
             )
         return sorted(rows, key=lambda r: r["start"] or 0)
@@ -311,11 +335,13 @@ def git_sha() -> str:
     return sha.stdout.strip()
 
 
-def through_port_forward(settings: Settings, kube: Kube, cluster: str) -> AddressBackend:
-    """The address backend on an existing RayCluster, reached through its head service."""
+def through_port_forward(settings: Settings, kube: Kube, cluster: str, *, token: str | None = None) -> AddressBackend:
+    """The address backend on a RayCluster, reached through its head service.
+
+    `token`: the cluster's own (a RayJob's Secret); None means the user's, for a --cluster they named."""
     head = kube.head_pod(cluster)
     from raybake.kube import cluster_selector
 
     images = running_images(kube.pods(cluster_selector(cluster)))
     forward = kube.forward(head["metadata"]["name"], DASHBOARD_PORT)
-    return AddressBackend(settings, forward.url, forward=forward, cluster_images=images)
+    return AddressBackend(settings, forward.url, token=token, forward=forward, cluster_images=images)

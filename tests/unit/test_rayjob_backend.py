@@ -114,7 +114,9 @@ def test_a_local_corpus_makes_an_interactive_rayjob(tmp_path):
 
 def test_dry_run_needs_no_cluster_and_no_image_means_a_clear_error(capsys, tmp_path):
     assert submit(RayJobBackend(SETTINGS), SPEC, dry_run=True) == 0
-    assert yaml.safe_load(capsys.readouterr().out)["kind"] == "RayJob"
+    rayjob, secret = yaml.safe_load_all(capsys.readouterr().out)
+    assert rayjob["kind"] == "RayJob" and rayjob["spec"]["entrypoint"] == SPEC.shown_command()
+    assert secret["kind"] == "Secret" and secret["stringData"] == {"auth_token": "<redacted>"}
     no_state = Settings(backend="rayjob", variant="cpu", state_file=str(tmp_path / "state.json"))
     with pytest.raises(RaybakeError, match="invoke push --variant cpu"):
         RayJobBackend(no_state, kube=FakeKube()).describe(SPEC)

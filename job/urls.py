@@ -8,6 +8,7 @@ client keeps the same masking rules in raybake/urls.py: job/ never imports rayba
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -45,7 +46,12 @@ def _secrets(url: str) -> list[str]:
         return []
     netloc = urlsplit(url).netloc
     raw = [netloc.rpartition("@")[0], *(value for _, value in _secret_params(url))]
-    return sorted({s for r in raw if r for s in (r, unquote(r)) if s}, key=len, reverse=True)
+    return sorted({form for r in raw if r for s in (r, unquote(r)) for form in _written(s)}, key=len, reverse=True)
+
+
+def _written(secret: str) -> set[str]:
+    """A secret as messages write it: as is, inside a repr (`\\'`), inside JSON (`\\"`)."""
+    return {secret, repr(secret)[1:-1], repr(secret + "'")[1:-2], json.dumps(secret)[1:-1]} - {""}
 
 
 def redact(url: str) -> str:

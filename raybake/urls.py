@@ -9,6 +9,7 @@ copy of these rules, since job/ never imports raybake/.
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -44,9 +45,14 @@ def secrets_of(url: str) -> list[str]:
     if not is_url(url):
         return []
     raw = [_userinfo(url), *(value for _, value in _secret_params(url))]
-    found = {s for r in raw if r for s in (r, unquote(r)) if s}
+    found = {form for r in raw if r for s in (r, unquote(r)) for form in _written(s)}
     # Longest first, so a secret that contains another is masked whole.
     return sorted(found, key=len, reverse=True)
+
+
+def _written(secret: str) -> set[str]:
+    """A secret as messages write it: as is, inside a repr (`\\'`), inside JSON (`\\"`)."""
+    return {secret, repr(secret)[1:-1], repr(secret + "'")[1:-2], json.dumps(secret)[1:-1]} - {""}
 
 
 def redact(url: str) -> str:

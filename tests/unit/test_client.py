@@ -34,7 +34,7 @@ def test_bad_settings_are_refused_by_name(values, message):
 
 
 def test_hostile_paths_reach_the_job_as_base64_that_no_shell_reads():
-    corpus = "my docs/$(rm -rf ~)/it's `x` \"q\";&x=1.jsonl"
+    corpus = 'my docs/$(rm -rf ~)/it\'s `x` "q";&x=1.jsonl'
     spec = JobSpec(corpus=corpus, output="out dir", model="$HOME", name="n")
     words = shlex.split(spec.command())
     assert words[:4] == ["python", "-m", "job", "--spec-b64"] and len(words) == 5

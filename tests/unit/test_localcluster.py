@@ -64,3 +64,16 @@ def test_paths_under_the_mount_become_absolute_and_others_are_refused(settings: 
 def test_down_without_a_docker_engine_removes_nothing_and_does_not_fail(settings: Settings, tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     assert localcluster.down(settings) == 0
+
+
+def test_the_docker_cluster_asks_for_a_token_of_its_own_that_only_its_client_reads(settings: Settings, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "planted-user-token")
+    path = localcluster.new_token_file(settings)
+    assert path.stat().st_mode & 0o777 == 0o600 and len(path.read_text()) == 64
+    env = localcluster.token_environment()
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == localcluster.TOKEN_MOUNT
+    assert path.read_text() not in str(env)
+    cluster = dataclasses.replace(localcluster.at(settings, URL), token_file=str(path))
+    state.update(settings, "clusters", "raybake", {**cluster.__dict__, "containers": list(cluster.containers)})
+    backend = backend_for(dataclasses.replace(settings, backend="address", address=URL))
+    assert backend.headers == {"Authorization": f"Bearer {path.read_text()}"}

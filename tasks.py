@@ -521,10 +521,11 @@ def image_summary(c, image, tag=None):
     help={
         "repository": "REGISTRY/OWNER/NAME, e.g. $REGISTRY/$GITHUB_REPOSITORY (lower-cased here)",
         "ref": "a tag, a sha256: digest or a full reference; empty: sha-$GITHUB_SHA",
+        "pr": "a pull request's number: the image goes under NAME-pr, which main and releases never read",
     }
 )
 @user_errors
-def image_ref(c, repository, ref=""):
+def image_ref(c, repository, ref="", pr=0):
     """Print the full image reference; set step outputs `registry`, `name`, `repository`, `ref`.
 
     On a runner, later steps also get INVOKE_RAYBAKE_REGISTRY and INVOKE_RAYBAKE_IMAGE_NAME, so
@@ -534,12 +535,97 @@ def image_ref(c, repository, ref=""):
 
     from raybake import gha
 
-    image = gha.image_ref(repository=repository, given=ref, sha=os.environ.get("GITHUB_SHA", ""))
+    image = gha.image_ref(repository=repository, given=ref, sha=os.environ.get("GITHUB_SHA", ""), pr=int(pr))
     for key, value in (*image._asdict().items(), ("repository", image.repository)):
         gha.set_output(key, value)
     gha.export_env("INVOKE_RAYBAKE_REGISTRY", image.registry)
     gha.export_env("INVOKE_RAYBAKE_IMAGE_NAME", image.name)
     print(image.ref)
+
+
+@task(
+    help={
+        "variant": "which built image: cuda (default from invoke.yaml) or cpu",
+        "out": "the gzip archive to write (e.g. $RUNNER_TEMP/pr-image/image.tar.gz)",
+    }
+)
+@user_errors
+def image_save(c, out, variant=None):
+    """Save the last built image as an archive: a pull request's build hands it on without credentials."""
+    from pathlib import Path
+
+    from raybake import image
+
+    settings = _settings(c, variant=variant)
+    print(f"raybake: saved {image.save(settings, variant=settings.variant, out=Path(out))}")
+
+
+@task(
+    help={
+        "variant": "which variant the loaded image stands for: cuda (default from invoke.yaml) or cpu",
+        "file": "the archive `invoke image-save` wrote",
+    }
+)
+@user_errors
+def image_load(c, file, variant=None):
+    """Load an image archive and name it under raybake.registry/image_name by its id, for `invoke push`."""
+    from pathlib import Path
+
+    from raybake import image
+
+    settings = _settings(c, variant=variant)
+    image.load(settings, variant=settings.variant, archive=Path(file))
+
+
+@task(
+    help={
+        "head": "OWNER:BRANCH of the pull request's head (github.event.workflow_run.head_*)",
+        "head-sha": "the commit its image was built from (github.event.workflow_run.head_sha)",
+        "actor": "who started the run (github.event.workflow_run.triggering_actor.login)",
+    }
+)
+@user_errors
+def pr_trial_check(c, head, head_sha, actor):
+    """Find the pull request of a trial run and refuse it unless a writer other than its author asked.
+
+    Later steps get PR_NUMBER. Needs GITHUB_TOKEN (pull requests and collaborators readable)."""
+    import os
+
+    from raybake import gha
+
+    number = gha.trial_pull_request(
+        repository=os.environ.get("GITHUB_REPOSITORY", ""),
+        head=head,
+        head_sha=head_sha,
+        actor=actor,
+        token=os.environ.get("GITHUB_TOKEN", ""),
+        api_url=os.environ.get("GITHUB_API_URL", "https://api.github.com"),
+    )
+    print(f"raybake: trial run of pull request #{number}, asked for by {actor}")
+
+
+@task(help={"repository": "OWNER/NAME (default: $GITHUB_REPOSITORY)"})
+@user_errors
+def github_settings(c, repository=""):
+    """Check the GitHub settings the workflows rely on (environments, reviewers, branches, secrets).
+
+    Reads them with $GITHUB_TOKEN (a repository admin's) and lists what is missing; exit 1 if any."""
+    import os
+
+    from raybake import github_settings as settings_check
+
+    repository = repository or os.environ.get("GITHUB_REPOSITORY", "")
+    if not repository:
+        raise RaybakeError("no repository: pass --repository OWNER/NAME", 2)
+    fetch = settings_check.api_fetch(
+        token=os.environ.get("GITHUB_TOKEN", ""), api_url=os.environ.get("GITHUB_API_URL", "https://api.github.com")
+    )
+    missing = settings_check.check(fetch, repository)
+    for line in missing:
+        print(f"missing: {line}")
+    if missing:
+        raise Exit(f"raybake: {len(missing)} setting(s) of {repository} missing (docs/github-actions.md)", code=1)
+    print(f"raybake: {repository} has every setting the workflows rely on")
 
 
 @task(help={"pr": "pull request number", "body-file": "Markdown to post, e.g. from invoke summary --comment-file"})
@@ -612,5 +698,9 @@ ns = Collection(
     kubeconfig,
     bench,
     bench_start,
+    image_save,
+    image_load,
+    pr_trial_check,
+    github_settings,
 )
 ns.configure({"raybake": {}})

@@ -604,6 +604,26 @@ def pr_trial_check(c, head, head_sha, actor):
     print(f"raybake: trial run of pull request #{number}, asked for by {actor}")
 
 
+@task(help={"check": "only say whether requirements-client.lock is current; exit 1 if not"})
+@user_errors
+def lock(c, check=False):
+    """Write requirements-client.lock (pip-compile --generate-hashes) from requirements-client.in.
+
+    Jobs that hold credentials install it with --require-hashes. It resolves against PyPI alone,
+    whatever this machine's pip configuration adds (local wheels, mirrors, constraints)."""
+    from raybake import lockfile
+
+    if check:
+        stale = lockfile.stale()
+        for line in stale:
+            print(f"stale: {line}")
+        if stale:
+            raise Exit("raybake: requirements-client.lock is not current: run `invoke lock`", code=1)
+        print("raybake: requirements-client.lock is current")
+        return
+    lockfile.write()
+
+
 @task(help={"repository": "OWNER/NAME (default: $GITHUB_REPOSITORY)"})
 @user_errors
 def github_settings(c, repository=""):
@@ -702,5 +722,6 @@ ns = Collection(
     image_load,
     pr_trial_check,
     github_settings,
+    lock,
 )
 ns.configure({"raybake": {}})

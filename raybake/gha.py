@@ -84,7 +84,8 @@ def write_kubeconfig(out: Path, *, source_env: str = "RAYBAKE_KUBECONFIG") -> Pa
         raise RaybakeError(f"${source_env} is empty: set the repository secret and the environment that holds it", 2)
     if not content.lstrip().startswith(("apiVersion", "kind", "clusters", "{", "---")):
         try:
-            content = base64.b64decode(content, validate=True).decode()
+            # Plain `base64` wraps at 76 columns: the line breaks are layout, not data.
+            content = base64.b64decode("".join(content.split()), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise RaybakeError(f"${source_env} is neither kubeconfig YAML nor base64 of it", 2) from None
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,7 @@ def shown_entrypoint(entrypoint: str) -> str:
     return entrypoint
 
 
-# A path on the cluster's own volume, e.g. `cluster:/mnt/data/corpus` (raybake/transport.py).
+# A path on the cluster's own volume, e.g. `cluster:/mnt/data/corpus` (raybake/clusters/transport.py).
 CLUSTER_PREFIX = "cluster:"
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from aiohttp import WSMsgType, web
 
-from raybake.backends.address import through_port_forward
+from raybake.clusters.address import through_port_forward
 from raybake.config import Settings
 from raybake.versions import ray_version
 
@@ -134,7 +134,7 @@ def kubeconfig(ray_head, tmp_path, monkeypatch):
 
 
 def test_a_cluster_by_name_is_reached_through_its_head_service_and_checked(kubeconfig):
-    from raybake.kube import Kube
+    from raybake.kube.client import Kube
 
     settings = Settings(backend="address", cluster="prod", token_env=TOKEN_ENV, image=IMAGE)
     with through_port_forward(settings, Kube(settings), "prod") as chosen:
@@ -152,8 +152,8 @@ def test_a_cluster_by_name_is_reached_through_its_head_service_and_checked(kubec
 def test_a_rayjobs_head_gets_the_jobs_own_token_from_its_secret_never_the_users(kubeconfig, monkeypatch):
     """The user's token is for the cluster they named; a RayJob's head, whose image a workflow input
     picks, gets the token raybake made for that job, read from the job's Secret."""
-    from raybake.backends.rayjob import RayJobBackend
-    from raybake.kube import Kube
+    from raybake.clusters.rayjob import RayJobBackend
+    from raybake.kube.client import Kube
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "planted-user-token-XYZ")
     settings = Settings(backend="rayjob", image=IMAGE)

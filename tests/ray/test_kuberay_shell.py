@@ -20,7 +20,7 @@ import yaml
 from kuberay_submitter import run_submitter
 from raycluster import clean_environ
 
-from raybake.backends.rayjob import RayJobBackend
+from raybake.clusters.rayjob import RayJobBackend
 from raybake.config import Settings
 from raybake.spec import JobSpec
 from raybake.versions import ROOT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raybake.backends.address import AddressBackend, image_problem, running_images, version_problem
+from raybake.clusters.address import AddressBackend, image_problem, running_images, version_problem
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 

@@ -7,9 +7,9 @@ import pytest
 
 from job.__main__ import expand_spec
 from raybake import config
-from raybake.backends.address import AddressBackend, check_reachable
+from raybake.clusters.address import AddressBackend, check_reachable
+from raybake.clusters.follow import LogPrinter
 from raybake.errors import RaybakeError
-from raybake.follow import LogPrinter
 from raybake.spec import JobSpec, shown_entrypoint, with_id
 from raybake.versions import ROOT, pins
 

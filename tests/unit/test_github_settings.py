@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from raybake import github_settings
+from raybake.ci import github_settings
 from raybake.errors import RaybakeError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github"

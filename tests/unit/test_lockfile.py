@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raybake import lockfile
+from raybake.ci import lockfile
 from raybake.versions import ROOT
 
 

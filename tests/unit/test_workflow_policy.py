@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from raybake import expressions, versions, workflow_policy
+from raybake import versions
+from raybake.ci import expressions, workflow_policy
 from raybake.errors import RaybakeError
 
 BAD = Path(__file__).parent / "fixtures" / "bad-workflows"
@@ -81,7 +82,7 @@ def test_github_token_and_local_actions_are_allowed_outside_pull_requests(tmp_pa
     path.write_text(
         "on: push\npermissions:\n  contents: read\nconcurrency:\n  group: g\njobs:\n  j:\n"
         "    runs-on: ubuntu-latest\n    timeout-minutes: 5\n    steps:\n      - uses: ./.github/actions/local\n"
-        "      - run: invoke pr-comment --pr 1 --body-file x\n        env:\n"
+        "      - run: invoke ci.pr-comment --pr 1 --body-file x\n        env:\n"
         "          GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}\n"
     )
     assert workflow_policy.check(path) == []

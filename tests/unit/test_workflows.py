@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from raybake import versions, workflow_policy
-from raybake.lint import tool
+from raybake import versions
+from raybake.ci import workflow_policy
+from raybake.ci.lint import tool
 
 WORKFLOWS = {p.name: p for p in workflow_policy.workflow_files()}
 EXPECTED = {"ci.yml", "e2e-kind.yml", "image.yml", "submit.yml", "pr-image.yml", "pr-trial.yml"}
@@ -71,7 +72,7 @@ def test_shellcheck_runs_inside_actionlint(tmp_path: Path) -> None:
     unquoted = tmp_path / "unquoted.yml"
     unquoted.write_text(
         "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    timeout-minutes: 5\n"
-        "    steps:\n      - run: invoke summary --job $JOB\n"
+        "    steps:\n      - run: invoke ci.summary --job $JOB\n"
     )
     assert "SC2086" in _actionlint(unquoted).stdout
 
@@ -115,7 +116,7 @@ def test_a_pull_requests_code_builds_without_credentials_and_runs_only_in_the_sa
     assert trial["environment"] == "pr-trial"
     runs = [s.get("run", "") for s in trial["steps"]]
     assert runs[2] == workflow_policy.LOCKED_INSTALL and runs[3].startswith(workflow_policy.TRIAL_CHECK)
-    assert any("invoke image-ref" in r and "--pr" in r for r in runs)
+    assert any("invoke ci.image-ref" in r and "--pr" in r for r in runs)
 
 
 def test_dispatch_reruns_attach_and_the_rayjob_backend_gets_no_ray_token() -> None:
@@ -128,7 +129,7 @@ def test_dispatch_reruns_attach_and_the_rayjob_backend_gets_no_ray_token() -> No
 
 def test_e2e_dumps_the_cluster_on_failure() -> None:
     steps = workflow_policy.load(WORKFLOWS["e2e-kind.yml"])["jobs"]["kind"]["steps"]
-    dump = [s for s in steps if "invoke kind-dump" in s.get("run", "")]
+    dump = [s for s in steps if "invoke ci.kind-dump" in s.get("run", "")]
     upload = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
     assert dump and upload and dump[0]["if"] == upload[0]["if"] == "failure()"
     assert upload[0]["with"]["path"].rstrip("/") == dump[0]["run"].split("--out ")[1].strip()
@@ -144,9 +145,8 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command.group(0).replace("install ", "install -q ") in (versions.ROOT / ".ci" / "run").read_text()
 
 
-def test_readme_documents_every_workflow_input_secret_and_variable() -> None:
-    readme = (versions.ROOT / "README.md").read_text()
-    section = readme[readme.index("## GitHub Actions") :]
+def test_docs_name_every_workflow_input_secret_and_variable() -> None:
+    section = (versions.ROOT / "docs" / "github-actions.md").read_text()
     texts = "".join(path.read_text() for path in WORKFLOWS.values())
     names = set(WORKFLOWS)
     names |= set(_triggers("submit.yml")["workflow_dispatch"]["inputs"])

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from raybake import expressions, versions
+from raybake import versions
+from raybake.ci import expressions
 
 WORKFLOWS_DIR = versions.ROOT / ".github" / "workflows"
 # The one install a job holding credentials may run: the client, every package hash-locked.
@@ -38,7 +39,7 @@ _USES_LINE = re.compile(r"^\s*-?\s*uses:\s*(\S+)")
 # Where a workflow_run job's condition must require the run it follows to have passed.
 RUN_PASSED = "github.event.workflow_run.conclusion == 'success'"
 # The step that refuses a trial run started by its pull request's author or a non-writer.
-TRIAL_CHECK = "invoke pr-trial-check"
+TRIAL_CHECK = "invoke ci.pr-trial-check"
 
 
 @dataclass(frozen=True)
@@ -270,8 +271,8 @@ def _check_pr_images(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
                 where = f"{job_id}/{step_name}"
                 if "--cache-ref" in command:
                     yield Problem(name, where, "a pull request's build may not read or write a registry cache")
-                if command.startswith("invoke image-ref") and "--pr" not in command.split():
-                    yield Problem(name, where, "a pull request's image must be named with `invoke image-ref --pr`")
+                if command.startswith("invoke ci.image-ref") and "--pr" not in command.split():
+                    yield Problem(name, where, "a pull request's image must be named with `invoke ci.image-ref --pr`")
 
 
 def _check_pins(name: str, text: str) -> Iterator[Problem]:

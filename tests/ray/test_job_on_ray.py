@@ -167,6 +167,8 @@ def test_invoke_submit_keeps_paths_as_data_and_secrets_out_of_everything_it_prin
         "invoke logs": invoke(env, "logs", "--job", job_id).stdout.encode(),
         "invoke jobs": invoke(env, "jobs").stdout.encode(),
         "driver log": driver_log.read_bytes(),
+        # Every log of the Ray session: the supervisor's, the dashboard's, the workers'.
+        **{str(f): f.read_bytes() for f in Path(ray_head.temp_dir).rglob("*") if f.suffix in (".log", ".out", ".err")},
         **{str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*") if f.is_file()},
     }
     assert b"raybake: done: 41 ok" in seen["driver log"] and "manifest.json" in seen

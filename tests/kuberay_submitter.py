@@ -1,10 +1,11 @@
 """KubeRay v1.7's submitter, as the shell sees it: one bash line from a RayJob, run by `bash -ce`.
 
-In K8sJobMode KubeRay's controller (ray-operator/controllers/ray/common/job.go,
-BuildJobSubmitCommand) joins words with spaces into a single string: a wait for the dashboard,
-`ray job status` to skip a job already submitted, `ray job submit --no-wait` with the runtime
-env's JSON in Go's strconv.Quote double quotes and the entrypoint pasted raw after `--`, then
-`ray job logs --follow`. The submitter container runs it as `/bin/bash -ce -- LINE`. Written
+KubeRay's controller (ray-operator/controllers/ray/common/job.go, BuildJobSubmitCommand) joins
+words with spaces into a single string: a wait for the dashboard, then `ray job submit` with the
+runtime env's JSON in Go's strconv.Quote double quotes and the entrypoint pasted raw after `--`.
+In K8sJobMode (a submitter pod that may retry) it is wrapped in a `ray job status` check, with
+`--no-wait` and a `ray job logs --follow` after; SidecarMode (a container in the head pod, on
+127.0.0.1) submits once. The submitter container runs it as `/bin/bash -ce -- LINE`. Written
 from that description, so the hostile-name tests put raybake's RayJob through the same shells.
 """
 
@@ -38,21 +39,27 @@ def go_quote(text: str) -> str:
 
 
 def submit_line(rayjob: dict[str, Any], *, address: str) -> str:
-    """The bash line KubeRay's K8sJobMode submitter runs for this RayJob (its status' job id = its name)."""
+    """The bash line KubeRay's submitter runs for this RayJob in its submissionMode (job id = its name).
+
+    K8sJobMode (a submitter pod that may retry) checks `ray job status` first and submits with
+    `--no-wait`; SidecarMode (a container in the head pod) submits once."""
     spec = rayjob["spec"]
     job_id = rayjob["metadata"]["name"]
+    retries = spec.get("submissionMode", "K8sJobMode") == "K8sJobMode"
     words = ["until", HEALTH.format(url=f"{address}/api/gcs_healthz"), ">/dev/null", "2>&1", ";"]
     words += ["do", "echo", go_quote(f"Waiting for Ray Dashboard GCS to become healthy at {address} ..."), ";"]
     words += ["sleep", "2", ";", "done", ";"]
-    words += ["if", "!", "ray", "job", "status", "--address", address, job_id, ">/dev/null", "2>&1", ";", "then"]
-    words += ["ray", "job", "submit", "--address", address, "--no-wait"]
+    if retries:
+        words += ["if", "!", "ray", "job", "status", "--address", address, job_id, ">/dev/null", "2>&1", ";", "then"]
+    words += ["ray", "job", "submit", "--address", address, *(["--no-wait"] if retries else [])]
     if spec.get("runtimeEnvYAML"):
         runtime_env = json.dumps(yaml.safe_load(spec["runtimeEnvYAML"]), separators=(",", ":"))
         words += ["--runtime-env-json", go_quote(runtime_env)]
     if spec.get("metadata"):
         words += ["--metadata-json", go_quote(json.dumps(spec["metadata"], separators=(",", ":")))]
-    words += ["--submission-id", job_id, "--", spec["entrypoint"].strip(), ";", "fi", ";"]
-    words += ["ray", "job", "logs", "--address", address, "--follow", job_id]
+    words += ["--submission-id", job_id, "--", spec["entrypoint"].strip(), ";"]
+    if retries:
+        words += ["fi", ";", "ray", "job", "logs", "--address", address, "--follow", job_id]
     return " ".join(words)
 
 

@@ -8,8 +8,8 @@ is valid in the job, and what the workers write appears on the host.
 Ray token auth is on, as on every cluster raybake makes: the containers' IPs on the bridge
 network are reachable by any local user, who could otherwise submit jobs that run as you on a
 project directory mounted read-write. The token is made at `up`, kept in a 0600 file beside the
-state file, mounted read-only into each container (RAY_AUTH_TOKEN_PATH) and read by the client
-from there; `down` removes it.
+state file, given to each container in its environment and read by the client from the file;
+`down` removes it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -36,11 +37,10 @@ ROLE_LABEL = "io.raybake.role"
 DASHBOARD_PORT = 8265
 GCS_PORT = 6379
 START_TIMEOUT_S = 180
-# Where each container finds the token file, mounted read-only.
-TOKEN_MOUNT = "/run/raybake/ray-token"
 # Ray's object store lives in /dev/shm; Docker's default 64 MB makes Ray fall back to disk.
 SHM_SIZE = "1g"
 OBJECT_STORE_BYTES = 256 * 1024**2
+USER = re.compile(r"^\d+(:\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,16 @@ def up(
     gpus_per_worker: int = 0,
     image: str | None = None,
     data_dir: str | None = None,
+    user: str | None = None,
 ) -> Cluster:
+    """`user`: UID:GID every container runs as (OpenShift's arbitrary UID in group 0, say), else
+    the host user's, so files the job writes into the mount belong to whoever ran `invoke up`."""
     import docker
 
     if workers < 0 or gpus_per_worker < 0:
         raise RaybakeError(f"--workers and --gpus-per-worker must be >= 0, got {workers!r}, {gpus_per_worker!r}", 2)
+    if user is not None and not USER.match(user):
+        raise RaybakeError(f"--user must be UID or UID:GID in numbers, got {user!r}", 2)
     image = image or state.read(settings).get("images", {}).get(settings.variant, {}).get("ref")
     if not image:
         raise RaybakeError(f"no {settings.variant} image built yet: run `invoke build` first, or pass --image", 2)
@@ -106,10 +111,9 @@ def up(
         "network": name,
         "labels": labels,
         "shm_size": SHM_SIZE,
-        "volumes": {data: {"bind": data, "mode": "rw"}, str(token_file): {"bind": TOKEN_MOUNT, "mode": "ro"}},
-        # Files the job writes into the mount belong to the host user, as if it ran here.
-        "user": f"{os.getuid()}:{os.getgid()}",
-        "environment": token_environment(),
+        "volumes": {data: {"bind": data, "mode": "rw"}},
+        "user": user or f"{os.getuid()}:{os.getgid()}",
+        "environment": token_environment(token_file.read_text()),
     }
     head_name = f"{name}-head"
     print(f"raybake: starting {head_name} and {workers} worker(s) from {image}", flush=True)
@@ -180,9 +184,11 @@ def new_token_file(settings: Settings) -> Path:
     return path
 
 
-def token_environment() -> dict[str, str]:
-    """Token auth from the mounted file: the token itself is in no container's environment (docker inspect)."""
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": TOKEN_MOUNT, "RAY_USAGE_STATS_ENABLED": "0"}
+def token_environment(token: str) -> dict[str, str]:
+    """Token auth in each container's environment: the containers may run as another user
+    (`--user`), who could not read our 0600 file, and whoever can `docker inspect` them can
+    `docker exec` into them anyway."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token.strip(), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _node(client, image: str, common: dict, *, name: str, role: str, ray_args: list[str], **extra):

@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from kuberay_submitter import run_submitter
 from raycluster import clean_environ
@@ -48,12 +49,15 @@ def pwned(*folders: Path) -> list[Path]:
     return [p for folder in folders for p in folder.rglob("pwned*")]
 
 
-def test_a_hostile_corpus_name_reaches_the_job_as_data_through_kuberays_shell(ray_head, tmp_path):
+@pytest.mark.parametrize("mode", ["SidecarMode", "K8sJobMode"])
+def test_a_hostile_corpus_name_reaches_the_job_as_data_through_kuberays_shell(ray_head, tmp_path, mode):
     corpus = tmp_path / HOSTILE
     shutil.copytree(EXAMPLE, corpus)
     out = tmp_path / f"out {HOSTILE}"
-    spec = JobSpec(corpus=f"cluster:{corpus}", output=f"cluster:{out}", name="rbt-hostile-name")
+    spec = JobSpec(corpus=f"cluster:{corpus}", output=f"cluster:{out}", name=f"rbt-hostile-{mode.lower()}")
     manifest = rendered(spec)
+    # raybake renders SidecarMode; KubeRay's default K8sJobMode wraps the same line in more shell.
+    manifest["spec"]["submissionMode"] = mode
     # Nothing the user named is in the runtime env KubeRay pastes into its bash line.
     assert HOSTILE not in manifest["spec"]["runtimeEnvYAML"] and "pwned" not in manifest["spec"]["runtimeEnvYAML"]
 

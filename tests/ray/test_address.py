@@ -150,6 +150,13 @@ class OperatorOverRealRay(FakeKube):
         self.head = head
         self.slow = slow
 
+    def create_owned(self, manifest, owner):
+        # KubeRay's cluster takes its token from the job's Secret; this test's head has one already,
+        # so the Secret holds that one, and raybake's port-forward must read it from there.
+        if manifest["kind"] == "Secret":
+            manifest = {**manifest, "stringData": {"auth_token": self.head.token}}
+        super().create_owned(manifest, owner)
+
     def status_now(self):
         job_ids = [p["spec"]["jobId"] for p in self.patches if "jobId" in p.get("spec", {})]
         if not job_ids:

@@ -1,4 +1,4 @@
-"""The pinned KubeRay's CRD schemas from ../shared, made strict: a misspelt field fails validation.
+"""The pinned KubeRay's CRD schemas (deploy/crds/, copied unmodified from its release), made strict: a misspelt field fails validation.
 
 Kubernetes prunes unknown fields silently, so a typo in a rendered manifest would vanish on the
 cluster; here `additionalProperties: false` goes wherever the schema lists `properties` and does
@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from raybake.versions import KUBERAY, ROOT
+from raybake.versions import ROOT
 
-SHARED = ROOT.parent / "shared" / f"kuberay-v{KUBERAY}"
+CRDS = ROOT / "deploy" / "crds"
 
 
 def strict(schema: Any) -> Any:
@@ -30,7 +30,7 @@ def strict(schema: Any) -> Any:
 
 
 @cache
-def crd_schema(kind: str, version: str = "v1", folder: Path = SHARED) -> dict[str, Any]:
+def crd_schema(kind: str, version: str = "v1", folder: Path = CRDS) -> dict[str, Any]:
     crd = yaml.load((folder / f"ray.io_{kind}.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     served = {v["name"]: v for v in crd["spec"]["versions"]}
     # Cached: the CRD is large and parsing it per test would dominate the unit tier.

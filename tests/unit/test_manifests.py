@@ -8,7 +8,7 @@ import dataclasses
 import jsonschema
 import pytest
 import yaml
-from crd import SHARED, crd_schema
+from crd import crd_schema
 
 from raybake import manifests
 from raybake.config import Settings
@@ -16,10 +16,6 @@ from raybake.errors import RaybakeError
 from raybake.manifests import Origin, label_value, rayjob, to_yaml
 from raybake.spec import JobSpec
 from raybake.versions import ray_version
-
-pytestmark = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"the KubeRay CRDs are not beside the checkout ({SHARED} is absent)"
-)
 
 SPEC = JobSpec(corpus="s3://bucket/corpus", output="s3://bucket/out/j1", name="raybake-embed-20261125-120000")
 ORIGIN = Origin(git_sha="0123456789abcdef0123456789abcdef01234567", user="Ada Lovelace@corp")

@@ -7,7 +7,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from crd import SHARED, crd_schema
+from crd import crd_schema
 from fakekube import FakeKube
 
 from raybake.backends import rayjob
@@ -34,7 +34,6 @@ def backend(**kw) -> tuple[RayJobBackend, FakeKube]:
     return RayJobBackend(SETTINGS, kube=kube), kube
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the KubeRay CRDs are not beside the checkout ({SHARED} is absent)")
 def test_submit_creates_a_valid_rayjob_the_operator_submits(capsys):
     chosen, kube = backend(statuses=[STATUSES["succeeded"]])
     code = submit(chosen, SPEC, follow=False)

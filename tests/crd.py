@@ -1,4 +1,6 @@
-"""The pinned KubeRay's CRD schemas (deploy/crds/, copied unmodified from its release), made strict: a misspelt field fails validation.
+"""The pinned KubeRay's CRD schemas (deploy/crds/, unmodified from its release), made strict.
+
+A misspelt field fails validation.
 
 Kubernetes prunes unknown fields silently, so a typo in a rendered manifest would vanish on the
 cluster; here `additionalProperties: false` goes wherever the schema lists `properties` and does

@@ -344,12 +344,17 @@ def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None):
 @task(help={"containers-only": "only remove the Docker cluster; leave the embedded local Ray running"})
 @user_errors
 def down(c, containers_only=False):
-    """Stop the embedded local Ray started by `invoke submit`, and remove the `invoke up` containers."""
+    """Stop the embedded local Ray `invoke submit` started (only it), and remove the `invoke up` containers."""
     from raybake import embedded, localcluster
 
+    settings = _settings(c)
     if not containers_only:
-        print("raybake: local Ray stopped" if embedded.stop() else "raybake: no local Ray was running")
-    removed = localcluster.down(_settings(c))
+        stopped = embedded.stop(settings)
+        for head in stopped:
+            print(f"raybake: local Ray stopped (dashboard {head.url})")
+        if not stopped:
+            print("raybake: no local Ray of raybake's was running")
+    removed = localcluster.down(settings)
     print(f"raybake: removed {removed} cluster container(s)" if removed else "raybake: no cluster containers")
 
 

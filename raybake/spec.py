@@ -45,9 +45,10 @@ class JobSpec:
                     2,
                 )
 
-    def job_argv(self) -> list[str]:
+    def job_argv(self, *, python: str = "python") -> list[str]:
+        """`python -m job ...`; `python` is the cluster's interpreter on PATH unless named."""
         argv = [
-            "python",
+            python,
             "-m",
             "job",
             "--corpus",
@@ -65,9 +66,9 @@ class JobSpec:
             argv += ["--id-field", self.id_field]
         return argv + list(self.job_args)
 
-    def command(self) -> str:
+    def command(self, *, python: str = "python") -> str:
         """The entrypoint as Ray runs it: a shell line, so every argument is quoted, never pasted."""
-        return self.entrypoint or shlex.join(self.job_argv())
+        return self.entrypoint or shlex.join(self.job_argv(python=python))
 
 
 # A path on the cluster's own volume, e.g. `cluster:/mnt/data/corpus` (raybake/transport.py).

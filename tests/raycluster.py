@@ -16,7 +16,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from raybake.embedded import SERVICE_PORTS, WORKER_PORTS, free_port, pick_ports  # noqa: F401 - free_port: for the tests
 
 AUTH_MODES = ("token", "disabled")
 TOKEN_NAME = "auth_token"
@@ -36,12 +37,6 @@ def auth_env(auth_mode: str, token_file: Path | None) -> dict[str, str]:
     if auth_mode == "token" and token_file:
         env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -111,30 +106,8 @@ def dashboard_up(url: str) -> bool:
         return False
 
 
-PORT_NAMES = (
-    "port",
-    "dashboard-port",
-    "ray-client-server-port",
-    "dashboard-agent-listen-port",
-    "dashboard-agent-grpc-port",
-    "runtime-env-agent-port",
-    "metrics-export-port",
-    "node-manager-port",
-    "object-manager-port",
-)
-WORKER_PORTS = 200
+PORT_NAMES = ("port", "dashboard-port", *SERVICE_PORTS)
 START_ATTEMPTS = 3
-
-
-def pick_ports() -> tuple[dict[str, int], int]:
-    """Free ports for the head's services, none inside its workers' port range."""
-    low = free_port()
-    ports: dict[str, int] = {}
-    while len(ports) < len(PORT_NAMES):
-        port = free_port()
-        if not low <= port <= low + WORKER_PORTS and port not in ports.values():
-            ports[PORT_NAMES[len(ports)]] = port
-    return ports, low
 
 
 def start_head(num_cpus: int = 2, *, auth_mode: str, timeout: float = 120) -> RayHead:
@@ -151,7 +124,7 @@ def start_head(num_cpus: int = 2, *, auth_mode: str, timeout: float = 120) -> Ra
 
 
 def _start_head(num_cpus: int, auth_mode: str, timeout: float) -> RayHead:
-    ports, low = pick_ports()
+    ports, low = pick_ports(PORT_NAMES)
     temp_dir = tempfile.mkdtemp(prefix="rbt-", dir="/tmp")
     token_file = Path(temp_dir, TOKEN_NAME)
     if auth_mode == "token":

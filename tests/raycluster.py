@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from raybake.embedded import SERVICE_PORTS, WORKER_PORTS, answers, free_port, pick_ports
+from raybake.clusters.embedded import SERVICE_PORTS, WORKER_PORTS, answers, free_port, pick_ports
 
 AUTH_MODES = ("token", "disabled")
 TOKEN_NAME = "auth_token"

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from raycluster import clean_environ, free_port, start_users_head
 
-from raybake.embedded import SERVICE_PORTS, answers
+from raybake.clusters.embedded import SERVICE_PORTS, answers
 from raybake.versions import ROOT
 
 INVOKE = Path(sys.executable).parent / "invoke"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from raybake.embedded import SERVICE_PORTS, WORKER_PORTS, head_environ, pick_ports
+from raybake.clusters.embedded import SERVICE_PORTS, WORKER_PORTS, head_environ, pick_ports
 
 CLIENT = {
     "PATH": "/usr/bin:/bin",

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from raybake.backends.address import AddressBackend
+from raybake.clusters.address import AddressBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec

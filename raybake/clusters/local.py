@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raybake import embedded
-from raybake.backends.address import AddressBackend, read_token
+from raybake.clusters import embedded
+from raybake.clusters.address import AddressBackend, read_token
+from raybake.clusters.transport import UPLOAD_EXCLUDES, on_cluster
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec, is_local_path
-from raybake.transport import UPLOAD_EXCLUDES, on_cluster
 
 # Where Ray's own CLI keeps its token: the token of a Ray the user started on the local port.
 RAY_TOKEN_FILE = Path("~/.ray/auth_token")

@@ -316,7 +316,12 @@ def push(c, variant=None, tag=None):
     image.push(settings, variant=settings.variant, tags=tag or [])
 
 
-@task(help={"base-image": "name of the local base image to make (default: raybake-base/debian:bookworm)"})
+@task(
+    help={
+        "base-image": "make a stand-in of this name (default: rayproject/ray's CPU image where it can be "
+        "pulled, else the stand-in raybake-base/debian:bookworm)"
+    }
+)
 def docker_setup(c, base_image=""):
     """Start a Docker engine and make the CPU base image where no registry is reachable (CI, as root)."""
     c.run(shlex.join(["scripts/docker-engine.sh", *([base_image] if base_image else [])]), pty=False)

@@ -7,7 +7,7 @@ import subprocess
 
 import docker
 import pytest
-from conftest import BASE_IMAGE, Built
+from conftest import Built
 
 from raybake.config import Settings
 from raybake.errors import RaybakeError
@@ -31,8 +31,8 @@ def test_image_is_tagged_by_content_and_commit(cpu_image: Built):
         assert inspect(plan.git_ref)["Id"] == tagged["Id"]
 
 
-def test_second_build_with_nothing_changed_is_skipped(settings: Settings, cpu_image: Built):
-    again = image.plan(settings, variant="cpu", base_image=BASE_IMAGE, torch_index="", bake_model=True)
+def test_second_build_with_nothing_changed_is_skipped(settings: Settings, cpu_image: Built, base_image: str):
+    again = image.plan(settings, variant="cpu", base_image=base_image, torch_index="", bake_model=True)
     assert again.ref == cpu_image.plan.ref
     out = io.StringIO()
     assert image.build(settings, again, out=out) is False
@@ -64,9 +64,9 @@ def test_versions_in_the_image_are_the_pins(cpu_image: Built):
     assert "cuda None" in report
 
 
-def test_cuda_variant_with_a_cpu_torch_fails_at_the_check_step(settings: Settings, cpu_image: Built):
+def test_cuda_variant_with_a_cpu_torch_fails_at_the_check_step(settings: Settings, cpu_image: Built, base_image: str):
     """The same layers as the CPU image, but a CUDA label: the build-time check must refuse it."""
-    plan = image.plan(settings, variant="cuda", base_image=BASE_IMAGE, torch_index="", bake_model=True)
+    plan = image.plan(settings, variant="cuda", base_image=base_image, torch_index="", bake_model=True)
     with pytest.raises(RaybakeError, match=r"at 'Step \d+/\d+ : RUN .*imagecheck.py'.*non-zero code"):
         image.build(settings, plan, out=io.StringIO())
     with pytest.raises(docker.errors.ImageNotFound):

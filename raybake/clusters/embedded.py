@@ -260,6 +260,8 @@ def _wait_ready(head: Head) -> None:
             tail = Path(head.temp_dir, "start.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise RaybakeError("could not start the local Ray: " + " | ".join(tail), 3)
         if time.monotonic() > deadline:
+            # Half started is not reused: ended here; its log stays until the next submit or down.
+            _end(head)
             raise RaybakeError(
                 f"the local Ray did not take jobs within {START_TIMEOUT_S}s; see {head.temp_dir}/start.log", 3
             )
@@ -271,17 +273,21 @@ def stop(settings: Settings) -> list[Head]:
     stopped = []
     for head in heads(settings).values():
         if alive(head):
-            # `ray start --block` stops its own processes on SIGTERM; what outlives it is killed.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(head.pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            while alive(head) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(head.pid, signal.SIGKILL)
+            _end(head)
             stopped.append(head)
         _forget(settings, head)
     return stopped
+
+
+def _end(head: Head) -> None:
+    """`ray start --block` stops its own processes on SIGTERM; what outlives it in its group is killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(head.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while alive(head) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(head.pid, signal.SIGKILL)
 
 
 def _forget(settings: Settings, head: Head) -> None:

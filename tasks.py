@@ -357,7 +357,12 @@ def push(c, variant=None, tag=None):
     image.push(settings, variant=settings.variant, tags=tag or [])
 
 
-@task(help={"base-image": "name of the local base image to make (default: raybake-base/debian:bookworm)"})
+@task(
+    help={
+        "base-image": "make a stand-in of this name (default: rayproject/ray's CPU image where it can be "
+        "pulled, else the stand-in raybake-base/debian:bookworm)"
+    }
+)
 def docker_setup(c, base_image=""):
     """Start a Docker engine and make the CPU base image where no registry is reachable (CI, as root)."""
     c.run(shlex.join(["scripts/docker-engine.sh", *([base_image] if base_image else [])]), pty=False)
@@ -416,12 +421,17 @@ def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None, use
 @task(help={"containers-only": "only remove the Docker cluster; leave the embedded local Ray running"})
 @user_errors
 def down(c, containers_only=False):
-    """Stop the embedded local Ray started by `invoke submit`, and remove the `invoke up` containers."""
+    """Stop the embedded local Ray `invoke submit` started (only it), and remove the `invoke up` containers."""
     from raybake.clusters import embedded, localcluster
 
+    settings = _settings(c)
     if not containers_only:
-        print("raybake: local Ray stopped" if embedded.stop() else "raybake: no local Ray was running")
-    removed = localcluster.down(_settings(c))
+        stopped = embedded.stop(settings)
+        for head in stopped:
+            print(f"raybake: local Ray stopped (dashboard {head.url})")
+        if not stopped:
+            print("raybake: no local Ray of raybake's was running")
+    removed = localcluster.down(settings)
     print(f"raybake: removed {removed} cluster container(s)" if removed else "raybake: no cluster containers")
 
 

@@ -54,18 +54,19 @@ class JobSpec:
             argv += ["--id-field", self.id_field]
         return argv + list(self.job_args)
 
-    def job_argv(self) -> list[str]:
-        """`python -m job --spec-b64 X`: the options as base64 of their JSON list.
+    def job_argv(self, *, python: str = "python") -> list[str]:
+        """`python -m job --spec-b64 X`: the options as base64 of their JSON list; `python` is the
+        cluster's interpreter on PATH unless named.
 
         Ray runs the entrypoint through a shell, and KubeRay's submitter pastes it into one bash
         line; base64's alphabet means nothing to any shell, quoted or not, so whatever the corpus,
         output or model is called it reaches the job as data, byte for byte."""
         encoded = base64.b64encode(json.dumps(self.arguments()).encode()).decode()
-        return ["python", "-m", "job", SPEC_FLAG, encoded]
+        return [python, "-m", "job", SPEC_FLAG, encoded]
 
-    def command(self) -> str:
+    def command(self, *, python: str = "python") -> str:
         """The entrypoint as Ray runs it: the built-in job's, or the user's own command."""
-        return self.entrypoint or shlex.join(self.job_argv())
+        return self.entrypoint or shlex.join(self.job_argv(python=python))
 
     def shown_command(self) -> str:
         """The entrypoint as people see it: the options readable, URL credentials masked."""
@@ -80,13 +81,16 @@ SPEC_FLAG = "--spec-b64"
 
 def shown_entrypoint(entrypoint: str) -> str:
     """An entrypoint read back from a cluster, as people see it: a spec decoded, URLs masked."""
-    words = entrypoint.split()
-    if len(words) == 5 and words[:4] == ["python", "-m", "job", SPEC_FLAG]:
+    try:
+        words = shlex.split(entrypoint)
+    except ValueError:
+        return entrypoint
+    if len(words) == 5 and words[1:4] == ["-m", "job", SPEC_FLAG]:
         try:
             arguments = json.loads(base64.b64decode(words[4], validate=True))
         except ValueError:
             return entrypoint
-        return shlex.join(["python", "-m", "job", *(urls.redact(str(a)) for a in arguments)])
+        return shlex.join([words[0], "-m", "job", *(urls.redact(str(a)) for a in arguments)])
     return entrypoint
 
 

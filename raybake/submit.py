@@ -118,16 +118,19 @@ def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> st
     """Submit the spec under its name, or attach to the job already running it.
 
     A running or finished job of the same spec is attached to, unless `new`. One that FAILED or
-    was STOPPED is tried again as `<name>-<attempt>`: same output, so it resumes from the parts
-    the earlier attempt finished. Ray refuses an id it already holds, so of two submits that race
-    one submits and the other, refused, looks again and attaches.
+    was STOPPED, or SUCCEEDED into an output deleted since, is tried again as `<name>-<attempt>`:
+    same output, so it resumes from the parts the earlier attempt finished. Ray refuses an id it
+    already holds, so of two submits that race one submits and the other, refused, looks again
+    and attaches.
     """
     for _ in range(3):
         tried = attempts(backend, spec.name)
         if tried and not new and tried[-1][2] not in ("FAILED", "STOPPED"):
             _, job_id, status = tried[-1]
-            print(f"raybake: attaching to {job_id} ({status}), the same job submitted before; --new starts another")
-            return job_id
+            if status != "SUCCEEDED" or not backend.output_lost(spec):
+                print(f"raybake: attaching to {job_id} ({status}), the same job submitted before; --new starts another")
+                return job_id
+            print(f"raybake: {job_id} SUCCEEDED, but its output {spec.output} holds no manifest.json; running it again")
         attempt = tried[-1][0] + 1 if tried else 1
         name = spec.name if attempt == 1 else f"{spec.name}-{attempt}"
         try:

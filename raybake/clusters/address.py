@@ -249,21 +249,36 @@ class AddressBackend(Backend):
     def ready(self) -> None:
         self.check_cluster()
 
+    def entrypoint(self, spec: JobSpec) -> str:
+        """The command Ray runs: `python` is the cluster's, from its image."""
+        return spec.command()
+
     def describe(self, spec: JobSpec) -> str:
-        return to_yaml({"url": self.url, "entrypoint": spec.shown_command(), "runtime_env": self.runtime_env(spec)})
+        return to_yaml(
+            {
+                "url": self.url,
+                "entrypoint": shown_entrypoint(self.entrypoint(spec)),
+                "runtime_env": self.runtime_env(spec),
+            }
+        )
 
     def submit(self, spec: JobSpec) -> str:
+        import requests
+
         try:
             return self.client.submit_job(
-                entrypoint=spec.command(),
+                entrypoint=self.entrypoint(spec),
                 submission_id=spec.name or None,
                 runtime_env=self.runtime_env(spec),
                 metadata={"raybake.task": spec.task, "raybake.output": urls.redact(spec.output)},
             )
-        except RuntimeError as exc:
+        except (RuntimeError, OSError, requests.RequestException) as exc:
             if "already exists" in str(exc):
                 raise AlreadySubmitted(f"the cluster already has a job {spec.name!r}", 2) from None
-            raise
+            # Ray's client raises bare RuntimeErrors whose text is an HTTP body, a traceback at times.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = lines[0] if lines else type(exc).__name__
+            raise RaybakeError(f"the Ray cluster at {self.url!r} did not take the job: {reason}", 3) from None
 
     def follow(self, job_id: str) -> JobResult:
         self.stream_logs(job_id)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,7 +71,11 @@ def test_a_wrong_or_missing_token_is_refused_in_one_line(settings, monkeypatch, 
 
 
 def test_the_cli_says_a_wrong_token_in_one_line(ray_head, tmp_path):
-    env = {"PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "RAY_AUTH_TOKEN": "wrong-token"}
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "RAY_AUTH_TOKEN": "wrong-token",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "invoke", "status", "--job", "nothing", "--address", ray_head.url],
         cwd=ROOT,

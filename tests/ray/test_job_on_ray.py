@@ -13,7 +13,7 @@ import pytest
 import torch
 from badinputs import make_bad_corpus, rows_by_file
 from models import MINILM, make_tiny_model
-from raycluster import invoke
+from raycluster import invoke, start_head
 from transformers import AutoModel, AutoTokenizer
 
 from raybake.versions import ROOT
@@ -131,6 +131,24 @@ def test_a_different_job_into_the_same_output_is_refused(ray_head, tmp_path):
     done = run_job(ray_head, "--corpus", EXAMPLE / "notes.txt", "--output", out, "--max-length", 16, check=False)
     assert done.returncode == 2
     assert "holds results of a different job (changed: options)" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def open_head():
+    """A head with auth off (RAY_AUTH_MODE=disabled), as a cluster behind its own network boundary runs."""
+    head = start_head(num_cpus=1, auth_mode="disabled")
+    yield head
+    head.stop()
+
+
+def test_invoke_submit_status_and_logs_on_a_head_without_auth(open_head, tmp_path):
+    env = open_head.invoke_env(tmp_path / "results")
+    done = invoke(env, "submit", "--corpus", str(EXAMPLE / "notes.txt"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "documents: 1 (1 ok, 0 error, 0 missing, 0 truncated)" in done.stdout
+    job_id = re.search(r"submitted (\S+);", done.stdout).group(1)
+    assert invoke(env, "status", "--job", job_id).stdout == f"{job_id}: SUCCEEDED (Job finished successfully.)\n"
+    assert "raybake: done: 1 ok" in invoke(env, "logs", "--job", job_id).stdout
 
 
 def test_invoke_submit_keeps_paths_as_data_and_secrets_out_of_everything_it_prints_and_writes(ray_head, tmp_path):

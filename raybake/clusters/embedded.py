@@ -39,6 +39,7 @@ from raybake.errors import RaybakeError
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90
+START_ATTEMPTS = 2
 STOP_TIMEOUT_S = 60
 STATE_SECTION = "local_ray"
 # Every port a head binds besides its dashboard and GCS ports (`ray start --<name>=PORT`).
@@ -196,10 +197,21 @@ def ensure_running(settings: Settings) -> Head | None:
         head = ours(settings)
         if head is None and is_running(settings):
             return None
-        if head is None:
+        if head is not None:
+            _wait_ready(head)
+            return head
+        # A port picked free can be taken before Ray binds it, and Ray gives its raylet 30 s to
+        # register on a loaded machine: a start that died costs one more attempt, not the submit.
+        for attempt in range(1, START_ATTEMPTS + 1):
             head = _start(settings)
-        _wait_ready(head)
-        return head
+            try:
+                _wait_ready(head)
+                return head
+            except RaybakeError:
+                if attempt == START_ATTEMPTS or alive(head):
+                    raise
+                _forget(settings, head)
+        raise AssertionError("unreachable")
 
 
 def _write_token(path: Path) -> None:

@@ -402,6 +402,12 @@ def _number(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value / scale:,.{digits}f}"
 
 
+def _millions(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 1e6:,.2f}M" if value >= 1e4 else f"{value:,.0f}"
+
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
@@ -436,7 +442,7 @@ def summary(report: dict[str, Any]) -> str:
     lines += ["", "targets:"]
     for c in report.get("checks", []):
         mark = {True: "PASS", False: "FAIL", None: "n/a "}[c["ok"]]
-        value = _percent(c["value"]) if c["target"] < 1 else _number(c["value"], 1e6, 2) + "M"
+        value = _percent(c["value"]) if c["target"] < 1 else _millions(c["value"])
         target = f"{'<=' if 'source' in c else '>='} " + (
             f"{c['target']:.0%}" if c["target"] < 1 else f"{c['target'] / 1e6:g}M"
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import torch
 from transformers import AutoConfig, AutoTokenizer
@@ -95,6 +96,12 @@ class Task(ABC):
     def infer(self, batch: ModelBatch) -> list[dict[str, Any]]:
         """One row of the task's columns per document of the batch, in batch order."""
 
+    def infer_columns(self, batch: ModelBatch) -> dict[str, Any]:
+        """The task's columns for a batch, in batch order: a NumPy array (one row per document)
+        where a task can, which goes to Arrow without a Python object per value."""
+        rows = self.infer(batch)
+        return {field.name: [row[field.name] for row in rows] for field in self.columns()}
+
     @property
     def reserved_tokens(self) -> int:
         """Tokens each row needs beyond its input: room for generated tokens."""
@@ -136,12 +143,14 @@ class Task(ABC):
 
     def collate(self, ids: list[list[int]], texts: list[str], offsets) -> ModelBatch:
         width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        input_ids = np.full((len(ids), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        left = self.padding_side == "left"
         for row, seq in enumerate(ids):
-            cols = slice(width - len(seq), width) if self.padding_side == "left" else slice(0, len(seq))
-            input_ids[row, cols] = torch.tensor(seq, dtype=torch.long)
+            cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+            input_ids[row, cols] = seq
             mask[row, cols] = 1
+        input_ids, mask = torch.from_numpy(input_ids), torch.from_numpy(mask)
         if self.device.type == "cuda":
             # Pinned host memory lets the copy overlap with the previous batch's kernels.
             input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)

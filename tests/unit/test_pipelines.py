@@ -43,8 +43,8 @@ def run_worker(tmp_path, task, model, texts, **options):
 
 def process_corpus(worker, corpus):
     """The worker's stats and output rows for a one-shard corpus."""
-    _, files = scan(str(corpus), Fields())
-    (shard,) = plan_shards(files, 100)
+    _, files = scan(str(corpus))
+    (shard,) = plan_shards(files, 1 << 20)
     stats = worker.process(shard)
     return stats, pq.read_table(f"{worker.config.output}/parts/{part_name(shard)}").to_pylist()
 

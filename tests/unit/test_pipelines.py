@@ -107,14 +107,14 @@ def test_generate_returns_text_for_each_document(tmp_path, tiny_models):
 
 def test_a_model_failure_costs_only_the_failing_documents(tmp_path, monkeypatch):
     worker, _, _ = run_worker(tmp_path, "embed", MINILM, ["warm up"])
-    real_infer = worker.task.infer
+    real_infer = worker.task.infer_columns
 
     def infer(batch):
         if any("poison" in t for t in batch.texts):
             raise RuntimeError("boom")
         return real_infer(batch)
 
-    monkeypatch.setattr(worker.task, "infer", infer)
+    monkeypatch.setattr(worker.task, "infer_columns", infer)
     (tmp_path / "corpus.jsonl").write_text(
         "".join(json.dumps({"text": t}) + "\n" for t in ["a b", "poison pill", "c d", "e f"])
     )

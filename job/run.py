@@ -216,6 +216,7 @@ class Pool:
         pending: dict[Any, tuple[Any, Shard]] = {}
         failed: dict[str, str] = {}
         timers: list[collections.Counter[str]] = [collections.Counter() for _ in actors]
+        peaks = [0.0 for _ in actors]
         progress = Progress(total_bytes=total_bytes, done_bytes=done_bytes, shards_total=len(todo))
         progress.report(force=True)  # the starting point: a bar's rate counts from here
 
@@ -250,12 +251,16 @@ class Pool:
                 cause = str(exc.cause if exc.cause else exc).splitlines()[0][:300]
                 _retry_or_fail(shard, cause, queue, attempts, failed, retries)
             else:
-                timers[actors.index(actor)].update({k: v for k, v in stats.items() if k.endswith("_seconds")})
+                spent = timers[actors.index(actor)]
+                spent.update({k: v for k, v in stats.items() if k.endswith("_seconds")})
+                peaks[actors.index(actor)] = max(peaks[actors.index(actor)], stats["peak_rss_mib"])
                 progress.advance(shard_bytes=shard.bytes, documents=stats["documents"])
             top_up()
         progress.report(force=True)
-        for info, spent in zip(infos, timers, strict=True):
+        for info, spent, peak in zip(infos, timers, peaks, strict=True):
+            # Where each worker's time went; `wait`: its model waited for input.
             info["seconds"] = {k.removesuffix("_seconds"): round(v, 3) for k, v in sorted(spent.items())}
+            info["peak_rss_mib"] = peak
         return PoolRun(infos, failed, ready_at, round(time.perf_counter() - ready_clock, 4))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import os
 import queue
+import resource
 import socket
 import threading
 import time
@@ -159,6 +160,8 @@ class ShardWorker:
                     "bytes_planned": shard.bytes,
                     "bytes_read": tally.bytes_read,
                     "seconds": round(time.perf_counter() - started, 4),
+                    # This worker process's peak so far: flat across shards means bounded memory.
+                    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                     **{f"{name}_seconds": round(value, 4) for name, value in timers.items()},
                 }
         finally:

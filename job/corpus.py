@@ -34,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import fsspec
-import pyarrow.parquet as pq
 
 FORMATS = {
     ".txt": "txt",
@@ -223,6 +222,8 @@ def _some(names: list[str]) -> str:
 
 def _footer(fs, f: CorpusFile) -> CorpusFile:
     import dataclasses
+
+    import pyarrow.parquet as pq  # here: the client's check of a JSONL corpus never needs pyarrow
 
     try:
         with fs.open(f.path, "rb") as handle:
@@ -571,6 +572,8 @@ def _read_csv(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Ite
 
 def _read_parquet(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Iterator[Document]:
     f = piece.file
+    import pyarrow.parquet as pq
+
     columns = [fields.text] + ([fields.id] if fields.id else [])
     with fs.open(f.path, "rb") as handle:
         parquet = pq.ParquetFile(handle)

@@ -10,11 +10,13 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 STATS_KEY = b"raybake"
 
@@ -53,6 +55,8 @@ class Output:
         """Write a part a table (row group) at a time, so a shard of any size streams through a
         worker. The caller sets `stats` on the yielded writer before leaving: the part carries its
         own counts in its footer, and the manifest reads footers, not rows."""
+        import pyarrow.parquet as pq  # here: the driver's check and plan never need pyarrow
+
         # ParquetWriter needs an open handle for the life of the part: open it here, atomically.
         folder, tmp = self.parts, f"{self.parts}/.{name}.tmp-{uuid.uuid4().hex}"
         handle = self.fs.open(tmp, "wb")
@@ -72,6 +76,8 @@ class Output:
 
     def part_summary(self, name: str) -> tuple[dict[str, Any], pa.Array]:
         """A part's counts (from its footer) and its id column, in one open of the file."""
+        import pyarrow.parquet as pq
+
         with self.fs.open(f"{self.parts}/{name}", "rb") as handle:
             part = pq.ParquetFile(handle)
             stats = json.loads(part.metadata.metadata[STATS_KEY])

@@ -16,9 +16,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from job.config import WorkerConfig
 from job.corpus import CorpusError, CorpusFile, Shard, auto_split_bytes, check, plan_shards, scan
 from job.output import Output, part_name
@@ -367,6 +364,10 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The run's account, reconciled from the parts' footers: the documents are those the workers
     read (nobody counted them before), and a shard without a part is missing as a whole."""
+    # Here, not at the top: `python -m job --check`, the client's pre-submit check, starts faster.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     finished = output.finished()
     planned = {part_name(s) for s in shards}
     parts, totals, reasons = [], collections.Counter(), collections.Counter()

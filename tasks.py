@@ -51,9 +51,24 @@ CONNECT_HELP = {
 }
 
 
+# Where a RayJob's pods go, what they get and pull with, what stays after (docs/clusters.md).
+PLACEMENT_HELP = {
+    "gpu-worker-cpu": "rayjob: CPU of each GPU worker pod, one GPU each (default: 8, to tokenize for it)",
+    "gpu-worker-memory": "rayjob: memory of each GPU worker pod; also caps /dev/shm, the object store (default: 32Gi)",
+    "node-selector": "rayjob: key=value[,key=value] every pod's node must carry",
+    "tolerations": "rayjob: key[=value]:Effect[,...] taints every pod tolerates (GPU workers also "
+    "tolerate nvidia.com/gpu:NoSchedule)",
+    "image-pull-secrets": "rayjob: Secret name[,name] to pull the image with (a private registry)",
+    "service-account": "rayjob: ServiceAccount the pods run as",
+    "priority-class": "rayjob: PriorityClass of the pods",
+    "hf-cache-pvc": "rayjob: PersistentVolumeClaim for the Hugging Face cache (HF_HOME); default: an emptyDir",
+    "keep-workers": "rayjob: keep the workers (and their GPUs) as long as the head after the job",
+}
+
+
 def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flags):
     """The backend the flags choose; an --address or --cluster alone means the address backend."""
-    from raybake.backends import backend_for
+    from raybake.clusters import backend_for
 
     chosen = backend or ("address" if address or cluster else None)
     settings = _settings(
@@ -81,9 +96,10 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
         "gpus": "rayjob: GPUs in total, one worker pod per GPU (default: CPU workers)",
         "cpu-workers": "rayjob: CPU-only worker pods when --gpus is 0 (default: 1)",
         "logical-gpus": "rayjob: logical GPUs each CPU worker advertises to Ray (GPU code path on CPU pods)",
-        "worker-cpu": "rayjob: CPU of each worker pod (default: 2)",
-        "worker-memory": "rayjob: memory of each worker pod (default: 8Gi)",
+        "worker-cpu": "rayjob: CPU of each CPU-only worker pod (default: 2)",
+        "worker-memory": "rayjob: memory of each CPU-only worker pod (default: 8Gi)",
         "pvc": "rayjob: PersistentVolumeClaim mounted in every pod, home of cluster: paths",
+        **PLACEMENT_HELP,
         "allow-image-mismatch": "submit although the cluster runs another Ray version or image",
         "ship-job": "send job/ from this checkout as a py_module (a cluster without the raybake image)",
         **CLUSTER_HELP,
@@ -114,6 +130,15 @@ def submit(
     worker_cpu=None,
     worker_memory=None,
     pvc=None,
+    gpu_worker_cpu=None,
+    gpu_worker_memory=None,
+    node_selector=None,
+    tolerations=None,
+    image_pull_secrets=None,
+    service_account=None,
+    priority_class=None,
+    hf_cache_pvc=None,
+    keep_workers=False,
     allow_image_mismatch=False,
     ship_job=False,
     backend=None,
@@ -131,9 +156,9 @@ def submit(
     again attaches to the job it started (a retried CI step makes no duplicate); if that job
     failed or was stopped, it runs again and resumes from the shards already done.
     """
+    from raybake.clusters.transport import output_root
     from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
     from raybake.submit import submit as run_submit
-    from raybake.transport import output_root
 
     if not corpus and not entrypoint:
         raise RaybakeError("--corpus is required (or --entrypoint for your own script)", 2)
@@ -154,6 +179,15 @@ def submit(
         worker_cpu=worker_cpu,
         worker_memory=worker_memory,
         pvc=pvc,
+        gpu_worker_cpu=gpu_worker_cpu,
+        gpu_worker_memory=gpu_worker_memory,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        image_pull_secrets=image_pull_secrets,
+        service_account=service_account,
+        priority_class=priority_class,
+        hf_cache_pvc=hf_cache_pvc,
+        delete_workers_at_end=False if keep_workers else None,
         allow_image_mismatch=allow_image_mismatch or None,
         ship_job=ship_job or None,
     )
@@ -179,7 +213,7 @@ def submit(
 @user_errors
 def status(c, job, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's status; exit 0 only if it SUCCEEDED."""
-    from raybake.backends import exit_code
+    from raybake.result import exit_code
     from raybake.submit import newest_attempt
 
     with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
@@ -199,7 +233,7 @@ def status(c, job, backend=None, address=None, cluster=None, namespace=None):
 @user_errors
 def logs(c, job, follow=False, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's logs, or follow them with progress to the end."""
-    from raybake.backends import exit_code
+    from raybake.result import exit_code
     from raybake.submit import newest_attempt
 
     with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
@@ -247,8 +281,8 @@ def jobs(c, backend=None, address=None, cluster=None, namespace=None):
 @user_errors
 def kind_up(c, image=None, name=None):
     """A local kind cluster with the pinned KubeRay operator and the image, ready for --backend rayjob."""
-    from raybake import kind
-    from raybake.pushed import local_image
+    from raybake.image.pushed import local_image
+    from raybake.kube import kind
 
     settings = _settings(c, image=image, kind_cluster=name)
     kind.up(settings.kind_cluster, image=settings.image or local_image(settings, "cpu"))
@@ -257,8 +291,8 @@ def kind_up(c, image=None, name=None):
 @task(help={"name": "kind cluster name (default: raybake.kind_cluster)"})
 @user_errors
 def kind_down(c, name=None):
-    """Delete the kind cluster `invoke kind-up` made."""
-    from raybake import kind
+    """Delete the kind cluster `invoke kind.up` made."""
+    from raybake.kube import kind
 
     cluster = _settings(c, kind_cluster=name).kind_cluster
     print(f"raybake: kind cluster {cluster!r} " + ("deleted" if kind.down(cluster) else "did not exist"))
@@ -267,9 +301,10 @@ def kind_down(c, name=None):
 @task
 def versions(c):
     """The pinned versions as NAME=VALUE lines (for workflows: `invoke versions >> "$GITHUB_ENV"`)."""
-    from raybake.versions import KUBERAY, pins
+    from raybake.versions import HELM, KIND, KUBERAY, pins
 
-    for name, value in {**{k.upper(): v for k, v in pins().items()}, "KUBERAY": KUBERAY}.items():
+    pinned = {**{k.upper(): v for k, v in pins().items()}, "KUBERAY": KUBERAY, "KIND": KIND, "HELM": HELM}
+    for name, value in pinned.items():
         print(f"{name.replace('-', '_')}_VERSION={value}")
 
 
@@ -286,7 +321,7 @@ def versions(c):
 @user_errors
 def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, push=False, cache_ref=None):
     """Build the job image, tagged by a hash of its inputs; skipped when that image exists."""
-    from raybake import image
+    from raybake.image import build as image
 
     settings = _settings(c, variant=variant)
     plan = image.plan(
@@ -310,7 +345,7 @@ def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, 
 @user_errors
 def push(c, variant=None, tag=None):
     """Push the last built image to raybake.registry; print and record its digest."""
-    from raybake import image
+    from raybake.image import build as image
 
     settings = _settings(c, variant=variant)
     image.push(settings, variant=settings.variant, tags=tag or [])
@@ -324,20 +359,51 @@ def docker_setup(c, base_image=""):
 
 @task(
     help={
+        "image": "image to pull on the nodes (default: the last `invoke push`)",
+        "nodes": "key=value[,key=value] of the nodes to pull on (default: raybake.node_selector; GPU nodes' "
+        "taint is tolerated)",
+        "dry-run": "print the DaemonSet instead of applying it",
+        "namespace": CLUSTER_HELP["namespace"],
+        "kube-context": CONNECT_HELP["kube-context"],
+    }
+)
+@user_errors
+def prepull(c, image=None, nodes="", dry_run=False, namespace=None, kube_context=None):
+    """Pull the job image onto the (GPU) nodes ahead of a job: a DaemonSet that holds it there."""
+    from raybake.image.pushed import image_for
+    from raybake.kube import prepull as pulling
+    from raybake.kube.manifests import to_yaml
+
+    settings = _settings(c, image=image, namespace=namespace, kube_context=kube_context)
+    manifest = pulling.daemonset(image_for(settings), settings=settings, nodes=nodes)
+    if dry_run:
+        sys.stdout.write(to_yaml(manifest))
+        return
+    where = pulling.apply(manifest, settings=settings)
+    name = manifest["metadata"]["name"]
+    print(f"raybake: DaemonSet {name} pulls the image in namespace {where}; `kubectl rollout status ds/{name}` waits")
+
+
+@task(
+    help={
         "workers": "worker containers beside the head (default 2)",
         "gpus-per-worker": "GPUs each worker offers Ray (needs the NVIDIA container toolkit)",
         "image": "image to run (default: the last `invoke build` of the variant)",
         "variant": "which built image when --image is not given: cuda or cpu",
         "data": "host directory mounted at the same path in every container (default: this project)",
+        "user": "UID:GID the containers run as, e.g. 1000680000:0 as OpenShift does (default: yours); "
+        "--data must then be writable by it",
     }
 )
 @user_errors
-def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None):
+def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None, user=None):
     """Start a Ray head and N workers as containers on the local Docker engine."""
-    from raybake import localcluster
+    from raybake.clusters import localcluster
 
     settings = _settings(c, variant=variant)
-    cluster = localcluster.up(settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data)
+    cluster = localcluster.up(
+        settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data, user=user
+    )
     print(f"raybake: cluster up: `invoke submit --address {cluster.url} --corpus ...` runs a job on it")
 
 
@@ -345,7 +411,7 @@ def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None):
 @user_errors
 def down(c, containers_only=False):
     """Stop the embedded local Ray started by `invoke submit`, and remove the `invoke up` containers."""
-    from raybake import embedded, localcluster
+    from raybake.clusters import embedded, localcluster
 
     if not containers_only:
         print("raybake: local Ray stopped" if embedded.stop() else "raybake: no local Ray was running")
@@ -369,7 +435,7 @@ def bench(c, docs=0, threads=0, repeats=3, out="bench-results", scale=False):
     import os
     from pathlib import Path
 
-    from raybake import bench as benchmark
+    from raybake.bench import throughput as benchmark
 
     if scale:
         from raybake import scalebench
@@ -409,7 +475,7 @@ def bench_start(c, image=None, variant=None, repeats=3, port=8267, out="bench-re
     """Job start time on a local Docker cluster: deps baked in the image vs a pip runtime_env."""
     from pathlib import Path
 
-    from raybake import startbench
+    from raybake.bench import startup as startbench
 
     settings = _settings(c, variant=variant)
     report = startbench.run(settings, image=image, repeats=int(repeats), dashboard_port=int(port), out=Path(out))
@@ -435,7 +501,7 @@ def test(c, tier=None, pytest_args=""):
 @user_errors
 def lint(c):
     """ruff, hadolint (docker/Dockerfile), actionlint and the workflow rules: CI runs this too."""
-    from raybake import lint as linters
+    from raybake.ci import lint as linters
 
     failed = linters.run()
     if failed:
@@ -456,7 +522,7 @@ def kind_dump(c, out="kind-dump", context=None):
     """
     from pathlib import Path
 
-    from raybake.kind_debug import dump
+    from raybake.kube.kind_debug import dump
 
     written = dump(Path(out), context=context)
     print(f"raybake: {len(written)} file(s) under {out}/")
@@ -471,7 +537,7 @@ def kind_dump(c, out="kind-dump", context=None):
         "backend": "local | address | rayjob, to ask the status",
         "address": "job submission URL, to ask the status",
         "link": "LABEL=URL to list, e.g. logs=https://...; repeatable",
-        "comment-file": "also write the Markdown here (for invoke pr-comment)",
+        "comment-file": "also write the Markdown here (for invoke ci.pr-comment)",
     },
     iterable=["link"],
 )
@@ -480,7 +546,8 @@ def summary(c, job, manifest=None, output=None, status=None, backend=None, addre
     """A job's status, counts, throughput and links in the GitHub job summary (stdout elsewhere)."""
     from pathlib import Path
 
-    from raybake import gha, report
+    from raybake import report
+    from raybake.ci import gha
     from raybake.submit import newest_attempt
 
     # A report runs after failures too: what it cannot learn becomes a note, never an exit.
@@ -518,7 +585,8 @@ def summary(c, job, manifest=None, output=None, status=None, backend=None, addre
 @user_errors
 def image_summary(c, image, tag=None):
     """Look up a pushed image's digest; write it to the job summary and the step output `digest`."""
-    from raybake import gha, report
+    from raybake import report
+    from raybake.ci import gha
 
     digest = report.image_digest(image)
     gha.append_summary(report.image_markdown(ref=image, digest=digest, tags=list(tag or [])))
@@ -541,7 +609,7 @@ def image_ref(c, repository, ref=""):
     """
     import os
 
-    from raybake import gha
+    from raybake.ci import gha
 
     image = gha.image_ref(repository=repository, given=ref, sha=os.environ.get("GITHUB_SHA", ""))
     for key, value in (*image._asdict().items(), ("repository", image.repository)):
@@ -551,7 +619,7 @@ def image_ref(c, repository, ref=""):
     print(image.ref)
 
 
-@task(help={"pr": "pull request number", "body-file": "Markdown to post, e.g. from invoke summary --comment-file"})
+@task(help={"pr": "pull request number", "body-file": "Markdown to post, e.g. from invoke ci.summary --comment-file"})
 @user_errors
 def pr_comment(c, pr, body_file):
     """Post the run's result on the pull request, or update the comment an earlier run posted.
@@ -561,7 +629,7 @@ def pr_comment(c, pr, body_file):
     import os
     from pathlib import Path
 
-    from raybake import gha
+    from raybake.ci import gha
 
     if not str(pr).isdigit():
         raise RaybakeError(f"--pr must be a pull request number, got {pr!r}", 2)
@@ -579,7 +647,7 @@ def pr_comment(c, pr, body_file):
 @user_errors
 def free_disk(c, force=False):
     """Free the runner's disk for image builds: unused toolchains and unused images go."""
-    from raybake import gha
+    from raybake.ci import gha
 
     before, after = gha.free_disk(force=force)
     print(f"raybake: free disk {before / 2**30:.1f} GiB -> {after / 2**30:.1f} GiB")
@@ -591,10 +659,21 @@ def kubeconfig(c, out, source_env="RAYBAKE_KUBECONFIG"):
     """Write the cluster's kubeconfig from a secret's variable; later workflow steps get KUBECONFIG."""
     from pathlib import Path
 
-    from raybake import gha
+    from raybake.ci import gha
 
     print(f"raybake: kubeconfig written to {gha.write_kubeconfig(Path(out), source_env=source_env)}")
 
+
+# `invoke --list` shows the user's tasks first, then the two collections: what only a workflow
+# calls (ci.*) and the local kind cluster (kind.*).
+ci = Collection("ci")
+for ci_task in (summary, pr_comment, image_ref, image_summary, kubeconfig, free_disk, docker_setup):
+    ci.add_task(ci_task)
+ci.add_task(kind_dump, name="kind-dump")
+
+kind = Collection("kind")
+kind.add_task(kind_up, name="up")
+kind.add_task(kind_down, name="down")
 
 ns = Collection(
     submit,
@@ -602,24 +681,17 @@ ns = Collection(
     logs,
     stop,
     jobs,
-    build,
-    push,
-    docker_setup,
     up,
     down,
-    kind_up,
-    kind_down,
-    versions,
-    test,
-    lint,
-    kind_dump,
-    summary,
-    image_summary,
-    image_ref,
-    pr_comment,
-    free_disk,
-    kubeconfig,
+    build,
+    push,
+    prepull,
     bench,
     bench_start,
+    test,
+    lint,
+    versions,
+    ci,
+    kind,
 )
 ns.configure({"raybake": {}})

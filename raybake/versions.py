@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -24,6 +25,22 @@ def ray_version() -> str:
     return pins()["ray"]
 
 
-# The KubeRay operator (Helm chart and CRDs) that manifests target and `invoke kind-up` installs;
+def git_sha() -> str:
+    """The client's commit, recorded in the manifest; 'unknown' outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha.stdout.strip()
+
+
+# The KubeRay operator (Helm chart and CRDs) that manifests target and `invoke kind.up` installs;
 # not a Python package, so pinned here. Workflows read it through `invoke versions`.
 KUBERAY = "1.7.0"
+# kind and the node image of the local cluster (`invoke kind-up`, e2e-kind.yml): the node image
+# by digest, as kind's v0.32.0 release names it for Kubernetes v1.36.1 (its default image), so a
+# re-pushed tag cannot change the cluster. deploy/kind.yaml carries the same (tests tie them).
+KIND = "0.32.0"
+KIND_NODE_IMAGE = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"
+# Helm, which installs the operator chart (the version KubeRay's own chart CI uses).
+HELM = "3.17.3"

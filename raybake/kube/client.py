@@ -2,7 +2,7 @@
 
 Configuration as `kubectl` and `oc` find it: --kube-context or the kubeconfig's current context
 (what `oc login` writes), in-cluster service account credentials inside a pod (CI). Objects
-come back as plain dicts (the JSON the API sends), which raybake.stuck reads.
+come back as plain dicts (the JSON the API sends), which raybake.kube.stuck reads.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from raybake.backends.base import AlreadySubmitted
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.manifests import head_service
-from raybake.portforward import Forward
-from raybake.stuck import GROUP, VERSION, api_problem, missing_kind
+from raybake.kube import crdcheck
+from raybake.kube.manifests import head_service
+from raybake.kube.portforward import Forward
+from raybake.kube.stuck import GROUP, VERSION, api_problem, missing_kind
+from raybake.result import AlreadySubmitted
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 PLURAL = "rayjobs"
@@ -86,11 +87,37 @@ class Kube:
         # Subresources (rayjobs/status) repeat their kind; only top-level resources count.
         return [r.kind for r in resources.resources if "/" not in r.name]
 
-    def check_operator(self, kind: str = "RayJob") -> None:
-        """Operator missing or CRDs of another version: refuse before creating anything."""
+    def check_operator(self, kind: str = "RayJob", manifest: dict[str, Any] | None = None) -> None:
+        """Operator missing or CRDs of another version: refuse before creating anything.
+
+        With a manifest, also its fields against the served CRD's schema (raybake.kube.crdcheck).
+        """
         problem = api_problem(self.served_versions()) or missing_kind(kind, self.served_kinds())
+        if not problem and manifest is not None and (schema := self.served_schema(f"{PLURAL}.{GROUP}")):
+            problem = crdcheck.problem(schema, manifest)
         if problem:
             raise RaybakeError(problem, 3)
+
+    def served_schema(self, crd: str) -> dict[str, Any] | None:
+        """The served version's openAPIV3Schema of a CRD; None where this user may not read CRDs."""
+        import json
+
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self._call(
+                f"reading CRD {crd!r}",
+                client.ApiextensionsV1Api(self.api).read_custom_resource_definition,
+                crd,
+                _preload_content=False,
+            )
+        except RaybakeError as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status in (401, 403, 404):
+                return None
+            raise
+        versions = {v["name"]: v for v in json.loads(response.data)["spec"]["versions"]}
+        return versions.get(VERSION, {}).get("schema", {}).get("openAPIV3Schema")
 
     # RayJobs
     def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -12,19 +12,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from raybake import manifests, stuck, transport
-from raybake.backends.address import AddressBackend, git_sha, through_port_forward
-from raybake.backends.base import TERMINAL, Backend, JobResult
+from raybake.clusters import transport
+from raybake.clusters.address import AddressBackend, through_port_forward
+from raybake.clusters.base import Backend
+from raybake.clusters.follow import LogPrinter
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.follow import LogPrinter
-from raybake.kube import Kube, cluster_selector
-from raybake.pushed import image_for
+from raybake.image.pushed import image_for
+from raybake.kube import manifests, stuck
+from raybake.kube.client import Kube, cluster_selector
+from raybake.result import TERMINAL, JobResult
 from raybake.spec import JobSpec
-from raybake.versions import ray_version
+from raybake.versions import git_sha, ray_version
 
 POLL_S = 2.0
 MANAGED = "app.kubernetes.io/managed-by=raybake"
+# KubeRay suspends only a RayJob with shutdownAfterJobFinishes, which its deletionRules exclude:
+# the same merge patch trades the rules for it (suspending deletes the cluster at once anyway).
+SUSPEND = {"spec": {"suspend": True, "shutdownAfterJobFinishes": True, "deletionStrategy": None}}
 
 
 class RayJobBackend(Backend):
@@ -59,11 +64,12 @@ class RayJobBackend(Backend):
         )
 
     def describe(self, spec: JobSpec) -> str:
-        return manifests.to_yaml(self.manifest(spec))
+        manifest = self.manifest(spec)
+        return f"# {manifests.lifetime_note(manifest)}\n{manifests.to_yaml(manifest)}"
 
     def submit(self, spec: JobSpec) -> str:
         manifest = self.manifest(spec)
-        self.kube.check_operator()
+        self.kube.check_operator(manifest=manifest)
         self.kube.create_rayjob(manifest)
         name = manifest["metadata"]["name"]
         print(f"raybake: created RayJob {name} in namespace {self.kube.namespace}", flush=True)
@@ -146,7 +152,8 @@ class RayJobBackend(Backend):
         return stuck.result_of(job_id, self.kube.rayjob(job_id).get("status"))
 
     def logs(self, job_id: str) -> str:
-        """From Ray while the cluster lives; afterwards what the submitter pod (K8sJobMode) kept."""
+        """From Ray while the cluster lives; afterwards what a K8sJobMode submitter pod kept, if any
+        (SidecarMode's submitter goes with the head)."""
         status = self.kube.rayjob(job_id).get("status") or {}
         if status.get("rayClusterName") and status.get("jobId"):
             try:
@@ -165,7 +172,7 @@ class RayJobBackend(Backend):
         if delete:
             self.kube.delete_rayjob(job_id)
         else:
-            self.kube.patch_rayjob(job_id, {"spec": {"suspend": True}})
+            self.kube.patch_rayjob(job_id, SUSPEND)
         return True
 
     def jobs(self) -> list[dict]:

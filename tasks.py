@@ -438,7 +438,7 @@ def bench(c, docs=0, threads=0, repeats=3, out="bench-results", scale=False):
     from raybake.bench import throughput as benchmark
 
     if scale:
-        from raybake import scalebench
+        from raybake.bench import scale as scalebench
 
         report = scalebench.run(
             docs=int(docs) or 1_000_000,

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raybake.bench import model_dir, vocabulary
+from raybake.bench.throughput import model_dir, vocabulary
+from raybake.clusters.embedded import url
 from raybake.config import Settings
-from raybake.embedded import url
 from raybake.errors import RaybakeError
 from raybake.versions import ROOT
 
@@ -140,7 +140,7 @@ def ray_trivial_submit(settings: Settings, env: dict[str, str]) -> float:
 
 
 def run(*, docs: int, threads: int, out: Path, settings: Settings) -> dict[str, Any]:
-    from raybake.backends.local import LocalBackend
+    from raybake.clusters.local import LocalBackend
 
     LocalBackend(settings).ready()
     env = {**os.environ}

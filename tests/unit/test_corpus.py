@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from job.corpus import CorpusError, Fields, check, file_format, plan_shards, read_shard, scan
+from job.corpus import CorpusError, Fields, Tally, check, file_format, plan_shards, read_shard, scan
 
 
 def checked(corpus, fields=None):
@@ -158,6 +158,15 @@ def test_byte_ranges_own_the_records_that_start_in_them(tmp_path, split):
     assert [d.text for d in docs] == [r["text"] for r in records]
     offsets = [int(d.source.split("@")[1]) for d in docs]
     assert all(body[o - 1] == "\n" for o in offsets[1:]) and offsets[0] == 0
+
+
+def test_each_byte_is_read_about_once(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"document number {i} " * (i % 9 + 1)} for i in range(5000)])
+    fs, files = checked(tmp_path)
+    tally = Tally()
+    docs = [d for s in plan_shards(files, 16 << 10) for d in read_shard(fs, s, Fields(), tally=tally)]
+    assert len(docs) == 5000
+    assert 1.0 <= tally.bytes_read / files[0].size <= 1.05
 
 
 def test_line_offsets_hold_when_a_line_ends_within_the_first_bytes(tmp_path):

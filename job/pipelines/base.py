@@ -6,6 +6,7 @@ result row per document. Everything about order, truncation and failure lives he
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 from abc import ABC, abstractmethod
@@ -124,11 +125,27 @@ class Task(ABC):
         limit = min(x for x in limits if x) if any(limits) else 512
         return max(1, limit - self.reserved_tokens)
 
+    def _backend(self):
+        """A copy of the Rust tokenizer set to truncate at max_length: its own, so the wrapper's
+        settings (which its calls change) never leak in. Made once; safe to share by threads."""
+        if getattr(self, "_rust", None) is None:
+            backend = copy.copy(self.tokenizer.backend_tokenizer)
+            backend.no_padding()
+            backend.enable_truncation(self.max_length)
+            self._rust = backend
+        return self._rust
+
     def encode(self, texts: list[str]) -> Encoded:
         if not texts:  # a shard of only error rows; tokenizers fail on an empty batch
             return Encoded(ids=[], truncated=[], offsets=[] if self.wants_offsets else None)
         cap = self.max_length * CHARS_PER_TOKEN_CAP
         cut = [len(t) > cap for t in texts]
+        if self.tokenizer.is_fast and not self.wants_offsets:
+            # The Rust tokenizer directly, without offsets: the same ids, and on a worker where
+            # tokenizing is the critical path, about a third less time than the wrapper's call.
+            encodings = self._backend().encode_batch_fast([t[:cap] for t in texts])
+            truncated = [c or bool(e.overflowing) for c, e in zip(cut, encodings, strict=True)]
+            return Encoded(ids=[e.ids for e in encodings], truncated=truncated, offsets=None)
         enc = self.tokenizer(
             [t[:cap] for t in texts],
             truncation=True,

@@ -228,8 +228,10 @@ def _footer(fs, f: CorpusFile) -> CorpusFile:
     try:
         with fs.open(f.path, "rb") as handle:
             meta = pq.ParquetFile(handle).metadata
+            # Bytes on disk (compressed), comparable with the file sizes progress and amplification use.
             groups = tuple(
-                (meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)
+                (group.num_rows, sum(group.column(c).total_compressed_size for c in range(group.num_columns)))
+                for group in map(meta.row_group, range(meta.num_row_groups))
             )
             names = tuple(meta.schema.to_arrow_schema().names)
     except READ_ERRORS:

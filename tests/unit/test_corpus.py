@@ -173,3 +173,14 @@ def test_line_offsets_hold_when_a_line_ends_within_the_first_bytes(tmp_path):
     # The reader looks at two bytes first for a UTF-16 BOM; a line may end inside them.
     (tmp_path / "x.jsonl").write_bytes(b'\n{"text": "a"}\n{"text": "b"}')
     assert [(d.source, d.text) for d in read_all(tmp_path)] == [("x.jsonl@1", "a"), ("x.jsonl@15", "b")]
+
+
+def test_parquet_is_split_by_row_group_from_its_footer(tmp_path):
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(1000)]}), tmp_path / "a.parquet", row_group_size=300)
+    fs, files = checked(tmp_path)
+    assert [rows for rows, _ in files[0].row_groups] == [300, 300, 300, 100]
+    shards = plan_shards(files, 1)
+    assert len(shards) == 4
+    docs = [d for s in shards for d in read_shard(fs, s, Fields())]
+    assert [d.source for d in docs] == [f"a.parquet:{i}" for i in range(1000)]
+    assert [d.text for d in docs] == [f"row {i}" for i in range(1000)]

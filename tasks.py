@@ -85,7 +85,7 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
         "model": "hub id or local model directory (default: sentence-transformers/all-MiniLM-L6-v2)",
         "output": "where results go (default: results/<job id> locally, raybake.remote_output/<job id> on a cluster)",
         "text-field": "text field of jsonl/csv/parquet records (default: text)",
-        "id-field": "id field; default: file path and line number",
+        "id-field": "id field; default: the document's source (file@byte, file:line or file:row)",
         "job-args": 'more `python -m job` options, quoted: e.g. "--max-length 128 --top-k 3"',
         "entrypoint": 'run your own command instead of the built-in job, e.g. "python my_job.py"',
         "name": "job id, also the RayJob name (default: raybake-<task>-<hash of corpus, model, options, output>)",

@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local directory (default: %(default)s)")
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
     p.add_argument("--text-field", default="text", help="text field/column of jsonl, csv, parquet")
-    p.add_argument("--id-field", default=None, help="id field/column; default: file path and line")
+    p.add_argument("--id-field", default=None, help="id field/column; default: the source, file@byte or file:line")
     p.add_argument(
         "--max-length",
         type=int,

@@ -8,7 +8,7 @@ import json
 import sys
 
 from job.config import DEFAULT_MODEL, TASK_NAMES, TOKEN_BUDGET, TaskOptions, WorkerConfig
-from job.corpus import Fields
+from job.corpus import MAX_RECORD_BYTES, SHARDS_PER_CORPUS, SPLIT_BYTES_MAX, SPLIT_BYTES_MIN, Fields
 from job.run import RunConfig, run
 
 SPEC_FLAG = "--spec-b64"
@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local directory (default: %(default)s)")
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
     p.add_argument("--text-field", default="text", help="text field/column of jsonl, csv, parquet")
-    p.add_argument("--id-field", default=None, help="id field/column; default: file path and line")
+    p.add_argument("--id-field", default=None, help="id field/column; default: the source, file@byte or file:line")
     p.add_argument(
         "--max-length",
         type=int,
@@ -49,22 +49,29 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: GPU if any")
     p.add_argument(
-        "--shard-size",
+        "--split-bytes",
         type=int,
         default=None,
-        help="documents per shard, the resume unit (default: corpus / 64, in 32..1024)",
+        help=f"corpus bytes per shard, the resume unit (default: corpus / {SHARDS_PER_CORPUS}, "
+        f"within {SPLIT_BYTES_MIN >> 10} KiB..{SPLIT_BYTES_MAX >> 20} MiB)",
+    )
+    p.add_argument(
+        "--max-record-bytes",
+        type=int,
+        default=MAX_RECORD_BYTES,
+        help="a longer record is an error row 'record too long', never read whole (default: %(default)s)",
     )
     p.add_argument(
         "--token-budget",
         type=int,
         default=None,
-        help=f"padded tokens per batch (default: {TOKEN_BUDGET['cpu']} on CPU, {TOKEN_BUDGET['cuda']} on GPU)",
+        help=f"padded tokens per batch (default: {TOKEN_BUDGET['cuda']} on GPU; on CPU {TOKEN_BUDGET['cpu']} "
+        "for a MiniLM-sized model, more for a narrower one)",
     )
     p.add_argument("--max-batch-size", type=int, default=256, help="documents per batch at most")
     p.add_argument("--workers", type=int, default=None, help="default: one per GPU, else per CPU group")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs (torch threads) per worker")
     p.add_argument("--retries", type=int, default=3, help="attempts per shard after a failure")
-    p.add_argument("--pause-per-batch", type=float, default=0.0, help=argparse.SUPPRESS)  # fault tests only
     p.add_argument("--check", action="store_true", help="only read and plan the corpus; refuse bad input")
     return p
 
@@ -100,9 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(expand_spec(sys.argv[1:] if argv is None else argv))
     if args.output is None and not args.check:
         p.error("--output is required (or --check to only check the corpus)")
-    positive(
-        p, args, "max_length", "top_k", "max_new_tokens", "shard_size", "token_budget", "max_batch_size", "workers"
-    )
+    numbers = ("max_length", "top_k", "max_new_tokens", "split_bytes", "max_record_bytes", "token_budget")
+    positive(p, args, *numbers, "max_batch_size", "workers")
     options = TaskOptions(
         max_length=args.max_length,
         top_k=args.top_k,
@@ -121,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         token_budget=args.token_budget,
         max_batch_size=args.max_batch_size,
         threads=1,
-        pause_per_batch=args.pause_per_batch,
+        max_record_bytes=args.max_record_bytes,
     )
     return run(
         RunConfig(
             worker=worker,
-            shard_size=args.shard_size,
+            split_bytes=args.split_bytes,
             workers=args.workers,
             cpus_per_worker=args.cpus_per_worker,
             retries=args.retries,

@@ -8,15 +8,28 @@ it never uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from job.corpus import Fields
+from job.corpus import MAX_RECORD_BYTES, Fields
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TASK_NAMES = ("embed", "classify", "ner", "generate")
-# Padded tokens per batch when --token-budget is not given. On a CPU a few hundred tokens
-# already fill the matrix units, and small batches of length-sorted documents carry little
-# padding even in a small shard; a GPU needs big batches to stay busy.
-TOKEN_BUDGET = {"cpu": 512, "cuda": 65536}
+# Padded tokens per batch when --token-budget is not given. A GPU needs big batches to stay
+# busy. On a CPU the cost per token is flat once a batch fills the matrix units, and the cost per
+# batch (Python, dispatch) is fixed: a small model needs more tokens per batch to amortise it.
+# The CPU budget is scaled by the model's width against MiniLM's 384, so MiniLM gets
+# CPU_TOKEN_BUDGET and a 32-wide test model twelve times more, within the bounds.
+TOKEN_BUDGET = {"cpu": 2048, "cuda": 65536}
+CPU_REFERENCE_WIDTH = 384
+CPU_TOKEN_BUDGET_MAX = 32768
+
+
+def token_budget(device: str, model_config: Any) -> int:
+    if device != "cpu":
+        return TOKEN_BUDGET.get(device, TOKEN_BUDGET["cuda"])
+    width = getattr(model_config, "hidden_size", None) or CPU_REFERENCE_WIDTH
+    scaled = TOKEN_BUDGET["cpu"] * CPU_REFERENCE_WIDTH // max(1, width)
+    return max(TOKEN_BUDGET["cpu"], min(CPU_TOKEN_BUDGET_MAX, scaled))
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,4 @@ class WorkerConfig:
     token_budget: int | None  # None: TOKEN_BUDGET of the worker's device
     max_batch_size: int
     threads: int
-    # Seconds to sleep before each batch: keeps shards in flight long enough for the fault
-    # tests to kill a worker or stop the job mid-run. Zero in any real run.
-    pause_per_batch: float = 0.0
+    max_record_bytes: int = MAX_RECORD_BYTES

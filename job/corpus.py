@@ -1,24 +1,39 @@
-"""Corpus readers, stable document ids and deterministic shards.
+"""Corpus readers, stable document ids and a plan of shards made from metadata only.
 
 A corpus is a file or a directory tree (a local path or an fsspec URI). Every record of it
 becomes exactly one `Document`: its text, or the reason it has none. Nothing here raises for
-one bad document; `CorpusError` is only for a corpus that cannot be read at all.
+one bad document; `CorpusError` is only for a corpus that cannot be used at all.
+
+The plan reads no record: it uses the file list, sizes and Parquet footers. Workers read, and
+each byte once:
+- uncompressed JSONL is cut into byte ranges; a piece owns the records that *start* inside its
+  range (Hadoop's line-reader rule), so it reads on past its end to finish its last record and
+  skips the partial line at its start, which the piece before owns;
+- Parquet is cut by row group;
+- gzip cannot be entered midway: a .gz file is one piece (many smaller files parallelise);
+- CSV/TSV is one piece per file: a quoted field may hold newlines, so a byte offset cannot tell
+  where a record starts;
+- .txt is one document per file.
+
+Document `source` ids, stable across reruns and unique: `rel@offset` for JSONL (the byte offset
+where the record starts, in the decompressed stream for .gz), `rel:line` for CSV/TSV (the line
+the record starts on, the header being line 1), `rel:row` for Parquet (row index in the file,
+from 0), and `rel` for .txt.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-import dataclasses
 import hashlib
 import io
 import json
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import fsspec
-import pyarrow.parquet as pq
 
 from job import urls
 
@@ -38,6 +53,24 @@ UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # What reading a damaged file raises: I/O and permission errors, a gzip cut short (EOFError),
 # corrupt deflate data (zlib.error), a file that is not what its name says (ValueError).
 READ_ERRORS = (OSError, EOFError, zlib.error, ValueError)
+# The longest record a worker reads. A longer one is an error row and is skipped in bounded
+# reads, so no input (a gzip bomb, a file with no newline) can exhaust a worker's memory. It is
+# 16 MiB rather than a few: a whole book as one .txt file is a real document.
+MAX_RECORD_BYTES = 16 << 20
+# Bytes per shard (the resume unit): a corpus gets about SHARDS_PER_CORPUS shards, so many more
+# than workers (the last shards decide when a run ends), each between these bounds.
+SPLIT_BYTES_MAX = 32 << 20
+SPLIT_BYTES_MIN = 256 << 10
+SHARDS_PER_CORPUS = 64
+# The pre-submit check reads at most this much of at most this many files.
+SAMPLE_FILES = 3
+SAMPLE_BYTES = 64 << 10
+# Footers of this many Parquet files are read at once: each is a round trip on object storage.
+FOOTER_THREADS = 16
+# Python's csv refuses a field over 128 KiB by default; that limit stays: a cell that large is
+# almost always an unclosed quote swallowing the rest of the file. It becomes an error row.
+CSV_FIELD_LIMIT = 128 << 10
+SKIP_CHUNK = 1 << 20
 
 
 class CorpusError(Exception):
@@ -53,7 +86,7 @@ class Fields:
 @dataclass(frozen=True)
 class Document:
     id: str
-    source: str  # "relative/path:record", unique even where given ids repeat
+    source: str  # unique even where given ids repeat: see the module docstring
     text: str | None
     error: str | None = None
 
@@ -64,18 +97,32 @@ class CorpusFile:
     rel: str  # relative to the corpus root: the stable part of document ids
     fmt: str
     gzip: bool
-    records: int = 0
-    # Why the file could not be read to its end; its last record is then an error row saying so.
-    broken: str | None = None
+    size: int = 0
+    # What says the file changed besides its size: an etag where the store has one, else mtime.
+    version: str | None = None
+    # Parquet: (rows, bytes) per row group, from the footer.
+    row_groups: tuple[tuple[int, int], ...] = ()
+    columns: tuple[str, ...] = ()
+
+    @property
+    def splittable(self) -> bool:
+        return self.fmt == "jsonl" and not self.gzip
 
 
 @dataclass(frozen=True)
 class Piece:
-    """Records [start, stop) of one file."""
+    """Part of one file: bytes [start, stop) of a JSONL file, row groups [start, stop) of a
+    Parquet file, or the whole of any other file (start 0, stop its size)."""
 
     file: CorpusFile
     start: int
     stop: int
+
+    @property
+    def bytes(self) -> int:
+        if self.file.fmt == "parquet":
+            return sum(size for _, size in self.file.row_groups[self.start : self.stop])
+        return self.stop - self.start
 
 
 @dataclass(frozen=True)
@@ -89,8 +136,15 @@ class Shard:
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
     @property
-    def size(self) -> int:
-        return sum(p.stop - p.start for p in self.pieces)
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.pieces)
+
+
+@dataclass
+class Tally:
+    """What a reader read: its bytes, for the read amplification the manifest reports."""
+
+    bytes_read: int = 0
 
 
 def file_format(name: str) -> tuple[str, bool] | None:
@@ -110,8 +164,18 @@ def _ignored(rel: str) -> bool:
     return any(part.startswith((".", "_")) for part in rel.split("/"))
 
 
+def _version(info: dict) -> str | None:
+    for key in ("ETag", "etag", "md5Hash", "generation", "LastModified", "last_modified", "mtime"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return None
+
+
 def list_files(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]]:
-    """The readable files of a corpus, sorted, or a CorpusError that says what is wrong."""
+    """The readable files of a corpus, sorted, with sizes, or a CorpusError that says what is wrong.
+
+    One listing call: sizes and versions come with it, so no file is opened here.
+    """
     try:
         fs, root = fsspec.core.url_to_fs(corpus, **urls.fs_options(corpus))
     except (ImportError, ValueError) as exc:
@@ -123,13 +187,13 @@ def list_files(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]
         # find() does not follow links to directories, so a symlink loop cannot make it spin;
         # such links, broken links and pipes come back as type "other" and are refused below.
         found = fs.find(root, withdirs=False, detail=True)
-        rels = [(p, p[len(root) + 1 :], info["type"]) for p, info in sorted(found.items())]
+        rels = [(p, p[len(root) + 1 :], info) for p, info in sorted(found.items())]
         rels = [r for r in rels if not _ignored(r[1])]
     elif fs.isfile(root):
-        rels = [(root, urls.file_name(root), "file")]
+        rels = [(root, urls.file_name(root), fs.info(root))]
     else:
         raise CorpusError(f"corpus {corpus!r} is neither a file nor a directory (a pipe or a device?)")
-    odd = [rel for _, rel, kind in rels if kind != "file"]
+    odd = [rel for _, rel, info in rels if info["type"] != "file"]
     if odd:
         raise CorpusError(
             f"{len(odd)} corpus entr{'y is' if len(odd) == 1 else 'ies are'} not regular files: {_some(odd)}; "
@@ -137,12 +201,13 @@ def list_files(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]
             "remove them, or point --corpus at what they link to"
         )
     files, unknown = [], []
-    for path, rel, _ in rels:
+    for path, rel, info in rels:
         kind = file_format(rel)
         if kind is None:
             unknown.append(rel)
         else:
-            files.append(CorpusFile(path=path, rel=rel, fmt=kind[0], gzip=kind[1]))
+            size = int(info.get("size") or 0)
+            files.append(CorpusFile(path=path, rel=rel, fmt=kind[0], gzip=kind[1], size=size, version=_version(info)))
     if unknown:
         raise CorpusError(
             f"unknown corpus format for {len(unknown)} file(s): {_some(unknown)}; "
@@ -157,7 +222,149 @@ def _some(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names[:5]) + (" ..." if len(names) > 5 else "")
 
 
+def _footer(fs, f: CorpusFile) -> CorpusFile:
+    import dataclasses
+
+    import pyarrow.parquet as pq  # here: the client's check of a JSONL corpus never needs pyarrow
+
+    try:
+        with fs.open(f.path, "rb") as handle:
+            meta = pq.ParquetFile(handle).metadata
+            # Bytes on disk (compressed), comparable with the file sizes progress and amplification use.
+            groups = tuple(
+                (group.num_rows, sum(group.column(c).total_compressed_size for c in range(group.num_columns)))
+                for group in map(meta.row_group, range(meta.num_row_groups))
+            )
+            names = tuple(meta.schema.to_arrow_schema().names)
+    except READ_ERRORS:
+        # An unreadable footer: one whole-file piece, whose reader makes the error row.
+        return f
+    return dataclasses.replace(f, row_groups=groups, columns=names)
+
+
+def read_footers(fs, files: list[CorpusFile]) -> list[CorpusFile]:
+    """Parquet files with their row groups from their footers, read concurrently (each is a
+    small ranged read: a round trip that dominates on object storage)."""
+    todo = [i for i, f in enumerate(files) if f.fmt == "parquet"]
+    if not todo:
+        return files
+    files = list(files)
+    with ThreadPoolExecutor(max_workers=min(FOOTER_THREADS, len(todo))) as pool:
+        for i, f in zip(todo, pool.map(lambda i: _footer(fs, files[i]), todo), strict=True):
+            files[i] = f
+    return files
+
+
+def scan(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]]:
+    """List the corpus with its sizes and Parquet footers: the metadata a plan is made from."""
+    fs, files = list_files(corpus)
+    return fs, read_footers(fs, files)
+
+
+def auto_split_bytes(files: list[CorpusFile]) -> int:
+    """A function of the corpus alone, so a rerun (even on another cluster) plans the same shards."""
+    total = sum(f.size for f in files)
+    return min(SPLIT_BYTES_MAX, max(SPLIT_BYTES_MIN, -(-total // SHARDS_PER_CORPUS)))
+
+
+def _pieces(f: CorpusFile, split_bytes: int) -> Iterator[Piece]:
+    if f.splittable and f.size > split_bytes:
+        for start in range(0, f.size, split_bytes):
+            yield Piece(f, start, min(f.size, start + split_bytes))
+    elif f.fmt == "parquet" and f.row_groups:
+        start, size = 0, 0
+        for group, (_, group_bytes) in enumerate(f.row_groups):
+            if group > start and size + group_bytes > split_bytes:
+                yield Piece(f, start, group)
+                start, size = group, 0
+            size += group_bytes
+        yield Piece(f, start, len(f.row_groups))
+    else:
+        yield Piece(f, 0, f.size)
+
+
+def plan_shards(files: list[CorpusFile], split_bytes: int) -> list[Shard]:
+    """Cut files, in order, into shards of about `split_bytes`; small files share a shard.
+
+    The plan depends only on the file list, sizes, footers and split_bytes, so a rerun over the
+    same corpus gets the same shard ids and skips the finished ones.
+    """
+    if split_bytes < 1:
+        raise ValueError(f"split_bytes must be >= 1, got {split_bytes!r}")
+    shards: list[Shard] = []
+    pieces: list[Piece] = []
+    size = 0
+    for f in files:
+        for piece in _pieces(f, split_bytes):
+            if pieces and size + piece.bytes > split_bytes:
+                shards.append(Shard(len(shards), tuple(pieces)))
+                pieces, size = [], 0
+            pieces.append(piece)
+            size += piece.bytes
+    if pieces:
+        shards.append(Shard(len(shards), tuple(pieces)))
+    return shards
+
+
+def check(fs, files: list[CorpusFile], fields: Fields) -> None:
+    """Refuse what cannot work from the first records of a few files (SAMPLE_BYTES each):
+    a wrong --text-field or --id-field, or a corpus with no document. Never reads a whole corpus."""
+    if all(f.size == 0 for f in files):
+        raise CorpusError(f"corpus is empty: every file of it is empty ({_some([f.rel for f in files])})")
+    sampled_all, found = len(files) <= SAMPLE_FILES, False
+    for f in files[:SAMPLE_FILES]:
+        names, records, whole = _first_names(fs, f)
+        found = found or records
+        sampled_all = sampled_all and whole
+        for wanted, flag in ((fields.text, "--text-field"), (fields.id, "--id-field")):
+            if names is not None and wanted is not None and wanted not in names:
+                raise CorpusError(
+                    f"{f.rel!r} has no field {wanted!r} (it has {', '.join(map(repr, names[:10]))}); "
+                    f"choose one with {flag}"
+                )
+    if sampled_all and not found:
+        raise CorpusError(f"corpus is empty: it holds no documents ({_some([f.rel for f in files])})")
+
+
+def _first_names(fs, f: CorpusFile) -> tuple[list[str] | None, bool, bool]:
+    """(field names of the first record, or None where unknown; any record seen; file read whole)."""
+    if f.fmt == "txt":
+        return None, True, True
+    if f.fmt == "parquet":
+        rows = sum(r for r, _ in f.row_groups)
+        return (list(f.columns) if f.row_groups else None), rows > 0, True
+    try:
+        with _open(fs, f) as handle:
+            head = handle.read(SAMPLE_BYTES + 1)
+    except READ_ERRORS:
+        return None, True, True  # the worker turns it into an error row
+    whole = len(head) <= SAMPLE_BYTES
+    head = head[:SAMPLE_BYTES]
+    text = head.decode("utf-16" if head.startswith(UTF16_BOMS) else "utf-8-sig", errors="replace")
+    lines = text.splitlines()
+    if not whole and lines:
+        lines.pop()  # may be cut short
+    if f.fmt in ("csv", "tsv"):
+        try:
+            rows = [
+                r for r in csv.reader(lines, delimiter="\t" if f.fmt == "tsv" else ",") if any(c.strip() for c in r)
+            ]
+        except csv.Error:
+            return None, True, whole
+        return (rows[0] if rows else None), len(rows) > 1, whole
+    records = [ln for ln in lines if ln.strip()]
+    for line in records:
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict):
+            return list(record), True, whole
+    return None, bool(records), whole
+
+
 def _open(fs: fsspec.AbstractFileSystem, f: CorpusFile):
+    # gzip decompresses as it is read, a buffer at a time: never a whole file in memory.
     return fs.open(f.path, "rb", compression="gzip" if f.gzip else None)
 
 
@@ -186,136 +393,66 @@ def decode(raw: bytes) -> tuple[str | None, str | None]:
     return text, None
 
 
-def _raw_lines(handle) -> Iterator[bytes]:
-    """The file's lines as UTF-8 bytes: a UTF-16 file (BOM first) is decoded as it streams, so
-    lines split on its newlines, not on every 0x0A byte of its two-byte characters. No seek:
-    streamed files (gzip over HTTP) cannot go back."""
-    head = handle.read(2)
-    if head not in UTF16_BOMS:
-        rest = iter(handle)
-        # The two bytes read ahead, with the rest of their line (they may hold a line end).
-        yield from io.BytesIO(head + next(rest, b""))
-        yield from rest
-        return
-    decoder = codecs.getincrementaldecoder("utf-16")(errors="surrogateescape")
-    pending = decoder.decode(head)
-    for chunk in iter(lambda: handle.read(1 << 16), b""):
-        *lines, pending = (pending + decoder.decode(chunk)).split("\n")
-        yield from ((line + "\n").encode("utf-8", errors="surrogateescape") for line in lines)
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        yield pending.encode("utf-8", errors="surrogateescape")
+def _too_long(limit: int) -> str:
+    return f"record too long: over {limit} bytes (--max-record-bytes)"
 
 
-def _lines(fs, f: CorpusFile) -> Iterator[tuple[int, bytes]]:
-    """(line number from 1, line) for each non-blank line; blank lines are not records."""
-    with _open(fs, f) as handle:
-        for number, line in enumerate(_raw_lines(handle), start=1):
-            if line.strip():
-                yield number, line.rstrip(b"\r\n")
+def _skip_line(handle) -> int:
+    """Read past the end of the current line in bounded steps; the bytes skipped."""
+    skipped = 0
+    while True:
+        chunk = handle.readline(SKIP_CHUNK)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return skipped
 
 
-def _csv_rows(fs, f: CorpusFile) -> tuple[list[str], list[list[str]]]:
-    # surrogateescape keeps undecodable bytes visible per row instead of failing the file.
-    with _open(fs, f) as handle:
-        raw = handle.read()
-    text = raw.decode("utf-16" if raw.startswith(UTF16_BOMS) else "utf-8-sig", errors="surrogateescape")
-    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if f.fmt == "tsv" else ","))
-    if not rows:
-        return [], []
-    return rows[0], [r for r in rows[1:] if any(cell.strip() for cell in r)]
+def _byte_lines(
+    handle, *, start: int, stop: int | None, limit: int, tally: Tally
+) -> Iterator[tuple[int, bytes | None]]:
+    """(offset, line) for each line that starts in [start, stop); None for a line over `limit`.
 
-
-def count_records(fs, f: CorpusFile) -> tuple[int, str | None]:
-    """(records, None), or (records read + 1, why) for a file that breaks before its end.
-
-    A damaged file (a gzip cut short, a permission error) does not stop the corpus: its readable
-    records run, and one more record stands for the unreadable rest. The worker's reader fails at
-    the same place and turns that record into an error row, so the manifest reconciles.
+    A piece that does not start the file skips the partial line it starts in: the piece before
+    owns it, as it owns every record that starts inside its range. Reads are bounded by `limit`.
     """
-    if f.fmt == "txt":
-        return 1, None  # read whole by the worker; a read error is its one error row
-    counted = 0
-    try:
-        if f.fmt == "jsonl":
-            for _ in _lines(fs, f):
-                counted += 1
-        elif f.fmt in ("csv", "tsv"):
-            counted = len(_csv_rows(fs, f)[1])
-        else:
-            with fs.open(f.path, "rb") as handle:
-                counted = pq.ParquetFile(handle).metadata.num_rows
-    except READ_ERRORS as exc:
-        # csv and parquet are read whole: a break leaves nothing counted, one error row in all.
-        return counted + 1, f"{type(exc).__name__}: {exc}"
-    return counted, None
-
-
-def check_fields(fs, f: CorpusFile, fields: Fields) -> None:
-    """Refuse a corpus whose first record already lacks the text field: a wrong --text-field."""
-    if f.fmt == "txt" or f.records == 0 or f.broken:
-        return
-    if f.fmt == "jsonl":
-        for _, line in _lines(fs, f):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                names = list(record)
-                break
-        else:
+    pos = start
+    if start > 0:
+        handle.seek(start - 1)
+        pos = start - 1 + _skip_line(handle)
+        tally.bytes_read += pos - start + 1
+    while stop is None or pos < stop:
+        line = handle.readline(limit + 1)
+        if not line:
             return
-    elif f.fmt in ("csv", "tsv"):
-        names = _csv_rows(fs, f)[0]
-    else:
-        with fs.open(f.path, "rb") as handle:
-            names = pq.ParquetFile(handle).schema_arrow.names
-    for wanted, flag in ((fields.text, "--text-field"), (fields.id, "--id-field")):
-        if wanted is not None and wanted not in names:
-            raise CorpusError(
-                f"{f.rel!r} has no field {wanted!r} (it has {', '.join(map(repr, names[:10]))}); choose one with {flag}"
-            )
+        size = len(line)
+        if size > limit and not line.endswith(b"\n"):
+            size += _skip_line(handle)
+            tally.bytes_read += size
+            yield pos, None
+        else:
+            tally.bytes_read += size
+            yield pos, line
+        pos += size
 
 
-def scan(corpus: str, fields: Fields) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]]:
-    """List the corpus and count its records; refuse what cannot work before anything runs."""
-    fs, files = list_files(corpus)
-    counted = []
-    for f in files:
-        records, broken = count_records(fs, f)
-        counted.append(dataclasses.replace(f, records=records, broken=broken))
-    for f in counted:
-        check_fields(fs, f, fields)
-    if sum(f.records for f in counted) == 0:
-        raise CorpusError(f"corpus is empty: {corpus!r} holds no documents")
-    return fs, counted
-
-
-def plan_shards(files: list[CorpusFile], shard_size: int) -> list[Shard]:
-    """Cut files, in order, into shards of `shard_size` records; big files are split by range.
-
-    The plan depends only on the file list, their record counts and shard_size, so a rerun over
-    the same corpus gets the same shard ids and can skip the finished ones.
-    """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size!r}")
-    shards: list[Shard] = []
-    pieces: list[Piece] = []
-    room = shard_size
-    for f in files:
-        start = 0
-        while start < f.records:
-            stop = min(f.records, start + room)
-            pieces.append(Piece(f, start, stop))
-            room -= stop - start
-            start = stop
-            if room == 0:
-                shards.append(Shard(len(shards), tuple(pieces)))
-                pieces, room = [], shard_size
-    if pieces:
-        shards.append(Shard(len(shards), tuple(pieces)))
-    return shards
+def _utf16_lines(handle, *, limit: int, tally: Tally) -> Iterator[tuple[int, bytes | None]]:
+    """A UTF-16 file's lines as UTF-8 (offsets in the UTF-8 stream): decoded as it streams, so
+    lines split on its newlines, not on every 0x0A byte of its two-byte characters."""
+    decoder = codecs.getincrementaldecoder("utf-16")(errors="surrogateescape")
+    pending, pos, dropping = "", 0, False
+    for chunk in iter(lambda: handle.read(1 << 16), b""):
+        tally.bytes_read += len(chunk)
+        *lines, pending = (pending + decoder.decode(chunk)).split("\n")
+        for line in lines:
+            raw = (line + "\n").encode("utf-8", errors="surrogateescape")
+            yield pos, (None if dropping or len(raw) > limit else raw)
+            pos, dropping = pos + len(raw), False
+        if len(pending) > limit:
+            # Only its length matters now: keep none of it.
+            pending, dropping = "", True
+    pending += decoder.decode(b"", final=True)
+    if pending or dropping:
+        yield pos, None if dropping else pending.encode("utf-8", errors="surrogateescape")
 
 
 def _from_fields(record, source: str, fields: Fields) -> Document:
@@ -333,83 +470,166 @@ def _from_fields(record, source: str, fields: Fields) -> Document:
         return Document(doc_id, source, None, f"text field {fields.text!r} is {type(text).__name__}")
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError as exc:  # surrogates: undecodable bytes kept by _csv_rows
+    except UnicodeEncodeError as exc:  # surrogates: undecodable bytes kept by the CSV reader
         return Document(doc_id, source, None, f"not valid UTF-8: character {exc.start}")
     if not text.strip():
         return Document(doc_id, source, None, "empty document")
     return Document(doc_id, source, text)
 
 
-def _read_jsonl(fs, piece: Piece, fields: Fields) -> Iterator[Document]:
-    for index, (number, line) in enumerate(_lines(fs, piece.file)):
-        if index < piece.start:
-            continue
-        if index >= piece.stop:
-            break
-        source = f"{piece.file.rel}:{number}"
-        text, error = decode(line)
-        if error is not None:
-            yield Document(source, source, None, error)
-            continue
-        try:
-            record = json.loads(text)
-        except ValueError as exc:
-            yield Document(source, source, None, f"malformed JSON: {exc}")
-            continue
-        yield _from_fields(record, source, fields)
-
-
-def _read_csv(fs, piece: Piece, fields: Fields) -> Iterator[Document]:
-    header, rows = _csv_rows(fs, piece.file)
-    for index in range(piece.start, piece.stop):
-        record = dict(zip(header, rows[index], strict=False))
-        # +2: the header is line 1 and records count from 1, as a spreadsheet shows them.
-        yield _from_fields(record, f"{piece.file.rel}:{index + 2}", fields)
-
-
-def _read_parquet(fs, piece: Piece, fields: Fields) -> Iterator[Document]:
-    columns = [fields.text] + ([fields.id] if fields.id else [])
-    with fs.open(piece.file.path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        offset = 0
-        for group in range(parquet.num_row_groups):
-            rows = parquet.metadata.row_group(group).num_rows
-            lo, hi = max(piece.start, offset), min(piece.stop, offset + rows)
-            if lo < hi:
-                table = parquet.read_row_group(group, columns=columns).slice(lo - offset, hi - lo)
-                for i, record in enumerate(table.to_pylist()):
-                    yield _from_fields(record, f"{piece.file.rel}:{lo + i}", fields)
-            offset += rows
-
-
-def _read_txt(fs, piece: Piece) -> Iterator[Document]:
-    with _open(fs, piece.file) as handle:
-        text, error = decode(handle.read())
-    yield Document(piece.file.rel, piece.file.rel, text, error)
-
-
-def read_piece(fs, piece: Piece, fields: Fields) -> Iterator[Document]:
-    """Exactly piece.stop - piece.start documents; a file that breaks midway ends in error rows."""
-    produced = 0
-    try:
-        if piece.file.fmt == "txt":
-            reader = _read_txt(fs, piece)
-        elif piece.file.fmt == "jsonl":
-            reader = _read_jsonl(fs, piece, fields)
-        elif piece.file.fmt in ("csv", "tsv"):
-            reader = _read_csv(fs, piece, fields)
+def _read_jsonl(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Iterator[Document]:
+    f = piece.file
+    with _open(fs, f) as handle:
+        utf16 = handle.read(2) in UTF16_BOMS
+        if utf16 and piece.start > 0:
+            return  # the first piece reads a UTF-16 file whole: its bytes cannot be cut at 0x0A
+        handle.seek(0)
+        if utf16:
+            lines = _utf16_lines(handle, limit=limit, tally=tally)
         else:
-            reader = _read_parquet(fs, piece, fields)
-        for doc in reader:
-            produced += 1
+            stop = None if f.gzip else piece.stop
+            lines = _byte_lines(handle, start=piece.start, stop=stop, limit=limit, tally=tally)
+        for offset, line in lines:
+            source = f"{f.rel}@{offset}"
+            if line is None:
+                yield Document(source, source, None, _too_long(limit))
+                continue
+            if not line.strip():
+                continue  # blank lines are not records
+            text, error = decode(line.rstrip(b"\r\n"))
+            if error is not None:
+                yield Document(source, source, None, error)
+                continue
+            try:
+                record = json.loads(text)
+            except ValueError as exc:
+                yield Document(source, source, None, f"malformed JSON: {exc}")
+                continue
+            except RecursionError:
+                yield Document(source, source, None, "malformed JSON: nested too deeply to parse")
+                continue
+            yield _from_fields(record, source, fields)
+    if f.gzip:
+        tally.bytes_read = f.size  # what came off the disk is the compressed file, once
+
+
+class _TextLines:
+    """Lines of a text stream for csv.reader, each at most `limit` characters: a longer one is
+    skipped in bounded reads and raised as _LineTooLong (csv.reader passes it through)."""
+
+    def __init__(self, text, limit: int) -> None:
+        self.text, self.limit, self.line = text, limit, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(self.limit + 1)
+        if not line:
+            raise StopIteration
+        self.line += 1
+        if len(line) > self.limit and not line.endswith("\n"):
+            while (rest := self.text.readline(SKIP_CHUNK)) and not rest.endswith("\n"):
+                pass
+            raise _LineTooLong
+        return line
+
+
+class _LineTooLong(Exception):
+    pass
+
+
+def _read_csv(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Iterator[Document]:
+    f = piece.file
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    with _open(fs, f) as handle:
+        utf16 = handle.read(2) in UTF16_BOMS
+        handle.seek(0)
+        # surrogateescape keeps undecodable bytes visible per row instead of failing the file.
+        text = io.TextIOWrapper(
+            handle, encoding="utf-16" if utf16 else "utf-8-sig", errors="surrogateescape", newline=""
+        )
+        lines = _TextLines(text, limit)
+        delimiter = "\t" if f.fmt == "tsv" else ","
+        header: list[str] | None = None
+        while True:
+            reader = csv.reader(lines, delimiter=delimiter)
+            first = lines.line + 1
+            try:
+                for row in reader:
+                    if header is None:
+                        header = row
+                    elif any(cell.strip() for cell in row):
+                        source = f"{f.rel}:{first}"
+                        yield _from_fields(dict(zip(header, row, strict=False)), source, fields)
+                    first = lines.line + 1
+                break
+            except _LineTooLong:
+                source = f"{f.rel}:{first}"
+                yield Document(source, source, None, _too_long(limit))
+            except csv.Error as exc:
+                source = f"{f.rel}:{first}"
+                reason = "record too long" if "field larger" in str(exc) else "malformed CSV"
+                yield Document(source, source, None, f"{reason}: {exc}")
+    tally.bytes_read += f.size
+
+
+def _read_parquet(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Iterator[Document]:
+    f = piece.file
+    import pyarrow.parquet as pq
+
+    columns = [fields.text] + ([fields.id] if fields.id else [])
+    with fs.open(f.path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        if not f.row_groups:  # the plan could not read the footer: it fails here, as an error row
+            parquet.metadata  # noqa: B018
+        row = sum(rows for rows, _ in f.row_groups[: piece.start])
+        for group in range(piece.start, piece.stop):
+            table = parquet.read_row_group(group, columns=columns)
+            tally.bytes_read += f.row_groups[group][1]
+            for record in table.to_pylist():
+                source = f"{f.rel}:{row}"
+                text = record.get(fields.text)
+                if isinstance(text, str) and len(text) > limit:
+                    yield Document(source, source, None, _too_long(limit))
+                else:
+                    yield _from_fields(record, source, fields)
+                row += 1
+
+
+def _read_txt(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Iterator[Document]:
+    rel = piece.file.rel
+    with _open(fs, piece.file) as handle:
+        raw = handle.read(limit + 1)
+    tally.bytes_read += piece.file.size
+    if len(raw) > limit:
+        yield Document(rel, rel, None, _too_long(limit))
+        return
+    text, error = decode(raw)
+    yield Document(rel, rel, text, error)
+
+
+READERS = {"txt": _read_txt, "jsonl": _read_jsonl, "csv": _read_csv, "tsv": _read_csv, "parquet": _read_parquet}
+
+
+def read_piece(
+    fs, piece: Piece, fields: Fields, *, max_record_bytes: int = MAX_RECORD_BYTES, tally: Tally | None = None
+) -> Iterator[Document]:
+    """The documents of a piece; a file that breaks midway ends in one error row saying so."""
+    tally = tally if tally is not None else Tally()
+    last = None
+    try:
+        for doc in READERS[piece.file.fmt](fs, piece, fields, max_record_bytes, tally):
+            last = doc.source
             yield doc
-        reason = "record missing: the file changed after it was counted"
     except READ_ERRORS as exc:
-        reason = f"file unreadable: {type(exc).__name__}: {exc}"
-    for index in range(piece.start + produced, piece.stop):
-        source = f"{piece.file.rel}:#{index}"
-        yield Document(source, source, None, reason)
+        # Unique: after the last record read, or at the piece's start when none was.
+        source = f"{last}+unreadable" if last else f"{piece.file.rel}@{piece.start}"
+        yield Document(source, source, None, f"file unreadable: {type(exc).__name__}: {exc}")
 
 
-def read_shard(fs, shard: Shard, fields: Fields) -> list[Document]:
-    return [doc for piece in shard.pieces for doc in read_piece(fs, piece, fields)]
+def read_shard(
+    fs, shard: Shard, fields: Fields, *, max_record_bytes: int = MAX_RECORD_BYTES, tally: Tally | None = None
+) -> Iterator[Document]:
+    for piece in shard.pieces:
+        yield from read_piece(fs, piece, fields, max_record_bytes=max_record_bytes, tally=tally)

@@ -6,13 +6,17 @@ finished shard: that is what makes a rerun resume safely.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import fsspec
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 STATS_KEY = b"raybake"
 
@@ -46,19 +50,40 @@ class Output:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
 
-    def write_part(self, name: str, table: pa.Table, stats: dict[str, Any]) -> None:
+    @contextlib.contextmanager
+    def part_writer(self, name: str, schema: pa.Schema) -> Iterator[_Part]:
+        """Write a part a table (row group) at a time, so a shard of any size streams through a
+        worker. The caller sets `stats` on the yielded writer before leaving: the part carries its
+        own counts in its footer, and the manifest reads footers, not rows."""
+        import pyarrow.parquet as pq  # here: the driver's check and plan never need pyarrow
+
         # A writer killed mid-part left its temp file; the shard is redone now, so it goes.
         for leftover in self.fs.glob(f"{self.parts}/.{name}.tmp-*"):
             self.fs.rm(leftover)
-        # The part carries its own counts in its footer: the manifest reads footers, not rows.
-        table = table.replace_schema_metadata({STATS_KEY: json.dumps(stats).encode()})
-        self._atomic(f"{self.parts}/{name}", lambda handle: pq.write_table(table, handle))
+        # ParquetWriter needs an open handle for the life of the part: open it here, atomically.
+        folder, tmp = self.parts, f"{self.parts}/.{name}.tmp-{uuid.uuid4().hex}"
+        handle = self.fs.open(tmp, "wb")
+        writer = pq.ParquetWriter(handle, schema)
+        part = _Part(writer)
+        try:
+            yield part
+            writer.add_key_value_metadata({STATS_KEY.decode(): json.dumps(part.stats)})
+            writer.close()
+            handle.close()
+            self.fs.mv(tmp, f"{folder}/{name}")
+        finally:
+            if not handle.closed:
+                handle.close()
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
 
     def part_summary(self, name: str) -> tuple[dict[str, Any], pa.Array]:
         """A part's counts (from its footer) and its id column, in one open of the file."""
+        import pyarrow.parquet as pq
+
         with self.fs.open(f"{self.parts}/{name}", "rb") as handle:
             part = pq.ParquetFile(handle)
-            stats = json.loads(part.schema_arrow.metadata[STATS_KEY])
+            stats = json.loads(part.metadata.metadata[STATS_KEY])
             return stats, part.read(columns=["id"]).column("id").combine_chunks()
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
@@ -71,3 +96,14 @@ class Output:
             return None
         with self.fs.open(path, "rb") as handle:
             return json.load(handle)
+
+
+class _Part:
+    """A part being written: call it with a table per chunk; set `stats` before it closes."""
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self.writer = writer
+        self.stats: dict[str, Any] = {}
+
+    def __call__(self, table: pa.Table) -> None:
+        self.writer.write_table(table)

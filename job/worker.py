@@ -1,30 +1,37 @@
-"""One worker: loads the model once, then turns shards into Parquet parts.
+"""One worker: loads the model once, then streams shards into Parquet parts.
 
-Runs as a Ray actor (one per GPU, or per group of CPUs). The driver keeps two shards in flight
-per worker and the actor runs two threads: one reads and tokenizes the next shard while the
-other holds the model, so the accelerator does not wait for the tokenizer.
+Runs as a Ray actor (one per GPU, or per group of CPUs). A shard streams through in chunks of
+documents, so a worker's memory does not grow with the shard or the corpus. Within a shard a
+reader thread reads and tokenizes the next chunk while the model computes this one: the model
+waits for input only when reading and tokenizing are slower than computing, and the manifest
+says how long it waited.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import queue
+import resource
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import torch
 import transformers
 
 from job import urls
 from job.batching import token_budget_batches
-from job.config import TOKEN_BUDGET, WorkerConfig
-from job.corpus import Shard, read_shard
+from job.config import WorkerConfig, token_budget
+from job.corpus import Document, Shard, Tally, read_shard
 from job.output import Output, part_name
 from job.pipelines import TASKS
+from job.pipelines.base import Encoded
 
 BASE_COLUMNS = [
     pa.field("id", pa.string()),
@@ -33,6 +40,18 @@ BASE_COLUMNS = [
     pa.field("n_tokens", pa.int32()),
     pa.field("truncated", pa.bool_()),
 ]
+# Documents per chunk, and the text bytes at which a chunk closes early: what a worker holds
+# of a shard at a time. Big enough for length-sorted batches and cheap row groups.
+CHUNK_DOCS = 8192
+CHUNK_BYTES = 16 << 20
+# Chunks read and tokenized ahead of the model.
+READ_AHEAD = 2
+TIMERS = ("read", "tokenize", "compute", "write", "wait")
+
+
+class _Chunk:
+    def __init__(self, docs: list[Document], valid: list[int], encoded: Encoded) -> None:
+        self.docs, self.valid, self.encoded = docs, valid, encoded
 
 
 class ShardWorker:
@@ -44,9 +63,12 @@ class ShardWorker:
         transformers.utils.logging.disable_progress_bar()
         self.config = config
         self.task = TASKS[config.task](config.model, config.options)
-        self.corpus_fs = fsspec.core.url_to_fs(config.corpus, **urls.fs_options(config.corpus))[0]
+        self.corpus_fs = (
+            fsspec.core.url_to_fs(config.corpus, **urls.fs_options(config.corpus))[0] if config.corpus else None
+        )
         self.output = Output(config.output)
         self.schema = pa.schema(BASE_COLUMNS + self.task.columns())
+        self.budget = config.token_budget or token_budget(self.task.device.type, self.task.config)
         self.model_lock = threading.Lock()
         self.load_seconds = time.perf_counter() - started
 
@@ -60,67 +82,166 @@ class ShardWorker:
             "model_path": self.task.model_path,
             "revision": self.task.revision,
             "max_length": self.task.max_length,
+            "token_budget": self.budget,
             "load_seconds": round(self.load_seconds, 3),
         }
 
+    def _chunks(self, shard: Shard, tally: Tally, timers: dict[str, float]) -> Iterator[_Chunk]:
+        fs = self.corpus_fs or fsspec.core.url_to_fs(self.config.corpus)[0]
+        docs = read_shard(fs, shard, self.config.fields, max_record_bytes=self.config.max_record_bytes, tally=tally)
+        while True:
+            clock = time.perf_counter()
+            chunk: list[Document] = []
+            size = 0
+            for doc in docs:
+                chunk.append(doc)
+                size += len(doc.text) if doc.text else 0
+                if len(chunk) >= CHUNK_DOCS or size >= CHUNK_BYTES:
+                    break
+            timers["read"] += time.perf_counter() - clock
+            if not chunk:
+                return
+            clock = time.perf_counter()
+            valid = [i for i, d in enumerate(chunk) if d.error is None]
+            encoded = self.task.encode([chunk[i].text for i in valid])
+            timers["tokenize"] += time.perf_counter() - clock
+            yield _Chunk(chunk, valid, encoded)
+
     def process(self, shard: Shard) -> dict[str, Any]:
         started = time.perf_counter()
-        docs = read_shard(self.corpus_fs, shard, self.config.fields)
-        valid = [i for i, d in enumerate(docs) if d.error is None]
-        encoded = self.task.encode([docs[i].text for i in valid])
+        timers = dict.fromkeys(TIMERS, 0.0)
+        tally = Tally()
+        ahead: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+        stop = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    ahead.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for chunk in self._chunks(shard, tally, timers):
+                    if not put(chunk):
+                        return
+                put(None)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
+                put(exc)
+
+        reader = threading.Thread(target=produce, name=f"read-{shard.id}", daemon=True)
+        reader.start()
+        totals: collections.Counter[str] = collections.Counter()
+        reasons: collections.Counter[str] = collections.Counter()
+        try:
+            with self.output.part_writer(part_name(shard), self.schema) as part:
+                while True:
+                    clock = time.perf_counter()
+                    chunk = ahead.get()
+                    timers["wait"] += time.perf_counter() - clock
+                    if chunk is None:
+                        break
+                    if isinstance(chunk, BaseException):
+                        raise chunk
+                    table = self._compute(chunk, totals, reasons, timers)
+                    clock = time.perf_counter()
+                    part(table)
+                    timers["write"] += time.perf_counter() - clock
+                part.stats = stats = {
+                    "shard": shard.id,
+                    "documents": totals["documents"],
+                    "ok": totals["ok"],
+                    "error": totals["error"],
+                    "truncated": totals["truncated"],
+                    "errors_by_reason": dict(reasons),
+                    "real_tokens": totals["real_tokens"],
+                    "padded_tokens": totals["padded_tokens"],
+                    "batches": totals["batches"],
+                    "bytes_planned": shard.bytes,
+                    "bytes_read": tally.bytes_read,
+                    "seconds": round(time.perf_counter() - started, 4),
+                    # This worker process's peak so far: flat across shards means bounded memory.
+                    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                    **{f"{name}_seconds": round(value, 4) for name, value in timers.items()},
+                }
+        finally:
+            stop.set()
+            reader.join()
+        return stats
+
+    def _compute(self, chunk: _Chunk, totals, reasons, timers: dict[str, float]) -> pa.Table:
+        docs, encoded = chunk.docs, chunk.encoded
         lengths = [len(ids) for ids in encoded.ids]
         batches = token_budget_batches(
             lengths,
-            token_budget=self.config.token_budget or TOKEN_BUDGET[self.task.device.type],
+            token_budget=self.budget,
             max_batch_size=self.config.max_batch_size,
             extra=self.task.reserved_tokens,
         )
-        results: dict[int, dict[str, Any]] = {}
         errors: dict[int, str] = {i: d.error for i, d in enumerate(docs) if d.error is not None}
+        done: list[tuple[list[int], dict[str, Any]]] = []
         with self.model_lock, torch.inference_mode():
-            compute_started = time.perf_counter()
+            clock = time.perf_counter()
             for batch in batches:
-                time.sleep(self.config.pause_per_batch)
-                self._infer(batch.indices, valid, docs, encoded, results, errors)
-        compute_seconds = time.perf_counter() - compute_started
+                self._infer(list(batch.indices), chunk, done, errors)
+            timers["compute"] += time.perf_counter() - clock
 
-        n_tokens = dict(zip(valid, lengths, strict=True))
-        truncated = dict(zip(valid, encoded.truncated, strict=True))
-        rows = []
-        for i, doc in enumerate(docs):
-            row = {"id": doc.id, "source": doc.source, "error": errors.get(i)}
-            row["n_tokens"] = n_tokens.get(i)
-            row["truncated"] = truncated.get(i, False)
-            row.update(results.get(i, {}))
-            rows.append(row)
-        table = pa.Table.from_pylist(rows, schema=self.schema)
-        stats = {
-            "shard": shard.id,
-            "documents": len(docs),
-            "ok": len(results),
-            "error": len(errors),
-            "truncated": sum(encoded.truncated),
-            "errors_by_reason": dict(collections.Counter(_reason(e) for e in errors.values())),
-            "real_tokens": sum(lengths),
-            "padded_tokens": sum(b.padded_tokens for b in batches),
-            "batches": len(batches),
-            "seconds": round(time.perf_counter() - started, 4),
-            "compute_seconds": round(compute_seconds, 4),
-        }
-        self.output.write_part(part_name(shard), table, stats)
-        return stats
+        clock = time.perf_counter()
+        table = self._table(chunk, lengths, done, errors)
+        timers["write"] += time.perf_counter() - clock
+        totals["documents"] += len(docs)
+        totals["ok"] += len(docs) - len(errors)
+        totals["error"] += len(errors)
+        totals["truncated"] += sum(encoded.truncated)
+        totals["real_tokens"] += sum(lengths)
+        totals["padded_tokens"] += sum(b.padded_tokens for b in batches)
+        totals["batches"] += len(batches)
+        reasons.update(_reason(e) for e in errors.values())
+        return table
 
-    def _infer(self, indices, valid, docs, encoded, results, errors) -> None:
+    def _table(self, chunk: _Chunk, lengths: list[int], done, errors: dict[int, str]) -> pa.Table:
+        """Columns straight from NumPy buffers: results come back in batch order and are put
+        in document order with one `take`; error rows take a null."""
+        docs, n = chunk.docs, len(chunk.docs)
+        n_tokens = np.zeros(n, dtype=np.int32)
+        truncated = np.zeros(n, dtype=bool)
+        has_tokens = np.zeros(n, dtype=bool)
+        if chunk.valid:
+            at = np.asarray(chunk.valid)
+            n_tokens[at] = lengths
+            truncated[at] = chunk.encoded.truncated
+            has_tokens[at] = True
+        order = np.concatenate([np.asarray(rows, dtype=np.int64) for rows, _ in done]) if done else np.zeros(0, int)
+        take = np.full(n, -1, dtype=np.int64)
+        take[order] = np.arange(len(order))
+        indices = pa.array(take, mask=take < 0)
+        columns = [
+            pa.array([d.id for d in docs], pa.string()),
+            pa.array([d.source for d in docs], pa.string()),
+            pa.array([errors.get(i) for i in range(n)], pa.string()),
+            pa.array(n_tokens, mask=~has_tokens),
+            pa.array(truncated),
+        ]
+        for field in self.task.columns():
+            parts = [_to_arrow(cols[field.name], field.type) for _, cols in done]
+            values = pa.concat_arrays(parts) if parts else pa.array([], field.type)
+            columns.append(values.take(indices))
+        return pa.Table.from_arrays(columns, schema=self.schema)
+
+    def _infer(self, positions: list[int], chunk: _Chunk, done, errors: dict[int, str]) -> None:
         """Run one batch; on failure split it, so one bad document costs only its own row."""
-        positions = list(indices)
-        doc_ids = [valid[p] for p in positions]
+        encoded = chunk.encoded
+        doc_ids = [chunk.valid[p] for p in positions]
         try:
             batch = self.task.collate(
                 [encoded.ids[p] for p in positions],
-                [docs[d].text for d in doc_ids],
+                [chunk.docs[d].text for d in doc_ids],
                 [encoded.offsets[p] for p in positions] if encoded.offsets else None,
             )
-            rows = self.task.infer(batch)
+            columns = self.task.infer_columns(batch)
         except Exception as exc:  # noqa: BLE001 - a model failure must become rows, not a lost shard
             if self.task.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -129,9 +250,16 @@ class ShardWorker:
                 return
             half = len(positions) // 2
             for part in (positions[:half], positions[half:]):
-                self._infer(part, valid, docs, encoded, results, errors)
+                self._infer(part, chunk, done, errors)
             return
-        results.update(zip(doc_ids, rows, strict=True))
+        done.append((doc_ids, columns))
+
+
+def _to_arrow(values: Any, kind: pa.DataType) -> pa.Array:
+    if isinstance(values, np.ndarray) and pa.types.is_fixed_size_list(kind):
+        flat = pa.array(np.ascontiguousarray(values).reshape(-1), kind.value_type)
+        return pa.FixedSizeListArray.from_arrays(flat, kind.list_size)
+    return pa.array(values, kind)
 
 
 def _reason(error: str) -> str:

@@ -81,7 +81,7 @@ def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None) ->
         rate = throughput(manifest)
         lines.append(
             f"documents: {counts['documents']} ({counts['ok']} ok, {counts['error']} error, "
-            f"{counts['missing']} missing, {counts['truncated']} truncated"
+            f"{'unknown' if counts['missing'] is None else counts['missing']} missing, {counts['truncated']} truncated"
             + (f", {counts['duplicate_ids']} duplicate ids" if counts.get("duplicate_ids") else "")
             + (f") in {timings['wall_seconds']:.1f}s, {rate:.1f} docs/s" if rate else "), all done before")
         )

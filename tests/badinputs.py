@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import gzip
 import json
+import re
 import zlib
 from pathlib import Path
 
@@ -68,5 +69,6 @@ def rows_by_file(rows: list[dict]) -> dict[str, collections.Counter]:
     seen: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for row in rows:
         kind = row["error"].split(":", 1)[0] if row["error"] else None
-        seen[row["source"].split(":", 1)[0]][kind] += 1
+        # source is rel@offset, rel:line/row or rel (job/corpus.py)
+        seen[re.split(r"[:@]", row["source"], maxsplit=1)[0]][kind] += 1
     return dict(seen)

@@ -15,6 +15,7 @@ from transformers import (
     BertConfig,
     BertForSequenceClassification,
     BertForTokenClassification,
+    BertModel,
     GPT2Config,
     GPT2LMHeadModel,
 )
@@ -61,5 +62,23 @@ def make_tiny_model(task: str, directory: Path) -> str:
         raise ValueError(task)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(MINILM).save_pretrained(directory)
+    return str(directory)
+
+
+def make_slow_model(directory: Path) -> str:
+    """A wide random BERT that takes about a second per short shard on one CPU: it keeps shards
+    in flight long enough for the fault tests to act mid-run, with no delay in the job itself."""
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=512,
+        num_hidden_layers=12,
+        num_attention_heads=8,
+        intermediate_size=2048,
+        max_position_embeddings=512,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    BertModel(config).save_pretrained(directory)
     AutoTokenizer.from_pretrained(MINILM).save_pretrained(directory)
     return str(directory)

@@ -6,6 +6,7 @@ result row per document. Everything about order, truncation and failure lives he
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 from abc import ABC, abstractmethod
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import torch
 from transformers import AutoConfig, AutoTokenizer
@@ -95,6 +97,12 @@ class Task(ABC):
     def infer(self, batch: ModelBatch) -> list[dict[str, Any]]:
         """One row of the task's columns per document of the batch, in batch order."""
 
+    def infer_columns(self, batch: ModelBatch) -> dict[str, Any]:
+        """The task's columns for a batch, in batch order: a NumPy array (one row per document)
+        where a task can, which goes to Arrow without a Python object per value."""
+        rows = self.infer(batch)
+        return {field.name: [row[field.name] for row in rows] for field in self.columns()}
+
     @property
     def reserved_tokens(self) -> int:
         """Tokens each row needs beyond its input: room for generated tokens."""
@@ -117,11 +125,27 @@ class Task(ABC):
         limit = min(x for x in limits if x) if any(limits) else 512
         return max(1, limit - self.reserved_tokens)
 
+    def _backend(self):
+        """A copy of the Rust tokenizer set to truncate at max_length: its own, so the wrapper's
+        settings (which its calls change) never leak in. Made once; safe to share by threads."""
+        if getattr(self, "_rust", None) is None:
+            backend = copy.copy(self.tokenizer.backend_tokenizer)
+            backend.no_padding()
+            backend.enable_truncation(self.max_length)
+            self._rust = backend
+        return self._rust
+
     def encode(self, texts: list[str]) -> Encoded:
         if not texts:  # a shard of only error rows; tokenizers fail on an empty batch
             return Encoded(ids=[], truncated=[], offsets=[] if self.wants_offsets else None)
         cap = self.max_length * CHARS_PER_TOKEN_CAP
         cut = [len(t) > cap for t in texts]
+        if self.tokenizer.is_fast and not self.wants_offsets:
+            # The Rust tokenizer directly, without offsets: the same ids, and on a worker where
+            # tokenizing is the critical path, about a third less time than the wrapper's call.
+            encodings = self._backend().encode_batch_fast([t[:cap] for t in texts])
+            truncated = [c or bool(e.overflowing) for c, e in zip(cut, encodings, strict=True)]
+            return Encoded(ids=[e.ids for e in encodings], truncated=truncated, offsets=None)
         enc = self.tokenizer(
             [t[:cap] for t in texts],
             truncation=True,
@@ -136,12 +160,14 @@ class Task(ABC):
 
     def collate(self, ids: list[list[int]], texts: list[str], offsets) -> ModelBatch:
         width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        input_ids = np.full((len(ids), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        left = self.padding_side == "left"
         for row, seq in enumerate(ids):
-            cols = slice(width - len(seq), width) if self.padding_side == "left" else slice(0, len(seq))
-            input_ids[row, cols] = torch.tensor(seq, dtype=torch.long)
+            cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+            input_ids[row, cols] = seq
             mask[row, cols] = 1
+        input_ids, mask = torch.from_numpy(input_ids), torch.from_numpy(mask)
         if self.device.type == "cuda":
             # Pinned host memory lets the copy overlap with the previous batch's kernels.
             input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)

@@ -19,8 +19,11 @@ class Embed(Task):
         return [pa.field("embedding", pa.list_(pa.float32(), self.config.hidden_size))]
 
     def infer(self, batch: ModelBatch) -> list[dict]:
+        return [{"embedding": v} for v in self.infer_columns(batch)["embedding"]]
+
+    def infer_columns(self, batch: ModelBatch) -> dict:
         hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         mask = batch.attention_mask.unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
         vectors = torch.nn.functional.normalize(mean.float(), dim=-1).cpu().numpy()
-        return [{"embedding": v} for v in vectors]
+        return {"embedding": vectors}

@@ -1,7 +1,9 @@
 """Follow a running job: stream its logs, turn progress lines into a bar, wait for the end.
 
-The job prints `raybake-progress docs=D/T shards=S/N rate=R/s eta=Es` lines (job/run.py); they
-become a progress bar here and every other line passes through unchanged.
+The job prints progress lines in the format documented once, on job.run.Progress:
+`raybake-progress bytes=B/T docs=D shards=S/N rate=R/s eta=Es`. The bar counts corpus bytes
+(known from the plan before any document is read) and shows documents, their rate and the ETA;
+every other line passes through unchanged.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-PROGRESS = re.compile(r"raybake-progress docs=(\d+)/(\d+) shards=(\d+)/(\d+)(?: rate=(\S+) eta=(\S+))?")
+PROGRESS = re.compile(
+    r"raybake-progress bytes=(?P<done>\d+)/(?P<total>\d+) docs=(?P<docs>\d+) "
+    r"shards=(?P<shards>\d+)/(?P<shards_total>\d+) rate=(?P<rate>\S+) eta=(?P<eta>\S+)"
+)
 # The job measures its own rate and ETA; log lines reach us in bursts, so a rate timed here
 # would be off by orders of magnitude.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
@@ -45,15 +50,24 @@ class LogPrinter:
     def line(self, line: str) -> None:
         match = PROGRESS.search(line)
         if match and self.show_bar:
-            done, total = int(match.group(1)), int(match.group(2))
+            done, total = int(match["done"]), int(match["total"])
             if self.bar is None:
                 self.bar = tqdm(
-                    total=total, unit="doc", file=self.out, dynamic_ncols=True, desc="documents", bar_format=BAR_FORMAT
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    file=self.out,
+                    dynamic_ncols=True,
+                    desc="corpus",
+                    bar_format=BAR_FORMAT,
                 )
             self.bar.total = total
             self.bar.update(done - self.bar.n)
-            rate = f", {match.group(5)}, eta {match.group(6)}" if match.group(5) else ""
-            self.bar.set_postfix_str(f"shards {match.group(3)}/{match.group(4)}{rate}")
+            self.bar.set_postfix_str(
+                f"{match['docs']} docs, {match['rate']}, eta {match['eta']}, "
+                f"shards {match['shards']}/{match['shards_total']}"
+            )
             return
         if self.bar is not None:
             self.bar.write(line, file=self.out)

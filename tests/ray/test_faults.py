@@ -1,8 +1,8 @@
 """Faults injected into real runs on a real local Ray: real kills, real stops, a real dead port.
 
 Each run is compared with one uninterrupted run of the same corpus: the same documents, each
-exactly once, with the same results. `--pause-per-batch` keeps shards in flight long enough to
-act mid-run.
+exactly once, with the same results. A slow (wide, random) model made by the tests keeps shards
+in flight long enough to act mid-run; the job itself has no delay knob.
 """
 
 import json
@@ -18,31 +18,41 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from models import make_slow_model
 from raycluster import free_port, invoke
 
 from raybake.versions import ROOT
 
-DOCS, SHARD_SIZE = 24, 4
-SLOW = ("--shard-size", str(SHARD_SIZE), "--pause-per-batch", "1")
-# Slower still where an `invoke` command (seconds to start) must land before the job ends.
-SLOWER = ("--shard-size", str(SHARD_SIZE), "--pause-per-batch", "2")
+DOCS = 24
+# About four documents per shard: six shards or so.
+SPLIT = ("--split-bytes", "5000")
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory):
+    return make_slow_model(tmp_path_factory.mktemp("slow-model"))
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults") / "corpus"
     root.mkdir()
-    lines = [json.dumps({"text": f"document {i}: " + "the quick brown fox " * (i % 5 + 1)}) for i in range(DOCS)]
+    lines = [json.dumps({"text": f"document {i}: " + "the quick brown fox " * (40 + i % 5)}) for i in range(DOCS)]
     (root / "docs.jsonl").write_text("\n".join(lines) + "\n")
     return root
 
 
 @pytest.fixture(scope="module")
-def baseline(ray_head, corpus, tmp_path_factory):
+def slow(slow_model):
+    return (*SPLIT, "--model", slow_model)
+
+
+@pytest.fixture(scope="module")
+def baseline(ray_head, corpus, slow, tmp_path_factory):
     """The uninterrupted run: what every interrupted one must end up equal to."""
     out = tmp_path_factory.mktemp("baseline") / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "job", "--corpus", corpus, "--output", out, "--shard-size", str(SHARD_SIZE)],
+        [sys.executable, "-m", "job", "--corpus", corpus, "--output", out, *slow],
         cwd=ROOT,
         env=ray_head.job_env(),
         capture_output=True,
@@ -109,11 +119,11 @@ def spawn(argv, env) -> Lines:
     return Lines(process)
 
 
-def test_a_worker_killed_mid_shard_is_restarted_and_its_shards_retried(ray_head, corpus, baseline, tmp_path):
+def test_a_worker_killed_mid_shard_is_restarted_and_its_shards_retried(ray_head, corpus, slow, baseline, tmp_path):
     out = tmp_path / "out"
-    job = spawn([sys.executable, "-m", "job", "--corpus", corpus, "--output", out, *SLOW], ray_head.job_env())
+    job = spawn([sys.executable, "-m", "job", "--corpus", corpus, "--output", out, *slow], ray_head.job_env())
     pid = int(job.wait_for(r"worker on \S+ \(pid (\d+)\)").group(1))
-    progress = job.wait_for(r"raybake-progress docs=\d+/\d+ shards=(\d+)/(\d+)")
+    progress = job.wait_for(r"raybake-progress bytes=\d+/\d+ docs=\d+ shards=(\d+)/(\d+)")
     assert int(progress.group(1)) < int(progress.group(2)), "the job ended before the kill"
     os.kill(pid, signal.SIGKILL)
     log = job.rest()
@@ -122,9 +132,11 @@ def test_a_worker_killed_mid_shard_is_restarted_and_its_shards_retried(ray_head,
     assert_same_results(results(out), baseline)
 
 
-def test_a_stopped_job_resumes_from_its_finished_shards_when_submitted_again(ray_head, corpus, baseline, tmp_path):
+def test_a_stopped_job_resumes_from_its_finished_shards_when_submitted_again(
+    ray_head, corpus, slow, baseline, tmp_path
+):
     env = ray_head.invoke_env(tmp_path / "results")
-    submit = ("submit", "--corpus", str(corpus), "--job-args", " ".join(SLOWER))
+    submit = ("submit", "--corpus", str(corpus), "--job-args", " ".join(slow))
     first = invoke(env, *submit, "--detach")
     assert first.returncode == 0, first.stdout + first.stderr
     job_id, out = re.search(r"submitted (\S+); output (\S+)", first.stdout).groups()
@@ -140,8 +152,8 @@ def test_a_stopped_job_resumes_from_its_finished_shards_when_submitted_again(ray
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"submitted {job_id}-2;" in again.stdout
     resumed = int(re.search(r"resuming: (\d+) shard\(s\) already done", again.stdout).group(1))
-    assert 1 <= resumed < DOCS // SHARD_SIZE
-    assert json.loads((tmp_path / "results" / job_id / "manifest.json").read_text())["shards"]["resumed"] == resumed
+    shards = json.loads((tmp_path / "results" / job_id / "manifest.json").read_text())["shards"]
+    assert 1 <= resumed < shards["total"] and shards["resumed"] == resumed
     assert_same_results(results(tmp_path / "results" / job_id), baseline)
     assert out == str(tmp_path / "results" / job_id)
     # Asking about the job by its first id now means the attempt that carried on.
@@ -150,9 +162,11 @@ def test_a_stopped_job_resumes_from_its_finished_shards_when_submitted_again(ray
     assert f"{job_id} was submitted again as {job_id}-2" in status.stderr
 
 
-def test_a_killed_client_leaves_the_job_running_and_the_same_submit_attaches(ray_head, corpus, baseline, tmp_path):
+def test_a_killed_client_leaves_the_job_running_and_the_same_submit_attaches(
+    ray_head, corpus, slow, baseline, tmp_path
+):
     env = ray_head.invoke_env(tmp_path / "results")
-    submit = ("submit", "--corpus", str(corpus), "--name", "attach", "--job-args", " ".join(SLOW))
+    submit = ("submit", "--corpus", str(corpus), "--name", "attach", "--job-args", " ".join(slow))
     client = spawn([sys.executable, "-m", "invoke", *submit], env)
     job_id = client.wait_for(r"submitted (\S+);").group(1)
     client.wait_for(r"documents:|raybake: starting")
@@ -168,7 +182,10 @@ def test_a_killed_client_leaves_the_job_running_and_the_same_submit_attaches(ray
     assert "raybake: submitted" not in again.stdout
     assert f"job {job_id}: SUCCEEDED" in again.stdout
     assert invoke(env, "status", "--job", job_id).returncode == 0
-    assert "raybake: done: 24 ok, 0 error, 0 missing" in invoke(env, "logs", "--job", job_id).stdout
+    assert (
+        "raybake: done: 24 ok, 0 error of 24 documents read, 0 shard(s) missing"
+        in invoke(env, "logs", "--job", job_id).stdout
+    )
     listed = invoke(env, "jobs").stdout
     assert [line.split()[0] for line in listed.splitlines() if line.startswith("attach")] == [job_id]
     assert_same_results(results(tmp_path / "results" / job_id), baseline)

@@ -52,12 +52,13 @@ def reference_embeddings(texts):
 
 def test_embeddings_of_the_example_corpus_match_plain_transformers(ray_head, tmp_path):
     out = tmp_path / "out"
-    run_job(ray_head, "--corpus", EXAMPLE, "--output", out, "--shard-size", 8, "--id-field", "id")
+    run_job(ray_head, "--corpus", EXAMPLE, "--output", out, "--split-bytes", 1000, "--id-field", "id")
     manifest, rows = read_output(out)
     texts = [json.loads(line)["text"] for line in (EXAMPLE / "articles.jsonl").read_text().splitlines()]
     texts.append((EXAMPLE / "notes.txt").read_text())
     by_source = {r["source"]: r for r in rows}
-    ordered = [by_source[f"articles.jsonl:{i + 1}"] for i in range(len(texts) - 1)] + [by_source["notes.txt"]]
+    articles = sorted((s for s in by_source if s.startswith("articles.jsonl@")), key=lambda s: int(s.split("@")[1]))
+    ordered = [by_source[s] for s in articles] + [by_source["notes.txt"]]
     got = np.array([r["embedding"] for r in ordered], dtype=np.float32)
     cosine = np.sum(got * reference_embeddings(texts), axis=1)
     assert cosine.min() >= 0.999
@@ -96,7 +97,7 @@ def test_each_task_runs_on_ray_with_a_tiny_model(ray_head, tmp_path, task):
 
 def test_rerun_after_a_partial_run_processes_only_missing_shards(ray_head, tmp_path):
     out = tmp_path / "out"
-    args = ("--corpus", EXAMPLE, "--output", out, "--shard-size", 10)
+    args = ("--corpus", EXAMPLE, "--output", out, "--split-bytes", 1300)
     run_job(ray_head, *args)
     first_manifest, first_rows = read_output(out)
     parts = sorted((out / "parts").iterdir())
@@ -116,8 +117,8 @@ def test_rerun_after_a_partial_run_processes_only_missing_shards(ray_head, tmp_p
 def test_the_bad_input_matrix_ends_in_rows_with_reasons_on_ray(ray_head, tmp_path):
     expected = make_bad_corpus(tmp_path / "corpus")
     out = tmp_path / "out"
-    done = run_job(ray_head, "--corpus", tmp_path / "corpus", "--output", out, "--shard-size", 8)
-    assert "warning: 'cut.jsonl.gz' cannot be read to its end (EOFError" in done.stdout
+    done = run_job(ray_head, "--corpus", tmp_path / "corpus", "--output", out, "--split-bytes", 300)
+    assert "gzip file(s) are read whole" in done.stdout
     manifest, rows = read_output(out)
     assert rows_by_file(rows) == expected
     counts = manifest["counts"]
@@ -149,6 +150,18 @@ def test_invoke_submit_status_and_logs_on_a_head_without_auth(open_head, tmp_pat
     job_id = re.search(r"submitted (\S+);", done.stdout).group(1)
     assert invoke(env, "status", "--job", job_id).stdout == f"{job_id}: SUCCEEDED (Job finished successfully.)\n"
     assert "raybake: done: 1 ok" in invoke(env, "logs", "--job", job_id).stdout
+
+
+def test_a_corpus_changed_since_the_first_run_is_refused_with_the_files_named(ray_head, tmp_path):
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    shutil.copytree(EXAMPLE, corpus)
+    run_job(ray_head, "--corpus", corpus, "--output", out)
+    with (corpus / "articles.jsonl").open("a") as f:
+        f.write(json.dumps({"id": "new", "text": "appended after the first run"}) + "\n")
+    done = run_job(ray_head, "--corpus", corpus, "--output", out, check=False)
+    assert done.returncode == 2
+    assert "the corpus changed since" in done.stdout and "'articles.jsonl'" in done.stdout
+    assert "notes.txt" not in done.stdout
 
 
 def test_invoke_submit_keeps_paths_as_data_and_secrets_out_of_everything_it_prints_and_writes(ray_head, tmp_path):

@@ -1,11 +1,13 @@
 """Bad corpus inputs: each file ends in error rows with their reason, or the corpus is refused
 with one; the manifest always reconciles. The worker runs in-process with the real MiniLM."""
 
+import collections
 import contextlib
 import dataclasses
 import gzip
 import json
 import os
+import resource
 import stat
 import tempfile
 import time
@@ -17,7 +19,7 @@ from badinputs import make_bad_corpus, rows_by_file
 from models import MINILM
 
 from job.config import TaskOptions, WorkerConfig
-from job.corpus import CorpusError, Fields, plan_shards, scan
+from job.corpus import CorpusError, Fields, check, plan_shards, scan
 from job.output import Output
 from job.run import PoolRun, build_manifest
 from job.worker import ShardWorker
@@ -39,24 +41,26 @@ def worker(tmp_path_factory):
     return ShardWorker(config)
 
 
-def run_in_process(worker, corpus: Path, out: Path, fields: Fields | None = None, shard_size: int = 4):
-    """What `python -m job` does, minus Ray: scan, plan, process every shard, build the manifest."""
+def run_in_process(worker, corpus: Path, out: Path, fields: Fields | None = None, split_bytes: int = 64, **config):
+    """What `python -m job` does, minus Ray: scan, check, plan, process every shard, build the manifest."""
     fields = fields or Fields()
-    fs, files = scan(str(corpus), fields)
-    shards = plan_shards(files, shard_size)
-    worker.config = dataclasses.replace(worker.config, fields=fields)
+    fs, files = scan(str(corpus))
+    check(fs, files, fields)
+    shards = plan_shards(files, split_bytes)
+    worker.config = dataclasses.replace(worker.config, fields=fields, corpus=str(corpus), **config)
+    worker.corpus_fs = fs
     worker.output = Output(str(out))
     for shard in shards:
         worker.process(shard)
-    spec = {"documents": sum(s.size for s in shards), "model": MINILM}
+    spec = {"files": [[f.rel, f.size, f.version] for f in files], "model": MINILM}
     manifest = build_manifest(Output(str(out)), shards, spec, started=time.time(), pool=PoolRun(), resumed=0)
     return manifest, pq.read_table(out / "parts").to_pylist()
 
 
 def assert_reconciles(manifest, rows):
     counts = manifest["counts"]
-    assert counts["documents"] == counts["ok"] + counts["error"] + counts["missing"] == len(rows)
-    assert counts["missing"] == 0
+    assert counts["documents"] == counts["ok"] + counts["error"] == len(rows)
+    assert counts["missing"] == 0 and manifest["shards"]["missing"] == 0
     assert len({r["source"] for r in rows}) == len(rows), "a document appears twice"
 
 
@@ -77,18 +81,55 @@ def test_duplicate_ids_are_kept_and_counted(worker, tmp_path):
     records = [{"id": "a", "text": "one"}, {"id": "b", "text": "two"}, {"id": "a", "text": "three"}]
     (corpus / "x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (corpus / "y.jsonl").write_text(json.dumps({"id": "b", "text": "four"}) + "\n")
-    manifest, rows = run_in_process(worker, corpus, tmp_path / "out", Fields(id="id"), shard_size=2)
+    manifest, rows = run_in_process(worker, corpus, tmp_path / "out", Fields(id="id"), split_bytes=40)
     assert sorted(r["id"] for r in rows) == ["a", "a", "b", "b"]
     assert manifest["counts"]["duplicate_ids"] == 2 and manifest["counts"]["ok"] == 4
     assert_reconciles(manifest, rows)
 
 
-def test_a_cut_gzip_keeps_its_readable_records_and_warns(tmp_path):
+def test_a_cut_gzip_keeps_its_readable_records_and_ends_in_one_error_row(worker, tmp_path):
     whole = gzip.compress(b"".join(json.dumps({"text": f"t{i}"}).encode() + b"\n" for i in range(1000)))
-    (tmp_path / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2])
-    _, files = scan(str(tmp_path), Fields())
-    assert files[0].broken.startswith("EOFError: Compressed file ended")
-    assert 0 < files[0].records < 1000
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    manifest, rows = run_in_process(worker, tmp_path / "corpus", tmp_path / "out")
+    errors = [r["error"] for r in rows if r["error"]]
+    assert len(errors) == 1 and errors[0].startswith("file unreadable: EOFError: Compressed file ended")
+    assert 0 < manifest["counts"]["ok"] < 1000
+    assert_reconciles(manifest, rows)
+
+
+def hostile_corpus(root: Path) -> dict[str, collections.Counter]:
+    """Inputs built to exhaust a reader: each must end as error rows, with bounded memory."""
+    root.mkdir()
+    ok = json.dumps({"text": "fine"}).encode() + b"\n"
+    # 1 GiB of zeros, no newline, in about 1 MiB of gzip.
+    with gzip.open(root / "bomb.jsonl.gz", "wb", compresslevel=9) as f:
+        zeros = bytes(1 << 20)
+        for _ in range(1024):
+            f.write(zeros)
+    (root / "wide.csv").write_bytes(b"text\n" + b"a" * (200 << 10) + b"\nfine\n")
+    (root / "deep.jsonl").write_bytes(ok + b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n" + ok)
+    with (root / "long.jsonl").open("wb") as f:
+        f.write(ok + b'{"text": "' + b"x" * (50 << 20) + b'"}\n' + ok)
+    return {
+        "bomb.jsonl.gz": collections.Counter({"record too long": 1}),
+        "wide.csv": collections.Counter({"record too long": 1, None: 1}),
+        "deep.jsonl": collections.Counter({None: 2, "malformed JSON": 1}),
+        "long.jsonl": collections.Counter({None: 2, "record too long": 1}),
+    }
+
+
+def test_hostile_inputs_end_as_error_rows_in_bounded_memory(worker, tmp_path):
+    expected = hostile_corpus(tmp_path / "corpus")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    manifest, rows = run_in_process(
+        worker, tmp_path / "corpus", tmp_path / "out", split_bytes=32 << 20, max_record_bytes=4 << 20
+    )
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert rows_by_file(rows) == expected
+    assert_reconciles(manifest, rows)
+    # A reader that held the 1 GiB bomb or the 50 MiB line whole would grow by that much.
+    assert grown_mib < 40, f"peak RSS grew by {grown_mib:.0f} MiB"
 
 
 @pytest.mark.parametrize(
@@ -104,13 +145,13 @@ def test_links_that_loop_or_lead_nowhere_are_refused_not_followed(tmp_path, make
     (tmp_path / "ok.txt").write_text("a real document")
     make(tmp_path)
     with pytest.raises(CorpusError, match=r"not regular files: '.*'; links to directories, broken or looping"):
-        scan(str(tmp_path), Fields())
+        scan(str(tmp_path))
 
 
 def test_a_fifo_as_the_corpus_is_refused_without_opening_it(tmp_path):
     os.mkfifo(tmp_path / "pipe.jsonl")
     with pytest.raises(CorpusError, match="neither a file nor a directory"):
-        scan(str(tmp_path / "pipe.jsonl"), Fields())
+        scan(str(tmp_path / "pipe.jsonl"))
 
 
 @contextlib.contextmanager
@@ -137,8 +178,6 @@ def test_an_unreadable_file_is_one_error_row_and_the_rest_runs(worker, tmp_path)
         (corpus / "secret.jsonl").write_text(json.dumps({"text": "locked"}) + "\n")
         (corpus / "secret.jsonl").chmod(0)
         with unprivileged():
-            _, files = scan(str(corpus), Fields())
-            assert files[1].broken.startswith("PermissionError")
             manifest, rows = run_in_process(worker, corpus, out)
         assert rows_by_file(rows) == {"open.jsonl": {None: 1}, "secret.jsonl": {"file unreadable": 1}}
         assert_reconciles(manifest, rows)

@@ -41,9 +41,22 @@ def test_invalid_budget_is_refused():
         token_budget_batches([1], token_budget=0, max_batch_size=1)
 
 
-def test_auto_shard_size_gives_many_shards_within_bounds():
-    from job.run import auto_shard_size
+def test_auto_split_bytes_gives_many_shards_within_bounds():
+    from job.corpus import SPLIT_BYTES_MAX, SPLIT_BYTES_MIN, CorpusFile, auto_split_bytes
 
-    assert auto_shard_size(41) == 32
-    assert auto_shard_size(64 * 100) == 100
-    assert auto_shard_size(10**9) == 1024
+    def corpus(*sizes):
+        return [CorpusFile(path=f"f{i}", rel=f"f{i}", fmt="jsonl", gzip=False, size=n) for i, n in enumerate(sizes)]
+
+    assert auto_split_bytes(corpus(4000)) == SPLIT_BYTES_MIN
+    assert auto_split_bytes(corpus(64 << 20, 64 << 20)) == 2 << 20
+    assert auto_split_bytes(corpus(10 << 40)) == SPLIT_BYTES_MAX
+
+
+def test_cpu_token_budget_grows_for_narrow_models():
+    from types import SimpleNamespace
+
+    from job.config import TOKEN_BUDGET, token_budget
+
+    assert token_budget("cpu", SimpleNamespace(hidden_size=384)) == TOKEN_BUDGET["cpu"]
+    assert token_budget("cpu", SimpleNamespace(hidden_size=32)) > 8 * TOKEN_BUDGET["cpu"]
+    assert token_budget("cuda", SimpleNamespace(hidden_size=32)) == TOKEN_BUDGET["cuda"]

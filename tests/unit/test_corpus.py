@@ -5,13 +5,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from job.corpus import CorpusError, Fields, file_format, plan_shards, read_shard, scan
+from job.corpus import CorpusError, Fields, Tally, check, file_format, plan_shards, read_shard, scan
 
 
-def read_all(corpus, fields=None, shard_size=1000):
+def checked(corpus, fields=None):
+    fs, files = scan(str(corpus))
+    check(fs, files, fields or Fields())
+    return fs, files
+
+
+def read_all(corpus, fields=None, split_bytes=1 << 20):
     fields = fields or Fields()
-    fs, files = scan(str(corpus), fields)
-    return [doc for shard in plan_shards(files, shard_size) for doc in read_shard(fs, shard, fields)]
+    fs, files = checked(corpus, fields)
+    return [doc for shard in plan_shards(files, split_bytes) for doc in read_shard(fs, shard, fields)]
 
 
 def write_jsonl(path, records):
@@ -38,15 +44,15 @@ def test_every_format_reads_to_documents_with_stable_ids(tmp_path):
         f.write(json.dumps({"text": "zipped"}) + "\n")
     docs = read_all(tmp_path)
     assert [(d.id, d.text) for d in docs] == [
-        ("a.jsonl:1", "one"),
-        ("a.jsonl:2", "two"),
+        ("a.jsonl@0", "one"),
+        ("a.jsonl@16", "two"),
         ("b.txt", "a whole file"),
         ("c.csv:2", "hello, world"),
         ("c.csv:3", "second"),
         ("d.tsv:2", "tab separated"),
         ("e.parquet:0", "p0"),
         ("e.parquet:1", "p1"),
-        ("f.jsonl.gz:1", "zipped"),
+        ("f.jsonl.gz@0", "zipped"),
     ]
     assert all(d.error is None for d in docs)
 
@@ -55,7 +61,7 @@ def test_id_field_is_used_and_source_stays_unique(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"id": 7, "body": "x"}, {"id": 7, "body": "y"}])
     docs = read_all(tmp_path, Fields(text="body", id="id"))
     assert [d.id for d in docs] == ["7", "7"]
-    assert [d.source for d in docs] == ["a.jsonl:1", "a.jsonl:2"]
+    assert [d.source for d in docs] == ["a.jsonl@0", "a.jsonl@23"]
 
 
 def test_bad_records_become_error_rows_and_nothing_is_dropped(tmp_path):
@@ -112,36 +118,69 @@ def test_csv_row_with_undecodable_bytes_is_an_error_row_not_a_failed_file(tmp_pa
 def test_unusable_corpora_are_refused_with_a_reason(tmp_path, setup, message):
     setup(tmp_path)
     with pytest.raises(CorpusError, match=message):
-        scan(str(tmp_path), Fields())
+        checked(tmp_path)
 
 
 def test_missing_corpus_is_refused(tmp_path):
     with pytest.raises(CorpusError, match="corpus not found: .*nope"):
-        scan(str(tmp_path / "nope"), Fields())
+        checked(tmp_path / "nope")
 
 
 def test_hidden_and_marker_files_are_ignored(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
     (tmp_path / "_SUCCESS").write_text("")
     (tmp_path / ".DS_Store").write_bytes(b"\x00")
-    assert [d.id for d in read_all(tmp_path)] == ["a.jsonl:1"]
+    assert [d.id for d in read_all(tmp_path)] == ["a.jsonl@0"]
 
 
 def test_shards_are_deterministic_cover_every_record_once_and_split_big_files(tmp_path):
     write_jsonl(tmp_path / "big.jsonl", [{"text": f"doc {i}"} for i in range(25)])
     for i in range(3):
         (tmp_path / f"t{i}.txt").write_text(f"text {i}")
-    fs, files = scan(str(tmp_path), Fields())
-    shards = plan_shards(files, 10)
-    assert [s.size for s in shards] == [10, 10, 8]
-    assert len({s.id for s in shards}) == 3
-    assert [s.id for s in plan_shards(files, 10)] == [s.id for s in shards]
+    fs, files = checked(tmp_path)
+    shards = plan_shards(files, 100)
+    assert len(shards) == 5 and len({s.id for s in shards}) == 5
+    assert [s.id for s in plan_shards(files, 100)] == [s.id for s in shards]
     sources = [d.source for s in shards for d in read_shard(fs, s, Fields())]
     assert len(sources) == len(set(sources)) == 28
-    assert [s.id for s in plan_shards(files, 5)] != [s.id for s in shards]
+    assert [s.id for s in plan_shards(files, 50)] != [s.id for s in shards]
 
 
-def test_line_numbers_hold_when_a_line_ends_within_the_first_bytes(tmp_path):
+@pytest.mark.parametrize("split", [1, 7, 16, 17, 18, 64, 1000])
+def test_byte_ranges_own_the_records_that_start_in_them(tmp_path, split):
+    """Hadoop's rule: however the file is cut, every record is read once, by one piece."""
+    records = [{"text": "x" * (i % 23) + f"doc {i}"} for i in range(60)]
+    body = "".join(json.dumps(r) + "\n" + ("\n" if i % 7 == 0 else "") for i, r in enumerate(records))
+    (tmp_path / "a.jsonl").write_text(body)
+    fs, files = checked(tmp_path)
+    shards = plan_shards(files, split)
+    docs = [d for s in shards for d in read_shard(fs, s, Fields())]
+    assert [d.text for d in docs] == [r["text"] for r in records]
+    offsets = [int(d.source.split("@")[1]) for d in docs]
+    assert all(body[o - 1] == "\n" for o in offsets[1:]) and offsets[0] == 0
+
+
+def test_each_byte_is_read_about_once(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"document number {i} " * (i % 9 + 1)} for i in range(5000)])
+    fs, files = checked(tmp_path)
+    tally = Tally()
+    docs = [d for s in plan_shards(files, 16 << 10) for d in read_shard(fs, s, Fields(), tally=tally)]
+    assert len(docs) == 5000
+    assert 1.0 <= tally.bytes_read / files[0].size <= 1.05
+
+
+def test_line_offsets_hold_when_a_line_ends_within_the_first_bytes(tmp_path):
     # The reader looks at two bytes first for a UTF-16 BOM; a line may end inside them.
     (tmp_path / "x.jsonl").write_bytes(b'\n{"text": "a"}\n{"text": "b"}')
-    assert [(d.source, d.text) for d in read_all(tmp_path)] == [("x.jsonl:2", "a"), ("x.jsonl:3", "b")]
+    assert [(d.source, d.text) for d in read_all(tmp_path)] == [("x.jsonl@1", "a"), ("x.jsonl@15", "b")]
+
+
+def test_parquet_is_split_by_row_group_from_its_footer(tmp_path):
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(1000)]}), tmp_path / "a.parquet", row_group_size=300)
+    fs, files = checked(tmp_path)
+    assert [rows for rows, _ in files[0].row_groups] == [300, 300, 300, 100]
+    shards = plan_shards(files, 1)
+    assert len(shards) == 4
+    docs = [d for s in shards for d in read_shard(fs, s, Fields())]
+    assert [d.source for d in docs] == [f"a.parquet:{i}" for i in range(1000)]
+    assert [d.text for d in docs] == [f"row {i}" for i in range(1000)]

@@ -16,7 +16,9 @@ def test_a_redone_shard_removes_the_temp_file_a_killed_writer_left(tmp_path):
     killed.write_bytes(b"PAR1 half a part")
     other.write_bytes(b"PAR1 half another part")
 
-    output.write_part("part-00001-aaaa.parquet", pa.table({"id": ["a"]}), {"ok": 1})
+    with output.part_writer("part-00001-aaaa.parquet", pa.schema([("id", pa.string())])) as part:
+        part(pa.table({"id": ["a"]}))
+        part.stats = {"ok": 1}
 
     assert not killed.exists()
     assert other.exists()  # its shard is not redone yet: its writer may still be running

@@ -43,8 +43,8 @@ def run_worker(tmp_path, task, model, texts, **options):
 
 def process_corpus(worker, corpus):
     """The worker's stats and output rows for a one-shard corpus."""
-    _, files = scan(str(corpus), Fields())
-    (shard,) = plan_shards(files, 100)
+    _, files = scan(str(corpus))
+    (shard,) = plan_shards(files, 1 << 20)
     stats = worker.process(shard)
     return stats, pq.read_table(f"{worker.config.output}/parts/{part_name(shard)}").to_pylist()
 
@@ -107,14 +107,14 @@ def test_generate_returns_text_for_each_document(tmp_path, tiny_models):
 
 def test_a_model_failure_costs_only_the_failing_documents(tmp_path, monkeypatch):
     worker, _, _ = run_worker(tmp_path, "embed", MINILM, ["warm up"])
-    real_infer = worker.task.infer
+    real_infer = worker.task.infer_columns
 
     def infer(batch):
         if any("poison" in t for t in batch.texts):
             raise RuntimeError("boom")
         return real_infer(batch)
 
-    monkeypatch.setattr(worker.task, "infer", infer)
+    monkeypatch.setattr(worker.task, "infer_columns", infer)
     (tmp_path / "corpus.jsonl").write_text(
         "".join(json.dumps({"text": t}) + "\n" for t in ["a b", "poison pill", "c d", "e f"])
     )

@@ -208,7 +208,9 @@ def ensure_running(settings: Settings) -> Head | None:
                 _wait_ready(head)
                 return head
             except RaybakeError:
-                if attempt == START_ATTEMPTS or alive(head):
+                # What the dead start left in its group (a GCS still on its port) goes too.
+                _end(head)
+                if attempt == START_ATTEMPTS:
                     raise
                 _forget(settings, head)
         raise AssertionError("unreachable")

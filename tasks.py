@@ -51,6 +51,15 @@ CONNECT_HELP = {
 }
 
 
+# Object storage (docs/inputs-outputs.md): where the store is; credentials never pass here.
+STORE_HELP = {
+    "env-from-secret": "rayjob: a Secret whose keys become every pod's environment (AWS_ACCESS_KEY_ID ...); repeatable",
+    "s3-endpoint": "S3-compatible store's URL, e.g. https://s3.openshift-storage.svc (AWS_ENDPOINT_URL_S3)",
+    "s3-ca-bundle": "CA of the store: configmap:NAME/KEY or secret:NAME/KEY (rayjob), or a path where the job runs",
+    "s3-path-style": "address buckets as ENDPOINT/BUCKET (MinIO, NooBaa, Ceph) instead of BUCKET.ENDPOINT",
+}
+
+
 def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flags):
     """The backend the flags choose; an --address or --cluster alone means the address backend."""
     from raybake.backends import backend_for
@@ -86,11 +95,13 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
         "pvc": "rayjob: PersistentVolumeClaim mounted in every pod, home of cluster: paths",
         "allow-image-mismatch": "submit although the cluster runs another Ray version or image",
         "ship-job": "send job/ from this checkout as a py_module (a cluster without the raybake image)",
+        **STORE_HELP,
         **CLUSTER_HELP,
         **CONNECT_HELP,
     },
     # More flags than letters: short ones would be handed out by the alphabet, not by meaning.
     auto_shortflags=False,
+    iterable=["env_from_secret"],
 )
 @user_errors
 def submit(
@@ -116,6 +127,10 @@ def submit(
     pvc=None,
     allow_image_mismatch=False,
     ship_job=False,
+    env_from_secret=None,
+    s3_endpoint=None,
+    s3_ca_bundle=None,
+    s3_path_style=False,
     backend=None,
     address=None,
     cluster=None,
@@ -131,6 +146,7 @@ def submit(
     again attaches to the job it started (a retried CI step makes no duplicate); if that job
     failed or was stopped, it runs again and resumes from the shards already done.
     """
+    from raybake import identity
     from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
     from raybake.submit import submit as run_submit
     from raybake.transport import output_root
@@ -156,6 +172,10 @@ def submit(
         pvc=pvc,
         allow_image_mismatch=allow_image_mismatch or None,
         ship_job=ship_job or None,
+        env_from_secret=tuple(env_from_secret) or None,
+        s3_endpoint=s3_endpoint,
+        s3_ca_bundle=s3_ca_bundle,
+        s3_path_style=s3_path_style or None,
     )
     with chosen:
         spec = JobSpec(
@@ -169,7 +189,10 @@ def submit(
             entrypoint=entrypoint,
         )
         root = chosen.settings.results_dir if output else output_root(chosen.settings)
-        spec = with_id(spec, name=name, results_dir=root)
+        parts = identity.of(
+            spec, image=chosen.image_identity(), settings=chosen.settings, strict=chosen.credentials_here
+        )
+        spec = with_id(spec, name=name, results_dir=root, identity=parts)
         code = run_submit(chosen, spec, follow=not detach, new=new, dry_run=dry_run)
     if code:
         raise Exit(code=code)

@@ -59,6 +59,10 @@ def run(config: RunConfig) -> int:
     except CorpusError as exc:
         log(f"error: {exc}")
         return 2
+    except PermissionError as exc:
+        # An object store that refuses the credentials: one line, before any worker starts.
+        log(f"error: access to corpus {wc.corpus!r} refused ({str(exc).splitlines()[0] if str(exc) else exc!r})")
+        return 2
     for f in files:
         if f.broken:
             log(f"warning: {f.rel!r} cannot be read to its end ({f.broken}); the rest of it is one error row")

@@ -188,12 +188,45 @@ def rayjob(
         "raybake.io/output": spec.output,
         "raybake.io/image": image,
     }
-    return {
+    manifest = {
         "apiVersion": API_VERSION,
         "kind": "RayJob",
         "metadata": {"name": name, "labels": {k: v for k, v in labels.items() if v}, "annotations": annotations},
         "spec": job,
     }
+    return with_object_store(manifest, settings=settings, image=image)
+
+
+# KubeRay's own submitter defaults (the pinned version's), kept when raybake gives the submitter pod a template.
+SUBMITTER_RESOURCES = {"requests": {"cpu": "500m", "memory": "200Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+
+
+def with_object_store(manifest: dict[str, Any], *, settings: Settings, image: str) -> dict[str, Any]:
+    """Every container of every pod (head, workers, and the submitter in K8sJobMode) gets the
+    object store: Secrets as envFrom, the endpoint variables, the CA bundle's mount.
+
+    The submitter only runs `ray job submit`, but a user's own entrypoint may read the store
+    before it submits, and one rule ("every container") is easier to audit than a list.
+    """
+    from raybake import objectstore
+
+    container, pod = objectstore.pod_additions(settings)
+    if not container:
+        return manifest
+    job = manifest["spec"]
+    cluster = job["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    if job["submissionMode"] == "K8sJobMode":
+        submitter = {"name": "ray-job-submitter", "image": image, "resources": copy.deepcopy(SUBMITTER_RESOURCES)}
+        job["submitterPodTemplate"] = {"spec": {"restartPolicy": "Never", "containers": [submitter]}}
+        templates.append(job["submitterPodTemplate"])
+    for template in templates:
+        for main in template["spec"]["containers"]:
+            for key, values in container.items():
+                main.setdefault(key, []).extend(copy.deepcopy(values))
+        for key, values in pod.items():
+            template["spec"].setdefault(key, []).extend(copy.deepcopy(values))
+    return manifest
 
 
 def redacted(value: Any, key: str = "") -> Any:

@@ -7,6 +7,7 @@ a long-running cluster and, behind a port-forward, a KubeRay head.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -15,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from raybake import transport
+from raybake import objectstore, transport
 from raybake.backends.base import TERMINAL, AlreadySubmitted, Backend, JobResult
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.follow import LogPrinter
+from raybake.identity import job_code_identity
 from raybake.manifests import DASHBOARD_PORT, to_yaml
 from raybake.portforward import Forward
 from raybake.spec import JobSpec
@@ -125,6 +127,9 @@ class AddressBackend(Backend):
         """Whether job/ travels from this checkout instead of running from the cluster's image."""
         return self.settings.ship_job
 
+    def image_identity(self) -> str:
+        return job_code_identity() if self.ships_job else (self.expected_image or "")
+
     @property
     def verify(self) -> bool | str:
         return self.settings.ca_bundle or self.settings.verify_tls
@@ -212,7 +217,9 @@ class AddressBackend(Backend):
         return moved.spec
 
     def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
-        env: dict[str, Any] = {**self.uploads, "env_vars": {"RAYBAKE_GIT_SHA": git_sha()}}
+        # Where the object store is (not who may use it: credentials are the nodes' environment).
+        store = objectstore.job_env(self.settings)
+        env: dict[str, Any] = {**self.uploads, "env_vars": {"RAYBAKE_GIT_SHA": git_sha(), **store}}
         if self.ships_job:
             env["py_modules"] = [str(ROOT / "job")]
         elif expected := self.expected_image:
@@ -232,7 +239,13 @@ class AddressBackend(Backend):
                 entrypoint=spec.command(),
                 submission_id=spec.name or None,
                 runtime_env=self.runtime_env(spec),
-                metadata={"raybake.task": spec.task, "raybake.output": spec.output},
+                metadata={
+                    "raybake.task": spec.task,
+                    "raybake.output": spec.output,
+                    # What went into the id, so a later submit can say what changed (submit.py).
+                    "raybake.lineage": spec.lineage,
+                    "raybake.identity": json.dumps(dict(spec.identity), sort_keys=True),
+                },
             )
         except RuntimeError as exc:
             if "already exists" in str(exc):
@@ -295,6 +308,8 @@ class AddressBackend(Backend):
                     "status": str(job.status.value),
                     "start": job.start_time,
                     "entrypoint": job.entrypoint,
+                    "lineage": (job.metadata or {}).get("raybake.lineage", ""),
+                    "identity": json.loads((job.metadata or {}).get("raybake.identity") or "{}"),
                 }
             )
         return sorted(rows, key=lambda r: r["start"] or 0)

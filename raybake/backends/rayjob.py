@@ -9,6 +9,7 @@ which outlives the cluster.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -25,6 +26,8 @@ from raybake.versions import ray_version
 
 POLL_S = 2.0
 MANAGED = "app.kubernetes.io/managed-by=raybake"
+IDENTITY = "raybake.io/identity"
+LINEAGE = "raybake.io/lineage"
 
 
 class RayJobBackend(Backend):
@@ -47,8 +50,14 @@ class RayJobBackend(Backend):
         self.corpus_given = spec.corpus
         return moved.spec
 
+    # The pods' object-store credentials come from their Secret, not from this machine.
+    credentials_here = False
+
+    def image_identity(self) -> str:
+        return image_for(self.settings)
+
     def manifest(self, spec: JobSpec) -> dict[str, Any]:
-        return manifests.rayjob(
+        manifest = manifests.rayjob(
             spec,
             image=image_for(self.settings),
             ray_version=ray_version(),
@@ -57,6 +66,11 @@ class RayJobBackend(Backend):
             runtime_env={"env_vars": {"RAYBAKE_GIT_SHA": git_sha()}},
             interactive=bool(self.uploads),
         )
+        # What went into the id, so a later submit can say what changed (submit.py).
+        manifest["metadata"]["annotations"].update(
+            {IDENTITY: json.dumps(dict(spec.identity), sort_keys=True), LINEAGE: spec.lineage}
+        )
+        return manifest
 
     def describe(self, spec: JobSpec) -> str:
         return manifests.to_yaml(self.manifest(spec))
@@ -171,12 +185,15 @@ class RayJobBackend(Backend):
     def jobs(self) -> list[dict]:
         rows = []
         for item in self.kube.rayjobs(MANAGED):
+            annotations = item["metadata"].get("annotations") or {}
             rows.append(
                 {
                     "id": item["metadata"]["name"],
                     "status": stuck.result_of(item["metadata"]["name"], item.get("status")).status,
                     "start": item["metadata"].get("creationTimestamp"),
                     "entrypoint": item.get("spec", {}).get("entrypoint", ""),
+                    "lineage": annotations.get(LINEAGE, ""),
+                    "identity": json.loads(annotations.get(IDENTITY) or "{}"),
                 }
             )
         return sorted(rows, key=lambda r: r["start"] or "")

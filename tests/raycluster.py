@@ -137,20 +137,25 @@ def pick_ports() -> tuple[dict[str, int], int]:
     return ports, low
 
 
-def start_head(num_cpus: int = 2, *, auth_mode: str, timeout: float = 120) -> RayHead:
-    """A head on free ports; a port taken between picking and binding costs one more attempt."""
+def start_head(
+    num_cpus: int = 2, *, auth_mode: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> RayHead:
+    """A head on free ports; a port taken between picking and binding costs one more attempt.
+
+    `env`: more environment for the head and so for every job's driver and workers, as a pod's
+    envFrom gives it (object-store credentials)."""
     if auth_mode not in AUTH_MODES:
         raise ValueError(f"auth_mode must be one of {AUTH_MODES}, got {auth_mode!r}")
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            return _start_head(num_cpus, auth_mode, timeout)
+            return _start_head(num_cpus, auth_mode, timeout, env or {})
         except RuntimeError:
             if attempt == START_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start_head(num_cpus: int, auth_mode: str, timeout: float) -> RayHead:
+def _start_head(num_cpus: int, auth_mode: str, timeout: float, env: dict[str, str]) -> RayHead:
     ports, low = pick_ports()
     temp_dir = tempfile.mkdtemp(prefix="rbt-", dir="/tmp")
     token_file = Path(temp_dir, TOKEN_NAME)
@@ -181,7 +186,7 @@ def _start_head(num_cpus: int, auth_mode: str, timeout: float) -> RayHead:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**clean_environ(), **auth_env(auth_mode, token_file)},
+            env={**clean_environ(), **env, **auth_env(auth_mode, token_file)},
         )
     head = RayHead(process, ports["dashboard-port"], ports["port"], temp_dir, auth_mode)
     deadline = time.monotonic() + timeout

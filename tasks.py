@@ -62,7 +62,7 @@ STORE_HELP = {
 
 def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flags):
     """The backend the flags choose; an --address or --cluster alone means the address backend."""
-    from raybake.backends import backend_for
+    from raybake.clusters import backend_for
 
     chosen = backend or ("address" if address or cluster else None)
     settings = _settings(
@@ -147,9 +147,9 @@ def submit(
     failed or was stopped, it runs again and resumes from the shards already done.
     """
     from raybake import identity
+    from raybake.clusters.transport import output_root
     from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
     from raybake.submit import submit as run_submit
-    from raybake.transport import output_root
 
     if not corpus and not entrypoint:
         raise RaybakeError("--corpus is required (or --entrypoint for your own script)", 2)
@@ -202,7 +202,7 @@ def submit(
 @user_errors
 def status(c, job, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's status; exit 0 only if it SUCCEEDED."""
-    from raybake.backends import exit_code
+    from raybake.result import exit_code
     from raybake.submit import newest_attempt
 
     with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
@@ -222,7 +222,7 @@ def status(c, job, backend=None, address=None, cluster=None, namespace=None):
 @user_errors
 def logs(c, job, follow=False, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's logs, or follow them with progress to the end."""
-    from raybake.backends import exit_code
+    from raybake.result import exit_code
     from raybake.submit import newest_attempt
 
     with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
@@ -270,8 +270,8 @@ def jobs(c, backend=None, address=None, cluster=None, namespace=None):
 @user_errors
 def kind_up(c, image=None, name=None):
     """A local kind cluster with the pinned KubeRay operator and the image, ready for --backend rayjob."""
-    from raybake import kind
-    from raybake.pushed import local_image
+    from raybake.image.pushed import local_image
+    from raybake.kube import kind
 
     settings = _settings(c, image=image, kind_cluster=name)
     kind.up(settings.kind_cluster, image=settings.image or local_image(settings, "cpu"))
@@ -280,8 +280,8 @@ def kind_up(c, image=None, name=None):
 @task(help={"name": "kind cluster name (default: raybake.kind_cluster)"})
 @user_errors
 def kind_down(c, name=None):
-    """Delete the kind cluster `invoke kind-up` made."""
-    from raybake import kind
+    """Delete the kind cluster `invoke kind.up` made."""
+    from raybake.kube import kind
 
     cluster = _settings(c, kind_cluster=name).kind_cluster
     print(f"raybake: kind cluster {cluster!r} " + ("deleted" if kind.down(cluster) else "did not exist"))
@@ -309,7 +309,7 @@ def versions(c):
 @user_errors
 def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, push=False, cache_ref=None):
     """Build the job image, tagged by a hash of its inputs; skipped when that image exists."""
-    from raybake import image
+    from raybake.image import build as image
 
     settings = _settings(c, variant=variant)
     plan = image.plan(
@@ -333,7 +333,7 @@ def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, 
 @user_errors
 def push(c, variant=None, tag=None):
     """Push the last built image to raybake.registry; print and record its digest."""
-    from raybake import image
+    from raybake.image import build as image
 
     settings = _settings(c, variant=variant)
     image.push(settings, variant=settings.variant, tags=tag or [])
@@ -357,7 +357,7 @@ def docker_setup(c, base_image=""):
 @user_errors
 def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None):
     """Start a Ray head and N workers as containers on the local Docker engine."""
-    from raybake import localcluster
+    from raybake.clusters import localcluster
 
     settings = _settings(c, variant=variant)
     cluster = localcluster.up(settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data)
@@ -368,7 +368,7 @@ def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None):
 @user_errors
 def down(c, containers_only=False):
     """Stop the embedded local Ray started by `invoke submit`, and remove the `invoke up` containers."""
-    from raybake import embedded, localcluster
+    from raybake.clusters import embedded, localcluster
 
     if not containers_only:
         print("raybake: local Ray stopped" if embedded.stop() else "raybake: no local Ray was running")
@@ -390,7 +390,7 @@ def bench(c, docs=600, threads=0, repeats=3, out="bench-results"):
     import os
     from pathlib import Path
 
-    from raybake import bench as benchmark
+    from raybake.bench import throughput as benchmark
 
     report = benchmark.run(
         docs=int(docs),
@@ -417,7 +417,7 @@ def bench_start(c, image=None, variant=None, repeats=3, port=8267, out="bench-re
     """Job start time on a local Docker cluster: deps baked in the image vs a pip runtime_env."""
     from pathlib import Path
 
-    from raybake import startbench
+    from raybake.bench import startup as startbench
 
     settings = _settings(c, variant=variant)
     report = startbench.run(settings, image=image, repeats=int(repeats), dashboard_port=int(port), out=Path(out))
@@ -443,7 +443,7 @@ def test(c, tier=None, pytest_args=""):
 @user_errors
 def lint(c):
     """ruff, hadolint (docker/Dockerfile), actionlint and the workflow rules: CI runs this too."""
-    from raybake import lint as linters
+    from raybake.ci import lint as linters
 
     failed = linters.run()
     if failed:
@@ -464,7 +464,7 @@ def kind_dump(c, out="kind-dump", context=None):
     """
     from pathlib import Path
 
-    from raybake.kind_debug import dump
+    from raybake.kube.kind_debug import dump
 
     written = dump(Path(out), context=context)
     print(f"raybake: {len(written)} file(s) under {out}/")
@@ -479,7 +479,7 @@ def kind_dump(c, out="kind-dump", context=None):
         "backend": "local | address | rayjob, to ask the status",
         "address": "job submission URL, to ask the status",
         "link": "LABEL=URL to list, e.g. logs=https://...; repeatable",
-        "comment-file": "also write the Markdown here (for invoke pr-comment)",
+        "comment-file": "also write the Markdown here (for invoke ci.pr-comment)",
     },
     iterable=["link"],
 )
@@ -488,7 +488,8 @@ def summary(c, job, manifest=None, output=None, status=None, backend=None, addre
     """A job's status, counts, throughput and links in the GitHub job summary (stdout elsewhere)."""
     from pathlib import Path
 
-    from raybake import gha, report
+    from raybake import report
+    from raybake.ci import gha
     from raybake.submit import newest_attempt
 
     # A report runs after failures too: what it cannot learn becomes a note, never an exit.
@@ -526,7 +527,8 @@ def summary(c, job, manifest=None, output=None, status=None, backend=None, addre
 @user_errors
 def image_summary(c, image, tag=None):
     """Look up a pushed image's digest; write it to the job summary and the step output `digest`."""
-    from raybake import gha, report
+    from raybake import report
+    from raybake.ci import gha
 
     digest = report.image_digest(image)
     gha.append_summary(report.image_markdown(ref=image, digest=digest, tags=list(tag or [])))
@@ -549,7 +551,7 @@ def image_ref(c, repository, ref=""):
     """
     import os
 
-    from raybake import gha
+    from raybake.ci import gha
 
     image = gha.image_ref(repository=repository, given=ref, sha=os.environ.get("GITHUB_SHA", ""))
     for key, value in (*image._asdict().items(), ("repository", image.repository)):
@@ -559,7 +561,7 @@ def image_ref(c, repository, ref=""):
     print(image.ref)
 
 
-@task(help={"pr": "pull request number", "body-file": "Markdown to post, e.g. from invoke summary --comment-file"})
+@task(help={"pr": "pull request number", "body-file": "Markdown to post, e.g. from invoke ci.summary --comment-file"})
 @user_errors
 def pr_comment(c, pr, body_file):
     """Post the run's result on the pull request, or update the comment an earlier run posted.
@@ -569,7 +571,7 @@ def pr_comment(c, pr, body_file):
     import os
     from pathlib import Path
 
-    from raybake import gha
+    from raybake.ci import gha
 
     if not str(pr).isdigit():
         raise RaybakeError(f"--pr must be a pull request number, got {pr!r}", 2)
@@ -587,7 +589,7 @@ def pr_comment(c, pr, body_file):
 @user_errors
 def free_disk(c, force=False):
     """Free the runner's disk for image builds: unused toolchains and unused images go."""
-    from raybake import gha
+    from raybake.ci import gha
 
     before, after = gha.free_disk(force=force)
     print(f"raybake: free disk {before / 2**30:.1f} GiB -> {after / 2**30:.1f} GiB")
@@ -599,10 +601,21 @@ def kubeconfig(c, out, source_env="RAYBAKE_KUBECONFIG"):
     """Write the cluster's kubeconfig from a secret's variable; later workflow steps get KUBECONFIG."""
     from pathlib import Path
 
-    from raybake import gha
+    from raybake.ci import gha
 
     print(f"raybake: kubeconfig written to {gha.write_kubeconfig(Path(out), source_env=source_env)}")
 
+
+# `invoke --list` shows the user's tasks first, then the two collections: what only a workflow
+# calls (ci.*) and the local kind cluster (kind.*).
+ci = Collection("ci")
+for ci_task in (summary, pr_comment, image_ref, image_summary, kubeconfig, free_disk, docker_setup):
+    ci.add_task(ci_task)
+ci.add_task(kind_dump, name="kind-dump")
+
+kind = Collection("kind")
+kind.add_task(kind_up, name="up")
+kind.add_task(kind_down, name="down")
 
 ns = Collection(
     submit,
@@ -610,24 +623,16 @@ ns = Collection(
     logs,
     stop,
     jobs,
-    build,
-    push,
-    docker_setup,
     up,
     down,
-    kind_up,
-    kind_down,
-    versions,
-    test,
-    lint,
-    kind_dump,
-    summary,
-    image_summary,
-    image_ref,
-    pr_comment,
-    free_disk,
-    kubeconfig,
+    build,
+    push,
     bench,
     bench_start,
+    test,
+    lint,
+    versions,
+    ci,
+    kind,
 )
 ns.configure({"raybake": {}})

@@ -80,10 +80,10 @@ class Settings:
     s3_ca_bundle: str | None = None
     s3_path_style: bool = False
 
-    # `invoke kind-up`: the local kind cluster's name.
+    # `invoke kind.up`: the local kind cluster's name.
     kind_cluster: str = "raybake"
 
-    # The job image (raybake/image.py). Base images take the Ray version from requirements.txt
+    # The job image (raybake/image/build.py). Base images take the Ray version from requirements.txt
     # as {ray}; the torch index must match the cluster's CUDA driver ("" means PyPI's default).
     image_name: str = "raybake"
     # Registry and organisation the image is named and pushed under, e.g. REGISTRY/ORG.
@@ -97,7 +97,7 @@ class Settings:
     torch_index_cpu: str = ""
     # The image the cluster runs, when known: jobs warn loudly if they find another one.
     expected_image: str | None = None
-    # The local Docker cluster (raybake/localcluster.py); its dashboard is on 127.0.0.1 only, on
+    # The local Docker cluster (raybake/clusters/localcluster.py); its dashboard is on 127.0.0.1 only, on
     # a port of its own so it runs beside the embedded local Ray.
     cluster_dashboard_port: int = 8266
     cluster_name: str = "raybake"

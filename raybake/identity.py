@@ -24,11 +24,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from raybake.clusters.transport import tree_digest, upload_files
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
-from raybake.transport import upload_files
-from raybake.versions import ROOT
 
 # Which listing field says a file's version, by filesystem: S3 and HTTP ETag, GCS generation,
 # Azure etag, local files mtime; the first present wins.
@@ -41,15 +40,6 @@ CLIENT_S3 = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 20, "retrie
 
 def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def tree_digest(root: Path) -> str:
-    """Content hash of what an upload of `root` carries (transport.UPLOAD_EXCLUDES left out)."""
-    h = hashlib.sha256()
-    for path in upload_files(root):
-        h.update(f"{path.relative_to(root) if path != root else path.name}\0".encode())
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()[:16]
 
 
 def _ignored(rel: str) -> bool:
@@ -128,11 +118,6 @@ def model_identity(model: str) -> str:
     if not path.is_dir():
         return ""  # a hub id: its name and --revision are in the spec
     return digest([(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in upload_files(path)])
-
-
-def job_code_identity() -> str:
-    """job/ as this checkout holds it: what runs where no image does (the embedded Ray)."""
-    return f"job/ {tree_digest(ROOT / 'job')}"
 
 
 def of(spec: JobSpec, *, image: str, settings: Settings, strict: bool, cwd: Path | None = None) -> dict[str, str]:

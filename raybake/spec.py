@@ -74,7 +74,7 @@ class JobSpec:
         return self.entrypoint or shlex.join(self.job_argv())
 
 
-# A path on the cluster's own volume, e.g. `cluster:/mnt/data/corpus` (raybake/transport.py).
+# A path on the cluster's own volume, e.g. `cluster:/mnt/data/corpus` (raybake/clusters/transport.py).
 CLUSTER_PREFIX = "cluster:"
 
 

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 from raybake import identity
-from raybake.backends import Backend, JobResult, exit_code
-from raybake.backends.base import AlreadySubmitted
+from raybake.clusters import Backend
+from raybake.clusters.transport import on_cluster
 from raybake.errors import RaybakeError
 from raybake.report import throughput
+from raybake.result import AlreadySubmitted, JobResult, exit_code
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
-from raybake.transport import on_cluster
 from raybake.versions import ROOT
 
 

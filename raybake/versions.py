@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -24,6 +25,15 @@ def ray_version() -> str:
     return pins()["ray"]
 
 
-# The KubeRay operator (Helm chart and CRDs) that manifests target and `invoke kind-up` installs;
+def git_sha() -> str:
+    """The client's commit, recorded in the manifest; 'unknown' outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha.stdout.strip()
+
+
+# The KubeRay operator (Helm chart and CRDs) that manifests target and `invoke kind.up` installs;
 # not a Python package, so pinned here. Workflows read it through `invoke versions`.
 KUBERAY = "1.7.0"

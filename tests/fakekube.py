@@ -1,6 +1,6 @@
 """A stand-in for the Kubernetes API only (none can run here): RayJobs and pods held in dicts.
 
-It subclasses raybake.kube.Kube and replaces the calls that would reach an API server, so
+It subclasses raybake.kube.client.Kube and replaces the calls that would reach an API server, so
 everything above them (check_operator, the backends) runs as it does against a cluster. The
 statuses it reports are the real shapes of tests/unit/shapes, scripted per test.
 """
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from raybake.errors import RaybakeError
-from raybake.kube import Kube
-from raybake.portforward import Forward
+from raybake.kube.client import Kube
+from raybake.kube.portforward import Forward
 
 
 class FakeKube(Kube):

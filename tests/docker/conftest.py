@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from raycluster import free_port
 
-from raybake import image, localcluster
+from raybake.clusters import localcluster
 from raybake.config import Settings
+from raybake.image import build as image
 from raybake.versions import ROOT
 
 BASE_IMAGE = "raybake-base/debian:bookworm"

@@ -10,12 +10,11 @@ import pytest
 from conftest import Built
 from raycluster import free_port
 
-from raybake import localcluster
-from raybake.backends import backend_for
-from raybake.backends.containers import ContainerClusterBackend
+from raybake.clusters import backend_for, localcluster
+from raybake.clusters.containers import ContainerClusterBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.image import docker_client
+from raybake.image.build import docker_client
 from raybake.spec import JobSpec
 from raybake.submit import submit
 from raybake.versions import ROOT

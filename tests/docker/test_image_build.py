@@ -9,9 +9,9 @@ import docker
 import pytest
 from conftest import BASE_IMAGE, Built
 
-from raybake import image
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.image import build as image
 from raybake.versions import ROOT, pins, ray_version
 
 

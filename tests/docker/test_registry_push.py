@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from raycluster import free_port
 
-from raybake import image, state
+from raybake import state
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.image import build as image
 
 TAG = "cpu-0123456789ab"
 

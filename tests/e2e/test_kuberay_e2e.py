@@ -14,9 +14,9 @@ import uuid
 
 import pytest
 
-from raybake import kind
 from raybake.config import Settings
-from raybake.pushed import local_image
+from raybake.image.pushed import local_image
+from raybake.kube import kind
 from raybake.versions import ROOT
 
 IMAGE = os.environ.get("RAYBAKE_E2E_IMAGE") or local_image(Settings(), "cpu")
@@ -48,8 +48,8 @@ def invoke(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def kind_cluster():
-    """The cluster e2e-kind.yml made with `invoke kind-up` (made here if not); kept for kind-dump."""
-    up = invoke("kind-up", "--image", IMAGE)
+    """The cluster e2e-kind.yml made with `invoke kind.up` (made here if not); kept for kind-dump."""
+    up = invoke("kind.up", "--image", IMAGE)
     assert up.returncode == 0, up.stdout + up.stderr
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException

@@ -17,15 +17,15 @@ import pytest
 import yaml
 from fakekube import FakeKube
 
-from raybake.backends import address, rayjob
-from raybake.backends.address import AddressBackend, through_port_forward
-from raybake.backends.rayjob import RayJobBackend
+from raybake.clusters import address, rayjob
+from raybake.clusters.address import AddressBackend, through_port_forward
+from raybake.clusters.rayjob import RayJobBackend
+from raybake.clusters.transport import MIB
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.portforward import Forward
+from raybake.kube.portforward import Forward
 from raybake.spec import JobSpec
 from raybake.submit import submit
-from raybake.transport import MIB
 from raybake.versions import ROOT, ray_version
 
 IMAGE = "registry.example/raybake@sha256:" + "c" * 64

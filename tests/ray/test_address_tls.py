@@ -14,10 +14,10 @@ import threading
 
 import pytest
 
-from raybake.backends.address import AddressBackend
+from raybake.clusters.address import AddressBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.portforward import pump
+from raybake.kube.portforward import pump
 from raybake.versions import ray_version
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificate")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from aiohttp import WSMsgType, web
 
-from raybake.backends.address import through_port_forward
+from raybake.clusters.address import through_port_forward
 from raybake.config import Settings
 from raybake.versions import ray_version
 
@@ -126,7 +126,7 @@ def kubeconfig(ray_head, tmp_path, monkeypatch):
 
 
 def test_a_cluster_by_name_is_reached_through_its_head_service_and_checked(kubeconfig):
-    from raybake.kube import Kube
+    from raybake.kube.client import Kube
 
     settings = Settings(backend="address", cluster="prod", token_env=TOKEN_ENV, image=IMAGE)
     with through_port_forward(settings, Kube(settings), "prod") as chosen:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raybake.backends.address import AddressBackend, image_problem, running_images, version_problem
+from raybake.clusters.address import AddressBackend, image_problem, running_images, version_problem
 from raybake.config import Settings
 
 DIGEST = "sha256:" + "d" * 64

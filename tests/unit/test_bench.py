@@ -1,6 +1,6 @@
 import json
 
-from raybake.bench import make_corpus, median_run
+from raybake.bench.throughput import make_corpus, median_run
 
 
 def test_generated_corpora_are_seeded_and_shaped(tmp_path):

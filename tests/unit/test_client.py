@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from raybake import config
-from raybake.backends.address import AddressBackend, check_reachable
+from raybake.clusters.address import AddressBackend, check_reachable
+from raybake.clusters.follow import LogPrinter
 from raybake.errors import RaybakeError
-from raybake.follow import LogPrinter
 from raybake.spec import JobSpec, with_id
 from raybake.versions import ROOT, pins
 

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from raybake import gha
+from raybake.ci import gha
 from raybake.errors import RaybakeError
 
 KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"

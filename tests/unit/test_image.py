@@ -1,4 +1,4 @@
-"""raybake.image without an engine: what the tag hashes, how build and push streams are read.
+"""raybake.image.build without an engine: what the tag hashes, how build and push streams are read.
 
 The stream chunks are the shapes a real engine sends (recorded from Debian's Docker engine 20.10
 on the CI machine; the refused push is what pushing to a closed port on 127.0.0.1 returns).
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from raybake import image
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.image import build as image
 from raybake.versions import ROOT, ray_version
 
 ARGS = image.hashed_args("cpu", "base:1", "", "")

@@ -1,4 +1,4 @@
-"""`invoke kind-up`: the commands it runs, and the KubeRay version pinned in one place."""
+"""`invoke kind.up`: the commands it runs, and the KubeRay version pinned in one place."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from raybake import kind
 from raybake.errors import RaybakeError
+from raybake.kube import kind
 from raybake.versions import KUBERAY, ROOT
 
 

@@ -1,4 +1,4 @@
-"""invoke kind-dump against a stand-in kubectl: what it asks for and what it keeps."""
+"""invoke ci.kind-dump against a stand-in kubectl: what it asks for and what it keeps."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from raybake import kind_debug
+from raybake.kube import kind_debug
 
 
 def _pod(namespace: str, name: str, **labels: str) -> dict:

@@ -1,4 +1,4 @@
-"""raybake.kube over the real Kubernetes client, against a stand-in API server on loopback.
+"""raybake.kube.client over the real Kubernetes client, against a stand-in API server on loopback.
 
 Kubernetes cannot run here, so a small HTTP server answers the few endpoints raybake calls,
 with the bodies a real API server sends; the client, its configuration and raybake's error
@@ -16,7 +16,7 @@ import yaml
 
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.kube import Kube
+from raybake.kube.client import Kube
 
 RAY_GROUP = {
     "name": "ray.io",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from raybake import lint
+from raybake.ci import lint
 
 GOOD_DOCKERFILE = 'FROM debian:bookworm-slim@sha256:{}\nUSER 1000\nCMD ["python3"]\n'.format("0" * 64)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from raybake import localcluster, state
-from raybake.backends import backend_for
-from raybake.backends.address import AddressBackend
-from raybake.backends.containers import ContainerClusterBackend
+from raybake import state
+from raybake.clusters import backend_for, localcluster
+from raybake.clusters.address import AddressBackend
+from raybake.clusters.containers import ContainerClusterBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec

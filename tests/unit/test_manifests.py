@@ -10,10 +10,10 @@ import pytest
 import yaml
 from crd import SHARED, crd_schema
 
-from raybake import manifests
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.manifests import Origin, label_value, rayjob, to_yaml
+from raybake.kube import manifests
+from raybake.kube.manifests import Origin, label_value, rayjob, to_yaml
 from raybake.spec import JobSpec
 from raybake.versions import ray_version
 

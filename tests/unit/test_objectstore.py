@@ -15,8 +15,8 @@ from crd import SHARED, crd_schema
 from fakekube import FakeKube
 
 from raybake import config, identity, objectstore
-from raybake.backends.address import AddressBackend
-from raybake.backends.rayjob import RayJobBackend
+from raybake.clusters.address import AddressBackend
+from raybake.clusters.rayjob import RayJobBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec, with_id

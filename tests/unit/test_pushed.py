@@ -7,7 +7,7 @@ import pytest
 from raybake import state
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.pushed import image_for, last_pushed, local_image
+from raybake.image.pushed import image_for, last_pushed, local_image
 
 PUSHED = "registry.example/org/raybake@sha256:" + "a" * 64
 

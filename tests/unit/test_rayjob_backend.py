@@ -10,8 +10,8 @@ import yaml
 from crd import SHARED, crd_schema
 from fakekube import FakeKube
 
-from raybake.backends import rayjob
-from raybake.backends.rayjob import RayJobBackend
+from raybake.clusters import rayjob
+from raybake.clusters.rayjob import RayJobBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec

@@ -64,7 +64,7 @@ def test_image_digest_failure_says_what_to_check(tmp_path: Path, monkeypatch: py
 def test_invoke_summary_writes_the_step_summary_and_the_comment(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST))
     env = {**os.environ, "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
-    argv = [sys.executable, "-m", "invoke", "summary", "--job", "j1", "--status", "SUCCEEDED"]
+    argv = [sys.executable, "-m", "invoke", "ci.summary", "--job", "j1", "--status", "SUCCEEDED"]
     argv += ["--manifest", str(tmp_path / "manifest.json"), "--link", "logs=https://l"]
     argv += ["--comment-file", str(tmp_path / "comment.md")]
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)

@@ -9,8 +9,16 @@ import pytest
 import yaml
 from crd import SHARED, crd_schema
 
-from raybake.backends import exit_code
-from raybake.stuck import NO_OPERATOR_AFTER_S, api_problem, missing_kind, phase, pod_problem, result_of, stuck_reason
+from raybake.kube.stuck import (
+    NO_OPERATOR_AFTER_S,
+    api_problem,
+    missing_kind,
+    phase,
+    pod_problem,
+    result_of,
+    stuck_reason,
+)
+from raybake.result import exit_code
 
 SHAPES = Path(__file__).parent / "shapes"
 STATUSES = yaml.safe_load((SHAPES / "rayjobs.yaml").read_text())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from raybake.clusters.transport import MIB, for_cluster, is_local_path, on_cluster, output_root, upload_size
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec
-from raybake.transport import MIB, for_cluster, is_local_path, on_cluster, output_root, upload_size
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from raybake import versions, workflow_policy
+from raybake import versions
+from raybake.ci import workflow_policy
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bad-workflow.yml"
 
@@ -92,7 +93,7 @@ def test_github_token_and_local_actions_are_allowed(tmp_path: Path) -> None:
     timeout-minutes: 5
     steps:
       - uses: ./.github/actions/local
-      - run: invoke pr-comment --pr 1 --body-file x
+      - run: invoke ci.pr-comment --pr 1 --body-file x
         env:
           GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}
 """

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from raybake import versions, workflow_policy
-from raybake.lint import tool
+from raybake import versions
+from raybake.ci import workflow_policy
+from raybake.ci.lint import tool
 
 WORKFLOWS = {p.name: p for p in workflow_policy.workflow_files()}
 EXPECTED = {"ci.yml", "e2e-kind.yml", "image.yml", "submit.yml"}
@@ -71,7 +72,7 @@ def test_shellcheck_runs_inside_actionlint(tmp_path: Path) -> None:
     unquoted = tmp_path / "unquoted.yml"
     unquoted.write_text(
         "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    timeout-minutes: 5\n"
-        "    steps:\n      - run: invoke summary --job $JOB\n"
+        "    steps:\n      - run: invoke ci.summary --job $JOB\n"
     )
     assert "SC2086" in _actionlint(unquoted).stdout
 
@@ -111,7 +112,7 @@ def test_pull_request_job_runs_only_on_the_label_from_this_repository() -> None:
 
 def test_e2e_dumps_the_cluster_on_failure() -> None:
     steps = workflow_policy.load(WORKFLOWS["e2e-kind.yml"])["jobs"]["kind"]["steps"]
-    dump = [s for s in steps if "invoke kind-dump" in s.get("run", "")]
+    dump = [s for s in steps if "invoke ci.kind-dump" in s.get("run", "")]
     upload = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
     assert dump and upload and dump[0]["if"] == upload[0]["if"] == "failure()"
     assert upload[0]["with"]["path"].rstrip("/") == dump[0]["run"].split("--out ")[1].strip()
@@ -127,9 +128,8 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command.group(0).replace("install ", "install -q ") in (versions.ROOT / ".ci" / "run").read_text()
 
 
-def test_readme_documents_every_workflow_input_secret_and_variable() -> None:
-    readme = (versions.ROOT / "README.md").read_text()
-    section = readme[readme.index("## GitHub Actions") :]
+def test_docs_name_every_workflow_input_secret_and_variable() -> None:
+    section = (versions.ROOT / "docs" / "github-actions.md").read_text()
     texts = "".join(path.read_text() for path in WORKFLOWS.values())
     names = set(WORKFLOWS)
     names |= set(_triggers("submit.yml")["workflow_dispatch"]["inputs"])

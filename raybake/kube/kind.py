@@ -1,4 +1,4 @@
-"""`invoke kind-up` / `kind-down`: a local Kubernetes with the KubeRay operator, for the rayjob backend.
+"""`invoke kind.up` / `kind.down`: a local Kubernetes with the KubeRay operator, for the rayjob backend.
 
 Runs where kind, helm and Docker exist (GitHub runners, laptops). The commands are argument
 lists built by pure functions, so tests check them where kind cannot run.
@@ -82,7 +82,7 @@ def up(cluster: str, *, image: str | None) -> None:
     if image:
         _run(load_argv(cluster, image))
     else:
-        print("raybake: no image built yet; `invoke build --variant cpu`, then `invoke kind-up` again loads it")
+        print("raybake: no image built yet; `invoke build --variant cpu`, then `invoke kind.up` again loads it")
     print(f"raybake: kind cluster {cluster!r} ready (context {context(cluster)}); `invoke submit --backend rayjob`")
 
 

@@ -1,30 +1,11 @@
-"""The backend interface and the mapping from a job's final status to an exit code."""
+"""The backend interface: what every kind of cluster lets the client do with a job."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
-from raybake.errors import RaybakeError
+from raybake.result import JobResult
 from raybake.spec import JobSpec
-
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-
-
-@dataclass(frozen=True)
-class JobResult:
-    job_id: str
-    status: str  # PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
-    message: str = ""
-
-
-class AlreadySubmitted(RaybakeError):
-    """The cluster already holds a job under this submission id: another submit won the race."""
-
-
-def exit_code(result: JobResult) -> int:
-    """0 only for SUCCEEDED; anything else that ended, or never ended, is a failure."""
-    return 0 if result.status == "SUCCEEDED" else 1
 
 
 class Backend(ABC):

@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raybake import image as images
-from raybake import localcluster, state
-from raybake.backends.address import AddressBackend
-from raybake.backends.base import TERMINAL
+from raybake import state
+from raybake.clusters import localcluster
+from raybake.clusters.address import AddressBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.image import build as images
+from raybake.result import TERMINAL
 from raybake.versions import pins
 
 PROBE = (

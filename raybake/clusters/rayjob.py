@@ -13,16 +13,18 @@ import json
 import time
 from typing import Any
 
-from raybake import manifests, stuck, transport
-from raybake.backends.address import AddressBackend, git_sha, through_port_forward
-from raybake.backends.base import TERMINAL, Backend, JobResult
+from raybake.clusters import transport
+from raybake.clusters.address import AddressBackend, through_port_forward
+from raybake.clusters.base import Backend
+from raybake.clusters.follow import LogPrinter
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.follow import LogPrinter
-from raybake.kube import Kube, cluster_selector
-from raybake.pushed import image_for
+from raybake.image.pushed import image_for
+from raybake.kube import manifests, stuck
+from raybake.kube.client import Kube, cluster_selector
+from raybake.result import TERMINAL, JobResult
 from raybake.spec import JobSpec
-from raybake.versions import ray_version
+from raybake.versions import git_sha, ray_version
 
 POLL_S = 2.0
 MANAGED = "app.kubernetes.io/managed-by=raybake"

@@ -10,12 +10,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from raybake import embedded
-from raybake.backends.address import AddressBackend, read_token
+from raybake.clusters import embedded
+from raybake.clusters.address import AddressBackend, read_token
+from raybake.clusters.transport import UPLOAD_EXCLUDES, on_cluster
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec, is_local_path
-from raybake.transport import UPLOAD_EXCLUDES, on_cluster
 
 
 def local_paths(spec: JobSpec) -> dict[str, Path]:

@@ -36,5 +36,5 @@ def image_for(settings: Settings) -> str:
 
 
 def local_image(settings: Settings, variant: str = "cpu") -> str | None:
-    """The last local build of `variant`: what `invoke kind-up` loads into kind."""
+    """The last local build of `variant`: what `invoke kind.up` loads into kind."""
     return recorded(settings, variant).get("ref")

@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from raybake import objectstore, transport
-from raybake.backends.base import TERMINAL, AlreadySubmitted, Backend, JobResult
+from raybake import objectstore
+from raybake.clusters import transport
+from raybake.clusters.base import Backend
+from raybake.clusters.follow import LogPrinter
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.follow import LogPrinter
-from raybake.identity import job_code_identity
-from raybake.manifests import DASHBOARD_PORT, to_yaml
-from raybake.portforward import Forward
+from raybake.kube.manifests import DASHBOARD_PORT, to_yaml
+from raybake.kube.portforward import Forward
+from raybake.result import TERMINAL, AlreadySubmitted, JobResult
 from raybake.spec import JobSpec
-from raybake.versions import ROOT, ray_version
+from raybake.versions import ROOT, git_sha, ray_version
 
 if TYPE_CHECKING:
-    from raybake.kube import Kube
+    from raybake.kube.client import Kube
 
 # Poll interval once the log stream has ended but the job has not (streams end early).
 POLL_S = 1.0
@@ -94,7 +95,7 @@ def image_problem(*, running: set[str], expected: str | None) -> str | None:
 
 def expected_image(settings: Settings) -> str | None:
     """What the pods should run: named in settings, else the digest `invoke push` recorded."""
-    from raybake.pushed import last_pushed
+    from raybake.image.pushed import last_pushed
 
     return settings.expected_image or settings.image or last_pushed(settings)
 
@@ -128,7 +129,8 @@ class AddressBackend(Backend):
         return self.settings.ship_job
 
     def image_identity(self) -> str:
-        return job_code_identity() if self.ships_job else (self.expected_image or "")
+        # Where job/ travels from this checkout, no image says what runs: job/'s content does.
+        return f"job/ {transport.tree_digest(ROOT / 'job')}" if self.ships_job else (self.expected_image or "")
 
     @property
     def verify(self) -> bool | str:
@@ -315,21 +317,10 @@ class AddressBackend(Backend):
         return sorted(rows, key=lambda r: r["start"] or 0)
 
 
-def git_sha() -> str:
-    """The client's commit, recorded in the manifest; 'unknown' outside a git checkout."""
-    import subprocess
-
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha.stdout.strip()
-
-
 def through_port_forward(settings: Settings, kube: Kube, cluster: str) -> AddressBackend:
     """The address backend on an existing RayCluster, reached through its head service."""
     head = kube.head_pod(cluster)
-    from raybake.kube import cluster_selector
+    from raybake.kube.client import cluster_selector
 
     images = running_images(kube.pods(cluster_selector(cluster)))
     forward = kube.forward(head["metadata"]["name"], DASHBOARD_PORT)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,15 @@ def upload_files(root: Path) -> Iterator[Path]:
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not excluded(d))
         yield from (Path(folder) / f for f in sorted(files) if not excluded(f))
+
+
+def tree_digest(root: Path) -> str:
+    """Content hash of what an upload of `root` carries: a job's id changes with its code."""
+    h = hashlib.sha256()
+    for path in upload_files(root):
+        h.update(f"{path.relative_to(root) if path != root else path.name}\0".encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
 
 
 def upload_size(root: Path) -> int:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from raybake.backends.address import AddressBackend
-from raybake.backends.local import local_paths
+from raybake.clusters.address import AddressBackend
+from raybake.clusters.local import local_paths
+from raybake.clusters.localcluster import Cluster
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.localcluster import Cluster
 from raybake.spec import JobSpec
 
 

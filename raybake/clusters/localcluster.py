@@ -26,7 +26,7 @@ from pathlib import Path
 from raybake import state
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.image import docker_client as _client
+from raybake.image.build import docker_client as _client
 from raybake.versions import ROOT
 
 LABEL = "io.raybake.cluster"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raybake.backends.base import JobResult
+from raybake.result import JobResult
 
 GROUP = "ray.io"
 VERSION = "v1"
@@ -101,7 +101,7 @@ def api_problem(served: list[str] | None) -> str | None:
     if served is None:
         return (
             f"the Kubernetes cluster has no {GROUP} API: the KubeRay operator is not installed "
-            "(install it with Helm, or `invoke kind-up` for a local kind cluster)"
+            "(install it with Helm, or `invoke kind.up` for a local kind cluster)"
         )
     if VERSION not in served:
         return (

@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raybake import versions, workflow_policy
+from raybake import versions
+from raybake.ci import workflow_policy
 from raybake.errors import RaybakeError
 
 DOCKERFILE = Path("docker") / "Dockerfile"

@@ -2,39 +2,39 @@
 
 from __future__ import annotations
 
-from raybake.backends.base import Backend, JobResult, exit_code
+from raybake.clusters.base import Backend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 
 
 def backend_for(settings: Settings) -> Backend:
     if settings.backend == "local":
-        from raybake.backends.local import LocalBackend
+        from raybake.clusters.local import LocalBackend
 
         return LocalBackend(settings)
     if settings.backend == "address":
-        from raybake.backends.address import AddressBackend
+        from raybake.clusters.address import AddressBackend
 
         if settings.cluster:
-            from raybake.backends.address import through_port_forward
-            from raybake.kube import Kube
+            from raybake.clusters.address import through_port_forward
+            from raybake.kube.client import Kube
 
             return through_port_forward(settings, Kube(settings), settings.cluster)
         if not settings.address:
             raise RaybakeError(
                 "the address backend needs --address URL, or --cluster NAME (and --namespace) of a RayCluster", 2
             )
-        from raybake import localcluster
+        from raybake.clusters import localcluster
 
         cluster = localcluster.at(settings, settings.address)
         if cluster is not None:
-            from raybake.backends.containers import ContainerClusterBackend
+            from raybake.clusters.containers import ContainerClusterBackend
 
             return ContainerClusterBackend(settings, cluster)
         return AddressBackend(settings, settings.address)
-    from raybake.backends.rayjob import RayJobBackend
+    from raybake.clusters.rayjob import RayJobBackend
 
     return RayJobBackend(settings)
 
 
-__all__ = ["Backend", "JobResult", "backend_for", "exit_code"]
+__all__ = ["Backend", "backend_for"]

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from raybake import state
-from raybake.backends.address import git_sha
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.versions import ROOT, pins, ray_version
+from raybake.versions import ROOT, git_sha, pins, ray_version
 
 VARIANTS = ("cuda", "cpu")
 DOCKERFILE = "docker/Dockerfile"

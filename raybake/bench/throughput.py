@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from raybake.backends.base import TERMINAL
-from raybake.backends.local import LocalBackend
+from raybake.clusters.local import LocalBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.result import TERMINAL
 from raybake.spec import DEFAULT_MODEL, JobSpec
 from raybake.versions import ROOT
 

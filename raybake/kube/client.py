@@ -2,7 +2,7 @@
 
 Configuration as `kubectl` and `oc` find it: --kube-context or the kubeconfig's current context
 (what `oc login` writes), in-cluster service account credentials inside a pod (CI). Objects
-come back as plain dicts (the JSON the API sends), which raybake.stuck reads.
+come back as plain dicts (the JSON the API sends), which raybake.kube.stuck reads.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from raybake.backends.base import AlreadySubmitted
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.manifests import head_service
-from raybake.portforward import Forward
-from raybake.stuck import GROUP, VERSION, api_problem, missing_kind
+from raybake.kube.manifests import head_service
+from raybake.kube.portforward import Forward
+from raybake.kube.stuck import GROUP, VERSION, api_problem, missing_kind
+from raybake.result import AlreadySubmitted
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 PLURAL = "rayjobs"

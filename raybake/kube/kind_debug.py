@@ -1,4 +1,4 @@
-"""`invoke kind-dump`: what a failed end-to-end run leaves behind, as files for an artifact.
+"""`invoke ci.kind-dump`: what a failed end-to-end run leaves behind, as files for an artifact.
 
 The operator's, heads', workers' and submitters' logs, `kubectl describe` of the RayJobs,
 RayClusters and pods, and the events. Every command is tried: one that fails (a pod that never

@@ -1,0 +1,1 @@
+"""Kubernetes and KubeRay: the API client, RayJob manifests, reading a stuck RayJob, the port-forward, kind."""

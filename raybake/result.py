@@ -1,0 +1,28 @@
+"""What a job came to: its status, the statuses that end it, and the exit code each gives.
+
+Below the backends and the Kubernetes client, which both speak it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raybake.errors import RaybakeError
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    status: str  # PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
+    message: str = ""
+
+
+class AlreadySubmitted(RaybakeError):
+    """The cluster already holds a job under this submission id: another submit won the race."""
+
+
+def exit_code(result: JobResult) -> int:
+    """0 only for SUCCEEDED; anything else that ended, or never ended, is a failure."""
+    return 0 if result.status == "SUCCEEDED" else 1

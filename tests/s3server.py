@@ -49,7 +49,6 @@ class S3Server:
             key=self.access_key,
             secret=self.secret_key,
             endpoint_url=self.endpoint,
-            client_kwargs={"region_name": REGION},
             skip_instance_cache=True,
         )
 

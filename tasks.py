@@ -352,15 +352,18 @@ def docker_setup(c, base_image=""):
         "image": "image to run (default: the last `invoke build` of the variant)",
         "variant": "which built image when --image is not given: cuda or cpu",
         "data": "host directory mounted at the same path in every container (default: this project)",
+        "env-file": "KEY=VALUE lines every node gets in its environment, e.g. object-store credentials",
     }
 )
 @user_errors
-def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None):
+def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None, env_file=None):
     """Start a Ray head and N workers as containers on the local Docker engine."""
     from raybake.clusters import localcluster
 
     settings = _settings(c, variant=variant)
-    cluster = localcluster.up(settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data)
+    cluster = localcluster.up(
+        settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data, env_file=env_file
+    )
     print(f"raybake: cluster up: `invoke submit --address {cluster.url} --corpus ...` runs a job on it")
 
 

@@ -23,6 +23,7 @@ from raycluster import free_port
 # create_user, put_user_policy, create_access_key: the requests before auth is enforced.
 SETUP_REQUESTS = 3
 REGION = "us-east-1"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "corpus" / "articles.jsonl"
 POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
 
 
@@ -58,6 +59,21 @@ class S3Server:
             self.process.wait(timeout=10)
         if self.process.poll() is None:
             self.process.kill()
+
+
+def put_mixed_corpus(server: S3Server, folder: str) -> int:
+    """The example articles twice under `folder` (bucket/prefix): as JSONL and as Parquet in row
+    groups of 16. Returns the number of documents."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs = server.fs()
+    records = [json.loads(line) for line in EXAMPLE.read_text().splitlines()]
+    fs.pipe(f"{folder}/articles.jsonl", EXAMPLE.read_bytes())
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(records), sink, row_group_size=16)
+    fs.pipe(f"{folder}/articles.parquet", sink.getvalue().to_pybytes())
+    return 2 * len(records)
 
 
 def start(host: str = "127.0.0.1", timeout: float = 60) -> S3Server:

@@ -69,7 +69,10 @@ def up(
     gpus_per_worker: int = 0,
     image: str | None = None,
     data_dir: str | None = None,
+    env_file: str | None = None,
 ) -> Cluster:
+    """`env_file`: more environment for every node, as a pod's envFrom gives it (object-store
+    credentials): read here, handed to Docker, never printed or written to the state file."""
     import docker
 
     if workers < 0 or gpus_per_worker < 0:
@@ -98,7 +101,11 @@ def up(
         "volumes": {data: {"bind": data, "mode": "rw"}},
         # Files the job writes into the mount belong to the host user, as if it ran here.
         "user": f"{os.getuid()}:{os.getgid()}",
-        "environment": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
+        "environment": {
+            **(read_env_file(Path(env_file)) if env_file else {}),
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        },
     }
     head_name = f"{name}-head"
     print(f"raybake: starting {head_name} and {workers} worker(s) from {image}", flush=True)
@@ -151,6 +158,28 @@ def up(
     cluster = Cluster(name, image, url, data, tuple(c.name for c in started))
     state.update(settings, "clusters", name, {**cluster.__dict__, "containers": list(cluster.containers)})
     return cluster
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Docker's env-file format: KEY=VALUE lines, # comments; a bare KEY takes this machine's value."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise RaybakeError(f"cannot read --env-file {str(path)!r}: {exc.strerror or exc}", 2) from None
+    env: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not key.replace("_", "a").isalnum() or key[0].isdigit():
+            # The line number only: the line may hold a secret.
+            raise RaybakeError(f"--env-file {str(path)!r} line {number}: not KEY=VALUE", 2)
+        if sep:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+    return env
 
 
 def _node(client, image: str, common: dict, *, name: str, role: str, ray_args: list[str], **extra):

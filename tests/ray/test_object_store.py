@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import s3server
@@ -21,7 +20,6 @@ from raycluster import invoke, start_head
 
 from raybake.versions import ROOT
 
-EXAMPLE = ROOT / "examples" / "corpus" / "articles.jsonl"
 SLOW_DOCS, SHARD_SIZE = 24, 4
 
 
@@ -31,11 +29,7 @@ def s3():
     fs = server.fs()
     for bucket in ("corpus", "results"):
         fs.mkdir(bucket)
-    records = [json.loads(line) for line in EXAMPLE.read_text().splitlines()]
-    fs.pipe("corpus/mixed/articles.jsonl", EXAMPLE.read_bytes())
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(records), sink, row_group_size=16)
-    fs.pipe("corpus/mixed/articles.parquet", sink.getvalue().to_pybytes())
+    assert s3server.put_mixed_corpus(server, "corpus/mixed") == 80
     slow = [json.dumps({"text": f"document {i}: " + "the quick brown fox " * (i % 5 + 1)}) for i in range(SLOW_DOCS)]
     fs.pipe("corpus/slow/docs.jsonl", ("\n".join(slow) + "\n").encode())
     yield server

@@ -98,14 +98,21 @@ def corpus_identity(corpus: str, *, settings: Settings, strict: bool) -> str:
                 "credentials in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://)",
                 3,
             ) from None
-        reason = _first_line(exc)
+        reason = _reason(exc, url)
     except Exception as exc:  # noqa: BLE001 - any store's client error: the job still decides
-        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        reason = _reason(exc, url)
     print(
         f"raybake: note: cannot list --corpus from here ({reason}); the job id covers its path, not its files",
         file=sys.stderr,
     )
     return "unlisted"
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    if url.startswith(("http://", "https://")):
+        # An HTTP error repeats the URL, and a presigned URL's query is its credential.
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def _first_line(exc: BaseException) -> str:

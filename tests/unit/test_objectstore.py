@@ -168,3 +168,45 @@ def test_a_rebuilt_image_gives_a_new_rayjob_and_says_why_while_the_same_image_at
     assert second != first and kube.created[-1]["spec"]["entrypoint"].count(f"s3://bucket/results/{second}") == 1
     assert f"image changed since {first} ran: a new job {second}" in out
     assert f"ran anew: image changed since {first} ran" in out
+
+
+def test_a_presigned_https_corpus_is_identified_by_its_etag_and_its_signature_is_never_shown(capsys):
+    """Like a presigned S3 GET URL: HEAD is refused (the signature covers the method), GET answers."""
+    import http.server
+    import threading
+
+    body = b'{"text": "one"}\n'
+
+    class Presigned(http.server.BaseHTTPRequestHandler):
+        etag = '"v1"'
+        allowed = True
+
+        def do_HEAD(self):
+            self.send_response(403)
+            self.end_headers()
+
+        def do_GET(self):
+            self.send_response(200 if Presigned.allowed else 403)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("ETag", Presigned.etag)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Presigned)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/corpus.jsonl?X-Amz-Signature=planted-signature-XYZ"
+        first = identity.corpus_identity(url, settings=Settings(), strict=True)
+        assert first not in ("unlisted", "absent")
+        assert identity.corpus_identity(url, settings=Settings(), strict=True) == first
+        Presigned.etag = '"v2"'
+        assert identity.corpus_identity(url, settings=Settings(), strict=True) != first
+        Presigned.allowed = False  # expired: the job will say so; the id still forms
+        assert identity.corpus_identity(url, settings=Settings(), strict=True) in ("unlisted", "absent")
+    finally:
+        server.shutdown()
+    captured = capsys.readouterr()
+    assert "planted-signature" not in captured.out + captured.err

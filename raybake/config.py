@@ -66,6 +66,25 @@ class Settings:
     pvc: str | None = None
     pvc_mount: str = "/mnt/data"
 
+    # GPU clusters (raybake/placement.py, docs/clusters.md). Each GPU worker pod (one GPU) gets
+    # this much: tokenizing for a fast GPU takes several cores, and the pod's memory limit also
+    # caps /dev/shm, where Ray's object store lives.
+    gpu_worker_cpu: str = "8"
+    gpu_worker_memory: str = "32Gi"
+    # Where pods go and what they may pull: "key=value,..."; "key[=value]:Effect,..."; "name,...".
+    node_selector: str = ""
+    tolerations: str = ""
+    # GPU workers tolerate the nvidia.com/gpu:NoSchedule taint GPU nodes usually carry.
+    gpu_toleration: bool = True
+    image_pull_secrets: str = ""
+    service_account: str | None = None
+    priority_class: str | None = None
+    # The Hugging Face cache (HF_HOME) of every pod: this PersistentVolumeClaim, else an emptyDir.
+    hf_cache_pvc: str | None = None
+    # Workers are deleted as soon as the job ends (KubeRay's deletionRules); the head stays
+    # ttl_after_finished_s for logs. False: the whole cluster stays that long (shutdownAfterJobFinishes).
+    delete_workers_at_end: bool = True
+
     # Corpus and output on a real cluster: local corpora up to this size travel with the job.
     upload_limit_mib: int = 100
     # Where jobs on a real cluster write when --output is not given (a URI or a `cluster:` path).
@@ -93,8 +112,12 @@ class Settings:
     variant: str = "cuda"
     base_image_cuda: str = "rayproject/ray:{ray}-py311-cu128"
     base_image_cpu: str = "rayproject/ray:{ray}-py311-cpu"
+    # "{cuda}" in an index is filled from the base image's tag (-cu128 -> cu128).
     torch_index_cuda: str = ""
     torch_index_cpu: str = ""
+    # The loopback port `invoke build` serves docker/wheelhouse/ on; fixed, since the URL is part
+    # of the torch layer's cache key.
+    wheelhouse_port: int = 8479
     # The image the cluster runs, when known: jobs warn loudly if they find another one.
     expected_image: str | None = None
     # The local Docker cluster (raybake/clusters/localcluster.py); its dashboard is on 127.0.0.1 only, on

@@ -11,6 +11,8 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from crd import served_crd_schema
+
 from raybake.errors import RaybakeError
 from raybake.kube.client import Kube
 from raybake.kube.portforward import Forward
@@ -25,6 +27,7 @@ class FakeKube(Kube):
         served: list[str] | None = ("v1", "v1alpha1"),
         kinds: tuple[str, ...] = ("RayCluster", "RayJob", "RayService"),
         connect: Callable[[], Any] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> None:
         self.namespace = "ml"
         self.statuses = list(statuses or [])
@@ -32,6 +35,8 @@ class FakeKube(Kube):
         self.served = None if served is None else list(served)
         self.kinds = list(kinds)
         self.connect = connect
+        # The served RayJob CRD's schema: the pinned one (deploy/crds) unless a test gives another.
+        self.schema = schema if schema is not None else served_crd_schema("rayjobs")
         self.created: list[dict[str, Any]] = []
         self.patches: list[dict[str, Any]] = []
         self.deleted: list[str] = []
@@ -42,6 +47,9 @@ class FakeKube(Kube):
 
     def served_kinds(self) -> list[str]:
         return self.kinds
+
+    def served_schema(self, crd: str) -> dict[str, Any] | None:
+        return self.schema
 
     def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:
         self.created.append(copy.deepcopy(manifest))

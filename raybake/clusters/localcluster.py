@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -37,6 +38,7 @@ START_TIMEOUT_S = 180
 # Ray's object store lives in /dev/shm; Docker's default 64 MB makes Ray fall back to disk.
 SHM_SIZE = "1g"
 OBJECT_STORE_BYTES = 256 * 1024**2
+USER = re.compile(r"^\d+(:\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,19 @@ def up(
     gpus_per_worker: int = 0,
     image: str | None = None,
     data_dir: str | None = None,
+    user: str | None = None,
     env_file: str | None = None,
 ) -> Cluster:
-    """`env_file`: more environment for every node, as a pod's envFrom gives it (object-store
+    """`user`: UID:GID every container runs as (OpenShift's arbitrary UID in group 0, say), else
+    the host user's, so files the job writes into the mount belong to whoever ran `invoke up`.
+    `env_file`: more environment for every node, as a pod's envFrom gives it (object-store
     credentials): read here, handed to Docker, never printed or written to the state file."""
     import docker
 
     if workers < 0 or gpus_per_worker < 0:
         raise RaybakeError(f"--workers and --gpus-per-worker must be >= 0, got {workers!r}, {gpus_per_worker!r}", 2)
+    if user is not None and not USER.match(user):
+        raise RaybakeError(f"--user must be UID or UID:GID in numbers, got {user!r}", 2)
     image = image or state.read(settings).get("images", {}).get(settings.variant, {}).get("ref")
     if not image:
         raise RaybakeError(f"no {settings.variant} image built yet: run `invoke build` first, or pass --image", 2)
@@ -99,8 +106,7 @@ def up(
         "labels": labels,
         "shm_size": SHM_SIZE,
         "volumes": {data: {"bind": data, "mode": "rw"}},
-        # Files the job writes into the mount belong to the host user, as if it ran here.
-        "user": f"{os.getuid()}:{os.getgid()}",
+        "user": user or f"{os.getuid()}:{os.getgid()}",
         "environment": {
             **(read_env_file(Path(env_file)) if env_file else {}),
             "RAY_AUTH_MODE": "disabled",

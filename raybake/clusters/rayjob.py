@@ -28,6 +28,9 @@ from raybake.versions import git_sha, ray_version
 
 POLL_S = 2.0
 MANAGED = "app.kubernetes.io/managed-by=raybake"
+# KubeRay suspends only a RayJob with shutdownAfterJobFinishes, which its deletionRules exclude:
+# the same merge patch trades the rules for it (suspending deletes the cluster at once anyway).
+SUSPEND = {"spec": {"suspend": True, "shutdownAfterJobFinishes": True, "deletionStrategy": None}}
 IDENTITY = "raybake.io/identity"
 LINEAGE = "raybake.io/lineage"
 
@@ -75,11 +78,12 @@ class RayJobBackend(Backend):
         return manifest
 
     def describe(self, spec: JobSpec) -> str:
-        return manifests.to_yaml(self.manifest(spec))
+        manifest = self.manifest(spec)
+        return f"# {manifests.lifetime_note(manifest)}\n{manifests.to_yaml(manifest)}"
 
     def submit(self, spec: JobSpec) -> str:
         manifest = self.manifest(spec)
-        self.kube.check_operator()
+        self.kube.check_operator(manifest=manifest)
         self.kube.create_rayjob(manifest)
         name = manifest["metadata"]["name"]
         print(f"raybake: created RayJob {name} in namespace {self.kube.namespace}", flush=True)
@@ -162,7 +166,8 @@ class RayJobBackend(Backend):
         return stuck.result_of(job_id, self.kube.rayjob(job_id).get("status"))
 
     def logs(self, job_id: str) -> str:
-        """From Ray while the cluster lives; afterwards what the submitter pod (K8sJobMode) kept."""
+        """From Ray while the cluster lives; afterwards what a K8sJobMode submitter pod kept, if any
+        (SidecarMode's submitter goes with the head)."""
         status = self.kube.rayjob(job_id).get("status") or {}
         if status.get("rayClusterName") and status.get("jobId"):
             try:
@@ -181,7 +186,7 @@ class RayJobBackend(Backend):
         if delete:
             self.kube.delete_rayjob(job_id)
         else:
-            self.kube.patch_rayjob(job_id, {"spec": {"suspend": True}})
+            self.kube.patch_rayjob(job_id, SUSPEND)
         return True
 
     def jobs(self) -> list[dict]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.kube import crdcheck
 from raybake.kube.manifests import head_service
 from raybake.kube.portforward import Forward
 from raybake.kube.stuck import GROUP, VERSION, api_problem, missing_kind
@@ -86,11 +87,37 @@ class Kube:
         # Subresources (rayjobs/status) repeat their kind; only top-level resources count.
         return [r.kind for r in resources.resources if "/" not in r.name]
 
-    def check_operator(self, kind: str = "RayJob") -> None:
-        """Operator missing or CRDs of another version: refuse before creating anything."""
+    def check_operator(self, kind: str = "RayJob", manifest: dict[str, Any] | None = None) -> None:
+        """Operator missing or CRDs of another version: refuse before creating anything.
+
+        With a manifest, also its fields against the served CRD's schema (raybake.kube.crdcheck).
+        """
         problem = api_problem(self.served_versions()) or missing_kind(kind, self.served_kinds())
+        if not problem and manifest is not None and (schema := self.served_schema(f"{PLURAL}.{GROUP}")):
+            problem = crdcheck.problem(schema, manifest)
         if problem:
             raise RaybakeError(problem, 3)
+
+    def served_schema(self, crd: str) -> dict[str, Any] | None:
+        """The served version's openAPIV3Schema of a CRD; None where this user may not read CRDs."""
+        import json
+
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self._call(
+                f"reading CRD {crd!r}",
+                client.ApiextensionsV1Api(self.api).read_custom_resource_definition,
+                crd,
+                _preload_content=False,
+            )
+        except RaybakeError as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status in (401, 403, 404):
+                return None
+            raise
+        versions = {v["name"]: v for v in json.loads(response.data)["spec"]["versions"]}
+        return versions.get(VERSION, {}).get("schema", {}).get("openAPIV3Schema")
 
     # RayJobs
     def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import yaml
 
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.kube import pods
 from raybake.spec import JobSpec
 
 API_VERSION = "ray.io/v1"
@@ -75,7 +76,14 @@ def resources(*, cpu: str, memory: str, gpus: int = 0) -> dict[str, dict[str, st
 
 
 def pod_template(
-    *, container: str, image: str, settings: Settings, env: list[dict], res: dict, ports: list[dict] | None = None
+    *,
+    container: str,
+    image: str,
+    settings: Settings,
+    env: list[dict],
+    res: dict,
+    ports: list[dict] | None = None,
+    gpu: bool = False,
 ) -> dict[str, Any]:
     # Each pod its own copies: shared objects would print as YAML anchors and change together.
     main: dict[str, Any] = {
@@ -92,7 +100,7 @@ def pod_template(
     if settings.pvc:
         main["volumeMounts"] = [{"name": "data", "mountPath": settings.pvc_mount}]
         pod["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": settings.pvc}}]
-    return {"spec": pod}
+    return {"spec": pods.apply(pod, settings=settings, gpu=gpu)}
 
 
 def worker_group(*, image: str, settings: Settings, env: list[dict]) -> dict[str, Any]:
@@ -106,15 +114,58 @@ def worker_group(*, image: str, settings: Settings, env: list[dict]) -> dict[str
     if not gpu and settings.logical_gpus:
         # Ray then schedules num_gpus=1 tasks on CPU pods: the GPU code path without a GPU (kind e2e).
         start["num-gpus"] = str(settings.logical_gpus)
-    res = resources(cpu=settings.worker_cpu, memory=settings.worker_memory, gpus=1 if gpu else 0)
+    if gpu:
+        res = resources(cpu=settings.gpu_worker_cpu, memory=settings.gpu_worker_memory, gpus=1)
+    else:
+        res = resources(cpu=settings.worker_cpu, memory=settings.worker_memory)
     return {
         "groupName": "gpu" if gpu else "cpu",
         "replicas": replicas,
         "minReplicas": replicas,
         "maxReplicas": replicas,
         "rayStartParams": start,
-        "template": pod_template(container="ray-worker", image=image, settings=settings, env=env, res=res),
+        "template": pod_template(container="ray-worker", image=image, settings=settings, env=env, res=res, gpu=gpu),
     }
+
+
+def lifetime(settings: Settings) -> dict[str, Any]:
+    """What stays after the job, as RayJob fields: GPUs are the dearest thing a finished job holds.
+
+    With delete_workers_at_end, KubeRay's deletionRules (RayJobDeletionPolicy, on by default
+    since KubeRay 1.5) delete the workers the moment the job ends and the cluster (the head, for
+    its logs) ttl_after_finished_s later, on success and failure alike. KubeRay refuses those
+    rules beside shutdownAfterJobFinishes, so that is then false. The RayJob itself stays: its
+    status is the job's record. Without it, the whole cluster stays ttl_after_finished_s.
+    """
+    if not settings.delete_workers_at_end:
+        return {"shutdownAfterJobFinishes": True, "ttlSecondsAfterFinished": settings.ttl_after_finished_s}
+    conditions = [{"jobStatus": "SUCCEEDED"}, {"jobStatus": "FAILED"}, {"jobDeploymentStatus": "Failed"}]
+    rules = [
+        {"condition": {**condition, "ttlSeconds": ttl}, "policy": policy}
+        for condition in conditions
+        for policy, ttl in (("DeleteWorkers", 0), ("DeleteCluster", settings.ttl_after_finished_s))
+    ]
+    return {"shutdownAfterJobFinishes": False, "deletionStrategy": {"deletionRules": rules}}
+
+
+def lifetime_note(manifest: dict[str, Any]) -> str:
+    """One line for the dry run: what stays after the job, and for how long."""
+    job = manifest["spec"]
+    rules = job.get("deletionStrategy", {}).get("deletionRules", [])
+    ttl = {rule["policy"]: rule["condition"]["ttlSeconds"] for rule in rules}
+    if rules:
+        return (
+            f"after the job: workers deleted {_after(ttl['DeleteWorkers'])} (their GPUs freed), "
+            f"the head {_after(ttl['DeleteCluster'])} (logs until then); the RayJob stays until deleted"
+        )
+    return (
+        f"after the job: the whole cluster, GPU workers included, stays "
+        f"{job.get('ttlSecondsAfterFinished', 0)}s; the RayJob stays until deleted"
+    )
+
+
+def _after(seconds: int) -> str:
+    return "at once" if not seconds else f"after {seconds}s"
 
 
 def rayjob(
@@ -156,10 +207,11 @@ def rayjob(
     }
     job: dict[str, Any] = {
         # InteractiveMode: KubeRay makes the cluster and waits; raybake submits with the upload.
-        "submissionMode": "InteractiveMode" if interactive else "K8sJobMode",
+        # SidecarMode: `ray job submit` runs in a container beside the head, from the head's image
+        # that its node already holds; K8sJobMode would schedule a pod that pulls it once more.
+        "submissionMode": "InteractiveMode" if interactive else "SidecarMode",
         "entrypoint": spec.command(),
-        "shutdownAfterJobFinishes": True,
-        "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
+        **lifetime(settings),
         "backoffLimit": settings.backoff_limit,
     }
     if settings.pre_running_deadline_s:
@@ -197,30 +249,19 @@ def rayjob(
     return with_object_store(manifest, settings=settings, image=image)
 
 
-# KubeRay's own submitter defaults (the pinned version's), kept when raybake gives the submitter pod a template.
-SUBMITTER_RESOURCES = {"requests": {"cpu": "500m", "memory": "200Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
-
-
 def with_object_store(manifest: dict[str, Any], *, settings: Settings, image: str) -> dict[str, Any]:
-    """Every container of every pod (head, workers, and the submitter in K8sJobMode) gets the
-    object store: Secrets as envFrom, the endpoint variables, the CA bundle's mount.
+    """Every container of every pod raybake templates (head and workers) gets the object store:
+    Secrets as envFrom, the endpoint variables, the CA bundle's mount.
 
-    The submitter only runs `ray job submit`, but a user's own entrypoint may read the store
-    before it submits, and one rule ("every container") is easier to audit than a list.
+    The driver runs on the head and the workers read and write the store, so those are all the
+    job's readers. The submitter (SidecarMode) is a container KubeRay adds to the head pod from
+    its own template; it only runs `ray job submit` against the head and reads no store.
     """
     from raybake import objectstore
 
     container, pod = objectstore.pod_additions(settings)
-    if not container:
-        return manifest
-    job = manifest["spec"]
-    cluster = job["rayClusterSpec"]
-    templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
-    if job["submissionMode"] == "K8sJobMode":
-        submitter = {"name": "ray-job-submitter", "image": image, "resources": copy.deepcopy(SUBMITTER_RESOURCES)}
-        job["submitterPodTemplate"] = {"spec": {"restartPolicy": "Never", "containers": [submitter]}}
-        templates.append(job["submitterPodTemplate"])
-    for template in templates:
+    cluster = manifest["spec"]["rayClusterSpec"]
+    for template in [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]:
         for main in template["spec"]["containers"]:
             for key, values in container.items():
                 main.setdefault(key, []).extend(copy.deepcopy(values))
@@ -239,7 +280,8 @@ def redacted(value: Any, key: str = "") -> Any:
         return [redacted(v, key) for v in value]
     if isinstance(value, str) and key == "runtimeEnvYAML":
         return yaml.safe_dump(redacted(yaml.safe_load(value)), sort_keys=True)
-    if SECRET.search(key) and value not in (None, ""):
+    # A boolean is a switch (automountServiceAccountToken), never a secret.
+    if SECRET.search(key) and value not in (None, "") and not isinstance(value, bool):
         return REDACTED
     return value
 

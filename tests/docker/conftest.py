@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,10 +57,21 @@ def cpu_image(settings: Settings) -> Built:
 
 
 @pytest.fixture(scope="session")
+def random_user() -> str:
+    """An arbitrary UID in group 0 with no passwd entry, as OpenShift's restricted SCC assigns."""
+    return f"{random.randrange(1_000_000_000, 2_000_000_000)}:0"
+
+
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """The directory the cluster mounts: the example corpus, and room for outputs."""
+    """The directory the cluster mounts: the example corpus, and room for outputs.
+
+    Writable by any UID, as a volume is for OpenShift's pods (its fsGroup): the containers run
+    as `random_user`, not as whoever runs the tests.
+    """
     data = tmp_path_factory.mktemp("data")
     shutil.copytree(ROOT / "examples" / "corpus", data / "corpus")
+    data.chmod(0o777)
     return data
 
 
@@ -78,9 +90,10 @@ def s3(settings: Settings, engine) -> s3server.S3Server:
 
 @pytest.fixture(scope="session")
 def cluster(
-    settings: Settings, cpu_image: Built, data_dir: Path, s3: s3server.S3Server, tmp_path_factory
+    settings: Settings, cpu_image: Built, data_dir: Path, random_user: str, s3: s3server.S3Server, tmp_path_factory
 ) -> localcluster.Cluster:
-    """Head + 2 workers; removed at the end of the session even when a test failed.
+    """Head + 2 workers under a random UID in group 0; removed at the end of the session even
+    when a test failed.
 
     The nodes get the S3 credentials from an env file, as a RayJob's pods get them from a Secret.
     """
@@ -89,7 +102,12 @@ def cluster(
     env_file.write_text("".join(f"{k}={v}\n" for k, v in s3.credentials().items()))
     try:
         yield localcluster.up(
-            settings, workers=2, image=cpu_image.plan.ref, data_dir=str(data_dir), env_file=str(env_file)
+            settings,
+            workers=2,
+            image=cpu_image.plan.ref,
+            data_dir=str(data_dir),
+            user=random_user,
+            env_file=str(env_file),
         )
     finally:
         localcluster.down(settings)

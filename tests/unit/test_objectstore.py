@@ -51,9 +51,9 @@ def test_dry_run_with_a_secret_and_an_endpoint_validates_and_shows_both_in_every
     manifest = yaml.safe_load(done.stdout)
     jsonschema.Draft7Validator(crd_schema("rayjobs")).validate(manifest)
     cluster = manifest["spec"]["rayClusterSpec"]
-    pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"], manifest["spec"]["submitterPodTemplate"]]
-    containers = [c for p in pods for c in (p.get("template") or p)["spec"]["containers"]]
-    assert [c["name"] for c in containers] == ["ray-head", "ray-worker", "ray-job-submitter"]
+    pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    containers = [c for p in pods for c in p["template"]["spec"]["containers"]]
+    assert [c["name"] for c in containers] == ["ray-head", "ray-worker"]
     for container in containers:
         assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
         assert {"name": "AWS_ENDPOINT_URL_S3", "value": "https://s3.example.internal"} in container["env"]
@@ -85,7 +85,6 @@ def test_a_ca_bundle_from_a_configmap_or_secret_is_mounted_read_only_and_named_b
 def test_without_object_store_settings_the_rayjob_is_unchanged():
     spec = JobSpec(corpus="s3://b/c", output="s3://b/o", name="raybake-embed-plain")
     manifest = RayJobBackend(Settings(backend="rayjob", image=IMAGE)).manifest(spec)
-    assert "submitterPodTemplate" not in manifest["spec"]
     assert "envFrom" not in manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
 
 

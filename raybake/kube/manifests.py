@@ -280,8 +280,9 @@ def redacted(value: Any, key: str = "") -> Any:
         return [redacted(v, key) for v in value]
     if isinstance(value, str) and key == "runtimeEnvYAML":
         return yaml.safe_dump(redacted(yaml.safe_load(value)), sort_keys=True)
-    # A boolean is a switch (automountServiceAccountToken), never a secret.
-    if SECRET.search(key) and value not in (None, "") and not isinstance(value, bool):
+    # A boolean is a switch (automountServiceAccountToken), never a secret; a Secret's name
+    # (secretName) says where one is, and the dry-run shows it.
+    if SECRET.search(key) and value not in (None, "") and not isinstance(value, bool) and key != "secretName":
         return REDACTED
     return value
 

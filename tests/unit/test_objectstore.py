@@ -19,6 +19,7 @@ from raybake.clusters.address import AddressBackend
 from raybake.clusters.rayjob import RayJobBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
+from raybake.kube.manifests import to_yaml
 from raybake.spec import JobSpec, with_id
 from raybake.submit import submit
 from raybake.versions import ROOT
@@ -80,6 +81,8 @@ def test_a_ca_bundle_from_a_configmap_or_secret_is_mounted_read_only_and_named_b
     }
     (volume,) = [v for v in head["volumes"] if v["name"] == "s3-ca"]
     assert volume.get("configMap", volume.get("secret"))["items"] == [{"key": key, "path": key}]
+    # The dry-run names the ConfigMap or Secret: a name, not a secret.
+    assert f"Name: {source.split(':')[1].split('/')[0]}\n" in to_yaml(manifest).replace("name: ", "Name: ")
 
 
 def test_without_object_store_settings_the_rayjob_is_unchanged():

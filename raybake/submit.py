@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raybake import identity
+from raybake import identity, urls
 from raybake.clusters import Backend
 from raybake.clusters.transport import on_cluster
 from raybake.errors import RaybakeError
@@ -18,29 +18,53 @@ from raybake.result import AlreadySubmitted, JobResult, exit_code
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
 from raybake.versions import ROOT
 
+# How long the client reads a URI corpus before it leaves the check to the cluster.
+URI_CHECK_S = 60.0
+# The job's reasons for a corpus it could not reach at all: from here, not a verdict on it.
+UNREACHED = ("cannot open corpus", "corpus not found")
+
 
 def preflight(spec: JobSpec) -> None:
     """Refuse bad input before anything is submitted, with the job's own reading of the corpus.
 
     The client never imports job/: it runs `python -m job --check` on the same arguments, the
-    one contract the two sides share. Only local corpora can be checked from here.
+    one contract the two sides share. A local corpus is checked whole; a URI as far as this
+    machine reaches it (a cluster may read what the client cannot: its network, its credentials);
+    a `cluster:` path only there.
     """
-    if spec.entrypoint or not is_local_path(spec.corpus):
+    if spec.entrypoint or spec.corpus.startswith(CLUSTER_PREFIX):
         return
-    local = dataclasses.replace(spec, corpus=str(Path(spec.corpus).resolve()))
+    remote = urls.is_url(spec.corpus)
+    local = spec if remote else dataclasses.replace(spec, corpus=str(Path(spec.corpus).resolve()))
     argv = [sys.executable, "-m", "job", "--check", *local.job_argv()[3:]]
-    checked = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
-    if checked.returncode != 0:
-        lines = [ln for ln in (checked.stdout + checked.stderr).splitlines() if ln.strip()]
-        reason = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "")
-        raise RaybakeError(f"refused: {reason.removeprefix('raybake: ').removeprefix('error: ')}", 2)
+    try:
+        checked = subprocess.run(
+            argv, cwd=ROOT, capture_output=True, text=True, timeout=URI_CHECK_S if remote else None
+        )
+    except subprocess.TimeoutExpired:
+        print(
+            f"raybake: note: the corpus did not answer here within {URI_CHECK_S:.0f}s; the cluster reads it",
+            file=sys.stderr,
+        )
+        return
+    if checked.returncode == 0:
+        return
+    lines = [ln for ln in (checked.stdout + checked.stderr).splitlines() if ln.strip()]
+    verdict = next((ln for ln in reversed(lines) if ln.startswith("raybake: error: ")), "")
+    reason = verdict or next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "")
+    reason = urls.scrub(reason.removeprefix("raybake: ").removeprefix("error: "), spec.corpus)
+    # The job's verdict on a corpus it read is final; failing to reach a URI from here is not.
+    if remote and (not verdict or reason.startswith(UNREACHED)):
+        print(f"raybake: note: cannot read the corpus from here ({reason}); the cluster reads it", file=sys.stderr)
+        return
+    raise RaybakeError(f"refused: {reason}", 2)
 
 
 def where(output: str) -> str:
     """Where the results are, as the user named them: this machine, a URI, or the cluster's volume."""
     if output.startswith(CLUSTER_PREFIX):
         return f"{on_cluster(output)} on the cluster's volume"
-    return output
+    return urls.redact(output)
 
 
 def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None, why_new: str | None = None) -> str:
@@ -107,23 +131,26 @@ def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> st
     """Submit the spec under its name, or attach to the job already running it.
 
     A running or finished job of the same spec is attached to, unless `new`. One that FAILED or
-    was STOPPED is tried again as `<name>-<attempt>`: same output, so it resumes from the parts
-    the earlier attempt finished. Ray refuses an id it already holds, so of two submits that race
-    one submits and the other, refused, looks again and attaches.
+    was STOPPED, or SUCCEEDED into an output deleted since, is tried again as `<name>-<attempt>`:
+    same output, so it resumes from the parts the earlier attempt finished. Ray refuses an id it
+    already holds, so of two submits that race one submits and the other, refused, looks again
+    and attaches.
     """
     for _ in range(3):
         tried = attempts(backend, spec.name)
         if tried and not new and tried[-1][2] not in ("FAILED", "STOPPED"):
             _, job_id, status = tried[-1]
-            print(f"raybake: attaching to {job_id} ({status}), the same job submitted before; --new starts another")
-            return job_id
+            if status != "SUCCEEDED" or not backend.output_lost(spec):
+                print(f"raybake: attaching to {job_id} ({status}), the same job submitted before; --new starts another")
+                return job_id
+            print(f"raybake: {job_id} SUCCEEDED, but its output {spec.output} holds no manifest.json; running it again")
         attempt = tried[-1][0] + 1 if tried else 1
         name = spec.name if attempt == 1 else f"{spec.name}-{attempt}"
         try:
             job_id = backend.submit(dataclasses.replace(spec, name=name))
         except AlreadySubmitted:
             continue
-        print(f"raybake: submitted {job_id}; output {spec.output}", flush=True)
+        print(f"raybake: submitted {job_id}; output {urls.redact(spec.output)}", flush=True)
         return job_id
     raise RaybakeError(f"could not submit {spec.name!r}: its id kept being taken by concurrent submits", 1)
 

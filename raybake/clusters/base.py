@@ -46,6 +46,10 @@ class Backend(ABC):
         """Adapt paths to where the job runs (absolute local paths, uploads); default: as is."""
         return spec
 
+    def output_lost(self, spec: JobSpec) -> bool:
+        """Whether a finished job's output is known to be gone; default: it cannot be seen from here."""
+        return False
+
     @abstractmethod
     def describe(self, spec: JobSpec) -> str:
         """What `submit --dry-run` prints: the submission as this backend would send it, secrets redacted."""

@@ -7,6 +7,7 @@ come back as plain dicts (the JSON the API sends), which raybake.kube.stuck read
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,25 @@ class Kube:
                     2,
                 ) from None
             raise RaybakeError(f"creating RayJob {name!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+
+    def create_owned(self, manifest: dict[str, Any], owner: dict[str, Any]) -> None:
+        """Create a Secret or NetworkPolicy that Kubernetes deletes with `owner` (the RayJob)."""
+        from kubernetes import client
+
+        meta = owner["metadata"]
+        reference = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"], "uid": meta["uid"]}
+        body = {**manifest, "metadata": {**manifest["metadata"], "ownerReferences": [reference]}}
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        create = {
+            "Secret": self.core.create_namespaced_secret,
+            "NetworkPolicy": client.NetworkingV1Api(self.api).create_namespaced_network_policy,
+        }[kind]
+        self._call(f"creating {kind} {name!r}", create, self.namespace, body)
+
+    def secret_value(self, name: str, key: str) -> str:
+        """One value of a Secret, decoded; never printed."""
+        secret = self._call(f"reading Secret {name!r}", self.core.read_namespaced_secret, name, self.namespace)
+        return base64.b64decode((secret.data or {}).get(key, "")).decode()
 
     def rayjob(self, name: str) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException

@@ -66,6 +66,14 @@ PLACEMENT_HELP = {
     "keep-workers": "rayjob: keep the workers (and their GPUs) as long as the head after the job",
 }
 
+# Object storage (docs/inputs-outputs.md): where the store is; credentials never pass here.
+STORE_HELP = {
+    "env-from-secret": "rayjob: a Secret whose keys become every pod's environment (AWS_ACCESS_KEY_ID ...); repeatable",
+    "s3-endpoint": "S3-compatible store's URL, e.g. https://s3.openshift-storage.svc (AWS_ENDPOINT_URL_S3)",
+    "s3-ca-bundle": "CA of the store: configmap:NAME/KEY or secret:NAME/KEY (rayjob), or a path where the job runs",
+    "s3-path-style": "address buckets as ENDPOINT/BUCKET (MinIO, NooBaa, Ceph) instead of BUCKET.ENDPOINT",
+}
+
 
 def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flags):
     """The backend the flags choose; an --address or --cluster alone means the address backend."""
@@ -104,11 +112,13 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
         "allow-image-mismatch": "submit although the cluster runs another Ray version or image",
         "ship-job": "send job/ from this checkout as a py_module (a cluster without the raybake image)",
         "network-policy": "rayjob: a NetworkPolicy letting only the job's own pods reach its head",
+        **STORE_HELP,
         **CLUSTER_HELP,
         **CONNECT_HELP,
     },
     # More flags than letters: short ones would be handed out by the alphabet, not by meaning.
     auto_shortflags=False,
+    iterable=["env_from_secret"],
 )
 @user_errors
 def submit(
@@ -144,6 +154,10 @@ def submit(
     allow_image_mismatch=False,
     ship_job=False,
     network_policy=False,
+    env_from_secret=None,
+    s3_endpoint=None,
+    s3_ca_bundle=None,
+    s3_path_style=False,
     backend=None,
     address=None,
     cluster=None,
@@ -160,6 +174,7 @@ def submit(
     again attaches to the job it started (a retried CI step makes no duplicate); if that job
     failed or was stopped, it runs again and resumes from the shards already done.
     """
+    from raybake import identity
     from raybake.clusters.transport import output_root
     from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
     from raybake.submit import submit as run_submit
@@ -196,6 +211,10 @@ def submit(
         ship_job=ship_job or None,
         network_policy=network_policy or None,
         insecure_http=insecure_http or None,
+        env_from_secret=tuple(env_from_secret) or None,
+        s3_endpoint=s3_endpoint,
+        s3_ca_bundle=s3_ca_bundle,
+        s3_path_style=s3_path_style or None,
     )
     with chosen:
         spec = JobSpec(
@@ -209,7 +228,10 @@ def submit(
             entrypoint=entrypoint,
         )
         root = chosen.settings.results_dir if output else output_root(chosen.settings)
-        spec = with_id(spec, name=name, results_dir=root)
+        parts = identity.of(
+            spec, image=chosen.image_identity(), settings=chosen.settings, strict=chosen.credentials_here
+        )
+        spec = with_id(spec, name=name, results_dir=root, identity=parts)
         code = run_submit(chosen, spec, follow=not detach, new=new, dry_run=dry_run)
     if code:
         raise Exit(code=code)
@@ -404,16 +426,23 @@ def prepull(c, image=None, nodes="", dry_run=False, namespace=None, kube_context
         "data": "host directory mounted at the same path in every container (default: this project)",
         "user": "UID:GID the containers run as, e.g. 1000680000:0 as OpenShift does (default: yours); "
         "--data must then be writable by it",
+        "env-file": "KEY=VALUE lines every node gets in its environment, e.g. object-store credentials",
     }
 )
 @user_errors
-def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None, user=None):
+def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None, user=None, env_file=None):
     """Start a Ray head and N workers as containers on the local Docker engine."""
     from raybake.clusters import localcluster
 
     settings = _settings(c, variant=variant)
     cluster = localcluster.up(
-        settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data, user=user
+        settings,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        image=image,
+        data_dir=data,
+        user=user,
+        env_file=env_file,
     )
     print(f"raybake: cluster up: `invoke submit --address {cluster.url} --corpus ...` runs a job on it")
 

@@ -35,7 +35,11 @@ class Output:
         self.fs.makedirs(self.parts, exist_ok=True)
 
     def finished(self) -> set[str]:
-        names = (p.rsplit("/", 1)[-1] for p in self.fs.ls(self.parts, detail=False))
+        try:
+            listed = self.fs.ls(self.parts, detail=False, refresh=True)
+        except FileNotFoundError:
+            return set()  # an object store has no empty folders: no part yet
+        names = (p.rsplit("/", 1)[-1] for p in listed)
         return {n for n in names if n.endswith(".parquet")}
 
     def _atomic(self, path: str, write) -> None:

@@ -68,6 +68,11 @@ def run(config: RunConfig) -> int:
     except CorpusError as exc:
         log(f"error: {exc}")
         return 2
+    except PermissionError as exc:
+        # An object store that refuses the credentials: one line, before any shard is read.
+        reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        log(f"error: access to corpus {urls.redact(wc.corpus)!r} refused ({reason})")
+        return 2
     gzipped = [f for f in files if f.gzip]
     if gzipped:
         log(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 from raybake.errors import RaybakeError
 
@@ -94,6 +94,15 @@ class Settings:
     # Where jobs on a real cluster write when --output is not given (a URI or a `cluster:` path).
     remote_output: str | None = None
 
+    # Object storage (raybake/objectstore.py): Secrets every RayJob container gets as its
+    # environment (envFrom: AWS_ACCESS_KEY_ID ...); an S3-compatible store's endpoint, its CA
+    # bundle (configmap:NAME/KEY, secret:NAME/KEY, or a path where the job runs) and path-style
+    # addressing, given to the job on every backend.
+    env_from_secret: tuple[str, ...] = ()
+    s3_endpoint: str | None = None
+    s3_ca_bundle: str | None = None
+    s3_path_style: bool = False
+
     # `invoke kind.up`: the local kind cluster's name.
     kind_cluster: str = "raybake"
 
@@ -131,10 +140,17 @@ class Settings:
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     if value is None:
         return None
-    base = next((t for t in getattr(kind, "__args__", (kind,)) if t is not type(None)), kind)
+    if get_origin(kind) is tuple:
+        base: Any = tuple
+    else:
+        base = next((t for t in getattr(kind, "__args__", (kind,)) if t is not type(None)), kind)
     if isinstance(value, base):
         return value
     try:
+        if base is tuple:
+            # A list in invoke.yaml, or comma-separated in an INVOKE_RAYBAKE_* variable.
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(str(v).strip() for v in items if str(v).strip())
         if base is bool:
             if str(value).lower() in ("1", "true", "yes", "on"):
                 return True

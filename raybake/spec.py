@@ -29,6 +29,10 @@ class JobSpec:
     # A user's own command instead of the built-in job (their original script, say).
     entrypoint: str | None = None
     name: str = field(default="")
+    # What the spec only names, by part (raybake/identity.py): image, model, code, corpus.
+    identity: tuple[tuple[str, str], ...] = ()
+    # The id the spec alone would get: submits that differ only in identity share it.
+    lineage: str = ""
 
     def __post_init__(self) -> None:
         from raybake.errors import RaybakeError
@@ -103,19 +107,31 @@ def is_local_path(uri: str) -> bool:
     return "://" not in uri and not uri.startswith(CLUSTER_PREFIX)
 
 
-def with_id(spec: JobSpec, *, name: str | None, results_dir: str) -> JobSpec:
+def with_id(spec: JobSpec, *, name: str | None, results_dir: str, identity: dict[str, str] | None = None) -> JobSpec:
     """The spec with its job id, and its output `<results_dir>/<job id>` unless one was given.
 
-    The id is `name` as given, else `raybake-<task>-<hash of what the job runs>`. Either way the
-    same command twice gives the same id, so a retried submit (a re-run CI step) finds the first
-    job instead of starting a second, while a changed corpus, model, option or output gives
-    another default id. Local paths count by where they point.
+    The id is `name` as given, else `raybake-<task>-<hash of what the job runs>`: the spec and
+    its `identity` (image, model files, entrypoint code, corpus files; raybake/identity.py).
+    The same command on the same inputs gives the same id, so a retried submit (a re-run CI
+    step) finds the first job instead of starting a second; a change to any of them gives
+    another id, and so another default output. Local paths count by where they point.
     """
-    if not name:
-        what = dataclasses.asdict(spec) | {"name": None, "output": spec.output or f"{results_dir}/"}
-        for key in ("corpus", "output"):
-            if what[key] and is_local_path(what[key]):
-                what[key] = str(Path(what[key]).resolve())
-        digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
-        name = f"raybake-{spec.task}-{digest}"
-    return dataclasses.replace(spec, name=name, output=spec.output or f"{results_dir}/{name}")
+    what = dataclasses.asdict(spec) | {"name": None, "identity": None, "lineage": None}
+    what["output"] = spec.output or f"{results_dir}/"
+    for key in ("corpus", "output"):
+        if what[key] and is_local_path(what[key]):
+            what[key] = str(Path(what[key]).resolve())
+    lineage = f"raybake-{spec.task}-{_hash(what)}"
+    identity = identity or {}
+    name = name or f"raybake-{spec.task}-{_hash(what | {'identity': identity})}"
+    return dataclasses.replace(
+        spec,
+        name=name,
+        output=spec.output or f"{results_dir}/{name}",
+        identity=tuple(sorted(identity.items())),
+        lineage=lineage,
+    )
+
+
+def _hash(what: dict) -> str:
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raybake import urls
+from raybake import identity, urls
 from raybake.clusters import Backend
 from raybake.clusters.transport import on_cluster
 from raybake.errors import RaybakeError
@@ -67,12 +67,15 @@ def where(output: str) -> str:
     return urls.redact(output)
 
 
-def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None) -> str:
-    """The final lines; `output` is the location as the user gave it, before the backend rewrote it."""
+def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None, why_new: str | None = None) -> str:
+    """The final lines; `output` is the location as the user gave it, before the backend rewrote it;
+    `why_new` why this ran anew instead of attaching to an earlier job."""
     lines = [
         f"job {result.job_id}: {result.status}"
         + (f" ({result.message})" if result.message and result.status != "SUCCEEDED" else "")
     ]
+    if why_new:
+        lines.append(f"ran anew: {why_new}")
     output = output or spec.output
     manifest_path = Path(spec.output) / "manifest.json"
     if is_local_path(output) and manifest_path.is_file():
@@ -112,6 +115,16 @@ def newest_attempt(backend: Backend, job_id: str) -> str:
     if newest != job_id:
         print(f"raybake: {job_id} was submitted again as {newest}; showing {newest}", file=sys.stderr)
     return newest
+
+
+def changed_since(backend: Backend, spec: JobSpec) -> str | None:
+    """Why this spec gets a new job id where the same command ran before: e.g. `image changed
+    since raybake-embed-1a2b3c4d ran`. None when nothing of its lineage ran, or it attaches."""
+    earlier = [r for r in backend.jobs() if spec.lineage and r.get("lineage") == spec.lineage]
+    if not earlier or (earlier[-1].get("identity") or {}) == dict(spec.identity):
+        return None
+    parts = identity.changed(earlier[-1].get("identity") or {}, dict(spec.identity))
+    return f"{', '.join(parts)} changed since {earlier[-1]['id']} ran"
 
 
 def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> str:
@@ -154,6 +167,13 @@ def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = 
         print(backend.describe(spec), end="")
         return 0
     backend.ready()
+    why_new = changed_since(backend, spec)
+    if why_new and attempts(backend, spec.name) and not new:
+        # --name chose the id: the user's word wins, but not in silence.
+        print(f"raybake: warning: {why_new}; attaching to {spec.name} all the same (--name); --new runs it anew")
+        why_new = None
+    elif why_new:
+        print(f"raybake: {why_new}: a new job {spec.name} into {spec.output}", flush=True)
     job_id = start_or_attach(backend, spec, new=new)
     if not follow:
         print(f"raybake: follow it with `invoke logs --job {job_id}`")
@@ -162,7 +182,7 @@ def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = 
         result = backend.follow(job_id)
     except KeyboardInterrupt:
         return interrupted(backend, job_id)
-    print(summarize(spec, result, output=given))
+    print(summarize(spec, result, output=given, why_new=why_new))
     return exit_code(result)
 
 

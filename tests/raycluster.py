@@ -103,20 +103,25 @@ PORT_NAMES = ("port", "dashboard-port", *SERVICE_PORTS)
 START_ATTEMPTS = 3
 
 
-def start_head(num_cpus: int = 2, *, auth_mode: str, timeout: float = 120) -> RayHead:
-    """A head on free ports; a port taken between picking and binding costs one more attempt."""
+def start_head(
+    num_cpus: int = 2, *, auth_mode: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> RayHead:
+    """A head on free ports; a port taken between picking and binding costs one more attempt.
+
+    `env`: more environment for the head and so for every job's driver and workers, as a pod's
+    envFrom gives it (object-store credentials)."""
     if auth_mode not in AUTH_MODES:
         raise ValueError(f"auth_mode must be one of {AUTH_MODES}, got {auth_mode!r}")
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            return _start_head(num_cpus, auth_mode, timeout)
+            return _start_head(num_cpus, auth_mode, timeout, env or {})
         except RuntimeError:
             if attempt == START_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start_head(num_cpus: int, auth_mode: str, timeout: float) -> RayHead:
+def _start_head(num_cpus: int, auth_mode: str, timeout: float, env: dict[str, str]) -> RayHead:
     ports, low = pick_ports(PORT_NAMES)
     temp_dir = tempfile.mkdtemp(prefix="rbt-", dir="/tmp")
     token_file = Path(temp_dir, TOKEN_NAME)
@@ -140,7 +145,8 @@ def _start_head(num_cpus: int, auth_mode: str, timeout: float) -> RayHead:
         f"--max-worker-port={low + WORKER_PORTS}",
     ]
     command += [f"--{name}={port}" for name, port in ports.items()]
-    return _launch(command, {**clean_environ(), **auth_env(auth_mode, token_file)}, ports, temp_dir, auth_mode, timeout)
+    environment = {**clean_environ(), **env, **auth_env(auth_mode, token_file)}
+    return _launch(command, environment, ports, temp_dir, auth_mode, timeout)
 
 
 # Ray's default port for a head's dashboard agent: every plain `ray start` takes it.

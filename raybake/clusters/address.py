@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 import socket
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from raybake import urls
+from raybake import objectstore, urls
 from raybake.clusters import transport
 from raybake.clusters.base import Backend
 from raybake.clusters.follow import LogPrinter
@@ -148,6 +149,10 @@ class AddressBackend(Backend):
         """Whether job/ travels from this checkout instead of running from the cluster's image."""
         return self.settings.ship_job
 
+    def image_identity(self) -> str:
+        # Where job/ travels from this checkout, no image says what runs: job/'s content does.
+        return f"job/ {transport.tree_digest(ROOT / 'job')}" if self.ships_job else (self.expected_image or "")
+
     @property
     def verify(self) -> bool | str:
         return self.settings.ca_bundle or self.settings.verify_tls
@@ -238,7 +243,9 @@ class AddressBackend(Backend):
         return moved.spec
 
     def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
-        env: dict[str, Any] = {**self.uploads, "env_vars": {"RAYBAKE_GIT_SHA": git_sha()}}
+        # Where the object store is (not who may use it: credentials are the nodes' environment).
+        store = objectstore.job_env(self.settings)
+        env: dict[str, Any] = {**self.uploads, "env_vars": {"RAYBAKE_GIT_SHA": git_sha(), **store}}
         if self.ships_job:
             env["py_modules"] = [str(ROOT / "job")]
         elif expected := self.expected_image:
@@ -270,7 +277,13 @@ class AddressBackend(Backend):
                 entrypoint=self.entrypoint(spec),
                 submission_id=spec.name or None,
                 runtime_env=self.runtime_env(spec),
-                metadata={"raybake.task": spec.task, "raybake.output": urls.redact(spec.output)},
+                metadata={
+                    "raybake.task": spec.task,
+                    "raybake.output": urls.redact(spec.output),
+                    # What went into the id, so a later submit can say what changed (submit.py).
+                    "raybake.lineage": spec.lineage,
+                    "raybake.identity": json.dumps(dict(spec.identity), sort_keys=True),
+                },
             )
         except (RuntimeError, OSError, requests.RequestException) as exc:
             if "already exists" in str(exc):
@@ -336,6 +349,8 @@ class AddressBackend(Backend):
                     "status": str(job.status.value),
                     "start": job.start_time,
                     "entrypoint": shown_entrypoint(job.entrypoint),
+                    "lineage": (job.metadata or {}).get("raybake.lineage", ""),
+                    "identity": json.loads((job.metadata or {}).get("raybake.identity") or "{}"),
                 }
             )
         return sorted(rows, key=lambda r: r["start"] or 0)

@@ -9,6 +9,13 @@ from raybake.spec import JobSpec
 
 
 class Backend(ABC):
+    # Whether this machine's object-store credentials are the job's: a RayJob's come from its Secret.
+    credentials_here = True
+
+    def image_identity(self) -> str:
+        """What the job's code comes from, for its id (raybake/identity.py); default: not known."""
+        return ""
+
     @abstractmethod
     def submit(self, spec: JobSpec) -> str:
         """Start the job under the id spec.name; return it. AlreadySubmitted if that id is taken."""
@@ -28,7 +35,8 @@ class Backend(ABC):
         """Stop the job; `delete` also removes what the cluster keeps of it."""
 
     @abstractmethod
-    def jobs(self) -> list[dict]: ...
+    def jobs(self) -> list[dict]:
+        """id, status, start, entrypoint; and lineage and identity where raybake submitted it."""
 
     def ready(self) -> None:
         """Make the cluster ready to take a job, after the input passed its checks; default: it is."""

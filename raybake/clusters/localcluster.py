@@ -80,9 +80,12 @@ def up(
     image: str | None = None,
     data_dir: str | None = None,
     user: str | None = None,
+    env_file: str | None = None,
 ) -> Cluster:
     """`user`: UID:GID every container runs as (OpenShift's arbitrary UID in group 0, say), else
-    the host user's, so files the job writes into the mount belong to whoever ran `invoke up`."""
+    the host user's, so files the job writes into the mount belong to whoever ran `invoke up`.
+    `env_file`: more environment for every node, as a pod's envFrom gives it (object-store
+    credentials): read here, handed to Docker, never printed or written to the state file."""
     import docker
 
     if workers < 0 or gpus_per_worker < 0:
@@ -113,7 +116,10 @@ def up(
         "shm_size": SHM_SIZE,
         "volumes": {data: {"bind": data, "mode": "rw"}},
         "user": user or f"{os.getuid()}:{os.getgid()}",
-        "environment": token_environment(token_file.read_text()),
+        "environment": {
+            **(read_env_file(Path(env_file)) if env_file else {}),
+            **token_environment(token_file.read_text()),
+        },
     }
     head_name = f"{name}-head"
     print(f"raybake: starting {head_name} and {workers} worker(s) from {image}", flush=True)
@@ -167,6 +173,28 @@ def up(
     cluster = Cluster(name, image, url, data, tuple(c.name for c in started), str(token_file))
     state.update(settings, "clusters", name, {**cluster.__dict__, "containers": list(cluster.containers)})
     return cluster
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Docker's env-file format: KEY=VALUE lines, # comments; a bare KEY takes this machine's value."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise RaybakeError(f"cannot read --env-file {str(path)!r}: {exc.strerror or exc}", 2) from None
+    env: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not key.replace("_", "a").isalnum() or key[0].isdigit():
+            # The line number only: the line may hold a secret.
+            raise RaybakeError(f"--env-file {str(path)!r} line {number}: not KEY=VALUE", 2)
+        if sep:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+    return env
 
 
 def token_path(settings: Settings) -> Path:

@@ -9,6 +9,7 @@ which outlives the cluster.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from typing import Any
@@ -31,6 +32,8 @@ MANAGED = "app.kubernetes.io/managed-by=raybake"
 # KubeRay suspends only a RayJob with shutdownAfterJobFinishes, which its deletionRules exclude:
 # the same merge patch trades the rules for it (suspending deletes the cluster at once anyway).
 SUSPEND = {"spec": {"suspend": True, "shutdownAfterJobFinishes": True, "deletionStrategy": None}}
+IDENTITY = "raybake.io/identity"
+LINEAGE = "raybake.io/lineage"
 
 
 class RayJobBackend(Backend):
@@ -53,8 +56,14 @@ class RayJobBackend(Backend):
         self.corpus_given = spec.corpus
         return moved.spec
 
+    # The pods' object-store credentials come from their Secret, not from this machine.
+    credentials_here = False
+
+    def image_identity(self) -> str:
+        return image_for(self.settings)
+
     def manifest(self, spec: JobSpec) -> dict[str, Any]:
-        return manifests.rayjob(
+        manifest = manifests.rayjob(
             spec,
             image=image_for(self.settings),
             ray_version=ray_version(),
@@ -63,6 +72,11 @@ class RayJobBackend(Backend):
             runtime_env={"env_vars": {"RAYBAKE_GIT_SHA": git_sha()}},
             interactive=bool(self.uploads),
         )
+        # What went into the id, so a later submit can say what changed (submit.py).
+        manifest["metadata"]["annotations"].update(
+            {IDENTITY: json.dumps(dict(spec.identity), sort_keys=True), LINEAGE: spec.lineage}
+        )
+        return manifest
 
     def companions(self, name: str, token: str) -> list[dict[str, Any]]:
         """What goes with the RayJob: its Ray token's Secret, and the NetworkPolicy if asked for."""
@@ -196,12 +210,15 @@ class RayJobBackend(Backend):
     def jobs(self) -> list[dict]:
         rows = []
         for item in self.kube.rayjobs(MANAGED):
+            annotations = item["metadata"].get("annotations") or {}
             rows.append(
                 {
                     "id": item["metadata"]["name"],
                     "status": stuck.result_of(item["metadata"]["name"], item.get("status")).status,
                     "start": item["metadata"].get("creationTimestamp"),
                     "entrypoint": shown_entrypoint(item.get("spec", {}).get("entrypoint", "")),
+                    "lineage": annotations.get(LINEAGE, ""),
+                    "identity": json.loads(annotations.get(IDENTITY) or "{}"),
                 }
             )
         return sorted(rows, key=lambda r: r["start"] or "")

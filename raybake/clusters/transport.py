@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,15 +35,28 @@ def excluded(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in UPLOAD_EXCLUDES)
 
 
-def upload_size(root: Path) -> int:
-    """Bytes an upload of `root` carries, skipping what UPLOAD_EXCLUDES leaves behind."""
+def upload_files(root: Path) -> Iterator[Path]:
+    """The files an upload of `root` carries, in a stable order, skipping UPLOAD_EXCLUDES."""
     if root.is_file():
-        return root.stat().st_size
-    total = 0
+        yield root
+        return
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not excluded(d)]
-        total += sum((Path(folder) / f).stat().st_size for f in files if not excluded(f))
-    return total
+        dirs[:] = sorted(d for d in dirs if not excluded(d))
+        yield from (Path(folder) / f for f in sorted(files) if not excluded(f))
+
+
+def tree_digest(root: Path) -> str:
+    """Content hash of what an upload of `root` carries: a job's id changes with its code."""
+    h = hashlib.sha256()
+    for path in upload_files(root):
+        h.update(f"{path.relative_to(root) if path != root else path.name}\0".encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def upload_size(root: Path) -> int:
+    """Bytes an upload of `root` carries."""
+    return sum(path.stat().st_size for path in upload_files(root))
 
 
 def check_upload(root: Path, *, limit_mib: int, what: str = "corpus") -> int:

@@ -255,12 +255,34 @@ def rayjob(
         "raybake.io/output": urls.redact(spec.output),
         "raybake.io/image": image,
     }
-    return {
+    manifest = {
         "apiVersion": API_VERSION,
         "kind": "RayJob",
         "metadata": {"name": name, "labels": {k: v for k, v in labels.items() if v}, "annotations": annotations},
         "spec": job,
     }
+    return with_object_store(manifest, settings=settings, image=image)
+
+
+def with_object_store(manifest: dict[str, Any], *, settings: Settings, image: str) -> dict[str, Any]:
+    """Every container of every pod raybake templates (head and workers) gets the object store:
+    Secrets as envFrom, the endpoint variables, the CA bundle's mount.
+
+    The driver runs on the head and the workers read and write the store, so those are all the
+    job's readers. The submitter (SidecarMode) is a container KubeRay adds to the head pod from
+    its own template; it only runs `ray job submit` against the head and reads no store.
+    """
+    from raybake import objectstore
+
+    container, pod = objectstore.pod_additions(settings)
+    cluster = manifest["spec"]["rayClusterSpec"]
+    for template in [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]:
+        for main in template["spec"]["containers"]:
+            for key, values in container.items():
+                main.setdefault(key, []).extend(copy.deepcopy(values))
+        for key, values in pod.items():
+            template["spec"].setdefault(key, []).extend(copy.deepcopy(values))
+    return manifest
 
 
 def inert(runtime_env: dict[str, Any]) -> dict[str, Any]:

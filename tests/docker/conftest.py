@@ -15,11 +15,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import s3server
 from raycluster import free_port
 
 from raybake.clusters import localcluster
 from raybake.config import Settings
 from raybake.image import build as image
+from raybake.image.build import docker_client
 from raybake.versions import ROOT
 
 
@@ -78,10 +80,38 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cluster(settings: Settings, cpu_image: Built, data_dir: Path, random_user: str) -> localcluster.Cluster:
+def s3(settings: Settings, engine) -> s3server.S3Server:
+    """moto's S3 server where the cluster's containers reach it and nothing else does: on the
+    gateway address of the cluster's own bridge network (made here, so its address is known
+    before the cluster starts; `up` uses it, `down` removes it by its label)."""
+    client = docker_client()
+    network = client.networks.create(settings.cluster_name, labels={localcluster.LABEL: settings.cluster_name})
+    network.reload()
+    server = s3server.start(host=network.attrs["IPAM"]["Config"][0]["Gateway"])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    settings: Settings, cpu_image: Built, data_dir: Path, random_user: str, s3: s3server.S3Server, tmp_path_factory
+) -> localcluster.Cluster:
     """Head + 2 workers under a random UID in group 0; removed at the end of the session even
-    when a test failed."""
+    when a test failed.
+
+    The nodes get the S3 credentials from an env file, as a RayJob's pods get them from a Secret.
+    """
+    env_file = tmp_path_factory.mktemp("secret") / "s3.env"
+    env_file.touch(mode=0o600)
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in s3.credentials().items()))
     try:
-        yield localcluster.up(settings, workers=2, image=cpu_image.plan.ref, data_dir=str(data_dir), user=random_user)
+        yield localcluster.up(
+            settings,
+            workers=2,
+            image=cpu_image.plan.ref,
+            data_dir=str(data_dir),
+            user=random_user,
+            env_file=str(env_file),
+        )
     finally:
         localcluster.down(settings)

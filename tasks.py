@@ -13,7 +13,7 @@ import sys
 from invoke import Collection, Exit, task
 
 from raybake import config as settings_mod
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 TEST_TIERS = ("unit", "ray", "docker", "e2e")
 
@@ -136,7 +136,7 @@ def submit(
     from raybake.submit import submit as run_submit
 
     if not corpus and not entrypoint:
-        raise RaybakeError("--corpus is required (or --entrypoint for your own script)", 2)
+        raise RaybakeError("--corpus is required (or --entrypoint for your own script)", ExitCode.REFUSED)
     chosen = _backend(
         c,
         backend,
@@ -411,7 +411,7 @@ def bench_start(c, image=None, variant=None, repeats=3, port=8267, out="bench-re
 def test(c, tier=None, pytest_args=""):
     """Run the tests: unit, ray and docker tiers (e2e needs kind and runs on GitHub)."""
     if tier and tier not in TEST_TIERS:
-        raise Exit(f"raybake: unknown test tier {tier!r}; choose one of {', '.join(TEST_TIERS)}", code=2)
+        raise Exit(f"raybake: unknown test tier {tier!r}; choose one of {', '.join(TEST_TIERS)}", code=ExitCode.REFUSED)
     target = f"tests/{tier}" if tier else "tests --ignore=tests/e2e"
     c.run(f"{sys.executable} -m pytest {target} {pytest_args}", pty=False)
 
@@ -424,7 +424,7 @@ def lint(c):
 
     failed = linters.run()
     if failed:
-        raise Exit(f"raybake: lint failed: {', '.join(failed)}", code=1)
+        raise Exit(f"raybake: lint failed: {', '.join(failed)}", code=ExitCode.FAILED)
 
 
 @task(
@@ -551,7 +551,7 @@ def pr_comment(c, pr, body_file):
     from raybake.ci import gha
 
     if not str(pr).isdigit():
-        raise RaybakeError(f"--pr must be a pull request number, got {pr!r}", 2)
+        raise RaybakeError(f"--pr must be a pull request number, got {pr!r}", ExitCode.REFUSED)
     url = gha.comment_on_pr(
         repository=os.environ.get("GITHUB_REPOSITORY", ""),
         number=int(pr),

@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 BACKENDS = ("local", "address", "rayjob")
+# Ray's own dashboard and job submission port: the embedded head, the head containers and KubeRay's
+# heads all serve it.
+RAY_DASHBOARD_PORT = 8265
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class Settings:
     # Job submission URL of an existing cluster (the address backend).
     address: str | None = None
     # The embedded local Ray: started on demand on loopback, reused while it runs.
-    local_dashboard_port: int = 8265
+    local_dashboard_port: int = RAY_DASHBOARD_PORT
     local_ray_port: int = 6379
     local_num_cpus: int | None = None
     results_dir: str = "results"
@@ -98,7 +101,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise RaybakeError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}", 2)
+            raise RaybakeError(
+                f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}", ExitCode.REFUSED
+            )
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
@@ -116,7 +121,7 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             raise ValueError(value)
         return base(value)
     except (TypeError, ValueError):
-        raise RaybakeError(f"setting {name!r} must be {base.__name__}, got {value!r}", 2) from None
+        raise RaybakeError(f"setting {name!r} must be {base.__name__}, got {value!r}", ExitCode.REFUSED) from None
 
 
 def load(config: Mapping[str, Any] | None = None, **flags: Any) -> Settings:
@@ -130,6 +135,6 @@ def load(config: Mapping[str, Any] | None = None, **flags: Any) -> Settings:
     for source in (dict(config or {}), {k: v for k, v in flags.items() if v is not None}):
         unknown = sorted(set(source) - known)
         if unknown:
-            raise RaybakeError(f"unknown raybake setting(s): {', '.join(unknown)}", 2)
+            raise RaybakeError(f"unknown raybake setting(s): {', '.join(unknown)}", ExitCode.REFUSED)
         values.update({k: _coerce(k, hints[k], v) for k, v in source.items()})
     return dataclasses.replace(Settings(), **values)

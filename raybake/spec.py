@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from raybake.errors import ExitCode, RaybakeError
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TASKS = ("embed", "classify", "ner", "generate")
 
@@ -29,10 +31,8 @@ class JobSpec:
     name: str = field(default="")
 
     def __post_init__(self) -> None:
-        from raybake.errors import RaybakeError
-
         if self.task not in TASKS:
-            raise RaybakeError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}", 2)
+            raise RaybakeError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}", ExitCode.REFUSED)
         for key in ("corpus", "output", "model"):
             # The command line shows in job lists, logs and the manifest: no place for a secret.
             parts = urlsplit(getattr(self, key)) if "://" in getattr(self, key) else None
@@ -42,7 +42,7 @@ class JobSpec:
                     f"the --{key} URL carries a password ({shown!r}); it would show in job lists, logs and "
                     "the manifest: give the filesystem its credentials in the environment instead "
                     "(e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://)",
-                    2,
+                    ExitCode.REFUSED,
                 )
 
     def job_argv(self) -> list[str]:

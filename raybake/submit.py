@@ -11,7 +11,7 @@ from pathlib import Path
 
 from raybake.clusters import Backend
 from raybake.clusters.transport import on_cluster
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.report import throughput
 from raybake.result import AlreadySubmitted, JobResult, exit_code
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
@@ -32,7 +32,7 @@ def preflight(spec: JobSpec) -> None:
     if checked.returncode != 0:
         lines = [ln for ln in (checked.stdout + checked.stderr).splitlines() if ln.strip()]
         reason = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "")
-        raise RaybakeError(f"refused: {reason.removeprefix('raybake: ').removeprefix('error: ')}", 2)
+        raise RaybakeError(f"refused: {reason.removeprefix('raybake: ').removeprefix('error: ')}", ExitCode.REFUSED)
 
 
 def where(output: str) -> str:
@@ -111,10 +111,14 @@ def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> st
             continue
         print(f"raybake: submitted {job_id}; output {spec.output}", flush=True)
         return job_id
-    raise RaybakeError(f"could not submit {spec.name!r}: its id kept being taken by concurrent submits", 1)
+    raise RaybakeError(
+        f"could not submit {spec.name!r}: its id kept being taken by concurrent submits", ExitCode.FAILED
+    )
 
 
-def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = False, dry_run: bool = False) -> int:
+def submit(
+    backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = False, dry_run: bool = False
+) -> ExitCode:
     """Check, adapt to the backend, submit or attach, follow; `dry_run` prints what would be submitted.
 
     The corpus is checked as the user named it: the backend may rewrite it (an upload's root).
@@ -124,12 +128,12 @@ def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = 
     spec = backend.prepare(spec)
     if dry_run:
         print(backend.describe(spec), end="")
-        return 0
+        return ExitCode.OK
     backend.ready()
     job_id = start_or_attach(backend, spec, new=new)
     if not follow:
         print(f"raybake: follow it with `invoke logs --job {job_id}`")
-        return 0
+        return ExitCode.OK
     try:
         result = backend.follow(job_id)
     except KeyboardInterrupt:
@@ -138,7 +142,7 @@ def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = 
     return exit_code(result)
 
 
-def interrupted(backend: Backend, job_id: str) -> int:
+def interrupted(backend: Backend, job_id: str) -> ExitCode:
     """Ctrl-C stops following, not the job, unless the user says so."""
     print()
     answer = ""
@@ -155,4 +159,4 @@ def interrupted(backend: Backend, job_id: str) -> int:
             f"raybake: {job_id} goes on; `invoke logs --job {job_id}` follows it again, "
             f"`invoke stop --job {job_id}` stops it"
         )
-    return 130
+    return ExitCode.INTERRUPTED

@@ -27,7 +27,7 @@ from raybake import state
 from raybake.clusters import localcluster
 from raybake.clusters.address import AddressBackend
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.image import build as images
 from raybake.result import TERMINAL
 from raybake.versions import pins
@@ -57,12 +57,12 @@ def timed_job(backend: AddressBackend, runtime_env: dict[str, Any] | None) -> fl
     while (result := backend.status(job_id)).status not in TERMINAL:
         if time.monotonic() - started > TIMEOUT_S:
             backend.stop(job_id)
-            raise RaybakeError(f"benchmark job {job_id} did not finish within {TIMEOUT_S}s", 1)
+            raise RaybakeError(f"benchmark job {job_id} did not finish within {TIMEOUT_S}s", ExitCode.FAILED)
         time.sleep(0.2)
     elapsed = time.monotonic() - started
     if result.status != "SUCCEEDED":
         tail = backend.logs(job_id).strip().splitlines()[-3:]
-        raise RaybakeError(f"benchmark job {job_id} {result.status}: {' | '.join(tail)}", 1)
+        raise RaybakeError(f"benchmark job {job_id} {result.status}: {' | '.join(tail)}", ExitCode.FAILED)
     return round(elapsed, 2)
 
 

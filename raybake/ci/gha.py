@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 # Preinstalled toolchains on ubuntu-latest that raybake never uses: about 30 GB together.
 RUNNER_BLOAT = (
@@ -50,7 +50,7 @@ def append_summary(markdown: str) -> None:
 def _append_line(file_env: str, name: str, value: str) -> None:
     # One `name=value` line per entry: a newline in a value could forge another entry.
     if "\n" in value or "\r" in value:
-        raise RaybakeError(f"refusing to write a multi-line value for {name!r} to ${file_env}", 2)
+        raise RaybakeError(f"refusing to write a multi-line value for {name!r} to ${file_env}", ExitCode.REFUSED)
     target = os.environ.get(file_env)
     if target:
         with open(target, "a", encoding="utf-8") as handle:
@@ -80,12 +80,14 @@ def write_kubeconfig(out: Path, *, source_env: str = "RAYBAKE_KUBECONFIG") -> Pa
     """
     content = os.environ.get(source_env, "")
     if not content.strip():
-        raise RaybakeError(f"${source_env} is empty: set the repository secret and the environment that holds it", 2)
+        raise RaybakeError(
+            f"${source_env} is empty: set the repository secret and the environment that holds it", ExitCode.REFUSED
+        )
     if not content.lstrip().startswith(("apiVersion", "kind", "clusters", "{", "---")):
         try:
             content = base64.b64decode(content, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise RaybakeError(f"${source_env} is neither kubeconfig YAML nor base64 of it", 2) from None
+            raise RaybakeError(f"${source_env} is neither kubeconfig YAML nor base64 of it", ExitCode.REFUSED) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
@@ -112,11 +114,11 @@ def image_ref(*, repository: str, given: str = "", sha: str = "") -> ImageRef:
     """
     registry, _, name = repository.lower().rpartition("/")
     if not registry:
-        raise RaybakeError(f"image repository {repository!r} must be REGISTRY/OWNER/NAME", 2)
+        raise RaybakeError(f"image repository {repository!r} must be REGISTRY/OWNER/NAME", ExitCode.REFUSED)
     base = f"{registry}/{name}"
     if not given:
         if not sha:
-            raise RaybakeError("no image given and no commit to name one after (GITHUB_SHA)", 2)
+            raise RaybakeError("no image given and no commit to name one after (GITHUB_SHA)", ExitCode.REFUSED)
         given = f"sha-{sha}"
     if "/" in given:
         return ImageRef(registry, name, given)
@@ -146,7 +148,7 @@ def _api(method: str, url: str, token: str, body: dict | None = None) -> object:
 def comment_on_pr(*, repository: str, number: int, body: str, token: str, api_url: str) -> str:
     """Post raybake's comment on a pull request, or update the one a former run posted; its URL."""
     if not token:
-        raise RaybakeError("no GitHub token: set GITHUB_TOKEN (the job needs `pull-requests: write`)", 2)
+        raise RaybakeError("no GitHub token: set GITHUB_TOKEN (the job needs `pull-requests: write`)", ExitCode.REFUSED)
     body = f"{COMMENT_MARKER}\n{body}"
     comments_url = f"{api_url.rstrip('/')}/repos/{repository}/issues/{number}/comments"
     existing = _api("GET", f"{comments_url}?per_page=100", token) or []
@@ -170,7 +172,9 @@ def free_disk(
     Refused off a GitHub-hosted runner unless forced: it deletes system directories.
     """
     if not (on_actions() or force):
-        raise RaybakeError("free-disk deletes system directories; it runs on GitHub runners only (or --force)", 2)
+        raise RaybakeError(
+            "free-disk deletes system directories; it runs on GitHub runners only (or --force)", ExitCode.REFUSED
+        )
     before = shutil.disk_usage("/").free
     present = [p for p in paths if Path(p).exists()]
     sudo = [] if os.geteuid() == 0 else ["sudo"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from raybake import versions
 from raybake.ci import workflow_policy
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 DOCKERFILE = Path("docker") / "Dockerfile"
 
@@ -24,7 +24,7 @@ def tool(name: str) -> str:
     beside = Path(sys.executable).parent
     found = shutil.which(name, path=os.pathsep.join([str(beside), os.environ.get("PATH", "")]))
     if not found:
-        raise RaybakeError(f"{name!r} not found; run `pip install -r requirements-dev.txt`", 2)
+        raise RaybakeError(f"{name!r} not found; run `pip install -r requirements-dev.txt`", ExitCode.REFUSED)
     return found
 
 

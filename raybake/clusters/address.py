@@ -18,9 +18,10 @@ from urllib.parse import urlparse
 from raybake.clusters import transport
 from raybake.clusters.base import Backend
 from raybake.clusters.follow import LogPrinter
-from raybake.config import Settings
-from raybake.errors import RaybakeError
-from raybake.kube.manifests import DASHBOARD_PORT, to_yaml
+from raybake.config import RAY_DASHBOARD_PORT, Settings
+from raybake.errors import ExitCode, RaybakeError
+from raybake.kube.kuberay import cluster_selector
+from raybake.kube.manifests import to_yaml
 from raybake.kube.portforward import Forward
 from raybake.result import TERMINAL, AlreadySubmitted, JobResult
 from raybake.spec import JobSpec
@@ -50,7 +51,9 @@ def check_reachable(url: str, timeout: float) -> None:
     """Fail in bounded time: a TCP connect first, before Ray's client waits on its own terms."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise RaybakeError(f"not a job submission URL: {url!r} (expected http://HOST:8265)", 2)
+        raise RaybakeError(
+            f"not a job submission URL: {url!r} (expected http://HOST:{RAY_DASHBOARD_PORT})", ExitCode.REFUSED
+        )
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         with socket.create_connection((parsed.hostname, port), timeout=timeout):
@@ -59,7 +62,7 @@ def check_reachable(url: str, timeout: float) -> None:
         raise RaybakeError(
             f"cannot reach the Ray cluster at {url!r}: {exc.strerror or exc}; "
             "check the address and that the cluster is up",
-            3,
+            ExitCode.UNREACHABLE,
         ) from None
 
 
@@ -143,7 +146,7 @@ class AddressBackend(Backend):
         return RaybakeError(
             f"the Ray cluster at {self.url!r} refused the token: {answer}; set the token in "
             f"${self.settings.token_env} or raybake.token_file (a file holding it)",
-            3,
+            ExitCode.UNREACHABLE,
         )
 
     def ray_version(self) -> str:
@@ -162,14 +165,19 @@ class AddressBackend(Backend):
             raise RaybakeError(
                 f"TLS verification of {self.url!r} failed ({type(exc).__name__}); pass --ca-bundle PATH "
                 "with the cluster's CA, or --no-verify-tls on a network you trust",
-                3,
+                ExitCode.UNREACHABLE,
             ) from None
         except requests.RequestException as exc:
-            raise RaybakeError(f"cannot reach the Ray cluster at {self.url!r}: {type(exc).__name__}", 3) from None
+            raise RaybakeError(
+                f"cannot reach the Ray cluster at {self.url!r}: {type(exc).__name__}", ExitCode.UNREACHABLE
+            ) from None
         if answer.status_code in (401, 403):
             raise self.refused(answer.text.strip().splitlines()[0] if answer.text.strip() else answer.reason)
         if not answer.ok:
-            raise RaybakeError(f"the Ray cluster at {self.url!r} answered HTTP {answer.status_code} to /api/version", 3)
+            raise RaybakeError(
+                f"the Ray cluster at {self.url!r} answered HTTP {answer.status_code} to /api/version",
+                ExitCode.UNREACHABLE,
+            )
         return str(answer.json().get("ray_version", "unknown"))
 
     def check_cluster(self) -> None:
@@ -184,7 +192,9 @@ class AddressBackend(Backend):
             if p
         ]
         if problems and not self.settings.allow_image_mismatch:
-            raise RaybakeError("refused: " + "; ".join(problems) + " (--allow-image-mismatch submits anyway)", 2)
+            raise RaybakeError(
+                "refused: " + "; ".join(problems) + " (--allow-image-mismatch submits anyway)", ExitCode.REFUSED
+            )
         for problem in problems:
             print(f"raybake: warning: {problem}", flush=True)
 
@@ -203,7 +213,9 @@ class AddressBackend(Backend):
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 if "auth" in first.lower() or "401" in first:
                     raise self.refused(first) from None
-                raise RaybakeError(f"cannot use the Ray cluster at {self.url!r}: {first}", 3) from None
+                raise RaybakeError(
+                    f"cannot use the Ray cluster at {self.url!r}: {first}", ExitCode.UNREACHABLE
+                ) from None
         return self._client
 
     def prepare(self, spec: JobSpec) -> JobSpec:
@@ -237,7 +249,7 @@ class AddressBackend(Backend):
             )
         except RuntimeError as exc:
             if "already exists" in str(exc):
-                raise AlreadySubmitted(f"the cluster already has a job {spec.name!r}", 2) from None
+                raise AlreadySubmitted(f"the cluster already has a job {spec.name!r}", ExitCode.REFUSED) from None
             raise
 
     def follow(self, job_id: str) -> JobResult:
@@ -267,7 +279,9 @@ class AddressBackend(Backend):
         try:
             info = self.client.get_job_info(job_id)
         except RuntimeError as exc:
-            raise RaybakeError(f"no job {job_id!r} on {self.url}: {str(exc).splitlines()[0]}", 2) from None
+            raise RaybakeError(
+                f"no job {job_id!r} on {self.url}: {str(exc).splitlines()[0]}", ExitCode.REFUSED
+            ) from None
         return JobResult(job_id=job_id, status=str(info.status.value), message=info.message or "")
 
     def logs(self, job_id: str) -> str:
@@ -282,7 +296,9 @@ class AddressBackend(Backend):
             deadline = time.monotonic() + STOP_WAIT_S
             while self.status(job_id).status not in TERMINAL:
                 if time.monotonic() > deadline:
-                    raise RaybakeError(f"job {job_id!r} did not stop within {STOP_WAIT_S:.0f}s; not deleted", 3)
+                    raise RaybakeError(
+                        f"job {job_id!r} did not stop within {STOP_WAIT_S:.0f}s; not deleted", ExitCode.UNREACHABLE
+                    )
                 time.sleep(POLL_S)
             self.client.delete_job(job_id)
         return stopped or delete
@@ -304,8 +320,6 @@ class AddressBackend(Backend):
 def through_port_forward(settings: Settings, kube: Kube, cluster: str) -> AddressBackend:
     """The address backend on an existing RayCluster, reached through its head service."""
     head = kube.head_pod(cluster)
-    from raybake.kube.client import cluster_selector
-
     images = running_images(kube.pods(cluster_selector(cluster)))
-    forward = kube.forward(head["metadata"]["name"], DASHBOARD_PORT)
+    forward = kube.forward(head["metadata"]["name"], RAY_DASHBOARD_PORT)
     return AddressBackend(settings, forward.url, forward=forward, cluster_images=images)

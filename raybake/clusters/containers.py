@@ -12,7 +12,7 @@ from raybake.clusters.address import AddressBackend
 from raybake.clusters.local import local_paths
 from raybake.clusters.localcluster import Cluster
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.spec import JobSpec
 
 
@@ -29,6 +29,6 @@ class ContainerClusterBackend(AddressBackend):
                 raise RaybakeError(
                     f"--{flag} {str(path)!r} is outside {self.cluster.data_dir!r}, the directory the "
                     "cluster mounts: move it there, or `invoke down` and `invoke up --data DIR`",
-                    2,
+                    ExitCode.REFUSED,
                 )
         return dataclasses.replace(spec, **{k: str(v) for k, v in paths.items()})

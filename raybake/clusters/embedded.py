@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 HOST = "127.0.0.1"
 TOKEN_FILE = Path("~/.ray/auth_token").expanduser()
@@ -40,7 +40,8 @@ def ray_cli() -> str:
     found = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     if not Path(found).exists():
         raise RaybakeError(
-            "the `ray` command is missing; install the requirements: pip install -r requirements-dev.txt", 2
+            "the `ray` command is missing; install the requirements: pip install -r requirements-dev.txt",
+            ExitCode.REFUSED,
         )
     return found
 
@@ -67,14 +68,14 @@ def ensure_running(settings: Settings) -> str:
     started = subprocess.run(command, capture_output=True, text=True)
     if started.returncode != 0:
         tail = (started.stderr or started.stdout).strip().splitlines()[-3:]
-        raise RaybakeError("could not start the local Ray: " + " | ".join(tail), 3)
+        raise RaybakeError("could not start the local Ray: " + " | ".join(tail), ExitCode.UNREACHABLE)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not is_running(settings):
         if time.monotonic() > deadline:
             raise RaybakeError(
                 f"the local Ray started but its dashboard did not answer within "
                 f"{START_TIMEOUT_S}s; see /tmp/ray/session_latest/logs",
-                3,
+                ExitCode.UNREACHABLE,
             )
         time.sleep(0.5)
     return url(settings)

@@ -14,7 +14,7 @@ from raybake.clusters import embedded
 from raybake.clusters.address import AddressBackend, read_token
 from raybake.clusters.transport import UPLOAD_EXCLUDES, on_cluster
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.spec import JobSpec, is_local_path
 
 
@@ -30,7 +30,7 @@ class LocalBackend(AddressBackend):
     @property
     def client(self):
         if self._client is None and not embedded.is_running(self.settings):
-            raise RaybakeError("no local Ray is running; `invoke submit` starts one", 2)
+            raise RaybakeError("no local Ray is running; `invoke submit` starts one", ExitCode.REFUSED)
         return super().client
 
     # No image on the local Ray: job/ comes from this checkout.

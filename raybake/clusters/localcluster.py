@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raybake import state
-from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.config import RAY_DASHBOARD_PORT, Settings
+from raybake.errors import ExitCode, RaybakeError
 from raybake.image.build import docker_client as _client
 from raybake.versions import ROOT
 
 LABEL = "io.raybake.cluster"
 ROLE_LABEL = "io.raybake.role"
-DASHBOARD_PORT = 8265
 GCS_PORT = 6379
 START_TIMEOUT_S = 180
 # Ray's object store lives in /dev/shm; Docker's default 64 MB makes Ray fall back to disk.
@@ -73,19 +72,27 @@ def up(
     import docker
 
     if workers < 0 or gpus_per_worker < 0:
-        raise RaybakeError(f"--workers and --gpus-per-worker must be >= 0, got {workers!r}, {gpus_per_worker!r}", 2)
+        raise RaybakeError(
+            f"--workers and --gpus-per-worker must be >= 0, got {workers!r}, {gpus_per_worker!r}", ExitCode.REFUSED
+        )
     image = image or state.read(settings).get("images", {}).get(settings.variant, {}).get("ref")
     if not image:
-        raise RaybakeError(f"no {settings.variant} image built yet: run `invoke build` first, or pass --image", 2)
+        raise RaybakeError(
+            f"no {settings.variant} image built yet: run `invoke build` first, or pass --image", ExitCode.REFUSED
+        )
     client = _client()
     running = find(settings, client)
     if running:
         names = ", ".join(sorted(c.name for c in running))
-        raise RaybakeError(f"cluster {settings.cluster_name!r} is already up ({names}); `invoke down` removes it", 2)
+        raise RaybakeError(
+            f"cluster {settings.cluster_name!r} is already up ({names}); `invoke down` removes it", ExitCode.REFUSED
+        )
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
-        raise RaybakeError(f"image {image!r} is not on this Docker engine: build or pull it first", 2) from None
+        raise RaybakeError(
+            f"image {image!r} is not on this Docker engine: build or pull it first", ExitCode.REFUSED
+        ) from None
     data = str(Path(data_dir or ROOT).resolve())
     name = settings.cluster_name
     labels = {LABEL: name}
@@ -115,11 +122,11 @@ def up(
                     "--head",
                     f"--port={GCS_PORT}",
                     "--dashboard-host=0.0.0.0",
-                    f"--dashboard-port={DASHBOARD_PORT}",
+                    f"--dashboard-port={RAY_DASHBOARD_PORT}",
                     "--num-cpus=0",
                     "--num-gpus=0",
                 ],
-                ports={f"{DASHBOARD_PORT}/tcp": ("127.0.0.1", settings.cluster_dashboard_port)},
+                ports={f"{RAY_DASHBOARD_PORT}/tcp": ("127.0.0.1", settings.cluster_dashboard_port)},
             )
         )
         for index in range(1, workers + 1):
@@ -147,7 +154,9 @@ def up(
             network.remove()
         if isinstance(exc, RaybakeError):
             raise
-        raise RaybakeError(f"could not start cluster {name!r}: {exc.explanation or exc}", 3) from None
+        raise RaybakeError(
+            f"could not start cluster {name!r}: {exc.explanation or exc}", ExitCode.UNREACHABLE
+        ) from None
     cluster = Cluster(name, image, url, data, tuple(c.name for c in started))
     state.update(settings, "clusters", name, {**cluster.__dict__, "containers": list(cluster.containers)})
     return cluster
@@ -192,12 +201,12 @@ def wait_for_nodes(url: str, expected: int, containers: list) -> None:
             container.reload()
             if container.status == "exited":
                 tail = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
-                raise RaybakeError(f"container {container.name!r} exited: {tail}", 3)
+                raise RaybakeError(f"container {container.name!r} exited: {tail}", ExitCode.UNREACHABLE)
         if time.monotonic() > deadline:
             raise RaybakeError(
                 f"only {alive} of {expected} Ray nodes joined within {START_TIMEOUT_S}s; "
                 f"see `docker logs {containers[0].name}`",
-                3,
+                ExitCode.UNREACHABLE,
             )
         time.sleep(1)
     print(f"raybake: {expected} Ray node(s) alive; dashboard {url}", flush=True)

@@ -17,16 +17,16 @@ from raybake.clusters.address import AddressBackend, through_port_forward
 from raybake.clusters.base import Backend
 from raybake.clusters.follow import LogPrinter
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.image.pushed import image_for
 from raybake.kube import manifests, stuck
-from raybake.kube.client import Kube, cluster_selector
+from raybake.kube.client import Kube
+from raybake.kube.kuberay import MANAGED_SELECTOR, cluster_selector, submitter_selector
 from raybake.result import TERMINAL, JobResult
 from raybake.spec import JobSpec
 from raybake.versions import git_sha, ray_version
 
 POLL_S = 2.0
-MANAGED = "app.kubernetes.io/managed-by=raybake"
 
 
 class RayJobBackend(Backend):
@@ -76,7 +76,9 @@ class RayJobBackend(Backend):
                 # Nothing runs yet: a RayJob left Waiting would hold its pods until the deadline.
                 self.kube.delete_rayjob(name)
                 if isinstance(exc, KeyboardInterrupt):
-                    raise RaybakeError(f"interrupted before the job started; RayJob {name} deleted", 130) from None
+                    raise RaybakeError(
+                        f"interrupted before the job started; RayJob {name} deleted", ExitCode.INTERRUPTED
+                    ) from None
                 raise RaybakeError(f"{exc} (RayJob {name} deleted)", exc.code) from None
         return name
 
@@ -85,7 +87,7 @@ class RayJobBackend(Backend):
         status = self._wait(name, until=lambda st: st.get("jobDeploymentStatus") == "Waiting")
         ended = stuck.result_of(name, status)
         if ended.status in TERMINAL:
-            raise RaybakeError(f"the RayJob ended before its cluster was ready: {ended.message}", 1)
+            raise RaybakeError(f"the RayJob ended before its cluster was ready: {ended.message}", ExitCode.FAILED)
         with self._ray(status["rayClusterName"]) as ray:
             ray.uploads = self.uploads
             ray.ready()
@@ -110,7 +112,7 @@ class RayJobBackend(Backend):
             lines.append(stuck.stuck_reason(status, pods, age_s=time.monotonic() - started))
             self._say(name, lines, said)
             if orphaned := stuck.no_operator(status, age_s=time.monotonic() - started):
-                raise RaybakeError(orphaned, 3)
+                raise RaybakeError(orphaned, ExitCode.UNREACHABLE)
             time.sleep(POLL_S)
 
     @staticmethod
@@ -156,9 +158,11 @@ class RayJobBackend(Backend):
                     return ray.client.get_job_logs(status["jobId"])
             except RaybakeError:
                 pass
-        submitters = self.kube.pods(f"batch.kubernetes.io/job-name={job_id}")
+        submitters = self.kube.pods(submitter_selector(job_id))
         if not submitters:
-            raise RaybakeError(f"the logs of {job_id!r} are gone with its cluster (ttlSecondsAfterFinished)", 2)
+            raise RaybakeError(
+                f"the logs of {job_id!r} are gone with its cluster (ttlSecondsAfterFinished)", ExitCode.REFUSED
+            )
         return self.kube.pod_log(submitters[-1]["metadata"]["name"])
 
     def stop(self, job_id: str, *, delete: bool = False) -> bool:
@@ -172,7 +176,7 @@ class RayJobBackend(Backend):
 
     def jobs(self) -> list[dict]:
         rows = []
-        for item in self.kube.rayjobs(MANAGED):
+        for item in self.kube.rayjobs(MANAGED_SELECTOR):
             rows.append(
                 {
                     "id": item["metadata"]["name"],

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
 
 MIB = 1024 * 1024
@@ -51,7 +51,7 @@ def check_upload(root: Path, *, limit_mib: int, what: str = "corpus") -> int:
             f"refused: the {what} {str(root)!r} is {size / MIB:.1f} MiB, over the {limit_mib} MiB upload limit; "
             "put it where the cluster reads it: object storage (--corpus s3://bucket/corpus) or a cluster "
             "volume (--corpus cluster:/mnt/data/corpus with --pvc CLAIM)",
-            2,
+            ExitCode.REFUSED,
         )
     return size
 
@@ -77,7 +77,7 @@ def output_root(settings: Settings) -> str:
         raise RaybakeError(
             "a job on a real cluster cannot write to this machine: pass --output (a URI such as "
             "s3://bucket/results, or cluster:/mnt/data/results on a --pvc volume) or set raybake.remote_output",
-            2,
+            ExitCode.REFUSED,
         )
     return settings.remote_output.rstrip("/")
 
@@ -94,7 +94,7 @@ def for_cluster(spec: JobSpec, *, limit_mib: int, cwd: Path | None = None, share
             raise RaybakeError(
                 f"refused: --output {spec.output!r} is on this machine, where a remote job cannot write; "
                 "name a URI (s3://bucket/results) or a cluster volume path (cluster:/mnt/data/results)",
-                2,
+                ExitCode.REFUSED,
             )
         print(
             f"raybake: note: --output {spec.output!r} is a path on this machine; only a cluster that shares "
@@ -115,7 +115,7 @@ def for_cluster(spec: JobSpec, *, limit_mib: int, cwd: Path | None = None, share
         return Transport(dataclasses.replace(spec, corpus=on_cluster(spec.corpus)))
     corpus = Path(spec.corpus).resolve()
     if not corpus.exists():
-        raise RaybakeError(f"refused: no corpus at {spec.corpus!r}", 2)
+        raise RaybakeError(f"refused: no corpus at {spec.corpus!r}", ExitCode.REFUSED)
     check_upload(corpus, limit_mib=limit_mib)
     # A folder is the working_dir itself; a single file travels in its folder with every sibling
     # excluded by name (a `/*` pattern with a negation would also exclude the folder itself).

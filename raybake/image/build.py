@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from raybake import state
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import ROOT, git_sha, pins, ray_version
 
 VARIANTS = ("cuda", "cpu")
@@ -116,7 +116,7 @@ def plan(
 ) -> BuildPlan:
     """What `build` would make of this tree; base image and torch index default per variant."""
     if variant not in VARIANTS:
-        raise RaybakeError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}", 2)
+        raise RaybakeError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}", ExitCode.REFUSED)
     base = base_image or getattr(settings, f"base_image_{variant}").format(ray=ray_version())
     if torch_index is None:
         torch_index = getattr(settings, f"torch_index_{variant}")
@@ -151,7 +151,8 @@ def docker_client():
         return docker.from_env()
     except docker.errors.DockerException as exc:
         raise RaybakeError(
-            f"no Docker engine answers ({exc}); start Docker, or run scripts/docker-engine.sh as root", 3
+            f"no Docker engine answers ({exc}); start Docker, or run scripts/docker-engine.sh as root",
+            ExitCode.UNREACHABLE,
         ) from None
 
 
@@ -184,10 +185,12 @@ def read_build_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO) -> str:
         if "error" in chunk or "errorDetail" in chunk:
             message = chunk.get("error") or chunk["errorDetail"].get("message", "")
             where = f" at {step!r}" if step else ""
-            raise RaybakeError(f"image build failed{where}: {message.strip()}", 1)
+            raise RaybakeError(f"image build failed{where}: {message.strip()}", ExitCode.FAILED)
         image_id = chunk.get("aux", {}).get("ID", image_id)
     if not image_id:
-        raise RaybakeError("the image build ended without an image (the engine closed the stream early)", 1)
+        raise RaybakeError(
+            "the image build ended without an image (the engine closed the stream early)", ExitCode.FAILED
+        )
     return image_id
 
 
@@ -199,7 +202,7 @@ def pull_cache(api, ref: str, out: TextIO) -> list[str]:
     try:
         for chunk in api.pull(repo, tag=tag, stream=True, decode=True):
             if "error" in chunk:
-                raise RaybakeError(chunk["error"], 1)
+                raise RaybakeError(chunk["error"], ExitCode.FAILED)
     except (docker.errors.APIError, RaybakeError) as exc:
         reason = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[0]
         print(f"raybake: no build cache from {ref} ({reason}); building without it", file=out, flush=True)
@@ -263,7 +266,7 @@ def read_push_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO) -> str:
     for chunk in chunks:
         if "error" in chunk or "errorDetail" in chunk:
             message = chunk.get("error") or chunk["errorDetail"].get("message", "")
-            raise RaybakeError(f"push failed: {message.strip()}", 1)
+            raise RaybakeError(f"push failed: {message.strip()}", ExitCode.FAILED)
         digest = chunk.get("aux", {}).get("Digest", digest)
         status = chunk.get("status", "")
         if match := DIGEST.search(status):
@@ -271,7 +274,9 @@ def read_push_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO) -> str:
         if status and status not in PUSH_NOISE:
             print(f"{chunk['id']}: {status}" if chunk.get("id") else status, file=out, flush=True)
     if not digest:
-        raise RaybakeError("push ended without a digest from the registry; nothing was confirmed pushed", 1)
+        raise RaybakeError(
+            "push ended without a digest from the registry; nothing was confirmed pushed", ExitCode.FAILED
+        )
     return digest
 
 
@@ -286,7 +291,7 @@ def auth_config(settings: Settings) -> dict[str, str] | None:
     user, password = os.environ.get(settings.registry_user_env), os.environ.get(settings.registry_password_env)
     if bool(user) != bool(password):
         missing = settings.registry_password_env if user else settings.registry_user_env
-        raise RaybakeError(f"registry credentials are half set: {missing} is empty", 2)
+        raise RaybakeError(f"registry credentials are half set: {missing} is empty", ExitCode.REFUSED)
     return {"username": user, "password": password} if user and password else None
 
 
@@ -303,16 +308,20 @@ def push(settings: Settings, *, variant: str, tags: Sequence[str] = (), out: Tex
     recorded for later submissions.
     """
     if not settings.registry:
-        raise RaybakeError("no registry configured: set raybake.registry (e.g. REGISTRY/ORG) and rebuild", 2)
+        raise RaybakeError(
+            "no registry configured: set raybake.registry (e.g. REGISTRY/ORG) and rebuild", ExitCode.REFUSED
+        )
     built = state.read(settings).get("images", {}).get(variant)
     if not built:
-        raise RaybakeError(f"no {variant} image built yet: run `invoke build --variant {variant}` first", 2)
+        raise RaybakeError(
+            f"no {variant} image built yet: run `invoke build --variant {variant}` first", ExitCode.REFUSED
+        )
     repo = repository(settings)
     if not built["ref"].startswith(f"{repo}:"):
         raise RaybakeError(
             f"the {variant} image {built['ref']!r} is not named for the registry {settings.registry!r}: "
             "run `invoke build` again with it set (cached: only the name changes)",
-            2,
+            ExitCode.REFUSED,
         )
     api = docker_api()
     for tag in tags:

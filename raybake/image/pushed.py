@@ -12,7 +12,7 @@ from typing import Any
 
 from raybake import state
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 
 def recorded(settings: Settings, variant: str) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def image_for(settings: Settings) -> str:
         raise RaybakeError(
             f"no image for the cluster's pods: run `invoke build --variant {variant}` and `invoke push "
             f"--variant {variant}` first, or pass --image REPOSITORY@sha256:DIGEST (or set raybake.image)",
-            2,
+            ExitCode.REFUSED,
         )
     return image
 

@@ -8,22 +8,18 @@ come back as plain dicts (the JSON the API sends), which raybake.kube.stuck read
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from raybake.config import Settings
-from raybake.errors import RaybakeError
-from raybake.kube.manifests import head_service
+from raybake.errors import ExitCode, RaybakeError
+from raybake.kube.kuberay import GROUP, RAYJOBS, VERSION, head_service
 from raybake.kube.portforward import Forward
-from raybake.kube.stuck import GROUP, VERSION, api_problem, missing_kind
+from raybake.kube.stuck import api_problem, missing_kind
 from raybake.result import AlreadySubmitted
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-PLURAL = "rayjobs"
-
-
-def cluster_selector(cluster: str) -> str:
-    return f"ray.io/cluster={cluster}"
 
 
 class Kube:
@@ -51,7 +47,7 @@ class Kube:
             raise RaybakeError(
                 f"no Kubernetes access: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
                 "log in (`oc login`, `kubectl config use-context`) or pass --kube-context",
-                3,
+                ExitCode.UNREACHABLE,
             ) from None
         self.namespace = namespace or "default"
         self.api = client.ApiClient()
@@ -61,17 +57,29 @@ class Kube:
     def _json(self, obj: Any) -> Any:
         return self.api.sanitize_for_serialization(obj)
 
-    def _call(self, what: str, fn, *args, **kwargs):
-        """An API call whose failure becomes one line: the HTTP status and the server's reason."""
+    def _call(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        answers: Mapping[int, RaybakeError] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """An API call whose failure becomes one line: `answers` maps an HTTP status the caller
+        expects (404, 409) to its own error; any other, the status and the server's reason."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:
-            raise RaybakeError(f"{what} failed: HTTP {exc.status} {exc.reason}", 3) from exc
+            if answers and exc.status in answers:
+                raise answers[exc.status] from None
+            raise RaybakeError(f"{what} failed: HTTP {exc.status} {exc.reason}", ExitCode.UNREACHABLE) from None
         except HTTPError as exc:
-            raise RaybakeError(f"{what} failed: cannot reach the Kubernetes API ({exc})", 3) from None
+            raise RaybakeError(
+                f"{what} failed: cannot reach the Kubernetes API ({exc})", ExitCode.UNREACHABLE
+            ) from None
 
     def served_versions(self, group: str = GROUP) -> list[str] | None:
         """The versions the API serves for `group`; None when the group is unknown."""
@@ -90,42 +98,44 @@ class Kube:
         """Operator missing or CRDs of another version: refuse before creating anything."""
         problem = api_problem(self.served_versions()) or missing_kind(kind, self.served_kinds())
         if problem:
-            raise RaybakeError(problem, 3)
+            raise RaybakeError(problem, ExitCode.UNREACHABLE)
 
     # RayJobs
-    def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
+    @property
+    def _rayjobs(self) -> tuple[str, str, str, str]:
+        """The leading arguments of every custom-object call on this namespace's RayJobs."""
+        return (GROUP, VERSION, self.namespace, RAYJOBS)
 
+    def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:
         name = manifest["metadata"]["name"]
-        try:
-            return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, manifest)
-        except ApiException as exc:
-            if exc.status == 409:
-                raise AlreadySubmitted(
-                    f"a RayJob {name!r} already exists in namespace {self.namespace!r}; pass another --name "
-                    f"or remove it with `invoke stop --backend rayjob --job {name} --delete`",
-                    2,
-                ) from None
-            raise RaybakeError(f"creating RayJob {name!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+        taken = AlreadySubmitted(
+            f"a RayJob {name!r} already exists in namespace {self.namespace!r}; pass another --name "
+            f"or remove it with `invoke stop --backend rayjob --job {name} --delete`",
+            ExitCode.REFUSED,
+        )
+        return self._call(
+            f"creating RayJob {name!r}",
+            self.custom.create_namespaced_custom_object,
+            *self._rayjobs,
+            manifest,
+            answers={409: taken},
+        )
 
     def rayjob(self, name: str) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", 2) from None
-            raise RaybakeError(f"reading RayJob {name!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+        missing = RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", ExitCode.REFUSED)
+        return self._call(
+            f"reading RayJob {name!r}",
+            self.custom.get_namespaced_custom_object,
+            *self._rayjobs,
+            name,
+            answers={404: missing},
+        )
 
     def patch_rayjob(self, name: str, patch: dict[str, Any]) -> None:
         self._call(
             f"updating RayJob {name!r}",
             self.custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            PLURAL,
+            *self._rayjobs,
             name,
             patch,
         )
@@ -134,10 +144,7 @@ class Kube:
         self._call(
             f"deleting RayJob {name!r}",
             self.custom.delete_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            PLURAL,
+            *self._rayjobs,
             name,
         )
 
@@ -145,10 +152,7 @@ class Kube:
         found = self._call(
             "listing RayJobs",
             self.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            PLURAL,
+            *self._rayjobs,
             label_selector=selector,
         )
         return found.get("items", [])
@@ -163,21 +167,24 @@ class Kube:
 
     def head_pod(self, cluster: str) -> dict[str, Any]:
         """The running pod behind the cluster's head service, found as `kubectl port-forward svc/...` does."""
-        from kubernetes.client.exceptions import ApiException
-
         service = head_service(cluster)
-        try:
-            found = self.core.read_namespaced_service(service, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise RaybakeError(
-                    f"no service {service!r} in namespace {self.namespace!r}: is {cluster!r} the RayCluster's name?", 2
-                ) from None
-            raise RaybakeError(f"reading service {service!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+        missing = RaybakeError(
+            f"no service {service!r} in namespace {self.namespace!r}: is {cluster!r} the RayCluster's name?",
+            ExitCode.REFUSED,
+        )
+        found = self._call(
+            f"reading service {service!r}",
+            self.core.read_namespaced_service,
+            service,
+            self.namespace,
+            answers={404: missing},
+        )
         selector = ",".join(f"{k}={v}" for k, v in sorted((found.spec.selector or {}).items()))
         running = [p for p in self.pods(selector) if p.get("status", {}).get("phase") == "Running"]
         if not selector or not running:
-            raise RaybakeError(f"the service {service!r} has no running head pod yet; is the cluster up?", 3)
+            raise RaybakeError(
+                f"the service {service!r} has no running head pod yet; is the cluster up?", ExitCode.UNREACHABLE
+            )
         return running[0]
 
     def forward(self, pod: str, port: int) -> Forward:

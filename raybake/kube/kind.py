@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import KUBERAY, ROOT
 
 KIND_CONFIG = ROOT / "deploy" / "kind.yaml"
@@ -60,12 +60,12 @@ def delete_argv(cluster: str) -> list[str]:
 
 def _run(argv: list[str]) -> str:
     if shutil.which(argv[0]) is None:
-        raise RaybakeError(f"`{argv[0]}` is not installed; kind-up needs kind, helm and Docker", 2)
+        raise RaybakeError(f"`{argv[0]}` is not installed; kind-up needs kind, helm and Docker", ExitCode.REFUSED)
     print("raybake: " + " ".join(argv), flush=True)
     done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RaybakeError(f"`{' '.join(argv[:3])}` failed (exit {done.returncode}): {tail[0]}", 3)
+        raise RaybakeError(f"`{' '.join(argv[:3])}` failed (exit {done.returncode}): {tail[0]}", ExitCode.UNREACHABLE)
     return done.stdout
 
 

@@ -15,17 +15,16 @@ from typing import Any
 
 import yaml
 
-from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.config import RAY_DASHBOARD_PORT, Settings
+from raybake.errors import ExitCode, RaybakeError
+from raybake.kube.kuberay import API_VERSION, MANAGED_BY
 from raybake.spec import JobSpec
 
-API_VERSION = "ray.io/v1"
 # KubeRay names the cluster and its services after the RayJob: a DNS-1035 label of at most 47.
 MAX_NAME = 47
 NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 REDACTED = "<redacted>"
 SECRET = re.compile(r"token|password|secret|credential|api[_-]?key|access[_-]?key", re.IGNORECASE)
-DASHBOARD_PORT = 8265
 
 
 @dataclass(frozen=True)
@@ -57,13 +56,9 @@ def check_name(name: str) -> str:
         raise RaybakeError(
             f"job name {name!r} cannot name a RayJob: use at most {MAX_NAME} lowercase letters, digits "
             "and '-', starting with a letter and ending with a letter or digit",
-            2,
+            ExitCode.REFUSED,
         )
     return name
-
-
-def head_service(cluster: str) -> str:
-    return f"{cluster}-head-svc"
 
 
 def resources(*, cpu: str, memory: str, gpus: int = 0) -> dict[str, dict[str, str]]:
@@ -99,7 +94,7 @@ def worker_group(*, image: str, settings: Settings, env: list[dict]) -> dict[str
     """One worker per GPU when --gpus is given, else cpu_workers CPU-only workers."""
     for name, least in (("gpus", 0), ("cpu_workers", 1), ("logical_gpus", 0)):
         if getattr(settings, name) < least:
-            raise RaybakeError(f"{name} must be at least {least}, got {getattr(settings, name)!r}", 2)
+            raise RaybakeError(f"{name} must be at least {least}, got {getattr(settings, name)!r}", ExitCode.REFUSED)
     gpu = settings.gpus > 0
     replicas = settings.gpus if gpu else settings.cpu_workers
     start: dict[str, str] = {}
@@ -134,12 +129,12 @@ def rayjob(
         raise RaybakeError(
             f"backoff_limit {settings.backoff_limit!r} needs a corpus the cluster reads itself "
             "(a URI or cluster: path); an uploaded corpus is submitted once",
-            2,
+            ExitCode.REFUSED,
         )
     env = [{"name": "RAYBAKE_EXPECTED_IMAGE", "value": image}]
     head_ports = [
         {"containerPort": 6379, "name": "gcs-server"},
-        {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
+        {"containerPort": RAY_DASHBOARD_PORT, "name": "dashboard"},
         {"containerPort": 10001, "name": "client"},
     ]
     head = {
@@ -175,7 +170,7 @@ def rayjob(
     }
     labels = {
         "app.kubernetes.io/name": "raybake",
-        "app.kubernetes.io/managed-by": "raybake",
+        MANAGED_BY[0]: MANAGED_BY[1],
         "raybake.io/task": label_value(spec.task),
         "raybake.io/user": label_value(origin.user),
         "raybake.io/git-sha": label_value(origin.git_sha),

@@ -70,7 +70,7 @@ def image_sizes(settings: Settings) -> dict[str, int]:
     """Bytes of each variant's last built image that is on this engine."""
     api = images.docker_api()
     sizes = {}
-    for variant, built in state.read(settings).get("images", {}).items():
+    for variant, built in state.images(settings).items():
         if images.image_exists(api, built["ref"]):
             sizes[variant] = api.inspect_image(built["ref"])["Size"]
     return sizes

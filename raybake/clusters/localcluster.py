@@ -55,7 +55,7 @@ def find(settings: Settings, client=None) -> list:
 
 def at(settings: Settings, url: str | None) -> Cluster | None:
     """The `invoke up` cluster whose job submission URL this is, if raybake started one."""
-    for entry in state.read(settings).get("clusters", {}).values():
+    for entry in state.clusters(settings):
         if url and entry["url"].rstrip("/") == url.rstrip("/"):
             return Cluster(**{**entry, "containers": tuple(entry["containers"])})
     return None
@@ -75,7 +75,7 @@ def up(
         raise RaybakeError(
             f"--workers and --gpus-per-worker must be >= 0, got {workers!r}, {gpus_per_worker!r}", ExitCode.REFUSED
         )
-    image = image or state.read(settings).get("images", {}).get(settings.variant, {}).get("ref")
+    image = image or state.image(settings, settings.variant).get("ref")
     if not image:
         raise RaybakeError(
             f"no {settings.variant} image built yet: run `invoke build` first, or pass --image", ExitCode.REFUSED
@@ -158,7 +158,7 @@ def up(
             f"could not start cluster {name!r}: {exc.explanation or exc}", ExitCode.UNREACHABLE
         ) from None
     cluster = Cluster(name, image, url, data, tuple(c.name for c in started))
-    state.update(settings, "clusters", name, {**cluster.__dict__, "containers": list(cluster.containers)})
+    state.record_cluster(settings, name, {**cluster.__dict__, "containers": list(cluster.containers)})
     return cluster
 
 
@@ -229,5 +229,5 @@ def down(settings: Settings) -> int:
     for network in client.networks.list(filters={"label": f"{LABEL}={settings.cluster_name}"}):
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()
-    state.update(settings, "clusters", settings.cluster_name, None)
+    state.record_cluster(settings, settings.cluster_name, None)
     return len(containers)

@@ -249,9 +249,8 @@ def build(settings: Settings, build_plan: BuildPlan, *, cache_ref: str | None = 
     if build_plan.git_ref:
         repo, tag = build_plan.git_ref.rsplit(":", 1)
         api.tag(build_plan.ref, repo, tag)
-    state.update(
+    state.record_image(
         settings,
-        "images",
         build_plan.variant,
         {"ref": build_plan.ref, "git_ref": build_plan.git_ref, "content_hash": build_plan.content_hash},
     )
@@ -311,7 +310,7 @@ def push(settings: Settings, *, variant: str, tags: Sequence[str] = (), out: Tex
         raise RaybakeError(
             "no registry configured: set raybake.registry (e.g. REGISTRY/ORG) and rebuild", ExitCode.REFUSED
         )
-    built = state.read(settings).get("images", {}).get(variant)
+    built = state.image(settings, variant)
     if not built:
         raise RaybakeError(
             f"no {variant} image built yet: run `invoke build --variant {variant}` first", ExitCode.REFUSED
@@ -332,7 +331,7 @@ def push(settings: Settings, *, variant: str, tags: Sequence[str] = (), out: Tex
     for tag in [*immutable, *tags]:
         digest = push_tag(api, repo, tag, credentials, out)
     pushed = f"{repo}@{digest}"
-    state.update(settings, "images", variant, {**built, "pushed": pushed})
+    state.record_image(settings, variant, {**built, "pushed": pushed})
     print(f"raybake: pushed {pushed}", file=out)
     return pushed
 

@@ -22,7 +22,7 @@ URL = "http://127.0.0.1:18266"
 def settings(tmp_path: Path) -> Settings:
     settings = Settings(state_file=str(tmp_path / "state.json"))
     cluster = localcluster.Cluster("raybake", "raybake:cpu-0123456789ab", URL, str(tmp_path / "data"), ("h", "w"))
-    state.update(settings, "clusters", "raybake", {**cluster.__dict__, "containers": list(cluster.containers)})
+    state.record_cluster(settings, "raybake", {**cluster.__dict__, "containers": list(cluster.containers)})
     return settings
 
 

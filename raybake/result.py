@@ -23,6 +23,10 @@ class AlreadySubmitted(RaybakeError):
     """The cluster already holds a job under this submission id: another submit won the race."""
 
 
+def ended(result: JobResult) -> bool:
+    return result.status in TERMINAL
+
+
 def exit_code(result: JobResult) -> ExitCode:
     """0 only for SUCCEEDED; anything else that ended, or never ended, is a failure."""
     return ExitCode.OK if result.status == "SUCCEEDED" else ExitCode.FAILED

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from raybake import console
 from raybake.clusters import Backend
 from raybake.clusters.transport import on_cluster
 from raybake.errors import ExitCode, RaybakeError
@@ -85,7 +86,7 @@ def newest_attempt(backend: Backend, job_id: str) -> str:
     tried = attempts(backend, job_id)
     newest = tried[-1][1] if tried else job_id
     if newest != job_id:
-        print(f"raybake: {job_id} was submitted again as {newest}; showing {newest}", file=sys.stderr)
+        console.aside(f"{job_id} was submitted again as {newest}; showing {newest}")
     return newest
 
 
@@ -101,7 +102,7 @@ def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> st
         tried = attempts(backend, spec.name)
         if tried and not new and tried[-1][2] not in ("FAILED", "STOPPED"):
             _, job_id, status = tried[-1]
-            print(f"raybake: attaching to {job_id} ({status}), the same job submitted before; --new starts another")
+            console.say(f"attaching to {job_id} ({status}), the same job submitted before; --new starts another")
             return job_id
         attempt = tried[-1][0] + 1 if tried else 1
         name = spec.name if attempt == 1 else f"{spec.name}-{attempt}"
@@ -109,7 +110,7 @@ def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> st
             job_id = backend.submit(dataclasses.replace(spec, name=name))
         except AlreadySubmitted:
             continue
-        print(f"raybake: submitted {job_id}; output {spec.output}", flush=True)
+        console.say(f"submitted {job_id}; output {spec.output}")
         return job_id
     raise RaybakeError(
         f"could not submit {spec.name!r}: its id kept being taken by concurrent submits", ExitCode.FAILED
@@ -127,24 +128,24 @@ def submit(
     given = spec.output
     spec = backend.prepare(spec)
     if dry_run:
-        print(backend.describe(spec), end="")
+        console.line(backend.describe(spec), end="")
         return ExitCode.OK
     backend.ready()
     job_id = start_or_attach(backend, spec, new=new)
     if not follow:
-        print(f"raybake: follow it with `invoke logs --job {job_id}`")
+        console.say(f"follow it with `invoke logs --job {job_id}`")
         return ExitCode.OK
     try:
         result = backend.follow(job_id)
     except KeyboardInterrupt:
         return interrupted(backend, job_id)
-    print(summarize(spec, result, output=given))
+    console.line(summarize(spec, result, output=given))
     return exit_code(result)
 
 
 def interrupted(backend: Backend, job_id: str) -> ExitCode:
     """Ctrl-C stops following, not the job, unless the user says so."""
-    print()
+    console.line("")
     answer = ""
     if sys.stdin.isatty():
         try:
@@ -153,10 +154,9 @@ def interrupted(backend: Backend, job_id: str) -> ExitCode:
             answer = ""
     if answer in ("y", "yes"):
         backend.stop(job_id)
-        print(f"raybake: stop requested for {job_id}")
+        console.say(f"stop requested for {job_id}")
     else:
-        print(
-            f"raybake: {job_id} goes on; `invoke logs --job {job_id}` follows it again, "
-            f"`invoke stop --job {job_id}` stops it"
+        console.say(
+            f"{job_id} goes on; `invoke logs --job {job_id}` follows it again, `invoke stop --job {job_id}` stops it"
         )
     return ExitCode.INTERRUPTED

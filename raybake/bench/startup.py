@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raybake import state
+from raybake import poll, state
 from raybake.clusters import localcluster
 from raybake.clusters.address import AddressBackend
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.image import build as images
-from raybake.result import TERMINAL
+from raybake.result import ended
 from raybake.versions import pins
 
 PROBE = (
@@ -54,11 +54,13 @@ def pip_runtime_env() -> dict[str, Any]:
 def timed_job(backend: AddressBackend, runtime_env: dict[str, Any] | None) -> float:
     started = time.monotonic()
     job_id = backend.client.submit_job(entrypoint=f"python -c {shlex.quote(PROBE)}", runtime_env=runtime_env)
-    while (result := backend.status(job_id)).status not in TERMINAL:
-        if time.monotonic() - started > TIMEOUT_S:
-            backend.stop(job_id)
-            raise RaybakeError(f"benchmark job {job_id} did not finish within {TIMEOUT_S}s", ExitCode.FAILED)
-        time.sleep(0.2)
+
+    def stopped() -> RaybakeError:
+        backend.stop(job_id)
+        return RaybakeError(f"benchmark job {job_id} did not finish within {TIMEOUT_S}s", ExitCode.FAILED)
+
+    # Polled often: the time to SUCCEEDED is what this measures.
+    result = poll.until(lambda: backend.status(job_id), done=ended, every_s=0.2, within_s=TIMEOUT_S, gave_up=stopped)
     elapsed = time.monotonic() - started
     if result.status != "SUCCEEDED":
         tail = backend.logs(job_id).strip().splitlines()[-3:]

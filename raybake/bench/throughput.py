@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from raybake import poll
 from raybake.clusters.local import LocalBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.result import TERMINAL
+from raybake.result import ended
 from raybake.spec import DEFAULT_MODEL, JobSpec
 from raybake.versions import ROOT
 
@@ -112,8 +113,7 @@ def raybake_run(
     )
     submitted = time.time()
     job_id = backend.submit(spec)
-    while (result := backend.status(job_id)).status not in TERMINAL:
-        time.sleep(0.5)
+    result = poll.until(lambda: backend.status(job_id), done=ended, every_s=0.5)
     if result.status != "SUCCEEDED":
         raise RaybakeError(f"benchmark job {job_id} {result.status}: {backend.logs(job_id)[-2000:]}")
     manifest = json.loads((output / "manifest.json").read_text())

@@ -12,12 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
+from raybake import console
 from raybake.errors import ExitCode, RaybakeError
 
 # Preinstalled toolchains on ubuntu-latest that raybake never uses: about 30 GB together.
@@ -41,7 +41,7 @@ def append_summary(markdown: str) -> None:
     """Add to the job summary page; off a runner, print it."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
-        sys.stdout.write(markdown)
+        console.line(markdown, end="")
         return
     with open(target, "a", encoding="utf-8") as handle:
         handle.write(markdown.rstrip("\n") + "\n\n")

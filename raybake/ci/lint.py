@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raybake import versions
+from raybake import console, versions
 from raybake.ci import workflow_policy
 from raybake.errors import ExitCode, RaybakeError
 
@@ -52,13 +52,13 @@ def run(root: Path = versions.ROOT) -> list[str]:
     """Run every linter and the workflow rules; return what failed (empty: all clean)."""
     failed = []
     for name, argv in lint_commands(root).items():
-        print(f"$ {Path(argv[0]).name} {' '.join(argv[1:])}", flush=True)
+        console.line(f"$ {Path(argv[0]).name} {' '.join(argv[1:])}")
         if subprocess.run(argv, cwd=root, check=False).returncode:
             failed.append(name)
     workflows = workflow_policy.workflow_files(root / ".github" / "workflows")
     problems = [problem for path in workflows for problem in workflow_policy.check(path)]
     for problem in problems:
-        print(problem)
+        console.line(str(problem))
     if problems:
         failed.append(f"workflow rules ({len(problems)} problem(s))")
     return failed

@@ -10,11 +10,11 @@ import asyncio
 import logging
 import os
 import socket
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from raybake import console, poll
 from raybake.clusters import transport
 from raybake.clusters.base import Backend
 from raybake.clusters.follow import LogPrinter
@@ -23,7 +23,7 @@ from raybake.errors import ExitCode, RaybakeError
 from raybake.kube.kuberay import cluster_selector
 from raybake.kube.manifests import to_yaml
 from raybake.kube.portforward import Forward
-from raybake.result import TERMINAL, AlreadySubmitted, JobResult
+from raybake.result import AlreadySubmitted, JobResult, ended
 from raybake.spec import JobSpec
 from raybake.versions import ROOT, git_sha, ray_version
 
@@ -196,7 +196,7 @@ class AddressBackend(Backend):
                 "refused: " + "; ".join(problems) + " (--allow-image-mismatch submits anyway)", ExitCode.REFUSED
             )
         for problem in problems:
-            print(f"raybake: warning: {problem}", flush=True)
+            console.say(f"warning: {problem}")
 
     @property
     def client(self):
@@ -254,11 +254,7 @@ class AddressBackend(Backend):
 
     def follow(self, job_id: str) -> JobResult:
         self.stream_logs(job_id)
-        result = self.status(job_id)
-        while result.status not in TERMINAL:
-            time.sleep(POLL_S)
-            result = self.status(job_id)
-        return result
+        return poll.until(lambda: self.status(job_id), done=ended, every_s=POLL_S)
 
     def stream_logs(self, job_id: str) -> None:
         """Print the job's log as it grows, until the stream ends: with the job, or early."""
@@ -272,7 +268,7 @@ class AddressBackend(Backend):
             asyncio.run(stream())
         except Exception as exc:  # noqa: BLE001 - a broken stream is not a failed job: poll below
             printer.close()
-            print(f"raybake: log stream ended early ({type(exc).__name__}); waiting for the job's status")
+            console.say(f"log stream ended early ({type(exc).__name__}); waiting for the job's status")
         printer.close()
 
     def status(self, job_id: str) -> JobResult:
@@ -293,13 +289,15 @@ class AddressBackend(Backend):
         self.status(job_id)
         stopped = bool(self.client.stop_job(job_id))
         if delete:
-            deadline = time.monotonic() + STOP_WAIT_S
-            while self.status(job_id).status not in TERMINAL:
-                if time.monotonic() > deadline:
-                    raise RaybakeError(
-                        f"job {job_id!r} did not stop within {STOP_WAIT_S:.0f}s; not deleted", ExitCode.UNREACHABLE
-                    )
-                time.sleep(POLL_S)
+            poll.until(
+                lambda: self.status(job_id),
+                done=ended,
+                every_s=POLL_S,
+                within_s=STOP_WAIT_S,
+                gave_up=lambda: RaybakeError(
+                    f"job {job_id!r} did not stop within {STOP_WAIT_S:.0f}s; not deleted", ExitCode.UNREACHABLE
+                ),
+            )
             self.client.delete_job(job_id)
         return stopped or delete
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from raybake import console, poll
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 
@@ -64,20 +64,21 @@ def ensure_running(settings: Settings) -> str:
     ]
     if settings.local_num_cpus:
         command += ["--num-cpus", str(settings.local_num_cpus)]
-    print(f"raybake: starting a local Ray (dashboard {url(settings)})", flush=True)
+    console.say(f"starting a local Ray (dashboard {url(settings)})")
     started = subprocess.run(command, capture_output=True, text=True)
     if started.returncode != 0:
         tail = (started.stderr or started.stdout).strip().splitlines()[-3:]
         raise RaybakeError("could not start the local Ray: " + " | ".join(tail), ExitCode.UNREACHABLE)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not is_running(settings):
-        if time.monotonic() > deadline:
-            raise RaybakeError(
-                f"the local Ray started but its dashboard did not answer within "
-                f"{START_TIMEOUT_S}s; see /tmp/ray/session_latest/logs",
-                ExitCode.UNREACHABLE,
-            )
-        time.sleep(0.5)
+    poll.until(
+        lambda: is_running(settings),
+        every_s=0.5,
+        within_s=START_TIMEOUT_S,
+        gave_up=lambda: RaybakeError(
+            f"the local Ray started but its dashboard did not answer within "
+            f"{START_TIMEOUT_S}s; see /tmp/ray/session_latest/logs",
+            ExitCode.UNREACHABLE,
+        ),
+    )
     return url(settings)
 
 

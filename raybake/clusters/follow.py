@@ -12,6 +12,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from raybake import console
+
 PROGRESS = re.compile(r"raybake-progress docs=(\d+)/(\d+) shards=(\d+)/(\d+)(?: rate=(\S+) eta=(\S+))?")
 # The job measures its own rate and ETA; log lines reach us in bursts, so a rate timed here
 # would be off by orders of magnitude.
@@ -58,4 +60,4 @@ class LogPrinter:
         if self.bar is not None:
             self.bar.write(line, file=self.out)
         else:
-            print(line, file=self.out, flush=True)
+            console.line(line, out=self.out)

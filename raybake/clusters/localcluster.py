@@ -17,13 +17,12 @@ import contextlib
 import json
 import os
 import shutil
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from raybake import state
+from raybake import console, poll, state
 from raybake.config import RAY_DASHBOARD_PORT, Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.image.build import docker_client as _client
@@ -108,7 +107,7 @@ def up(
         "environment": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
     }
     head_name = f"{name}-head"
-    print(f"raybake: starting {head_name} and {workers} worker(s) from {image}", flush=True)
+    console.say(f"starting {head_name} and {workers} worker(s) from {image}")
     started = []
     try:
         started.append(
@@ -195,21 +194,31 @@ def alive_nodes(url: str) -> int:
 
 
 def wait_for_nodes(url: str, expected: int, containers: list) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while (alive := alive_nodes(url)) < expected:
+    alive = 0
+
+    def count() -> int:
+        """The nodes alive so far; a container that exited ends the wait at once."""
+        nonlocal alive
         for container in containers:
             container.reload()
             if container.status == "exited":
                 tail = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
                 raise RaybakeError(f"container {container.name!r} exited: {tail}", ExitCode.UNREACHABLE)
-        if time.monotonic() > deadline:
-            raise RaybakeError(
-                f"only {alive} of {expected} Ray nodes joined within {START_TIMEOUT_S}s; "
-                f"see `docker logs {containers[0].name}`",
-                ExitCode.UNREACHABLE,
-            )
-        time.sleep(1)
-    print(f"raybake: {expected} Ray node(s) alive; dashboard {url}", flush=True)
+        alive = alive_nodes(url)
+        return alive
+
+    poll.until(
+        count,
+        done=lambda n: n >= expected,
+        every_s=1.0,
+        within_s=START_TIMEOUT_S,
+        gave_up=lambda: RaybakeError(
+            f"only {alive} of {expected} Ray nodes joined within {START_TIMEOUT_S}s; "
+            f"see `docker logs {containers[0].name}`",
+            ExitCode.UNREACHABLE,
+        ),
+    )
+    console.say(f"{expected} Ray node(s) alive; dashboard {url}")
 
 
 def down(settings: Settings) -> int:

@@ -10,8 +10,10 @@ which outlives the cluster.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+from raybake import console, poll
 from raybake.clusters import transport
 from raybake.clusters.address import AddressBackend, through_port_forward
 from raybake.clusters.base import Backend
@@ -22,7 +24,7 @@ from raybake.image.pushed import image_for
 from raybake.kube import manifests, stuck
 from raybake.kube.client import Kube
 from raybake.kube.kuberay import MANAGED_SELECTOR, cluster_selector, submitter_selector
-from raybake.result import TERMINAL, JobResult
+from raybake.result import JobResult, ended
 from raybake.spec import JobSpec
 from raybake.versions import git_sha, ray_version
 
@@ -68,7 +70,7 @@ class RayJobBackend(Backend):
         self.kube.check_operator()
         self.kube.create_rayjob(manifest)
         name = manifest["metadata"]["name"]
-        print(f"raybake: created RayJob {name} in namespace {self.kube.namespace}", flush=True)
+        console.say(f"created RayJob {name} in namespace {self.kube.namespace}")
         if self.uploads:
             try:
                 self._submit_with_upload(name, spec)
@@ -85,9 +87,9 @@ class RayJobBackend(Backend):
     def _submit_with_upload(self, name: str, spec: JobSpec) -> None:
         """InteractiveMode: wait for the cluster, submit with the corpus, tell KubeRay the job id."""
         status = self._wait(name, until=lambda st: st.get("jobDeploymentStatus") == "Waiting")
-        ended = stuck.result_of(name, status)
-        if ended.status in TERMINAL:
-            raise RaybakeError(f"the RayJob ended before its cluster was ready: {ended.message}", ExitCode.FAILED)
+        early = stuck.result_of(name, status)
+        if ended(early):
+            raise RaybakeError(f"the RayJob ended before its cluster was ready: {early.message}", ExitCode.FAILED)
         with self._ray(status["rayClusterName"]) as ray:
             ray.uploads = self.uploads
             ray.ready()
@@ -97,14 +99,16 @@ class RayJobBackend(Backend):
     def _ray(self, cluster: str) -> AddressBackend:
         return through_port_forward(self.settings, self.kube, cluster)
 
-    def _wait(self, name: str, *, until) -> dict[str, Any]:
+    def _wait(self, name: str, *, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """Poll the RayJob until `until(status)` or it ends; say each new phase and why it is stuck."""
         started = time.monotonic()
         said: set[str] = set()
-        while True:
+
+        def look() -> dict[str, Any] | None:
+            """The status once it is what we wait for (or the end); None while it is not yet."""
             status = self.kube.rayjob(name).get("status") or {}
-            lines = [stuck.phase(status)]
-            if until(status) or stuck.result_of(name, status).status in TERMINAL:
+            lines: list[str | None] = [stuck.phase(status)]
+            if until(status) or ended(stuck.result_of(name, status)):
                 self._say(name, lines, said)
                 return status
             cluster = status.get("rayClusterName")
@@ -113,7 +117,9 @@ class RayJobBackend(Backend):
             self._say(name, lines, said)
             if orphaned := stuck.no_operator(status, age_s=time.monotonic() - started):
                 raise RaybakeError(orphaned, ExitCode.UNREACHABLE)
-            time.sleep(POLL_S)
+            return None
+
+        return poll.first(look, every_s=POLL_S)
 
     @staticmethod
     def _say(name: str, lines: list[str | None], said: set[str]) -> None:
@@ -121,12 +127,12 @@ class RayJobBackend(Backend):
         for line in lines:
             if line and line not in said:
                 said.add(line)
-                print(f"raybake: {name}: {line}", flush=True)
+                console.say(f"{name}: {line}")
 
     def follow(self, job_id: str) -> JobResult:
         """Status from the RayJob; the log through the head while the Ray job runs; the RayJob decides."""
         status = self._wait(job_id, until=lambda st: st.get("jobStatus") == "RUNNING")
-        self._print_log(status, ended=stuck.result_of(job_id, status).status in TERMINAL)
+        self._print_log(status, ended=ended(stuck.result_of(job_id, status)))
         # Streams end early and clusters go away: the RayJob's own status is the answer.
         return stuck.result_of(job_id, self._wait(job_id, until=lambda st: False))
 
@@ -144,7 +150,7 @@ class RayJobBackend(Backend):
                 else:
                     ray.stream_logs(status["jobId"])
         except RaybakeError as exc:
-            print(f"raybake: no log ({exc}); following the RayJob's status", flush=True)
+            console.say(f"no log ({exc}); following the RayJob's status")
 
     def status(self, job_id: str) -> JobResult:
         return stuck.result_of(job_id, self.kube.rayjob(job_id).get("status"))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raybake import console
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
@@ -96,10 +97,9 @@ def for_cluster(spec: JobSpec, *, limit_mib: int, cwd: Path | None = None, share
                 "name a URI (s3://bucket/results) or a cluster volume path (cluster:/mnt/data/results)",
                 ExitCode.REFUSED,
             )
-        print(
-            f"raybake: note: --output {spec.output!r} is a path on this machine; only a cluster that shares "
-            "this disk writes there (a URI or cluster: path works everywhere)",
-            flush=True,
+        console.say(
+            f"note: --output {spec.output!r} is a path on this machine; only a cluster that shares "
+            "this disk writes there (a URI or cluster: path works everywhere)"
         )
         spec = dataclasses.replace(spec, output=str((cwd / spec.output).resolve()))
     spec = dataclasses.replace(spec, output=on_cluster(spec.output))

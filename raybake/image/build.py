@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from raybake import state
+from raybake import console, state
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import ROOT, git_sha, pins, ray_version
@@ -205,7 +205,7 @@ def pull_cache(api, ref: str, out: TextIO) -> list[str]:
                 raise RaybakeError(chunk["error"], ExitCode.FAILED)
     except (docker.errors.APIError, RaybakeError) as exc:
         reason = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[0]
-        print(f"raybake: no build cache from {ref} ({reason}); building without it", file=out, flush=True)
+        console.say(f"no build cache from {ref} ({reason}); building without it", out=out)
         return []
     return [ref]
 
@@ -218,11 +218,11 @@ def build(settings: Settings, build_plan: BuildPlan, *, cache_ref: str | None = 
     """
     api = docker_api()
     if image_exists(api, build_plan.ref):
-        print(f"raybake: {build_plan.ref} is up to date (its inputs are unchanged): build skipped", file=out)
+        console.say(f"{build_plan.ref} is up to date (its inputs are unchanged): build skipped", out=out)
         built = False
     else:
         cache_from = pull_cache(api, cache_ref, out) if cache_ref else []
-        print(f"raybake: building {build_plan.ref} from {build_plan.base_image}", file=out, flush=True)
+        console.say(f"building {build_plan.ref} from {build_plan.base_image}", out=out)
         stream = api.build(
             cache_from=cache_from,
             path=str(ROOT),
@@ -255,7 +255,7 @@ def build(settings: Settings, build_plan: BuildPlan, *, cache_ref: str | None = 
         {"ref": build_plan.ref, "git_ref": build_plan.git_ref, "content_hash": build_plan.content_hash},
     )
     also = f" (also {build_plan.git_ref})" if build_plan.git_ref else ""
-    print(f"raybake: image {build_plan.ref}{also}", file=out)
+    console.say(f"image {build_plan.ref}{also}", out=out)
     return built
 
 
@@ -271,7 +271,7 @@ def read_push_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO) -> str:
         if match := DIGEST.search(status):
             digest = match.group(1)
         if status and status not in PUSH_NOISE:
-            print(f"{chunk['id']}: {status}" if chunk.get("id") else status, file=out, flush=True)
+            console.line(f"{chunk['id']}: {status}" if chunk.get("id") else status, out=out)
     if not digest:
         raise RaybakeError(
             "push ended without a digest from the registry; nothing was confirmed pushed", ExitCode.FAILED
@@ -295,7 +295,7 @@ def auth_config(settings: Settings) -> dict[str, str] | None:
 
 
 def push_tag(api, repo: str, tag: str, credentials: dict[str, str] | None, out: TextIO) -> str:
-    print(f"raybake: pushing {repo}:{tag}", file=out, flush=True)
+    console.say(f"pushing {repo}:{tag}", out=out)
     return read_push_stream(api.push(repo, tag=tag, stream=True, decode=True, auth_config=credentials), out)
 
 
@@ -332,7 +332,7 @@ def push(settings: Settings, *, variant: str, tags: Sequence[str] = (), out: Tex
         digest = push_tag(api, repo, tag, credentials, out)
     pushed = f"{repo}@{digest}"
     state.record_image(settings, variant, {**built, "pushed": pushed})
-    print(f"raybake: pushed {pushed}", file=out)
+    console.say(f"pushed {pushed}", out=out)
     return pushed
 
 

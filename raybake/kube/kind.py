@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from raybake import console
 from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import KUBERAY, ROOT
 
@@ -61,7 +62,7 @@ def delete_argv(cluster: str) -> list[str]:
 def _run(argv: list[str]) -> str:
     if shutil.which(argv[0]) is None:
         raise RaybakeError(f"`{argv[0]}` is not installed; kind-up needs kind, helm and Docker", ExitCode.REFUSED)
-    print("raybake: " + " ".join(argv), flush=True)
+    console.say(" ".join(argv))
     done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -82,8 +83,8 @@ def up(cluster: str, *, image: str | None) -> None:
     if image:
         _run(load_argv(cluster, image))
     else:
-        print("raybake: no image built yet; `invoke build --variant cpu`, then `invoke kind.up` again loads it")
-    print(f"raybake: kind cluster {cluster!r} ready (context {context(cluster)}); `invoke submit --backend rayjob`")
+        console.say("no image built yet; `invoke build --variant cpu`, then `invoke kind.up` again loads it")
+    console.say(f"kind cluster {cluster!r} ready (context {context(cluster)}); `invoke submit --backend rayjob`")
 
 
 def down(cluster: str) -> bool:

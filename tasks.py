@@ -14,6 +14,7 @@ from invoke import Collection, Exit, task
 
 from raybake import config as settings_mod
 from raybake.errors import ExitCode, RaybakeError
+from raybake.spec import DEFAULT_MODEL, DEFAULT_TASK, DEFAULT_TEXT_FIELD, TASKS
 
 TEST_TIERS = ("unit", "ray", "docker", "e2e")
 
@@ -66,10 +67,10 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
     help={
         "corpus": "file or directory of documents (path, URI, or cluster:/path on a cluster volume): "
         ".txt .jsonl .csv .tsv .parquet, .gz",
-        "task": "embed | classify | ner | generate (default: embed)",
-        "model": "hub id or local model directory (default: sentence-transformers/all-MiniLM-L6-v2)",
+        "task": f"{' | '.join(TASKS)} (default: {DEFAULT_TASK})",
+        "model": f"hub id or local model directory (default: {DEFAULT_MODEL})",
         "output": "where results go (default: results/<job id> locally, raybake.remote_output/<job id> on a cluster)",
-        "text-field": "text field of jsonl/csv/parquet records (default: text)",
+        "text-field": f"text field of jsonl/csv/parquet records (default: {DEFAULT_TEXT_FIELD})",
         "id-field": "id field; default: file path and line number",
         "job-args": 'more `python -m job` options, quoted: e.g. "--max-length 128 --top-k 3"',
         "entrypoint": 'run your own command instead of the built-in job, e.g. "python my_job.py"',
@@ -96,10 +97,10 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
 def submit(
     c,
     corpus="",
-    task="embed",
+    task=DEFAULT_TASK,
     model=None,
     output=None,
-    text_field="text",
+    text_field=DEFAULT_TEXT_FIELD,
     id_field=None,
     job_args="",
     entrypoint=None,
@@ -132,7 +133,7 @@ def submit(
     failed or was stopped, it runs again and resumes from the shards already done.
     """
     from raybake.clusters.transport import output_root
-    from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
+    from raybake.spec import JobSpec, with_id
     from raybake.submit import submit as run_submit
 
     if not corpus and not entrypoint:

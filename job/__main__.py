@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from job.config import DEFAULT_MODEL, TASK_NAMES, TOKEN_BUDGET, TaskOptions, WorkerConfig
+from job.config import (
+    DEFAULT_MODEL,
+    DEFAULT_TASK,
+    DEFAULT_TEXT_FIELD,
+    TASK_NAMES,
+    TOKEN_BUDGET,
+    TaskOptions,
+    WorkerConfig,
+)
 from job.corpus import Fields
 from job.run import RunConfig, run
 
@@ -23,10 +31,14 @@ def parser() -> argparse.ArgumentParser:
         ".txt (one document per file), .jsonl, .csv, .tsv, .parquet, optionally .gz",
     )
     p.add_argument("--output", help="output directory (path or fsspec URI); required unless --check")
-    p.add_argument("--task", choices=TASK_NAMES, default="embed", help="model task (default: embed)")
+    p.add_argument("--task", choices=TASK_NAMES, default=DEFAULT_TASK, help="model task (default: %(default)s)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local directory (default: %(default)s)")
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
-    p.add_argument("--text-field", default="text", help="text field/column of jsonl, csv, parquet")
+    p.add_argument(
+        "--text-field",
+        default=DEFAULT_TEXT_FIELD,
+        help="text field/column of jsonl, csv, parquet (default: %(default)s)",
+    )
     p.add_argument("--id-field", default=None, help="id field/column; default: file path and line")
     p.add_argument(
         "--max-length",

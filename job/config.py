@@ -7,12 +7,19 @@ it never uses.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from job.corpus import Fields
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-TASK_NAMES = ("embed", "classify", "ner", "generate")
+# What the client may ask of the job: its tasks and defaults. The client reads the same file
+# (raybake/spec.py) rather than importing job/, so the two cannot disagree.
+INTERFACE = json.loads((Path(__file__).parent / "interface.json").read_text())
+TASK_NAMES: tuple[str, ...] = tuple(INTERFACE["tasks"])
+DEFAULT_TASK: str = INTERFACE["default_task"]
+DEFAULT_MODEL: str = INTERFACE["default_model"]
+DEFAULT_TEXT_FIELD: str = INTERFACE["default_text_field"]
 # Padded tokens per batch when --token-budget is not given. On a CPU a few hundred tokens
 # already fill the matrix units, and small batches of length-sorted documents carry little
 # padding even in a small shard; a GPU needs big batches to stay busy.

@@ -11,18 +11,23 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from raybake.errors import ExitCode, RaybakeError
+from raybake.versions import ROOT
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-TASKS = ("embed", "classify", "ner", "generate")
+# The job's tasks and defaults, as the job itself reads them (job/config.py); the client never imports job/.
+JOB_INTERFACE = json.loads((ROOT / "job" / "interface.json").read_text())
+TASKS: tuple[str, ...] = tuple(JOB_INTERFACE["tasks"])
+DEFAULT_TASK: str = JOB_INTERFACE["default_task"]
+DEFAULT_MODEL: str = JOB_INTERFACE["default_model"]
+DEFAULT_TEXT_FIELD: str = JOB_INTERFACE["default_text_field"]
 
 
 @dataclass(frozen=True)
 class JobSpec:
     corpus: str
     output: str
-    task: str = "embed"
+    task: str = DEFAULT_TASK
     model: str = DEFAULT_MODEL
-    text_field: str = "text"
+    text_field: str = DEFAULT_TEXT_FIELD
     id_field: str | None = None
     # Further `python -m job` options, already split: ("--max-length", "128", ...).
     job_args: tuple[str, ...] = ()
@@ -79,19 +84,27 @@ def is_local_path(uri: str) -> bool:
     return "://" not in uri and not uri.startswith(CLUSTER_PREFIX)
 
 
+def located(path: str) -> str:
+    """A path on this machine made absolute (the job runs in another directory, maybe on another
+    machine that mounts this one's); a URI or a `cluster:` path as written."""
+    return str(Path(path).resolve()) if path and is_local_path(path) else path
+
+
 def with_id(spec: JobSpec, *, name: str | None, results_dir: str) -> JobSpec:
-    """The spec with its job id, and its output `<results_dir>/<job id>` unless one was given.
+    """The spec as the submit flow carries it: its paths located, its job id, and its output
+    `<results_dir>/<job id>` unless one was given. The one place a path given here is resolved.
 
     The id is `name` as given, else `raybake-<task>-<hash of what the job runs>`. Either way the
     same command twice gives the same id, so a retried submit (a re-run CI step) finds the first
     job instead of starting a second, while a changed corpus, model, option or output gives
     another default id. Local paths count by where they point.
     """
+    spec = dataclasses.replace(spec, corpus=located(spec.corpus), output=located(spec.output))
+    root = located(results_dir)
     if not name:
-        what = dataclasses.asdict(spec) | {"name": None, "output": spec.output or f"{results_dir}/"}
-        for key in ("corpus", "output"):
-            if what[key] and is_local_path(what[key]):
-                what[key] = str(Path(what[key]).resolve())
+        # A default output counts as its root: a local one by where it points, a URI as written.
+        default = root if is_local_path(root) else f"{root}/"
+        what = dataclasses.asdict(spec) | {"name": None, "output": spec.output or default}
         digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
         name = f"raybake-{spec.task}-{digest}"
-    return dataclasses.replace(spec, name=name, output=spec.output or f"{results_dir}/{name}")
+    return dataclasses.replace(spec, name=name, output=spec.output or f"{root}/{name}")

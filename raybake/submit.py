@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from raybake import console
 from raybake.clusters import Backend
+from raybake.clusters.base import Placed
 from raybake.clusters.transport import on_cluster
 from raybake.errors import ExitCode, RaybakeError
 from raybake.report import throughput
@@ -27,8 +27,7 @@ def preflight(spec: JobSpec) -> None:
     """
     if spec.entrypoint or not is_local_path(spec.corpus):
         return
-    local = dataclasses.replace(spec, corpus=str(Path(spec.corpus).resolve()))
-    argv = [sys.executable, "-m", "job", "--check", *local.job_argv()[3:]]
+    argv = [sys.executable, "-m", "job", "--check", *spec.job_argv()[3:]]
     checked = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     if checked.returncode != 0:
         lines = [ln for ln in (checked.stdout + checked.stderr).splitlines() if ln.strip()]
@@ -43,14 +42,14 @@ def where(output: str) -> str:
     return output
 
 
-def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None) -> str:
-    """The final lines; `output` is the location as the user gave it, before the backend rewrote it."""
+def summarize(placed: Placed, result: JobResult) -> str:
+    """The final lines: the status, and where the results are as the user named the place."""
     lines = [
         f"job {result.job_id}: {result.status}"
         + (f" ({result.message})" if result.message and result.status != "SUCCEEDED" else "")
     ]
-    output = output or spec.output
-    manifest_path = Path(spec.output) / "manifest.json"
+    output = placed.named.output
+    manifest_path = Path(placed.runs.output) / "manifest.json"
     if is_local_path(output) and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         counts, timings = manifest["counts"], manifest["timings"]
@@ -63,7 +62,7 @@ def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None) ->
         )
         for reason, n in sorted(manifest["errors_by_reason"].items(), key=lambda kv: -kv[1])[:5]:
             lines.append(f"  {n} x {reason}")
-        lines.append(f"results:  {spec.output}/parts/*.parquet")
+        lines.append(f"results:  {placed.runs.output}/parts/*.parquet")
         lines.append(f"manifest: {manifest_path}")
     else:
         lines.append(f"results: {where(output)}")
@@ -90,8 +89,8 @@ def newest_attempt(backend: Backend, job_id: str) -> str:
     return newest
 
 
-def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> str:
-    """Submit the spec under its name, or attach to the job already running it.
+def start_or_attach(backend: Backend, placed: Placed, *, new: bool = False) -> str:
+    """Submit the job under its name, or attach to the job already running it.
 
     A running or finished job of the same spec is attached to, unless `new`. One that FAILED or
     was STOPPED is tried again as `<name>-<attempt>`: same output, so it resumes from the parts
@@ -99,39 +98,38 @@ def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> st
     one submits and the other, refused, looks again and attaches.
     """
     for _ in range(3):
-        tried = attempts(backend, spec.name)
+        tried = attempts(backend, placed.name)
         if tried and not new and tried[-1][2] not in ("FAILED", "STOPPED"):
             _, job_id, status = tried[-1]
             console.say(f"attaching to {job_id} ({status}), the same job submitted before; --new starts another")
             return job_id
         attempt = tried[-1][0] + 1 if tried else 1
-        name = spec.name if attempt == 1 else f"{spec.name}-{attempt}"
+        name = placed.name if attempt == 1 else f"{placed.name}-{attempt}"
         try:
-            job_id = backend.submit(dataclasses.replace(spec, name=name))
+            job_id = backend.submit(placed.renamed(name))
         except AlreadySubmitted:
             continue
-        console.say(f"submitted {job_id}; output {spec.output}")
+        console.say(f"submitted {job_id}; output {where(placed.named.output)}")
         return job_id
     raise RaybakeError(
-        f"could not submit {spec.name!r}: its id kept being taken by concurrent submits", ExitCode.FAILED
+        f"could not submit {placed.name!r}: its id kept being taken by concurrent submits", ExitCode.FAILED
     )
 
 
 def submit(
     backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = False, dry_run: bool = False
 ) -> ExitCode:
-    """Check, adapt to the backend, submit or attach, follow; `dry_run` prints what would be submitted.
+    """Check, place on the backend, submit or attach, follow; `dry_run` prints what would be submitted.
 
-    The corpus is checked as the user named it: the backend may rewrite it (an upload's root).
+    The corpus is checked as the user named it: the backend may move it (an upload's root).
     """
     preflight(spec)
-    given = spec.output
-    spec = backend.prepare(spec)
+    placed = backend.prepare(spec)
     if dry_run:
-        console.line(backend.describe(spec), end="")
+        console.line(backend.describe(placed), end="")
         return ExitCode.OK
     backend.ready()
-    job_id = start_or_attach(backend, spec, new=new)
+    job_id = start_or_attach(backend, placed, new=new)
     if not follow:
         console.say(f"follow it with `invoke logs --job {job_id}`")
         return ExitCode.OK
@@ -139,7 +137,7 @@ def submit(
         result = backend.follow(job_id)
     except KeyboardInterrupt:
         return interrupted(backend, job_id)
-    console.line(summarize(spec, result, output=given))
+    console.line(summarize(placed, result))
     return exit_code(result)
 
 

@@ -25,7 +25,7 @@ from raybake.clusters.local import LocalBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.result import ended
-from raybake.spec import DEFAULT_MODEL, JobSpec
+from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
 from raybake.versions import ROOT
 
 BASELINE_BATCH = 32
@@ -101,18 +101,16 @@ def raybake_run(
     """The real path: JobSpec -> JobSubmissionClient -> the job on the local Ray."""
     import pyarrow.parquet as pq
 
-    spec = backend.prepare(
-        JobSpec(
-            corpus=str(corpus),
-            output=str(output),
-            model=DEFAULT_MODEL,
-            id_field="id",
-            job_args=("--workers", str(workers), "--cpus-per-worker", str(cpus_per_worker)),
-            name=f"bench-{output.name}-{int(time.time())}",
-        )
+    spec = JobSpec(
+        corpus=str(corpus),
+        output=str(output),
+        model=DEFAULT_MODEL,
+        id_field="id",
+        job_args=("--workers", str(workers), "--cpus-per-worker", str(cpus_per_worker)),
     )
+    placed = backend.prepare(with_id(spec, name=f"bench-{output.name}-{int(time.time())}", results_dir=str(output)))
     submitted = time.time()
-    job_id = backend.submit(spec)
+    job_id = backend.submit(placed)
     result = poll.until(lambda: backend.status(job_id), done=ended, every_s=0.5)
     if result.status != "SUCCEEDED":
         raise RaybakeError(f"benchmark job {job_id} {result.status}: {backend.logs(job_id)[-2000:]}")

@@ -15,7 +15,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from raybake import console
 from raybake.errors import ExitCode, RaybakeError
@@ -125,7 +125,7 @@ def image_ref(*, repository: str, given: str = "", sha: str = "") -> ImageRef:
     return ImageRef(registry, name, f"{base}@{given}" if given.startswith("sha256:") else f"{base}:{given}")
 
 
-def _api(method: str, url: str, token: str, body: dict | None = None) -> object:
+def _api(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> Any:
     request = urllib.request.Request(
         url,
         method=method,

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from raybake import console, poll
 from raybake.clusters import transport
-from raybake.clusters.base import Backend
+from raybake.clusters.base import Backend, Placed
 from raybake.clusters.follow import LogPrinter
 from raybake.config import RAY_DASHBOARD_PORT, Settings
 from raybake.errors import ExitCode, RaybakeError
@@ -118,7 +118,6 @@ class AddressBackend(Backend):
         self.forward = forward
         # The images the cluster's pods run, where Kubernetes told us (--cluster).
         self.cluster_images = cluster_images or set()
-        self.uploads: dict[str, Any] = {}
         # The image the cluster should run: checked before submitting where the pods are known,
         # and by the job itself, which warns loudly when it runs in another one.
         self.expected_image = expected_image(settings)
@@ -218,14 +217,12 @@ class AddressBackend(Backend):
                 ) from None
         return self._client
 
-    def prepare(self, spec: JobSpec) -> JobSpec:
+    def prepare(self, spec: JobSpec) -> Placed:
         """A small local corpus travels with the job; URIs and cluster paths pass through."""
-        moved = transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib, shares_disk=True)
-        self.uploads = moved.runtime_env
-        return moved.spec
+        return transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib, shares_disk=True)
 
-    def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
-        env: dict[str, Any] = {**self.uploads, "env_vars": {"RAYBAKE_GIT_SHA": git_sha()}}
+    def runtime_env(self, placed: Placed) -> dict[str, Any]:
+        env: dict[str, Any] = {**placed.uploads, "env_vars": {"RAYBAKE_GIT_SHA": git_sha()}}
         if self.ships_job:
             env["py_modules"] = [str(ROOT / "job")]
         elif expected := self.expected_image:
@@ -236,15 +233,16 @@ class AddressBackend(Backend):
     def ready(self) -> None:
         self.check_cluster()
 
-    def describe(self, spec: JobSpec) -> str:
-        return to_yaml({"url": self.url, "entrypoint": spec.command(), "runtime_env": self.runtime_env(spec)})
+    def describe(self, placed: Placed) -> str:
+        return to_yaml({"url": self.url, "entrypoint": placed.runs.command(), "runtime_env": self.runtime_env(placed)})
 
-    def submit(self, spec: JobSpec) -> str:
+    def submit(self, placed: Placed) -> str:
+        spec = placed.runs
         try:
             return self.client.submit_job(
                 entrypoint=spec.command(),
                 submission_id=spec.name or None,
-                runtime_env=self.runtime_env(spec),
+                runtime_env=self.runtime_env(placed),
                 metadata={"raybake.task": spec.task, "raybake.output": spec.output},
             )
         except RuntimeError as exc:

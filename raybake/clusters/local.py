@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from raybake.clusters import embedded
 from raybake.clusters.address import AddressBackend, read_token
+from raybake.clusters.base import Placed
 from raybake.clusters.transport import UPLOAD_EXCLUDES, on_cluster
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
@@ -19,8 +19,8 @@ from raybake.spec import JobSpec, is_local_path
 
 
 def local_paths(spec: JobSpec) -> dict[str, Path]:
-    """The spec's corpus and output that are paths on this machine, made absolute."""
-    return {k: Path(v).resolve() for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
+    """The spec's corpus and output that are paths on this machine."""
+    return {k: Path(v) for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
 
 
 class LocalBackend(AddressBackend):
@@ -36,18 +36,12 @@ class LocalBackend(AddressBackend):
     # No image on the local Ray: job/ comes from this checkout.
     ships_job = True
 
-    def prepare(self, spec: JobSpec) -> JobSpec:
-        """The cluster is this machine: `cluster:` paths are plain paths here, and paths become absolute."""
-        spec = dataclasses.replace(spec, corpus=on_cluster(spec.corpus), output=on_cluster(spec.output))
-        return dataclasses.replace(spec, **{k: str(v) for k, v in local_paths(spec).items()})
-
-    def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
-        env = super().runtime_env(spec)
-        if spec.entrypoint:
-            # A user's own script runs from their working directory, uploaded as it is.
-            env["working_dir"] = str(Path.cwd())
-            env["excludes"] = UPLOAD_EXCLUDES
-        return env
+    def prepare(self, spec: JobSpec) -> Placed:
+        """The cluster is this machine: `cluster:` paths are plain paths here, and nothing travels
+        but a user's own script, which runs from their working directory."""
+        runs = dataclasses.replace(spec, corpus=on_cluster(spec.corpus), output=on_cluster(spec.output))
+        uploads = {"working_dir": str(Path.cwd()), "excludes": UPLOAD_EXCLUDES} if spec.entrypoint else {}
+        return Placed(named=spec, runs=runs, uploads=uploads)
 
     def ready(self) -> None:
         embedded.ensure_running(self.settings)

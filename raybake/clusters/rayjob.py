@@ -16,7 +16,7 @@ from typing import Any
 from raybake import console, poll
 from raybake.clusters import transport
 from raybake.clusters.address import AddressBackend, through_port_forward
-from raybake.clusters.base import Backend
+from raybake.clusters.base import Backend, Placed
 from raybake.clusters.follow import LogPrinter
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
@@ -35,8 +35,6 @@ class RayJobBackend(Backend):
     def __init__(self, settings: Settings, *, kube: Kube | None = None) -> None:
         self.settings = settings
         self._kube = kube
-        self.uploads: dict[str, Any] = {}
-        self.corpus_given = ""
 
     @property
     def kube(self) -> Kube:
@@ -45,35 +43,32 @@ class RayJobBackend(Backend):
             self._kube = Kube(self.settings)
         return self._kube
 
-    def prepare(self, spec: JobSpec) -> JobSpec:
-        moved = transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib)
-        self.uploads = moved.runtime_env
-        self.corpus_given = spec.corpus
-        return moved.spec
+    def prepare(self, spec: JobSpec) -> Placed:
+        return transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib)
 
-    def manifest(self, spec: JobSpec) -> dict[str, Any]:
+    def manifest(self, placed: Placed) -> dict[str, Any]:
         return manifests.rayjob(
-            spec,
+            placed.runs,
             image=image_for(self.settings),
             ray_version=ray_version(),
             settings=self.settings,
-            origin=manifests.Origin.here(git_sha(), corpus=self.corpus_given),
+            origin=manifests.Origin.here(git_sha(), corpus=placed.named.corpus),
             runtime_env={"env_vars": {"RAYBAKE_GIT_SHA": git_sha()}},
-            interactive=bool(self.uploads),
+            interactive=bool(placed.uploads),
         )
 
-    def describe(self, spec: JobSpec) -> str:
-        return manifests.to_yaml(self.manifest(spec))
+    def describe(self, placed: Placed) -> str:
+        return manifests.to_yaml(self.manifest(placed))
 
-    def submit(self, spec: JobSpec) -> str:
-        manifest = self.manifest(spec)
+    def submit(self, placed: Placed) -> str:
+        manifest = self.manifest(placed)
         self.kube.check_operator()
         self.kube.create_rayjob(manifest)
         name = manifest["metadata"]["name"]
         console.say(f"created RayJob {name} in namespace {self.kube.namespace}")
-        if self.uploads:
+        if placed.uploads:
             try:
-                self._submit_with_upload(name, spec)
+                self._submit_with_upload(name, placed)
             except (RaybakeError, KeyboardInterrupt) as exc:
                 # Nothing runs yet: a RayJob left Waiting would hold its pods until the deadline.
                 self.kube.delete_rayjob(name)
@@ -84,16 +79,15 @@ class RayJobBackend(Backend):
                 raise RaybakeError(f"{exc} (RayJob {name} deleted)", exc.code) from None
         return name
 
-    def _submit_with_upload(self, name: str, spec: JobSpec) -> None:
+    def _submit_with_upload(self, name: str, placed: Placed) -> None:
         """InteractiveMode: wait for the cluster, submit with the corpus, tell KubeRay the job id."""
         status = self._wait(name, until=lambda st: st.get("jobDeploymentStatus") == "Waiting")
         early = stuck.result_of(name, status)
         if ended(early):
             raise RaybakeError(f"the RayJob ended before its cluster was ready: {early.message}", ExitCode.FAILED)
         with self._ray(status["rayClusterName"]) as ray:
-            ray.uploads = self.uploads
             ray.ready()
-            job_id = ray.submit(spec)
+            job_id = ray.submit(placed)
         self.kube.patch_rayjob(name, {"spec": {"jobId": job_id}})
 
     def _ray(self, cluster: str) -> AddressBackend:

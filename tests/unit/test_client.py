@@ -59,12 +59,13 @@ def test_the_job_id_is_the_given_name_or_a_hash_of_what_runs(tmp_path, monkeypat
 
     first = named()
     assert re.fullmatch(r"raybake-embed-[0-9a-f]{8}", first.name)
-    assert first.output == f"res/{first.name}"
+    # Paths on this machine are made absolute here, once, and carried so.
+    assert first.output == str(tmp_path / "res" / first.name) and first.corpus == str(tmp_path / "docs")
     assert named() == first and named(corpus=str(tmp_path / "docs")).name == first.name
     others = [named(model="m"), named(job_args=("--max-length", "8")), named(output="elsewhere"), named(task="ner")]
     assert len({first.name, *(o.name for o in others)}) == 5
-    assert others[2].output == "elsewhere" and others[3].name.startswith("raybake-ner-")
-    assert named("nightly-42").name == "nightly-42" and named("nightly-42").output == "res/nightly-42"
+    assert others[2].output == str(tmp_path / "elsewhere") and others[3].name.startswith("raybake-ner-")
+    assert named("nightly-42").name == "nightly-42" and named("nightly-42").output == str(tmp_path / "res/nightly-42")
     monkeypatch.chdir(tmp_path.parent)
     assert named().name != first.name  # the same relative path, another directory: another corpus
 

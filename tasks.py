@@ -267,10 +267,11 @@ def kind_down(c, name=None):
 
 @task
 def versions(c):
-    """The pinned versions as NAME=VALUE lines (for workflows: `invoke versions >> "$GITHUB_ENV"`)."""
-    from raybake.versions import KUBERAY, pins
+    """raybake's version and the pinned ones as NAME=VALUE lines (workflows: `invoke versions >> "$GITHUB_ENV"`)."""
+    from raybake.versions import KUBERAY, pins, raybake_version
 
-    for name, value in {**{k.upper(): v for k, v in pins().items()}, "KUBERAY": KUBERAY}.items():
+    pinned = {"RAYBAKE": raybake_version(), **{k.upper(): v for k, v in pins().items()}, "KUBERAY": KUBERAY}
+    for name, value in pinned.items():
         print(f"{name.replace('-', '_')}_VERSION={value}")
 
 

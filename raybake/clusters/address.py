@@ -25,7 +25,7 @@ from raybake.kube.manifests import to_yaml
 from raybake.kube.portforward import Forward
 from raybake.result import AlreadySubmitted, JobResult, ended
 from raybake.spec import JobSpec
-from raybake.versions import ROOT, git_sha, ray_version
+from raybake.versions import ROOT, origin_env, ray_version
 
 if TYPE_CHECKING:
     from raybake.kube.client import Kube
@@ -222,7 +222,7 @@ class AddressBackend(Backend):
         return transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib, shares_disk=True)
 
     def runtime_env(self, placed: Placed) -> dict[str, Any]:
-        env: dict[str, Any] = {**placed.uploads, "env_vars": {"RAYBAKE_GIT_SHA": git_sha()}}
+        env: dict[str, Any] = {**placed.uploads, "env_vars": origin_env()}
         if self.ships_job:
             env["py_modules"] = [str(ROOT / "job")]
         elif expected := self.expected_image:

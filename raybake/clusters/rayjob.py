@@ -26,7 +26,7 @@ from raybake.kube.client import Kube
 from raybake.kube.kuberay import MANAGED_SELECTOR, cluster_selector, submitter_selector
 from raybake.result import JobResult, ended
 from raybake.spec import JobSpec
-from raybake.versions import git_sha, ray_version
+from raybake.versions import git_sha, origin_env, ray_version
 
 POLL_S = 2.0
 
@@ -53,7 +53,7 @@ class RayJobBackend(Backend):
             ray_version=ray_version(),
             settings=self.settings,
             origin=manifests.Origin.here(git_sha(), corpus=placed.named.corpus),
-            runtime_env={"env_vars": {"RAYBAKE_GIT_SHA": git_sha()}},
+            runtime_env={"env_vars": origin_env()},
             interactive=bool(placed.uploads),
         )
 

@@ -1,9 +1,19 @@
-"""The address backend's pure checks: Ray version, images by reference or digest, TLS settings."""
+"""The address backend's checks: Ray version, images by reference or digest, TLS settings, reachability."""
 
 from __future__ import annotations
 
-from raybake.clusters.address import AddressBackend, image_problem, running_images, version_problem
+import pytest
+
+from raybake import config
+from raybake.clusters.address import (
+    AddressBackend,
+    check_reachable,
+    image_problem,
+    running_images,
+    version_problem,
+)
 from raybake.config import Settings
+from raybake.errors import ExitCode, RaybakeError
 
 DIGEST = "sha256:" + "d" * 64
 
@@ -46,3 +56,11 @@ def test_tls_verification_settings():
     assert AddressBackend(Settings(), "https://ray.example:8265").verify is True
     assert AddressBackend(Settings(ca_bundle="/etc/ca.pem"), "https://ray.example:8265").verify == "/etc/ca.pem"
     assert AddressBackend(Settings(verify_tls=False), "https://ray.example:8265").verify is False
+
+
+def test_unreachable_cluster_fails_fast_with_one_line():
+    with pytest.raises(RaybakeError, match="cannot reach the Ray cluster at 'http://127.0.0.1:1'") as info:
+        check_reachable("http://127.0.0.1:1", timeout=2)
+    assert info.value.code == ExitCode.UNREACHABLE
+    with pytest.raises(RaybakeError, match="not a job submission URL"):
+        AddressBackend(config.load(), "ftp://x").client

@@ -585,6 +585,45 @@ def kubeconfig(c, out, source_env="RAYBAKE_KUBECONFIG"):
     print(f"raybake: kubeconfig written to {gha.write_kubeconfig(Path(out), source_env=source_env)}")
 
 
+@task(help={"check": "only check that the page is current; exit 1 if not (CI and the tests run this)"})
+@user_errors
+def docs(c, check=False):
+    """Regenerate docs/configuration.md's tables: every setting, and the job's options."""
+    from raybake.ci import docs as pages
+
+    written = pages.render(_setting_flags())
+    if pages.PAGE.read_text() == written:
+        return
+    if check:
+        raise Exit("raybake: docs/configuration.md is stale: run `invoke docs`", code=ExitCode.FAILED)
+    pages.PAGE.write_text(written)
+    print(f"raybake: {pages.PAGE.relative_to(pages.ROOT)} regenerated")
+
+
+# Flags whose name is not the setting they set; and flags named like a setting that set none.
+FLAG_ALIASES = {
+    ("submit", "insecure"): "verify_tls",
+    ("kind.up", "name"): "kind_cluster",
+    ("kind.down", "name"): "kind_cluster",
+}
+NOT_SETTINGS = {("up", "image"), ("bench-start", "image"), ("ci.image-summary", "image")}
+
+
+def _setting_flags() -> dict[str, dict[str, list[str]]]:
+    """Setting -> flag -> the tasks that take it, read from the tasks themselves."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(settings_mod.Settings)}
+    found: dict[str, dict[str, list[str]]] = {}
+    for name in ns.task_names:
+        for argument in ns[name].get_arguments():
+            flag = argument.names[0]
+            setting = FLAG_ALIASES.get((name, flag), None if (name, flag) in NOT_SETTINGS else argument.name)
+            if setting in known:
+                found.setdefault(setting, {}).setdefault(f"--{flag}", []).append(name)
+    return found
+
+
 # `invoke --list` shows the user's tasks first, then the two collections: what only a workflow
 # calls (ci.*) and the local kind cluster (kind.*).
 ci = Collection("ci")
@@ -611,6 +650,7 @@ ns = Collection(
     test,
     lint,
     versions,
+    docs,
     ci,
     kind,
 )

@@ -21,17 +21,23 @@ RAY_DASHBOARD_PORT = 8265
 
 @dataclass(frozen=True)
 class Settings:
+    # Where jobs run: local (an embedded Ray here), address (a running cluster) or rayjob (KubeRay).
     backend: str = "local"
     # Job submission URL of an existing cluster (the address backend).
     address: str | None = None
-    # The embedded local Ray: started on demand on loopback, reused while it runs.
+    # The embedded local Ray's dashboard port on 127.0.0.1; it is started on demand and reused.
     local_dashboard_port: int = RAY_DASHBOARD_PORT
+    # The embedded local Ray's GCS port.
     local_ray_port: int = 6379
+    # CPUs the embedded local Ray offers (default: all of this machine's).
     local_num_cpus: int | None = None
+    # Where a local job's outputs go without --output: <results_dir>/<job id>.
     results_dir: str = "results"
-    # Ray token auth: the token's environment variable, or a file holding it.
+    # The environment variable that holds the Ray auth token.
     token_env: str = "RAY_AUTH_TOKEN"
+    # A file that holds the Ray auth token, when the variable is not set.
     token_file: str | None = None
+    # Verify the cluster's TLS certificate (off: a network you trust only).
     verify_tls: bool = True
     # How long to wait for a cluster to answer before calling it unreachable.
     connect_timeout_s: float = 10.0
@@ -45,56 +51,73 @@ class Settings:
     # Send job/ from this checkout as a py_module: for clusters that do not run the raybake image.
     ship_job: bool = False
 
-    # Kubernetes: kubeconfig context and namespace (default: the current context's, as `oc login` sets).
+    # The kubeconfig context (default: the current one, as `oc login` sets it).
     kube_context: str | None = None
+    # The Kubernetes namespace (default: the context's).
     namespace: str | None = None
     # An existing RayCluster to reach through a port-forward (the address backend without a URL).
     cluster: str | None = None
 
-    # The RayJob's cluster: GPUs in total (one worker each), else cpu_workers CPU-only workers.
+    # The RayJob's GPUs in total, one worker pod each; 0: CPU workers.
     gpus: int = 0
+    # The RayJob's CPU-only worker pods when gpus is 0.
     cpu_workers: int = 1
     # Logical GPUs each CPU worker advertises to Ray (rayStartParams num-gpus): GPU code paths on CPU pods.
     logical_gpus: int = 0
+    # CPU of the RayJob's head pod.
     head_cpu: str = "1"
+    # Memory of the RayJob's head pod.
     head_memory: str = "4Gi"
+    # CPU of each worker pod.
     worker_cpu: str = "2"
+    # Memory of each worker pod.
     worker_memory: str = "8Gi"
-    # Bounds on the RayJob: pods gone this long after the end; deadlines before and after start.
+    # Seconds the RayJob stays after it ended (its cluster goes at once).
     ttl_after_finished_s: int = 600
+    # Seconds a RayJob may wait for its pods before it fails.
     pre_running_deadline_s: int | None = 1800
+    # Seconds a RayJob may run in all.
     active_deadline_s: int | None = None
+    # Times KubeRay retries a failed RayJob.
     backoff_limit: int = 0
     # A PersistentVolumeClaim mounted into every pod: the home of `cluster:` corpus and output paths.
     pvc: str | None = None
+    # Where the PVC is mounted in every pod.
     pvc_mount: str = "/mnt/data"
 
-    # Corpus and output on a real cluster: local corpora up to this size travel with the job.
+    # Local corpora up to this size travel with a job to a real cluster; bigger ones are refused.
     upload_limit_mib: int = 100
     # Where jobs on a real cluster write when --output is not given (a URI or a `cluster:` path).
     remote_output: str | None = None
 
-    # `invoke kind.up`: the local kind cluster's name.
+    # The name of the local kind cluster `invoke kind.up` makes.
     kind_cluster: str = "raybake"
 
-    # The job image (raybake/image/build.py). Base images take the Ray version from requirements.txt
-    # as {ray}; the torch index must match the cluster's CUDA driver ("" means PyPI's default).
+    # The job image's name, under the registry.
     image_name: str = "raybake"
     # Registry and organisation the image is named and pushed under, e.g. REGISTRY/ORG.
     registry: str | None = None
+    # The environment variable that holds the registry user.
     registry_user_env: str = "RAYBAKE_REGISTRY_USER"
+    # The environment variable that holds the registry password or token.
     registry_password_env: str = "RAYBAKE_REGISTRY_PASSWORD"
+    # Which image `invoke build`, `push` and the rayjob backend mean: cuda or cpu.
     variant: str = "cuda"
+    # The cuda variant's base image; {ray} is the Ray version of requirements.txt.
     base_image_cuda: str = "rayproject/ray:{ray}-py311-cu128"
+    # The cpu variant's base image.
     base_image_cpu: str = "rayproject/ray:{ray}-py311-cpu"
+    # The pip index torch comes from in the cuda variant; it must match the cluster's CUDA driver ("": PyPI).
     torch_index_cuda: str = ""
+    # The pip index torch comes from in the cpu variant ("": PyPI).
     torch_index_cpu: str = ""
     # The image the cluster runs, when known: jobs warn loudly if they find another one.
     expected_image: str | None = None
-    # The local Docker cluster (raybake/clusters/localcluster.py); its dashboard is on 127.0.0.1 only, on
-    # a port of its own so it runs beside the embedded local Ray.
+    # The `invoke up` cluster's dashboard port on 127.0.0.1, beside the embedded Ray's.
     cluster_dashboard_port: int = 8266
+    # The `invoke up` cluster's name (its containers' prefix).
     cluster_name: str = "raybake"
+    # CPUs each `invoke up` container offers Ray.
     cluster_cpus_per_node: int = 1
     # What raybake remembers between commands (built and pushed images, the cluster it started).
     state_file: str = ".raybake/state.json"

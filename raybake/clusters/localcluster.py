@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from raybake import console, poll, state
 from raybake.config import RAY_DASHBOARD_PORT, Settings
@@ -46,7 +47,7 @@ class Cluster:
     containers: tuple[str, ...]
 
 
-def find(settings: Settings, client=None) -> list:
+def find(settings: Settings, client: Any = None) -> list[Any]:
     """The containers of this cluster, found by label whether or not the state file knows them."""
     client = client or _client()
     return client.containers.list(all=True, filters={"label": f"{LABEL}={settings.cluster_name}"})
@@ -161,7 +162,9 @@ def up(
     return cluster
 
 
-def _node(client, image: str, common: dict, *, name: str, role: str, ray_args: list[str], **extra):
+def _node(
+    client: Any, image: str, common: dict[str, Any], *, name: str, role: str, ray_args: list[str], **extra: Any
+) -> Any:
     """One Ray node: `ray start --block` as the container's process, so the container is the node."""
     command = [
         "ray",
@@ -175,7 +178,7 @@ def _node(client, image: str, common: dict, *, name: str, role: str, ray_args: l
     return client.containers.run(image, command, name=name, hostname=name, **{**common, "labels": labels}, **extra)
 
 
-def gpu_devices(count: int) -> list | None:
+def gpu_devices(count: int) -> list[Any] | None:
     """Real GPUs where the host has NVIDIA's driver; elsewhere Ray's GPUs are only logical."""
     import docker
 
@@ -193,7 +196,7 @@ def alive_nodes(url: str) -> int:
     return sum(1 for node in nodes if node.get("state") == "ALIVE")
 
 
-def wait_for_nodes(url: str, expected: int, containers: list) -> None:
+def wait_for_nodes(url: str, expected: int, containers: list[Any]) -> None:
     alive = 0
 
     def count() -> int:

@@ -143,7 +143,7 @@ def source_url() -> str:
     return found.stdout.strip() if found.returncode == 0 else ""
 
 
-def docker_client():
+def docker_client() -> Any:
     """A client of the local Docker engine (DOCKER_HOST and friends are honoured)."""
     import docker
 
@@ -156,12 +156,12 @@ def docker_client():
         ) from None
 
 
-def docker_api():
+def docker_api() -> Any:
     """The low-level API: build and push stream their JSON lines through it."""
     return docker_client().api
 
 
-def image_exists(api, ref: str) -> bool:
+def image_exists(api: Any, ref: str) -> bool:
     import docker
 
     try:
@@ -194,7 +194,7 @@ def read_build_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO) -> str:
     return image_id
 
 
-def pull_cache(api, ref: str, out: TextIO) -> list[str]:
+def pull_cache(api: Any, ref: str, out: TextIO) -> list[str]:
     """[ref] when the registry has the cache image; a missing cache only makes the build slower."""
     import docker
 
@@ -294,7 +294,7 @@ def auth_config(settings: Settings) -> dict[str, str] | None:
     return {"username": user, "password": password} if user and password else None
 
 
-def push_tag(api, repo: str, tag: str, credentials: dict[str, str] | None, out: TextIO) -> str:
+def push_tag(api: Any, repo: str, tag: str, credentials: dict[str, str] | None, out: TextIO) -> str:
     console.say(f"pushing {repo}:{tag}", out=out)
     return read_push_stream(api.push(repo, tag=tag, stream=True, decode=True, auth_config=credentials), out)
 

@@ -191,7 +191,7 @@ class Kube:
         """A loopback URL relayed to `port` of `pod`; close it when done."""
         from kubernetes.stream import portforward
 
-        def connect():
+        def connect() -> Any:
             stream = portforward(self.core.connect_get_namespaced_pod_portforward, pod, self.namespace, ports=str(port))
             return stream.socket(port)
 

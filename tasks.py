@@ -52,6 +52,21 @@ CONNECT_HELP = {
 }
 
 
+# Where a RayJob's pods go, what they get and pull with, what stays after (docs/clusters.md).
+PLACEMENT_HELP = {
+    "gpu-worker-cpu": "rayjob: CPU of each GPU worker pod, one GPU each (default: 8, to tokenize for it)",
+    "gpu-worker-memory": "rayjob: memory of each GPU worker pod; also caps /dev/shm, the object store (default: 32Gi)",
+    "node-selector": "rayjob: key=value[,key=value] every pod's node must carry",
+    "tolerations": "rayjob: key[=value]:Effect[,...] taints every pod tolerates (GPU workers also "
+    "tolerate nvidia.com/gpu:NoSchedule)",
+    "image-pull-secrets": "rayjob: Secret name[,name] to pull the image with (a private registry)",
+    "service-account": "rayjob: ServiceAccount the pods run as",
+    "priority-class": "rayjob: PriorityClass of the pods",
+    "hf-cache-pvc": "rayjob: PersistentVolumeClaim for the Hugging Face cache (HF_HOME); default: an emptyDir",
+    "keep-workers": "rayjob: keep the workers (and their GPUs) as long as the head after the job",
+}
+
+
 def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flags):
     """The backend the flags choose; an --address or --cluster alone means the address backend."""
     from raybake.clusters import backend_for
@@ -82,9 +97,10 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
         "gpus": "rayjob: GPUs in total, one worker pod per GPU (default: CPU workers)",
         "cpu-workers": "rayjob: CPU-only worker pods when --gpus is 0 (default: 1)",
         "logical-gpus": "rayjob: logical GPUs each CPU worker advertises to Ray (GPU code path on CPU pods)",
-        "worker-cpu": "rayjob: CPU of each worker pod (default: 2)",
-        "worker-memory": "rayjob: memory of each worker pod (default: 8Gi)",
+        "worker-cpu": "rayjob: CPU of each CPU-only worker pod (default: 2)",
+        "worker-memory": "rayjob: memory of each CPU-only worker pod (default: 8Gi)",
         "pvc": "rayjob: PersistentVolumeClaim mounted in every pod, home of cluster: paths",
+        **PLACEMENT_HELP,
         "allow-image-mismatch": "submit although the cluster runs another Ray version or image",
         "ship-job": "send job/ from this checkout as a py_module (a cluster without the raybake image)",
         **CLUSTER_HELP,
@@ -115,6 +131,15 @@ def submit(
     worker_cpu=None,
     worker_memory=None,
     pvc=None,
+    gpu_worker_cpu=None,
+    gpu_worker_memory=None,
+    node_selector=None,
+    tolerations=None,
+    image_pull_secrets=None,
+    service_account=None,
+    priority_class=None,
+    hf_cache_pvc=None,
+    keep_workers=False,
     allow_image_mismatch=False,
     ship_job=False,
     backend=None,
@@ -155,6 +180,15 @@ def submit(
         worker_cpu=worker_cpu,
         worker_memory=worker_memory,
         pvc=pvc,
+        gpu_worker_cpu=gpu_worker_cpu,
+        gpu_worker_memory=gpu_worker_memory,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        image_pull_secrets=image_pull_secrets,
+        service_account=service_account,
+        priority_class=priority_class,
+        hf_cache_pvc=hf_cache_pvc,
+        delete_workers_at_end=False if keep_workers else None,
         allow_image_mismatch=allow_image_mismatch or None,
         ship_job=ship_job or None,
     )
@@ -268,9 +302,15 @@ def kind_down(c, name=None):
 @task
 def versions(c):
     """raybake's version and the pinned ones as NAME=VALUE lines (workflows: `invoke versions >> "$GITHUB_ENV"`)."""
-    from raybake.versions import KUBERAY, pins, raybake_version
+    from raybake.versions import HELM, KIND, KUBERAY, pins, raybake_version
 
-    pinned = {"RAYBAKE": raybake_version(), **{k.upper(): v for k, v in pins().items()}, "KUBERAY": KUBERAY}
+    pinned = {
+        "RAYBAKE": raybake_version(),
+        **{k.upper(): v for k, v in pins().items()},
+        "KUBERAY": KUBERAY,
+        "KIND": KIND,
+        "HELM": HELM,
+    }
     for name, value in pinned.items():
         print(f"{name.replace('-', '_')}_VERSION={value}")
 
@@ -326,20 +366,51 @@ def docker_setup(c, base_image=""):
 
 @task(
     help={
+        "image": "image to pull on the nodes (default: the last `invoke push`)",
+        "nodes": "key=value[,key=value] of the nodes to pull on (default: raybake.node_selector; GPU nodes' "
+        "taint is tolerated)",
+        "dry-run": "print the DaemonSet instead of applying it",
+        "namespace": CLUSTER_HELP["namespace"],
+        "kube-context": CONNECT_HELP["kube-context"],
+    }
+)
+@user_errors
+def prepull(c, image=None, nodes="", dry_run=False, namespace=None, kube_context=None):
+    """Pull the job image onto the (GPU) nodes ahead of a job: a DaemonSet that holds it there."""
+    from raybake.image.pushed import image_for
+    from raybake.kube import prepull as pulling
+    from raybake.kube.manifests import to_yaml
+
+    settings = _settings(c, image=image, namespace=namespace, kube_context=kube_context)
+    manifest = pulling.daemonset(image_for(settings), settings=settings, nodes=nodes)
+    if dry_run:
+        sys.stdout.write(to_yaml(manifest))
+        return
+    where = pulling.apply(manifest, settings=settings)
+    name = manifest["metadata"]["name"]
+    print(f"raybake: DaemonSet {name} pulls the image in namespace {where}; `kubectl rollout status ds/{name}` waits")
+
+
+@task(
+    help={
         "workers": "worker containers beside the head (default 2)",
         "gpus-per-worker": "GPUs each worker offers Ray (needs the NVIDIA container toolkit)",
         "image": "image to run (default: the last `invoke build` of the variant)",
         "variant": "which built image when --image is not given: cuda or cpu",
         "data": "host directory mounted at the same path in every container (default: this project)",
+        "user": "UID:GID the containers run as, e.g. 1000680000:0 as OpenShift does (default: yours); "
+        "--data must then be writable by it",
     }
 )
 @user_errors
-def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None):
+def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None, user=None):
     """Start a Ray head and N workers as containers on the local Docker engine."""
     from raybake.clusters import localcluster
 
     settings = _settings(c, variant=variant)
-    cluster = localcluster.up(settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data)
+    cluster = localcluster.up(
+        settings, workers=workers, gpus_per_worker=gpus_per_worker, image=image, data_dir=data, user=user
+    )
     print(f"raybake: cluster up: `invoke submit --address {cluster.url} --corpus ...` runs a job on it")
 
 
@@ -645,6 +716,7 @@ ns = Collection(
     down,
     build,
     push,
+    prepull,
     bench,
     bench_start,
     test,

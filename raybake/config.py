@@ -85,6 +85,28 @@ class Settings:
     # Where the PVC is mounted in every pod.
     pvc_mount: str = "/mnt/data"
 
+    # CPU of each GPU worker pod (one GPU each): tokenizing for a fast GPU takes several cores.
+    gpu_worker_cpu: str = "8"
+    # Memory of each GPU worker pod; the limit also caps /dev/shm, where Ray's object store lives.
+    gpu_worker_memory: str = "32Gi"
+    # Where pods go: "key=value,..." node labels (raybake/placement.py, docs/clusters.md).
+    node_selector: str = ""
+    # Taints the pods tolerate: "key[=value]:Effect,...".
+    tolerations: str = ""
+    # GPU workers tolerate the nvidia.com/gpu:NoSchedule taint GPU nodes usually carry.
+    gpu_toleration: bool = True
+    # Secrets the pods pull the image with: "name,...".
+    image_pull_secrets: str = ""
+    # The service account every pod runs as.
+    service_account: str | None = None
+    # The pods' PriorityClass.
+    priority_class: str | None = None
+    # The Hugging Face cache (HF_HOME) of every pod: this PersistentVolumeClaim, else an emptyDir.
+    hf_cache_pvc: str | None = None
+    # Workers are deleted as soon as the job ends (KubeRay's deletionRules); the head stays
+    # ttl_after_finished_s for logs. False: the whole cluster stays that long (shutdownAfterJobFinishes).
+    delete_workers_at_end: bool = True
+
     # Local corpora up to this size travel with a job to a real cluster; bigger ones are refused.
     upload_limit_mib: int = 100
     # Where jobs on a real cluster write when --output is not given (a URI or a `cluster:` path).
@@ -107,10 +129,14 @@ class Settings:
     base_image_cuda: str = "rayproject/ray:{ray}-py311-cu128"
     # The cpu variant's base image.
     base_image_cpu: str = "rayproject/ray:{ray}-py311-cpu"
-    # The pip index torch comes from in the cuda variant; it must match the cluster's CUDA driver ("": PyPI).
+    # The pip index torch comes from in the cuda variant ("": PyPI); "{cuda}" is filled from the base
+    # image's tag (-cu128 -> cu128).
     torch_index_cuda: str = ""
     # The pip index torch comes from in the cpu variant ("": PyPI).
     torch_index_cpu: str = ""
+    # The loopback port `invoke build` serves docker/wheelhouse/ on; fixed, since the URL is part
+    # of the torch layer's cache key.
+    wheelhouse_port: int = 8479
     # The image the cluster runs, when known: jobs warn loudly if they find another one.
     expected_image: str | None = None
     # The `invoke up` cluster's dashboard port on 127.0.0.1, beside the embedded Ray's.

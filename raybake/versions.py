@@ -51,3 +51,10 @@ def origin_env() -> dict[str, str]:
 # The KubeRay operator (Helm chart and CRDs) that manifests target and `invoke kind.up` installs;
 # not a Python package, so pinned here. Workflows read it through `invoke versions`.
 KUBERAY = "1.7.0"
+# kind and the node image of the local cluster (`invoke kind-up`, e2e-kind.yml): the node image
+# by digest, as kind's v0.32.0 release names it for Kubernetes v1.36.1 (its default image), so a
+# re-pushed tag cannot change the cluster. deploy/kind.yaml carries the same (tests tie them).
+KIND = "0.32.0"
+KIND_NODE_IMAGE = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"
+# Helm, which installs the operator chart (the version KubeRay's own chart CI uses).
+HELM = "3.17.3"

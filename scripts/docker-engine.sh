@@ -38,10 +38,13 @@ if ! docker image inspect "$base_image" >/dev/null 2>&1; then
     as_root cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
     as_root chroot "$rootfs" useradd --uid 1000 --gid 100 --create-home --shell /bin/bash ray
     as_root chroot "$rootfs" su ray -c "python3 -m venv /home/ray/venv"
+    # As rayproject/ray: HOME set, and a home that a random UID in group 0 (OpenShift) can write.
+    as_root chroot "$rootfs" sh -c "chgrp 0 /home/ray && chmod 0775 /home/ray"
     as_root sh -c "rm -rf '$rootfs'/var/cache/apt/archives/*.deb '$rootfs'/var/lib/apt/lists/*"
     as_root tar -C "$rootfs" -c . | docker import \
         --change 'ENV PATH=/home/ray/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
+        --change 'ENV HOME=/home/ray' \
         --change 'USER ray' --change 'WORKDIR /home/ray' --change 'CMD ["bash"]' \
         - "$base_image" >/dev/null
     echo "made base image $base_image"

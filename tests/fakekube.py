@@ -11,7 +11,9 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from raybake.errors import RaybakeError
+from crd import served_crd_schema
+
+from raybake.errors import ExitCode, RaybakeError
 from raybake.kube.client import Kube
 from raybake.kube.portforward import Forward
 
@@ -25,6 +27,7 @@ class FakeKube(Kube):
         served: list[str] | None = ("v1", "v1alpha1"),
         kinds: tuple[str, ...] = ("RayCluster", "RayJob", "RayService"),
         connect: Callable[[], Any] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> None:
         self.namespace = "ml"
         self.statuses = list(statuses or [])
@@ -32,6 +35,8 @@ class FakeKube(Kube):
         self.served = None if served is None else list(served)
         self.kinds = list(kinds)
         self.connect = connect
+        # The served RayJob CRD's schema: the pinned one (deploy/crds) unless a test gives another.
+        self.schema = schema if schema is not None else served_crd_schema("rayjobs")
         self.created: list[dict[str, Any]] = []
         self.patches: list[dict[str, Any]] = []
         self.deleted: list[str] = []
@@ -43,6 +48,9 @@ class FakeKube(Kube):
     def served_kinds(self) -> list[str]:
         return self.kinds
 
+    def served_schema(self, crd: str) -> dict[str, Any] | None:
+        return self.schema
+
     def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:
         self.created.append(copy.deepcopy(manifest))
         return manifest
@@ -53,7 +61,7 @@ class FakeKube(Kube):
 
     def rayjob(self, name: str) -> dict[str, Any]:
         if not self.created or self.created[-1]["metadata"]["name"] != name:
-            raise RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", 2)
+            raise RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", ExitCode.REFUSED)
         return {**self.created[-1], "status": self.status_now()}
 
     def patch_rayjob(self, name: str, patch: dict[str, Any]) -> None:
@@ -70,7 +78,9 @@ class FakeKube(Kube):
 
     def head_pod(self, cluster: str) -> dict[str, Any]:
         if self.connect is None:
-            raise RaybakeError(f"the service {cluster + '-head-svc'!r} has no running head pod yet", 3)
+            raise RaybakeError(
+                f"the service {cluster + '-head-svc'!r} has no running head pod yet", ExitCode.UNREACHABLE
+            )
         return {"metadata": {"name": f"{cluster}-head"}}
 
     def forward(self, pod: str, port: int) -> Forward:

@@ -163,7 +163,7 @@ class AddressBackend(Backend):
         except requests.exceptions.SSLError as exc:
             raise RaybakeError(
                 f"TLS verification of {self.url!r} failed ({type(exc).__name__}); pass --ca-bundle PATH "
-                "with the cluster's CA, or --no-verify-tls on a network you trust",
+                "with the cluster's CA, or --insecure on a network you trust",
                 ExitCode.UNREACHABLE,
             ) from None
         except requests.RequestException as exc:

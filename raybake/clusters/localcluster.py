@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -36,6 +37,7 @@ START_TIMEOUT_S = 180
 # Ray's object store lives in /dev/shm; Docker's default 64 MB makes Ray fall back to disk.
 SHM_SIZE = "1g"
 OBJECT_STORE_BYTES = 256 * 1024**2
+USER = re.compile(r"^\d+(:\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,18 @@ def up(
     gpus_per_worker: int = 0,
     image: str | None = None,
     data_dir: str | None = None,
+    user: str | None = None,
 ) -> Cluster:
+    """`user`: UID:GID every container runs as (OpenShift's arbitrary UID in group 0, say), else
+    the host user's, so files the job writes into the mount belong to whoever ran `invoke up`."""
     import docker
 
     if workers < 0 or gpus_per_worker < 0:
         raise RaybakeError(
             f"--workers and --gpus-per-worker must be >= 0, got {workers!r}, {gpus_per_worker!r}", ExitCode.REFUSED
         )
+    if user is not None and not USER.match(user):
+        raise RaybakeError(f"--user must be UID or UID:GID in numbers, got {user!r}", ExitCode.REFUSED)
     image = image or state.image(settings, settings.variant).get("ref")
     if not image:
         raise RaybakeError(
@@ -103,8 +110,7 @@ def up(
         "labels": labels,
         "shm_size": SHM_SIZE,
         "volumes": {data: {"bind": data, "mode": "rw"}},
-        # Files the job writes into the mount belong to the host user, as if it ran here.
-        "user": f"{os.getuid()}:{os.getgid()}",
+        "user": user or f"{os.getuid()}:{os.getgid()}",
         "environment": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
     }
     head_name = f"{name}-head"

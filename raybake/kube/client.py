@@ -14,6 +14,7 @@ from typing import Any
 
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
+from raybake.kube import crdcheck
 from raybake.kube.kuberay import GROUP, RAYJOBS, VERSION, head_service
 from raybake.kube.portforward import Forward
 from raybake.kube.stuck import api_problem, missing_kind
@@ -62,11 +63,12 @@ class Kube:
         what: str,
         fn: Callable[..., Any],
         *args: Any,
-        answers: Mapping[int, RaybakeError] | None = None,
+        answers: Mapping[int, RaybakeError | None] | None = None,
         **kwargs: Any,
     ) -> Any:
         """An API call whose failure becomes one line: `answers` maps an HTTP status the caller
-        expects (404, 409) to its own error; any other, the status and the server's reason."""
+        expects (404, 409) to its own error, or to None (then None is the call's answer); any
+        other status, the status and the server's reason."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -74,7 +76,10 @@ class Kube:
             return fn(*args, **kwargs)
         except ApiException as exc:
             if answers and exc.status in answers:
-                raise answers[exc.status] from None
+                answer = answers[exc.status]
+                if answer is None:
+                    return None
+                raise answer from None
             raise RaybakeError(f"{what} failed: HTTP {exc.status} {exc.reason}", ExitCode.UNREACHABLE) from None
         except HTTPError as exc:
             raise RaybakeError(
@@ -94,11 +99,34 @@ class Kube:
         # Subresources (rayjobs/status) repeat their kind; only top-level resources count.
         return [r.kind for r in resources.resources if "/" not in r.name]
 
-    def check_operator(self, kind: str = "RayJob") -> None:
-        """Operator missing or CRDs of another version: refuse before creating anything."""
+    def check_operator(self, kind: str = "RayJob", manifest: dict[str, Any] | None = None) -> None:
+        """Operator missing or CRDs of another version: refuse before creating anything.
+
+        With a manifest, also its fields against the served CRD's schema (raybake.kube.crdcheck).
+        """
         problem = api_problem(self.served_versions()) or missing_kind(kind, self.served_kinds())
+        if not problem and manifest is not None and (schema := self.served_schema(f"{RAYJOBS}.{GROUP}")):
+            problem = crdcheck.problem(schema, manifest)
         if problem:
             raise RaybakeError(problem, ExitCode.UNREACHABLE)
+
+    def served_schema(self, crd: str) -> dict[str, Any] | None:
+        """The served version's openAPIV3Schema of a CRD; None where this user may not read CRDs."""
+        import json
+
+        from kubernetes import client
+
+        response = self._call(
+            f"reading CRD {crd!r}",
+            client.ApiextensionsV1Api(self.api).read_custom_resource_definition,
+            crd,
+            _preload_content=False,
+            answers={401: None, 403: None, 404: None},
+        )
+        if response is None:
+            return None
+        versions = {v["name"]: v for v in json.loads(response.data)["spec"]["versions"]}
+        return versions.get(VERSION, {}).get("schema", {}).get("openAPIV3Schema")
 
     # RayJobs
     @property
@@ -156,6 +184,25 @@ class Kube:
             label_selector=selector,
         )
         return found.get("items", [])
+
+    # DaemonSets
+    def apply_daemonset(self, manifest: dict[str, Any]) -> None:
+        """Create the DaemonSet, or replace the one of that name."""
+        from kubernetes import client
+
+        apps = client.AppsV1Api(self.api)
+        name = manifest["metadata"]["name"]
+        created = self._call(
+            f"creating DaemonSet {name!r}",
+            apps.create_namespaced_daemon_set,
+            self.namespace,
+            manifest,
+            answers={409: None},
+        )
+        if created is None:
+            self._call(
+                f"replacing DaemonSet {name!r}", apps.replace_namespaced_daemon_set, name, self.namespace, manifest
+            )
 
     # Pods
     def pods(self, selector: str) -> list[dict[str, Any]]:

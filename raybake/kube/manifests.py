@@ -17,6 +17,7 @@ import yaml
 
 from raybake.config import RAY_DASHBOARD_PORT, Settings
 from raybake.errors import ExitCode, RaybakeError
+from raybake.kube import pods
 from raybake.kube.kuberay import API_VERSION, MANAGED_BY
 from raybake.spec import JobSpec
 
@@ -70,7 +71,14 @@ def resources(*, cpu: str, memory: str, gpus: int = 0) -> dict[str, dict[str, st
 
 
 def pod_template(
-    *, container: str, image: str, settings: Settings, env: list[dict], res: dict, ports: list[dict] | None = None
+    *,
+    container: str,
+    image: str,
+    settings: Settings,
+    env: list[dict],
+    res: dict,
+    ports: list[dict] | None = None,
+    gpu: bool = False,
 ) -> dict[str, Any]:
     # Each pod its own copies: shared objects would print as YAML anchors and change together.
     main: dict[str, Any] = {
@@ -87,7 +95,7 @@ def pod_template(
     if settings.pvc:
         main["volumeMounts"] = [{"name": "data", "mountPath": settings.pvc_mount}]
         pod["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": settings.pvc}}]
-    return {"spec": pod}
+    return {"spec": pods.apply(pod, settings=settings, gpu=gpu)}
 
 
 def worker_group(*, image: str, settings: Settings, env: list[dict]) -> dict[str, Any]:
@@ -101,15 +109,58 @@ def worker_group(*, image: str, settings: Settings, env: list[dict]) -> dict[str
     if not gpu and settings.logical_gpus:
         # Ray then schedules num_gpus=1 tasks on CPU pods: the GPU code path without a GPU (kind e2e).
         start["num-gpus"] = str(settings.logical_gpus)
-    res = resources(cpu=settings.worker_cpu, memory=settings.worker_memory, gpus=1 if gpu else 0)
+    if gpu:
+        res = resources(cpu=settings.gpu_worker_cpu, memory=settings.gpu_worker_memory, gpus=1)
+    else:
+        res = resources(cpu=settings.worker_cpu, memory=settings.worker_memory)
     return {
         "groupName": "gpu" if gpu else "cpu",
         "replicas": replicas,
         "minReplicas": replicas,
         "maxReplicas": replicas,
         "rayStartParams": start,
-        "template": pod_template(container="ray-worker", image=image, settings=settings, env=env, res=res),
+        "template": pod_template(container="ray-worker", image=image, settings=settings, env=env, res=res, gpu=gpu),
     }
+
+
+def lifetime(settings: Settings) -> dict[str, Any]:
+    """What stays after the job, as RayJob fields: GPUs are the dearest thing a finished job holds.
+
+    With delete_workers_at_end, KubeRay's deletionRules (RayJobDeletionPolicy, on by default
+    since KubeRay 1.5) delete the workers the moment the job ends and the cluster (the head, for
+    its logs) ttl_after_finished_s later, on success and failure alike. KubeRay refuses those
+    rules beside shutdownAfterJobFinishes, so that is then false. The RayJob itself stays: its
+    status is the job's record. Without it, the whole cluster stays ttl_after_finished_s.
+    """
+    if not settings.delete_workers_at_end:
+        return {"shutdownAfterJobFinishes": True, "ttlSecondsAfterFinished": settings.ttl_after_finished_s}
+    conditions = [{"jobStatus": "SUCCEEDED"}, {"jobStatus": "FAILED"}, {"jobDeploymentStatus": "Failed"}]
+    rules = [
+        {"condition": {**condition, "ttlSeconds": ttl}, "policy": policy}
+        for condition in conditions
+        for policy, ttl in (("DeleteWorkers", 0), ("DeleteCluster", settings.ttl_after_finished_s))
+    ]
+    return {"shutdownAfterJobFinishes": False, "deletionStrategy": {"deletionRules": rules}}
+
+
+def lifetime_note(manifest: dict[str, Any]) -> str:
+    """One line for the dry run: what stays after the job, and for how long."""
+    job = manifest["spec"]
+    rules = job.get("deletionStrategy", {}).get("deletionRules", [])
+    ttl = {rule["policy"]: rule["condition"]["ttlSeconds"] for rule in rules}
+    if rules:
+        return (
+            f"after the job: workers deleted {_after(ttl['DeleteWorkers'])} (their GPUs freed), "
+            f"the head {_after(ttl['DeleteCluster'])} (logs until then); the RayJob stays until deleted"
+        )
+    return (
+        f"after the job: the whole cluster, GPU workers included, stays "
+        f"{job.get('ttlSecondsAfterFinished', 0)}s; the RayJob stays until deleted"
+    )
+
+
+def _after(seconds: int) -> str:
+    return "at once" if not seconds else f"after {seconds}s"
 
 
 def rayjob(
@@ -151,10 +202,11 @@ def rayjob(
     }
     job: dict[str, Any] = {
         # InteractiveMode: KubeRay makes the cluster and waits; raybake submits with the upload.
-        "submissionMode": "InteractiveMode" if interactive else "K8sJobMode",
+        # SidecarMode: `ray job submit` runs in a container beside the head, from the head's image
+        # that its node already holds; K8sJobMode would schedule a pod that pulls it once more.
+        "submissionMode": "InteractiveMode" if interactive else "SidecarMode",
         "entrypoint": spec.command(),
-        "shutdownAfterJobFinishes": True,
-        "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
+        **lifetime(settings),
         "backoffLimit": settings.backoff_limit,
     }
     if settings.pre_running_deadline_s:
@@ -201,7 +253,8 @@ def redacted(value: Any, key: str = "") -> Any:
         return [redacted(v, key) for v in value]
     if isinstance(value, str) and key == "runtimeEnvYAML":
         return yaml.safe_dump(redacted(yaml.safe_load(value)), sort_keys=True)
-    if SECRET.search(key) and value not in (None, ""):
+    # A boolean is a switch (automountServiceAccountToken), never a secret.
+    if SECRET.search(key) and value not in (None, "") and not isinstance(value, bool):
         return REDACTED
     return value
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,17 +55,29 @@ def cpu_image(settings: Settings) -> Built:
 
 
 @pytest.fixture(scope="session")
+def random_user() -> str:
+    """An arbitrary UID in group 0 with no passwd entry, as OpenShift's restricted SCC assigns."""
+    return f"{random.randrange(1_000_000_000, 2_000_000_000)}:0"
+
+
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """The directory the cluster mounts: the example corpus, and room for outputs."""
+    """The directory the cluster mounts: the example corpus, and room for outputs.
+
+    Writable by any UID, as a volume is for OpenShift's pods (its fsGroup): the containers run
+    as `random_user`, not as whoever runs the tests.
+    """
     data = tmp_path_factory.mktemp("data")
     shutil.copytree(ROOT / "examples" / "corpus", data / "corpus")
+    data.chmod(0o777)
     return data
 
 
 @pytest.fixture(scope="session")
-def cluster(settings: Settings, cpu_image: Built, data_dir: Path) -> localcluster.Cluster:
-    """Head + 2 workers; removed at the end of the session even when a test failed."""
+def cluster(settings: Settings, cpu_image: Built, data_dir: Path, random_user: str) -> localcluster.Cluster:
+    """Head + 2 workers under a random UID in group 0; removed at the end of the session even
+    when a test failed."""
     try:
-        yield localcluster.up(settings, workers=2, image=cpu_image.plan.ref, data_dir=str(data_dir))
+        yield localcluster.up(settings, workers=2, image=cpu_image.plan.ref, data_dir=str(data_dir), user=random_user)
     finally:
         localcluster.down(settings)

@@ -40,9 +40,18 @@ def test_a_second_up_is_refused(settings: Settings, cluster: localcluster.Cluste
         localcluster.up(settings, workers=1, image=cluster.image)
 
 
+def test_every_node_runs_as_the_random_uid(settings: Settings, cluster: localcluster.Cluster, random_user: str):
+    for container in localcluster.find(settings):
+        assert container.attrs["Config"]["User"] == random_user
+        uid = container.exec_run(["id", "-u"]).output.decode().strip()
+        assert f"{uid}:0" == random_user
+
+
 def test_job_from_the_host_runs_in_the_image(
-    settings: Settings, cluster: localcluster.Cluster, cpu_image: Built, data_dir: Path
+    settings: Settings, cluster: localcluster.Cluster, cpu_image: Built, data_dir: Path, random_user: str
 ):
+    """Nodes under an arbitrary UID (OpenShift's) take the job; nothing is downloaded (the model is
+    baked, HF_HUB_OFFLINE=1) and the results are written by that UID."""
     backend = backend_for(address_settings(settings, cluster))
     assert isinstance(backend, ContainerClusterBackend)
     output = data_dir / "out"
@@ -62,6 +71,7 @@ def test_job_from_the_host_runs_in_the_image(
     assert all(w["host"].startswith(f"{settings.cluster_name}-worker-") for w in manifest["workers"])
     parts = list((output / "parts").glob("*.parquet"))
     assert parts and sum(p["rows"] for p in manifest["parts"]) == 41
+    assert {f"{p.stat().st_uid}:0" for p in parts} == {random_user}
 
 
 def test_a_corpus_outside_the_mount_is_refused(settings: Settings, cluster: localcluster.Cluster):

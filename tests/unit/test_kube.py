@@ -7,6 +7,7 @@ mapping are the real ones.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,7 @@ import yaml
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.kube.client import Kube
+from raybake.versions import ROOT
 
 RAY_GROUP = {
     "name": "ray.io",
@@ -60,9 +62,17 @@ def status_body(code: int, reason: str, message: str) -> dict:
     }
 
 
+@functools.cache
+def rayjobs_crd() -> dict:
+    """The pinned CRD, as the API server returns it (JSON of the same object)."""
+    text = (ROOT / "deploy" / "crds" / "ray.io_rayjobs.yaml").read_text()
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 class ApiServer(BaseHTTPRequestHandler):
     groups: list = []  # noqa: RUF012 - set per test
     existing: set = set()  # noqa: RUF012
+    crd_status = 200
 
     def log_message(self, *args):
         pass
@@ -81,6 +91,10 @@ class ApiServer(BaseHTTPRequestHandler):
         if self.path.rstrip("/") == "/apis/ray.io/v1":
             return self.answer(200, RESOURCES)
         name = self.path.rsplit("/", 1)[-1]
+        if self.path.startswith("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"):
+            if self.crd_status != 200:
+                return self.answer(self.crd_status, status_body(self.crd_status, "Forbidden", "cannot get CRDs"))
+            return self.answer(200, rayjobs_crd())
         if "/rayjobs/" in self.path and name in self.existing:
             return self.answer(200, {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": name}})
         return self.answer(404, status_body(404, "NotFound", f'rayjobs.ray.io "{name}" not found'))
@@ -98,7 +112,7 @@ class ApiServer(BaseHTTPRequestHandler):
 def api(tmp_path, monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), ApiServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    ApiServer.groups, ApiServer.existing = [APPS_GROUP, RAY_GROUP], set()
+    ApiServer.groups, ApiServer.existing, ApiServer.crd_status = [APPS_GROUP, RAY_GROUP], set(), 200
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -176,3 +190,21 @@ def test_an_api_server_that_is_down_is_one_clear_line(api):
     with pytest.raises(RaybakeError, match="cannot reach the Kubernetes API") as down:
         kube.check_operator()
     assert "\n" not in str(down.value)
+
+
+def test_the_served_crd_is_read_and_a_manifest_it_declares_passes(api):
+    kube = Kube(Settings())
+    schema = kube.served_schema("rayjobs.ray.io")
+    assert "deletionStrategy" in schema["properties"]["spec"]["properties"]
+    manifest = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "rb"}, "spec": {"entrypoint": "x"}}
+    kube.check_operator(manifest=manifest)
+    manifest["spec"]["deletionStrategy2"] = {}
+    with pytest.raises(RaybakeError, match=r"does not declare spec.deletionStrategy2"):
+        kube.check_operator(manifest=manifest)
+
+
+def test_a_user_who_may_not_read_crds_is_not_refused(api):
+    ApiServer.crd_status = 403
+    kube = Kube(Settings())
+    assert kube.served_schema("rayjobs.ray.io") is None
+    kube.check_operator(manifest={"spec": {"unknown": 1}})

@@ -65,3 +65,9 @@ def test_paths_under_the_mount_pass_and_others_are_refused(settings: Settings, t
 def test_down_without_a_docker_engine_removes_nothing_and_does_not_fail(settings: Settings, tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     assert localcluster.down(settings) == 0
+
+
+@pytest.mark.parametrize("user", ["ray", "1000:root", "-1:0", "1000:0:0", ""])
+def test_a_user_that_is_not_numeric_uid_gid_is_refused_before_docker(settings: Settings, user: str):
+    with pytest.raises(RaybakeError, match=f"--user must be UID or UID:GID in numbers, got {user!r}"):
+        localcluster.up(settings, workers=1, image="raybake:cpu-0123456789ab", user=user)

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import subprocess
+import sys
 
 import jsonschema
 import pytest
 import yaml
-from crd import SHARED, crd_schema
+from crd import crd_schema, kuberay_deletion_errors
 
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.kube import manifests
 from raybake.kube.manifests import Origin, label_value, rayjob, to_yaml
 from raybake.spec import JobSpec
-from raybake.versions import ray_version
-
-pytestmark = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"the KubeRay CRDs are not beside the checkout ({SHARED} is absent)"
-)
+from raybake.versions import ROOT, ray_version
 
 SPEC = JobSpec(corpus="s3://bucket/corpus", output="s3://bucket/out/j1", name="raybake-embed-20261125-120000")
 ORIGIN = Origin(git_sha="0123456789abcdef0123456789abcdef01234567", user="Ada Lovelace@corp")
@@ -31,6 +29,16 @@ VARIANTS = {
     "logical-gpus": Settings(cpu_workers=2, logical_gpus=1),
     "pvc-deadlines": Settings(pvc="corpus-claim", active_deadline_s=3600, pre_running_deadline_s=600),
     "no-deadlines": Settings(pre_running_deadline_s=None),
+    "gpus-placed": Settings(
+        gpus=4,
+        node_selector="nvidia.com/gpu.present=true,topology.kubernetes.io/zone=zone-a",
+        tolerations="dedicated=ml:NoSchedule,spot:NoExecute",
+        image_pull_secrets="registry-pull,mirror-pull",
+        service_account="raybake-runner",
+        priority_class="batch-low",
+        hf_cache_pvc="hf-cache-claim",
+    ),
+    "keep-cluster": Settings(gpus=2, delete_workers_at_end=False, gpu_toleration=False),
 }
 
 
@@ -99,8 +107,7 @@ def test_image_ray_version_entrypoint_and_lifetime():
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {IMAGE}
     assert {p["spec"]["containers"][0]["imagePullPolicy"] for p in pods} == {"IfNotPresent"}
     assert job["entrypoint"] == SPEC.command()
-    assert job["shutdownAfterJobFinishes"] is True
-    assert job["submissionMode"] == "K8sJobMode"
+    assert job["submissionMode"] == "SidecarMode"
     assert yaml.safe_load(job["runtimeEnvYAML"]) == {"env_vars": {"RAYBAKE_GIT_SHA": ORIGIN.git_sha}}
 
 
@@ -154,3 +161,184 @@ def test_dry_run_redacts_secrets_in_env_and_runtime_env():
 def test_impossible_worker_counts_are_refused(settings):
     with pytest.raises(RaybakeError, match="must be at least"):
         render(settings)
+
+
+def gpu_pod(manifest: dict) -> dict:
+    return manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+
+
+def all_pods(manifest: dict) -> list[dict]:
+    cluster = manifest["spec"]["rayClusterSpec"]
+    return [cluster["headGroupSpec"]["template"]["spec"], *(g["template"]["spec"] for g in cluster["workerGroupSpecs"])]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_lifetime_passes_kuberays_own_deletion_checks(variant):
+    assert kuberay_deletion_errors(render(VARIANTS[variant])["spec"]) == []
+
+
+def test_gpu_workers_get_eight_cpus_and_32gi_per_gpu_by_default():
+    limits = gpu_pod(render(Settings(gpus=4)))["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    changed = gpu_pod(render(Settings(gpus=4, gpu_worker_cpu="12", gpu_worker_memory="48Gi")))
+    assert changed["containers"][0]["resources"]["requests"]["cpu"] == "12"
+    cpu_only = gpu_pod(render(Settings()))["containers"][0]["resources"]["limits"]
+    assert cpu_only == {"cpu": Settings().worker_cpu, "memory": Settings().worker_memory}
+
+
+def test_every_container_runs_restricted_without_a_uid(validator):
+    manifest = render(VARIANTS["gpus-placed"])
+    validator.validate(manifest)
+    for pod in all_pods(manifest):
+        assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert context["runAsNonRoot"] is True
+            assert "runAsUser" not in context and "runAsGroup" not in context
+    assert "runAsUser" not in to_yaml(manifest)
+
+
+def test_gpu_workers_tolerate_the_gpu_taint_and_the_head_does_not_need_to(validator):
+    manifest = render(Settings(gpus=4))
+    validator.validate(manifest)
+    assert gpu_pod(manifest)["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "tolerations" not in manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert "tolerations" not in gpu_pod(render(Settings(gpus=4, gpu_toleration=False)))
+    assert "tolerations" not in gpu_pod(render(Settings(cpu_workers=2)))
+
+
+def test_given_tolerations_go_to_every_pod(validator):
+    manifest = render(VARIANTS["gpus-placed"])
+    validator.validate(manifest)
+    given = [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
+        {"key": "spot", "operator": "Exists", "effect": "NoExecute"},
+    ]
+    head, workers = all_pods(manifest)
+    assert head["tolerations"] == given
+    assert workers["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, *given]
+
+
+def test_node_selector_goes_to_every_pod(validator):
+    manifest = render(VARIANTS["gpus-placed"])
+    validator.validate(manifest)
+    for pod in all_pods(manifest):
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true", "topology.kubernetes.io/zone": "zone-a"}
+
+
+def test_pull_secrets_service_account_and_priority_class(validator):
+    manifest = render(VARIANTS["gpus-placed"])
+    validator.validate(manifest)
+    for pod in all_pods(manifest):
+        assert pod["imagePullSecrets"] == [{"name": "registry-pull"}, {"name": "mirror-pull"}]
+        assert pod["serviceAccountName"] == "raybake-runner"
+        assert pod["priorityClassName"] == "batch-low"
+    for pod in all_pods(render(Settings(gpus=1))):
+        assert not {"nodeSelector", "imagePullSecrets", "serviceAccountName", "priorityClassName"} & set(pod)
+
+
+@pytest.mark.parametrize(
+    ("settings", "source"),
+    [
+        (Settings(gpus=1), {"emptyDir": {}}),
+        (Settings(hf_cache_pvc="hf"), {"persistentVolumeClaim": {"claimName": "hf"}}),
+    ],
+)
+def test_hf_home_is_a_volume_and_the_env_points_there(validator, settings, source):
+    manifest = render(settings)
+    validator.validate(manifest)
+    for pod in all_pods(manifest):
+        assert {"name": "hf-cache", **source} in pod["volumes"]
+        container = pod["containers"][0]
+        assert {"name": "hf-cache", "mountPath": "/home/ray/.cache/huggingface"} in container["volumeMounts"]
+        assert {"name": "HF_HOME", "value": "/home/ray/.cache/huggingface"} in container["env"]
+
+
+def test_hf_home_is_the_images():
+    """The volume goes where docker/Dockerfile points HF_HOME, not somewhere the job never reads."""
+    assert "HF_HOME=/home/ray/.cache/huggingface" in (ROOT / "docker" / "Dockerfile").read_text()
+
+
+def test_a_pvc_and_the_hf_cache_share_the_pod(validator):
+    manifest = render(Settings(pvc="data-claim", hf_cache_pvc="hf"))
+    validator.validate(manifest)
+    names = [v["name"] for v in all_pods(manifest)[0]["volumes"]]
+    assert names == ["data", "hf-cache"]
+
+
+def test_workers_go_when_the_job_ends_and_the_head_after_the_ttl(validator):
+    manifest = render(Settings(gpus=4, ttl_after_finished_s=300))
+    validator.validate(manifest)
+    job = manifest["spec"]
+    assert job["shutdownAfterJobFinishes"] is False
+    assert "ttlSecondsAfterFinished" not in job
+    rules = job["deletionStrategy"]["deletionRules"]
+    for condition in ({"jobStatus": "SUCCEEDED"}, {"jobStatus": "FAILED"}, {"jobDeploymentStatus": "Failed"}):
+        assert {"condition": {**condition, "ttlSeconds": 0}, "policy": "DeleteWorkers"} in rules
+        assert {"condition": {**condition, "ttlSeconds": 300}, "policy": "DeleteCluster"} in rules
+    assert not [r for r in rules if r["policy"] == "DeleteSelf"]
+    note = manifests.lifetime_note(manifest)
+    assert "workers deleted at once" in note and "head after 300s" in note
+
+
+def test_keeping_the_cluster_is_the_ttl_alone(validator):
+    manifest = render(VARIANTS["keep-cluster"])
+    validator.validate(manifest)
+    job = manifest["spec"]
+    assert (job["shutdownAfterJobFinishes"], job["ttlSecondsAfterFinished"]) == (True, 600)
+    assert "deletionStrategy" not in job
+    assert "stays 600s" in manifests.lifetime_note(manifest)
+
+
+def test_the_submitter_is_a_sidecar_of_the_head_not_a_pod_pulling_the_image_again(validator):
+    manifest = render(Settings(gpus=4))
+    validator.validate(manifest)
+    job = manifest["spec"]
+    assert job["submissionMode"] == "SidecarMode"
+    # KubeRay refuses these beside SidecarMode, and a head restartPolicy other than Never.
+    assert "submitterPodTemplate" not in job and "submitterConfig" not in job
+    assert job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"].get("restartPolicy", "Never") == "Never"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("node_selector", "no-equals-sign", "not key=value"),
+        ("node_selector", "bad key=1", "not key=value"),
+        ("tolerations", "gpu", "not key\\[=value\\]:Effect"),
+        ("tolerations", "gpu:Sometimes", "NoSchedule, PreferNoSchedule, NoExecute"),
+    ],
+)
+def test_malformed_placement_is_refused_naming_it(field, value, match):
+    with pytest.raises(RaybakeError, match=match):
+        render(dataclasses.replace(Settings(gpus=1), **{field: value}))
+
+
+def test_the_dry_run_of_submit_gpus_4_shows_all_of_it_and_validates(validator, tmp_path):
+    """What `invoke submit --backend rayjob --gpus 4 ... --dry-run` prints: strict-valid, and each rule."""
+    argv = [
+        *(sys.executable, "-m", "invoke", "submit", "--backend", "rayjob", "--gpus", "4"),
+        *("--corpus", "s3://bucket/corpus", "--output", "s3://bucket/out", "--image", IMAGE),
+        *("--node-selector", "pool=gpu", "--image-pull-secrets", "regcred", "--dry-run"),
+    ]
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    first, _, document = done.stdout.partition("\n")
+    assert first.startswith("# after the job: workers deleted at once")
+    manifest = yaml.safe_load(document)
+    validator.validate(manifest)
+    job = manifest["spec"]
+    assert job["submissionMode"] == "SidecarMode"
+    assert {"condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}, "policy": "DeleteWorkers"} in job[
+        "deletionStrategy"
+    ]["deletionRules"]
+    workers = gpu_pod(manifest)
+    assert workers["containers"][0]["resources"]["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert workers["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in workers["tolerations"]
+    for pod in all_pods(manifest):
+        assert pod["nodeSelector"] == {"pool": "gpu"} and pod["imagePullSecrets"] == [{"name": "regcred"}]

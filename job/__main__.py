@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import sys
 
 from job.config import (
@@ -17,12 +19,15 @@ from job.config import (
 from job.corpus import Fields
 from job.run import RunConfig, run
 
+SPEC_FLAG = "--spec-b64"
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m job",
         description="Run a transformers model over a text corpus on Ray; write Parquet parts and "
-        "manifest.json. Rerunning with the same arguments resumes: finished shards are skipped.",
+        "manifest.json. Rerunning with the same arguments resumes: finished shards are skipped. "
+        f"{SPEC_FLAG} B64 stands for the options as base64 of their JSON list (what raybake sends).",
     )
     p.add_argument(
         "--corpus",
@@ -83,9 +88,28 @@ def positive(p: argparse.ArgumentParser, args: argparse.Namespace, *names: str) 
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {value!r}")
 
 
+def expand_spec(argv: list[str]) -> list[str]:
+    """`--spec-b64 X` replaced by the options it holds: base64 of their JSON list of strings.
+
+    The client sends its options so (raybake/spec.py): no shell on the way, Ray's or KubeRay's
+    submitter, can read a corpus name as shell text. Options beside it (`--check`) still apply."""
+    if SPEC_FLAG not in argv:
+        return argv
+    at = argv.index(SPEC_FLAG)
+    if at + 1 >= len(argv):
+        parser().error(f"{SPEC_FLAG} needs a value")
+    try:
+        spec = json.loads(base64.b64decode(argv[at + 1], validate=True))
+    except ValueError as exc:
+        parser().error(f"{SPEC_FLAG} is not base64 of a JSON list: {exc}")
+    if not isinstance(spec, list) or not all(isinstance(a, str) for a in spec):
+        parser().error(f"{SPEC_FLAG} must hold a JSON list of strings")
+    return [*argv[:at], *spec, *argv[at + 2 :]]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    args = p.parse_args(argv)
+    args = p.parse_args(expand_spec(sys.argv[1:] if argv is None else argv))
     if args.output is None and not args.check:
         p.error("--output is required (or --check to only check the corpus)")
     positive(

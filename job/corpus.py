@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import fsspec
 import pyarrow.parquet as pq
 
+from job import urls
+
 FORMATS = {
     ".txt": "txt",
     ".text": "txt",
@@ -111,7 +113,7 @@ def _ignored(rel: str) -> bool:
 def list_files(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]]:
     """The readable files of a corpus, sorted, or a CorpusError that says what is wrong."""
     try:
-        fs, root = fsspec.core.url_to_fs(corpus)
+        fs, root = fsspec.core.url_to_fs(corpus, **urls.fs_options(corpus))
     except (ImportError, ValueError) as exc:
         raise CorpusError(f"cannot open corpus {corpus!r}: {exc}") from exc
     if not fs.exists(root):
@@ -124,7 +126,7 @@ def list_files(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]
         rels = [(p, p[len(root) + 1 :], info["type"]) for p, info in sorted(found.items())]
         rels = [r for r in rels if not _ignored(r[1])]
     elif fs.isfile(root):
-        rels = [(root, root.rsplit("/", 1)[-1], "file")]
+        rels = [(root, urls.file_name(root), "file")]
     else:
         raise CorpusError(f"corpus {corpus!r} is neither a file nor a directory (a pipe or a device?)")
     odd = [rel for _, rel, kind in rels if kind != "file"]

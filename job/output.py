@@ -47,6 +47,9 @@ class Output:
                 self.fs.rm(tmp)
 
     def write_part(self, name: str, table: pa.Table, stats: dict[str, Any]) -> None:
+        # A writer killed mid-part left its temp file; the shard is redone now, so it goes.
+        for leftover in self.fs.glob(f"{self.parts}/.{name}.tmp-*"):
+            self.fs.rm(leftover)
         # The part carries its own counts in its footer: the manifest reads footers, not rows.
         table = table.replace_schema_metadata({STATS_KEY: json.dumps(stats).encode()})
         self._atomic(f"{self.parts}/{name}", lambda handle: pq.write_table(table, handle))

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from job import urls
 from job.config import WorkerConfig
 from job.corpus import CorpusError, Shard, plan_shards, scan
 from job.output import Output, part_name
@@ -48,12 +49,13 @@ def auto_shard_size(documents: int) -> int:
 
 
 def log(message: str) -> None:
-    print(f"raybake: {message}", flush=True)
+    print(f"raybake: {urls.shown(message)}", flush=True)
 
 
 def run(config: RunConfig) -> int:
     started = time.time()
     wc = config.worker
+    urls.hide(wc.corpus, wc.output)
     try:
         _, files = scan(wc.corpus, wc.fields)
     except CorpusError as exc:
@@ -66,7 +68,7 @@ def run(config: RunConfig) -> int:
     config = dataclasses.replace(config, shard_size=shard_size)
     shards = plan_shards(files, shard_size)
     total_docs = sum(s.size for s in shards)
-    log(f"corpus {wc.corpus!r}: {total_docs} documents in {len(files)} file(s), {len(shards)} shard(s)")
+    log(f"corpus {urls.redact(wc.corpus)!r}: {total_docs} documents in {len(files)} file(s), {len(shards)} shard(s)")
     if config.check_only:
         return 0
 
@@ -259,7 +261,7 @@ def _spec(config: RunConfig, *, files_count: int, documents: int) -> dict[str, A
     """What determines the results: a rerun into the same output must match it exactly."""
     wc = config.worker
     return {
-        "corpus": wc.corpus,
+        "corpus": urls.redact(wc.corpus),
         "files": files_count,
         "documents": documents,
         "task": wc.task,

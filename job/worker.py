@@ -19,6 +19,7 @@ import pyarrow as pa
 import torch
 import transformers
 
+from job import urls
 from job.batching import token_budget_batches
 from job.config import TOKEN_BUDGET, WorkerConfig
 from job.corpus import Shard, read_shard
@@ -43,7 +44,7 @@ class ShardWorker:
         transformers.utils.logging.disable_progress_bar()
         self.config = config
         self.task = TASKS[config.task](config.model, config.options)
-        self.corpus_fs = fsspec.core.url_to_fs(config.corpus)[0]
+        self.corpus_fs = fsspec.core.url_to_fs(config.corpus, **urls.fs_options(config.corpus))[0]
         self.output = Output(config.output)
         self.schema = pa.schema(BASE_COLUMNS + self.task.columns())
         self.model_lock = threading.Lock()

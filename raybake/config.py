@@ -40,6 +40,10 @@ class Settings:
     token_file: str | None = None
     # Verify the cluster's TLS certificate (off: a network you trust only).
     verify_tls: bool = True
+    # Send the token over plain http to a host that is not this machine (a network you trust).
+    insecure_http: bool = False
+    # rayjob: a NetworkPolicy that lets only the job's own pods reach its head.
+    network_policy: bool = False
     # How long to wait for a cluster to answer before calling it unreachable.
     connect_timeout_s: float = 10.0
     # A CA bundle to verify the cluster's TLS certificate with (instead of the system's).

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from raybake import urls
 from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import ROOT
 
@@ -38,23 +39,10 @@ class JobSpec:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise RaybakeError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}", ExitCode.REFUSED)
-        for key in ("corpus", "output", "model"):
-            # The command line shows in job lists, logs and the manifest: no place for a secret.
-            parts = urlsplit(getattr(self, key)) if "://" in getattr(self, key) else None
-            if parts and parts.password:
-                shown = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
-                raise RaybakeError(
-                    f"the --{key} URL carries a password ({shown!r}); it would show in job lists, logs and "
-                    "the manifest: give the filesystem its credentials in the environment instead "
-                    "(e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://)",
-                    ExitCode.REFUSED,
-                )
 
-    def job_argv(self) -> list[str]:
+    def arguments(self) -> list[str]:
+        """The options of `python -m job`, as the job parses them."""
         argv = [
-            "python",
-            "-m",
-            "job",
             "--corpus",
             self.corpus,
             "--output",
@@ -70,9 +58,44 @@ class JobSpec:
             argv += ["--id-field", self.id_field]
         return argv + list(self.job_args)
 
-    def command(self) -> str:
-        """The entrypoint as Ray runs it: a shell line, so every argument is quoted, never pasted."""
-        return self.entrypoint or shlex.join(self.job_argv())
+    def job_argv(self, *, python: str = "python") -> list[str]:
+        """`python -m job --spec-b64 X`: the options as base64 of their JSON list; `python` is the
+        cluster's interpreter on PATH unless named.
+
+        Ray runs the entrypoint through a shell, and KubeRay's submitter pastes it into one bash
+        line; base64's alphabet means nothing to any shell, quoted or not, so whatever the corpus,
+        output or model is called it reaches the job as data, byte for byte."""
+        encoded = base64.b64encode(json.dumps(self.arguments()).encode()).decode()
+        return [python, "-m", "job", SPEC_FLAG, encoded]
+
+    def command(self, *, python: str = "python") -> str:
+        """The entrypoint as Ray runs it: the built-in job's, or the user's own command."""
+        return self.entrypoint or shlex.join(self.job_argv(python=python))
+
+    def shown_command(self) -> str:
+        """The entrypoint as people see it: the options readable, URL credentials masked."""
+        if self.entrypoint:
+            return self.entrypoint
+        return shlex.join(["python", "-m", "job", *(urls.redact(a) for a in self.arguments())])
+
+
+# The job's flag for its options as base64 JSON (job/__main__.py).
+SPEC_FLAG = "--spec-b64"
+
+
+def shown_entrypoint(entrypoint: str) -> str:
+    """An entrypoint read back from a cluster, as people see it: a spec decoded, URLs masked."""
+    try:
+        words = shlex.split(entrypoint)
+    except ValueError:
+        return entrypoint
+    if len(words) == 5 and words[1:4] == ["-m", "job", SPEC_FLAG]:
+        try:
+            arguments = json.loads(base64.b64decode(words[4], validate=True))
+        except ValueError:
+            return entrypoint
+        return shlex.join([words[0], "-m", "job", *(urls.redact(str(a)) for a in arguments)])
+    return entrypoint
 
 
 # A path on the cluster's own volume, e.g. `cluster:/mnt/data/corpus` (raybake/clusters/transport.py).

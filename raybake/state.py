@@ -17,6 +17,7 @@ from raybake.versions import ROOT
 
 IMAGES = "images"
 CLUSTERS = "clusters"
+LOCAL_HEADS = "local_ray"
 
 
 def path_of(settings: Settings) -> Path:
@@ -45,6 +46,16 @@ def clusters(settings: Settings) -> list[dict[str, Any]]:
 def record_cluster(settings: Settings, name: str, entry: dict[str, Any] | None) -> None:
     """Remember the cluster `name`; None forgets it."""
     _update(settings, CLUSTERS, name, entry)
+
+
+def local_heads(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The embedded Ray heads raybake started, by dashboard port."""
+    return _read(settings).get(LOCAL_HEADS, {})
+
+
+def record_local_head(settings: Settings, port: str, entry: dict[str, Any] | None) -> None:
+    """Remember the head on `port`; None forgets it."""
+    _update(settings, LOCAL_HEADS, port, entry)
 
 
 def _read(settings: Settings) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raybake import console
+from raybake import console, urls
 from raybake.clusters import Backend
 from raybake.clusters.base import Placed
 from raybake.clusters.transport import on_cluster
@@ -18,28 +18,49 @@ from raybake.result import AlreadySubmitted, JobResult, exit_code
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
 from raybake.versions import ROOT
 
+# How long the client reads a URI corpus before it leaves the check to the cluster.
+URI_CHECK_S = 60.0
+# The job's reasons for a corpus it could not reach at all: from here, not a verdict on it.
+UNREACHED = ("cannot open corpus", "corpus not found")
+
 
 def preflight(spec: JobSpec) -> None:
     """Refuse bad input before anything is submitted, with the job's own reading of the corpus.
 
     The client never imports job/: it runs `python -m job --check` on the same arguments, the
-    one contract the two sides share. Only local corpora can be checked from here.
+    one contract the two sides share. A local corpus is checked whole; a URI as far as this
+    machine reaches it (a cluster may read what the client cannot: its network, its credentials);
+    a `cluster:` path only there.
     """
-    if spec.entrypoint or not is_local_path(spec.corpus):
+    if spec.entrypoint or spec.corpus.startswith(CLUSTER_PREFIX):
         return
+    remote = urls.is_url(spec.corpus)
     argv = [sys.executable, "-m", "job", "--check", *spec.job_argv()[3:]]
-    checked = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
-    if checked.returncode != 0:
-        lines = [ln for ln in (checked.stdout + checked.stderr).splitlines() if ln.strip()]
-        reason = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "")
-        raise RaybakeError(f"refused: {reason.removeprefix('raybake: ').removeprefix('error: ')}", ExitCode.REFUSED)
+    try:
+        checked = subprocess.run(
+            argv, cwd=ROOT, capture_output=True, text=True, timeout=URI_CHECK_S if remote else None
+        )
+    except subprocess.TimeoutExpired:
+        console.aside(f"note: the corpus did not answer here within {URI_CHECK_S:.0f}s; the cluster reads it")
+        return
+    if checked.returncode == 0:
+        return
+    lines = [ln for ln in (checked.stdout + checked.stderr).splitlines() if ln.strip()]
+    verdict = next((ln for ln in reversed(lines) if ln.startswith("raybake: error: ")), "")
+    reason = verdict or next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "")
+    reason = urls.scrub(reason.removeprefix("raybake: ").removeprefix("error: "), spec.corpus)
+    # The job's verdict on a corpus it read is final; failing to reach a URI from here is not.
+    if remote and (not verdict or reason.startswith(UNREACHED)):
+        console.aside(f"note: cannot read the corpus from here ({reason}); the cluster reads it")
+        return
+    raise RaybakeError(f"refused: {reason}", ExitCode.REFUSED)
 
 
 def where(output: str) -> str:
     """Where the results are, as the user named them: this machine, a URI, or the cluster's volume."""
     if output.startswith(CLUSTER_PREFIX):
         return f"{on_cluster(output)} on the cluster's volume"
-    return output
+    return urls.redact(output)
 
 
 def summarize(placed: Placed, result: JobResult) -> str:
@@ -93,23 +114,28 @@ def start_or_attach(backend: Backend, placed: Placed, *, new: bool = False) -> s
     """Submit the job under its name, or attach to the job already running it.
 
     A running or finished job of the same spec is attached to, unless `new`. One that FAILED or
-    was STOPPED is tried again as `<name>-<attempt>`: same output, so it resumes from the parts
-    the earlier attempt finished. Ray refuses an id it already holds, so of two submits that race
-    one submits and the other, refused, looks again and attaches.
+    was STOPPED, or SUCCEEDED into an output deleted since, is tried again as `<name>-<attempt>`:
+    same output, so it resumes from the parts the earlier attempt finished. Ray refuses an id it
+    already holds, so of two submits that race one submits and the other, refused, looks again
+    and attaches.
     """
     for _ in range(3):
         tried = attempts(backend, placed.name)
         if tried and not new and tried[-1][2] not in ("FAILED", "STOPPED"):
             _, job_id, status = tried[-1]
-            console.say(f"attaching to {job_id} ({status}), the same job submitted before; --new starts another")
-            return job_id
+            if status != "SUCCEEDED" or not backend.output_lost(placed.runs):
+                console.say(f"attaching to {job_id} ({status}), the same job submitted before; --new starts another")
+                return job_id
+            console.say(
+                f"{job_id} SUCCEEDED, but its output {placed.runs.output} holds no manifest.json; running it again"
+            )
         attempt = tried[-1][0] + 1 if tried else 1
         name = placed.name if attempt == 1 else f"{placed.name}-{attempt}"
         try:
             job_id = backend.submit(placed.renamed(name))
         except AlreadySubmitted:
             continue
-        console.say(f"submitted {job_id}; output {where(placed.named.output)}")
+        console.say(f"submitted {job_id}; output {where(urls.redact(placed.named.output))}")
         return job_id
     raise RaybakeError(
         f"could not submit {placed.name!r}: its id kept being taken by concurrent submits", ExitCode.FAILED

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# A Docker engine and the CPU base image on a machine that has no container registry (CI, the
-# 2-core VM): install and start dockerd where none answers, make the base image with debootstrap
-# where it is missing, and stage the local torch wheel in the build's wheelhouse.
+# A Docker engine and the CPU base image the docker tier builds on: install and start dockerd
+# where none answers; take the real base, rayproject/ray:<ray>-py311-cpu, where it can be pulled
+# (GitHub's runners), else make a stand-in with debootstrap (machines without a registry: CI
+# here, the 2-core VM); stage the local torch wheel in the build's wheelhouse.
 # Idempotent: `.ci/run` and the docker tests both call it; a second run costs about a second.
-# Usage: scripts/docker-engine.sh [BASE_IMAGE]   (default: raybake-base/debian:bookworm)
+# Usage: scripts/docker-engine.sh [STAND_IN]   (a stand-in of that name, never the real base)
+# The last line names the base: `base image NAME: SIZE bytes`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-base_image="${1:-raybake-base/debian:bookworm}"
+stand_in="${1:-raybake-base/debian:bookworm}"
+ray_pin="$(sed -n 's/^ray\(\[[^]]*\]\)\{0,1\}==\([^ ;#]*\).*/\2/p' requirements.txt)"
+real_base="rayproject/ray:${ray_pin}-py311-cpu"
 # Root for packages, dockerd and the chroot: as is in CI, through sudo on a GitHub runner.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -25,15 +29,30 @@ if ! docker info >/dev/null 2>&1; then
     docker info >/dev/null 2>&1 || { tail -n 20 /var/log/raybake-dockerd.log; echo "dockerd did not start" >&2; exit 1; }
 fi
 
+# The production image's base where a registry serves it, so that base is what gets tested.
+base_image="$stand_in"
+if [ $# = 0 ] && { docker image inspect "$real_base" >/dev/null 2>&1 || timeout 900 docker pull -q "$real_base" >/dev/null 2>&1; }; then
+    base_image="$real_base"
+fi
+
 # The stand-in for rayproject/ray:<ray>-py311-cpu, shaped like it: a non-root user `ray`
 # (uid 1000, gid 100) that owns the Python on PATH, so docker/Dockerfile serves both.
 if ! docker image inspect "$base_image" >/dev/null 2>&1; then
-    command -v debootstrap >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap
+    # Debian's archive keyring: on an Ubuntu runner debootstrap has only Ubuntu's, and its
+    # default mirror is Ubuntu's, so both are named here (the same as Debian's own defaults).
+    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    needed=""
+    command -v debootstrap >/dev/null || needed="debootstrap"
+    [ -f "$keyring" ] || needed="$needed debian-archive-keyring"
+    if [ -n "$needed" ]; then
+        # shellcheck disable=SC2086 # package names, split on purpose
+        as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $needed
+    fi
     rootfs="$(mktemp -d /tmp/raybake-rootfs.XXXXXX)"
     trap 'as_root rm -rf "$rootfs"' EXIT
     chmod 755 "$rootfs"  # it becomes the image's /, which every user must traverse
     as_root debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-        bookworm "$rootfs" >/dev/null
+        --keyring="$keyring" bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
     # Outbound TLS goes through an inspecting proxy here: the host's bundle carries its CA.
     as_root cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
     as_root chroot "$rootfs" useradd --uid 1000 --gid 100 --create-home --shell /bin/bash ray

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from noskip import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402, F401 - hooks
 from raycluster import RayHead, start_head  # noqa: E402
 
 TIER_MARKS = {"ray": pytest.mark.ray, "docker": pytest.mark.docker, "e2e": pytest.mark.e2e}

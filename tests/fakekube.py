@@ -41,6 +41,8 @@ class FakeKube(Kube):
         self.patches: list[dict[str, Any]] = []
         self.deleted: list[str] = []
         self.forwards: list[Forward] = []
+        # Secrets and NetworkPolicies made beside a RayJob, with the owner each names.
+        self.owned: list[dict[str, Any]] = []
 
     def served_versions(self, group: str = "ray.io") -> list[str] | None:
         return self.served
@@ -54,6 +56,15 @@ class FakeKube(Kube):
     def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:
         self.created.append(copy.deepcopy(manifest))
         return manifest
+
+    def create_owned(self, manifest: dict[str, Any], owner: dict[str, Any]) -> None:
+        self.owned.append({**copy.deepcopy(manifest), "owner": owner["metadata"]["name"]})
+
+    def secret_value(self, name: str, key: str) -> str:
+        found = [o for o in self.owned if o["kind"] == "Secret" and o["metadata"]["name"] == name]
+        if not found:
+            raise RaybakeError(f"reading Secret {name!r} failed: HTTP 404 Not Found", 3)
+        return found[-1]["stringData"][key]
 
     def status_now(self) -> dict[str, Any]:
         """The next scripted status; the last one stays."""

@@ -15,16 +15,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from raybake.clusters.embedded import SERVICE_PORTS, WORKER_PORTS, answers, free_port, pick_ports
 
 AUTH_MODES = ("token", "disabled")
 TOKEN_NAME = "auth_token"
@@ -36,12 +37,6 @@ def auth_env(auth_mode: str, token_file: Path | None) -> dict[str, str]:
     if auth_mode == "token" and token_file:
         env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -82,6 +77,8 @@ class RayHead:
             **self.auth_env(),
             "INVOKE_RAYBAKE_LOCAL_DASHBOARD_PORT": str(self.dashboard_port),
             "INVOKE_RAYBAKE_RESULTS_DIR": str(results_dir),
+            # Not the checkout's .raybake/: what raybake remembers stays with the test.
+            "INVOKE_RAYBAKE_STATE_FILE": str(Path(results_dir).parent / "raybake-state.json"),
             **extra,
         }
 
@@ -93,6 +90,7 @@ class RayHead:
             self.process.wait(timeout=60)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def clean_environ() -> dict[str, str]:
@@ -101,40 +99,8 @@ def clean_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in inherited}
 
 
-def dashboard_up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/api/version", timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
-
-
-PORT_NAMES = (
-    "port",
-    "dashboard-port",
-    "ray-client-server-port",
-    "dashboard-agent-listen-port",
-    "dashboard-agent-grpc-port",
-    "runtime-env-agent-port",
-    "metrics-export-port",
-    "node-manager-port",
-    "object-manager-port",
-)
-WORKER_PORTS = 200
+PORT_NAMES = ("port", "dashboard-port", *SERVICE_PORTS)
 START_ATTEMPTS = 3
-
-
-def pick_ports() -> tuple[dict[str, int], int]:
-    """Free ports for the head's services, none inside its workers' port range."""
-    low = free_port()
-    ports: dict[str, int] = {}
-    while len(ports) < len(PORT_NAMES):
-        port = free_port()
-        if not low <= port <= low + WORKER_PORTS and port not in ports.values():
-            ports[PORT_NAMES[len(ports)]] = port
-    return ports, low
 
 
 def start_head(num_cpus: int = 2, *, auth_mode: str, timeout: float = 120) -> RayHead:
@@ -151,7 +117,7 @@ def start_head(num_cpus: int = 2, *, auth_mode: str, timeout: float = 120) -> Ra
 
 
 def _start_head(num_cpus: int, auth_mode: str, timeout: float) -> RayHead:
-    ports, low = pick_ports()
+    ports, low = pick_ports(PORT_NAMES)
     temp_dir = tempfile.mkdtemp(prefix="rbt-", dir="/tmp")
     token_file = Path(temp_dir, TOKEN_NAME)
     if auth_mode == "token":
@@ -174,21 +140,43 @@ def _start_head(num_cpus: int, auth_mode: str, timeout: float) -> RayHead:
         f"--max-worker-port={low + WORKER_PORTS}",
     ]
     command += [f"--{name}={port}" for name, port in ports.items()]
+    return _launch(command, {**clean_environ(), **auth_env(auth_mode, token_file)}, ports, temp_dir, auth_mode, timeout)
+
+
+# Ray's default port for a head's dashboard agent: every plain `ray start` takes it.
+DEFAULT_AGENT_PORT = 52365
+
+
+def start_users_head(timeout: float = 120) -> RayHead:
+    """A head as a user starts one beside raybake: plain `ray start --head`, Ray's defaults.
+
+    Only the ports another test session may hold at the same time are its own; the dashboard
+    agent keeps Ray's default port where that is free, as a user's head has it. Its HOME has no
+    ~/.ray/auth_token, so Ray starts it without auth, as on a machine that never made a token.
+    """
+    names = ("port", "dashboard-port", "ray-client-server-port")
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", DEFAULT_AGENT_PORT)) == 0:
+            names += ("dashboard-agent-listen-port",)
+    ports = dict(zip(names, (free_port() for _ in names), strict=True))
+    temp_dir = tempfile.mkdtemp(prefix="rbt-user-", dir="/tmp")
+    ray = str(Path(sys.executable).parent / "ray")
+    command = [ray, "start", "--head", "--block", "--disable-usage-stats", f"--temp-dir={temp_dir}", "--num-cpus=1"]
+    command += [f"--{name}={port}" for name, port in ports.items()]
+    return _launch(command, {**clean_environ(), "HOME": temp_dir}, ports, temp_dir, "disabled", timeout)
+
+
+def _launch(command: list[str], env: dict[str, str], ports: dict[str, int], temp_dir: str, auth_mode: str, timeout):
     log = Path(temp_dir, "start.log")
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**clean_environ(), **auth_env(auth_mode, token_file)},
-        )
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     head = RayHead(process, ports["dashboard-port"], ports["port"], temp_dir, auth_mode)
     deadline = time.monotonic() + timeout
-    while not dashboard_up(head.url):
+    while not answers(head.url):
         if process.poll() is not None or time.monotonic() > deadline:
+            text = log.read_text()[-2000:]
             head.stop()
-            raise RuntimeError(f"test Ray head did not start (exit {process.poll()}):\n{log.read_text()[-2000:]}")
+            raise RuntimeError(f"test Ray head did not start (exit {process.poll()}):\n{text}")
         time.sleep(0.5)
     return head
 

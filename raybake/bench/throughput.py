@@ -96,17 +96,26 @@ def _rates(docs: int, real: int, padded: int, seconds: float) -> dict[str, Any]:
 
 
 def raybake_run(
-    backend: LocalBackend, corpus: Path, output: Path, *, workers: int, cpus_per_worker: int
+    backend: LocalBackend,
+    corpus: Path,
+    output: Path,
+    *,
+    workers: int | None = None,
+    cpus_per_worker: int | None = None,
+    model: str = DEFAULT_MODEL,
+    job_args: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """The real path: JobSpec -> JobSubmissionClient -> the job on the local Ray."""
+    """The real path: JobSpec -> JobSubmissionClient -> the job on the local Ray. Workers and
+    their CPUs left out are the job's own defaults (one worker per GPU)."""
     import pyarrow.parquet as pq
 
+    sizing = (("--workers", workers), ("--cpus-per-worker", cpus_per_worker))
     spec = JobSpec(
         corpus=str(corpus),
         output=str(output),
-        model=DEFAULT_MODEL,
+        model=model,
         id_field="id",
-        job_args=("--workers", str(workers), "--cpus-per-worker", str(cpus_per_worker)),
+        job_args=tuple(a for flag, value in sizing if value for a in (flag, str(value))) + job_args,
     )
     placed = backend.prepare(with_id(spec, name=f"bench-{output.name}-{int(time.time())}", results_dir=str(output)))
     submitted = time.time()

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from raybake import console
 from raybake.errors import ExitCode, RaybakeError
@@ -85,7 +86,8 @@ def write_kubeconfig(out: Path, *, source_env: str = "RAYBAKE_KUBECONFIG") -> Pa
         )
     if not content.lstrip().startswith(("apiVersion", "kind", "clusters", "{", "---")):
         try:
-            content = base64.b64decode(content, validate=True).decode()
+            # Plain `base64` wraps at 76 columns: the line breaks are layout, not data.
+            content = base64.b64decode("".join(content.split()), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise RaybakeError(f"${source_env} is neither kubeconfig YAML nor base64 of it", ExitCode.REFUSED) from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,13 +108,17 @@ class ImageRef(NamedTuple):
         return f"{self.registry}/{self.name}"
 
 
-def image_ref(*, repository: str, given: str = "", sha: str = "") -> ImageRef:
+def image_ref(*, repository: str, given: str = "", sha: str = "", pr: int = 0) -> ImageRef:
     """Where images go and which one to run, from a tag, a digest, a full reference or nothing.
 
     Nothing means the image pushed for commit `sha` (tag `sha-<sha>`). Registries such as GHCR
-    want lower case names, while GitHub owners and repositories may be mixed case.
+    want lower case names, while GitHub owners and repositories may be mixed case. A pull
+    request's image (`pr`) goes under NAME-pr: main's builds and caches never read that name,
+    so a pull request can neither overwrite main's tags nor poison main's layer cache.
     """
     registry, _, name = repository.lower().rpartition("/")
+    if pr:
+        name = f"{name}-pr"
     if not registry:
         raise RaybakeError(f"image repository {repository!r} must be REGISTRY/OWNER/NAME", ExitCode.REFUSED)
     base = f"{registry}/{name}"
@@ -143,6 +149,45 @@ def _api(method: str, url: str, token: str, body: dict[str, Any] | None = None) 
         raise RaybakeError(f"GitHub API {method} {url!r} answered {exc.code}: {exc.read()[:200]!r}") from None
     except urllib.error.URLError as exc:
         raise RaybakeError(f"GitHub API {url!r} unreachable: {exc.reason}") from None
+
+
+# The label that asks for a pull request's trial run (pr-image.yml, pr-trial.yml).
+TRIAL_LABEL = "run-job"
+# What the collaborator permission API answers for people who may push (maintain reads as write).
+WRITERS = ("admin", "write")
+
+
+def trial_pull_request(*, repository: str, head: str, head_sha: str, actor: str, token: str, api_url: str) -> int:
+    """The open pull request a trial run is for, once its starter may start it; its number.
+
+    `head` is OWNER:BRANCH and `head_sha` the commit its image was built from, as the
+    workflow_run event reports them (a fork's pull request is not in that event). Refused: no
+    such pull request at that commit, the label gone, an actor without write access, or the
+    pull request's own author (who could otherwise run their code with the sandbox's credentials)."""
+    base = f"{api_url.rstrip('/')}/repos/{repository}"
+    pulls = _api("GET", f"{base}/pulls?state=open&per_page=100&head={quote(head, safe=':')}", token) or []
+    found = [p for p in pulls if (p.get("head") or {}).get("sha") == head_sha]
+    if not found:
+        raise RaybakeError(f"no open pull request has {head!r} at {head_sha!r}: nothing to try", ExitCode.FAILED)
+    pull = found[0]
+    number, author = int(pull["number"]), (pull.get("user") or {}).get("login", "")
+    if TRIAL_LABEL not in {label.get("name") for label in pull.get("labels") or []}:
+        raise RaybakeError(f"pull request #{number} no longer carries the {TRIAL_LABEL!r} label", ExitCode.FAILED)
+    if actor.lower() == author.lower():
+        raise RaybakeError(
+            f"{actor!r} opened pull request #{number}: its author cannot start its trial run; "
+            f"another maintainer adds the {TRIAL_LABEL!r} label",
+            ExitCode.FAILED,
+        )
+    permission = _api("GET", f"{base}/collaborators/{quote(actor)}/permission", token) or {}
+    if permission.get("permission") not in WRITERS:
+        raise RaybakeError(
+            f"{actor!r} has {permission.get('permission', 'no')!r} access to {repository}: "
+            "only people with write access start trial runs",
+            ExitCode.FAILED,
+        )
+    export_env("PR_NUMBER", str(number))
+    return number
 
 
 def comment_on_pr(*, repository: str, number: int, body: str, token: str, api_url: str) -> str:

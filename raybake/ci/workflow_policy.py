@@ -2,8 +2,14 @@
 
 actionlint and the workflow JSON schema catch what is malformed; these rules catch what is
 well-formed but unsafe or against the project's conventions: logic that lives only in YAML,
-script injection, secrets or write tokens reachable from a fork, unpinned actions, jobs that
-can hang for six hours, and a second copy of a pinned version.
+script injection, credentials within reach of a pull request's code, unpinned actions, jobs
+that can hang for six hours, and a second copy of a pinned version. Conditions are parsed
+(raybake/expressions.py), never searched as text: `A || true` guards nothing.
+
+The trust model (docs/github-actions.md): a `pull_request` workflow runs the pull request's
+code, so it holds nothing (no secrets, no write scope, no environment, no registry login); the
+privileged half of a pull request's trial is a `workflow_run` workflow, whose file and checkout
+come from the default branch, gated by an environment that is not `production`.
 """
 
 from __future__ import annotations
@@ -17,19 +23,23 @@ from typing import Any
 import yaml
 
 from raybake import versions
+from raybake.ci import expressions
 
 WORKFLOWS_DIR = versions.ROOT / ".github" / "workflows"
+# The one install a job holding credentials may run: the client, every package hash-locked.
+LOCKED_INSTALL = "pip install --require-hashes --no-deps -r requirements-client.lock"
 
 # Commands a `run:` step may hold besides `invoke ...`, each with the reason it cannot be a task.
 RUN_EXCEPTIONS = {
     "pip install -r requirements-dev.txt": "bootstrap: invoke itself is installed by this command",
+    LOCKED_INSTALL: "bootstrap, hash-locked: the client alone, for jobs that hold credentials",
 }
-# The same-repository guard a pull_request job must carry before it sees secrets or write tokens.
-SAME_REPO_GUARD = "github.event.pull_request.head.repo.full_name == github.repository"
-DISPATCH_GUARD = "github.event_name == 'workflow_dispatch'"
 _SHA_PIN = re.compile(r"^\s*-?\s*uses:\s*([^@\s]+)@([0-9a-f]{40})\s+#\s*v\d[\w.\-]*\s*$")
 _USES_LINE = re.compile(r"^\s*-?\s*uses:\s*(\S+)")
-_SECRET_REF = re.compile(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)")
+# Where a workflow_run job's condition must require the run it follows to have passed.
+RUN_PASSED = "github.event.workflow_run.conclusion == 'success'"
+# The step that refuses a trial run started by its pull request's author or a non-writer.
+TRIAL_CHECK = "invoke ci.pr-trial-check"
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,38 @@ def _steps(job: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         yield step.get("name") or f"step {index + 1}", step
 
 
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def read_contexts(value: Any) -> set[str]:
+    """Every context path the `${{ }}` expressions anywhere in `value` read."""
+    return {c for text in _strings(value) for node in expressions.embedded(text) for c in expressions.contexts(node)}
+
+
+def secrets_of(value: Any) -> set[str]:
+    """The secrets `value` reads, GITHUB_TOKEN included (its scopes are the job's permissions)."""
+    return {c.split(".")[1] for c in read_contexts(value) if c.startswith("secrets.") and c.count(".") == 1}
+
+
+def _writes(job: dict[str, Any]) -> list[str]:
+    permissions = job.get("permissions") or {}
+    if isinstance(permissions, str):
+        return ["all"] if permissions == "write-all" else []
+    return sorted(k for k, v in permissions.items() if v == "write")
+
+
+def _privileged(job: dict[str, Any]) -> bool:
+    return bool(secrets_of(job) - {"GITHUB_TOKEN"} or _writes(job) or job.get("environment"))
+
+
 def _check_runs(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
     for job_id, job in _jobs(workflow):
         for step_name, step in _steps(job):
@@ -103,44 +145,134 @@ def _check_jobs(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
                 yield Problem(name, where, "checkout without persist-credentials: false")
             if uses.startswith("actions/setup-python@") and given.get("python-version-file") != ".python-version":
                 yield Problem(name, where, "setup-python must read .python-version (the one Python pin)")
+        for key, value in (job.get("env") or {}).items():
+            # A job's name is what a re-run attaches by: an attempt number would start a second job.
+            if "NAME" in key and "github.run_attempt" in read_contexts(value):
+                yield Problem(
+                    name, f"{job_id}/env/{key}", "a job name with github.run_attempt: a re-run starts a second job"
+                )
 
 
 def _check_top(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
     if workflow.get("permissions") != {"contents": "read"}:
         yield Problem(name, "permissions", "top-level permissions must be exactly `contents: read`")
-    if not (workflow.get("concurrency") or {}).get("group"):
+    group = (workflow.get("concurrency") or {}).get("group")
+    if not group:
         yield Problem(name, "concurrency", "no concurrency group")
-    for forbidden in ("pull_request_target", "workflow_run"):
-        if forbidden in triggers(workflow):
-            yield Problem(name, "on", f"{forbidden} runs with secrets next to untrusted code; use pull_request")
+    labeled = (
+        "labeled" in ((workflow.get("on") or {}).get("pull_request") or {}).get("types", [])
+        if isinstance(workflow.get("on"), dict)
+        else False
+    )
+    if group and labeled and "github.event.label.name" not in read_contexts(group):
+        yield Problem(
+            name,
+            "concurrency",
+            "a labeled pull_request run's group must depend on github.event.label.name: "
+            "otherwise any other label added replaces a queued run",
+        )
+    if "pull_request_target" in triggers(workflow):
+        yield Problem(
+            name, "on", "pull_request_target runs with secrets next to untrusted code; use pull_request + workflow_run"
+        )
 
 
 def _check_secret_scope(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
     """Secrets in a step's env only: a workflow's or job's env reaches every step, pip's too."""
     scopes = [("env", workflow.get("env")), *((f"{job_id}/env", job.get("env")) for job_id, job in _jobs(workflow))]
     for where, env in scopes:
-        secrets = sorted(set(_SECRET_REF.findall(yaml.safe_dump(env or {}))) - {"GITHUB_TOKEN"})
+        secrets = sorted(secrets_of(env or {}) - {"GITHUB_TOKEN"})
         if secrets:
             yield Problem(name, where, f"secrets {secrets} in a shared env:; give them to the steps that use them")
 
 
-def _check_fork_safety(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
-    """On pull_request, secrets and write scopes only in jobs a fork can never reach."""
-    on_prs = "pull_request" in triggers(workflow)
+def _check_pull_requests(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
+    """A pull_request workflow runs the pull request's code (its file, tasks, requirements): it holds nothing."""
     for job_id, job in _jobs(workflow):
-        secrets = {s for s in _SECRET_REF.findall(yaml.safe_dump(job)) if s != "GITHUB_TOKEN"}
-        writes = sorted(k for k, v in (job.get("permissions") or {}).items() if v == "write")
-        condition = str(job.get("if", ""))
-        # A dispatch-only job is run by someone with write access; an `||` could let a PR in.
-        guarded = SAME_REPO_GUARD in condition or (DISPATCH_GUARD in condition and "||" not in condition)
+        secrets = sorted(secrets_of(job) - {"GITHUB_TOKEN"})
         if secrets and not job.get("environment"):
-            yield Problem(name, job_id, f"secrets {sorted(secrets)} outside a protected environment:")
-        if on_prs and (secrets or writes) and not guarded:
+            yield Problem(name, job_id, f"secrets {secrets} outside a protected environment:")
+        if "pull_request" not in triggers(workflow):
+            continue
+        held = [
+            *(f"secret {s}" for s in sorted(secrets_of(job))),
+            *(f"write scope {w}" for w in _writes(job)),
+            *([f"environment {job['environment']}"] if job.get("environment") else []),
+            *(
+                ["a registry login"]
+                if any(str(st.get("uses", "")).startswith("docker/login-action@") for _, st in _steps(job))
+                else []
+            ),
+        ]
+        if held:
             yield Problem(
                 name,
                 job_id,
-                f"secrets {sorted(secrets)} / write scopes {writes} on pull_request without `if: {SAME_REPO_GUARD}`",
+                f"a pull_request workflow runs the pull request's code, whatever `if:` says; it holds "
+                f"{', '.join(held)}: build here, run privileged steps in a workflow_run workflow",
             )
+
+
+def _check_workflow_runs(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
+    """A workflow_run job: main's code only, gated, and the trial check before any credential."""
+    if "workflow_run" not in triggers(workflow):
+        return
+    for job_id, job in _jobs(workflow):
+        for step_name, step in _steps(job):
+            uses, given = str(step.get("uses", "")), step.get("with") or {}
+            if uses.startswith("actions/checkout@") and ({"ref", "repository"} & set(given)):
+                yield Problem(
+                    name, f"{job_id}/{step_name}", "a workflow_run job checks out other code than the default branch's"
+                )
+            if uses.startswith("docker/login-action@"):
+                yield Problem(
+                    name,
+                    f"{job_id}/{step_name}",
+                    "docker/login-action leaves a registry token on disk; pass it to the push step's env",
+                )
+        if not _privileged(job):
+            continue
+        if not expressions.requires(str(job.get("if", "true")), RUN_PASSED):
+            yield Problem(name, job_id, f"a privileged workflow_run job must require `{RUN_PASSED}` in its if:")
+        if job.get("environment") in (None, "production"):
+            yield Problem(
+                name, job_id, "a privileged workflow_run job needs an environment of its own (not production)"
+            )
+        checked = False
+        for step_name, step in _steps(job):
+            if any(c.startswith(TRIAL_CHECK) for c in commands(step.get("run") or "")):
+                checked = True
+            elif secrets_of(step) - {"GITHUB_TOKEN"} and not checked:
+                yield Problem(name, f"{job_id}/{step_name}", f"credentials before `{TRIAL_CHECK}` refused the run")
+
+
+def _check_installs(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
+    """Jobs that hold credentials install the hash-locked client, nothing a linter or test pulls in."""
+    for job_id, job in _jobs(workflow):
+        if not _privileged(job):
+            continue
+        for step_name, step in _steps(job):
+            for command in commands(step.get("run") or ""):
+                if command.startswith("pip ") and command != LOCKED_INSTALL:
+                    yield Problem(
+                        name,
+                        f"{job_id}/{step_name}",
+                        f"a job holding credentials installs {command!r}; use `{LOCKED_INSTALL}`",
+                    )
+
+
+def _check_pr_images(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
+    """A pull request's image and cache live under names main and releases never read."""
+    if not ({"pull_request", "workflow_run"} & triggers(workflow)):
+        return
+    for job_id, job in _jobs(workflow):
+        for step_name, step in _steps(job):
+            for command in commands(step.get("run") or ""):
+                where = f"{job_id}/{step_name}"
+                if "--cache-ref" in command:
+                    yield Problem(name, where, "a pull request's build may not read or write a registry cache")
+                if command.startswith("invoke ci.image-ref") and "--pr" not in command.split():
+                    yield Problem(name, where, "a pull request's image must be named with `invoke ci.image-ref --pr`")
 
 
 def _check_pins(name: str, text: str) -> Iterator[Problem]:
@@ -167,7 +299,10 @@ def check(path: Path) -> list[Problem]:
         *_check_top(name, workflow),
         *_check_jobs(name, workflow),
         *_check_runs(name, workflow),
-        *_check_fork_safety(name, workflow),
+        *_check_pull_requests(name, workflow),
+        *_check_workflow_runs(name, workflow),
+        *_check_installs(name, workflow),
+        *_check_pr_images(name, workflow),
         *_check_secret_scope(name, workflow),
         *_check_pins(name, text),
         *_check_version_copies(name, text),

@@ -7,6 +7,7 @@ a long-running cluster and, behind a port-forward, a KubeRay head.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from raybake import console, poll
+from raybake import console, poll, urls
 from raybake.clusters import transport
 from raybake.clusters.base import Backend, Placed
 from raybake.clusters.follow import LogPrinter
@@ -24,7 +25,7 @@ from raybake.kube.kuberay import cluster_selector
 from raybake.kube.manifests import to_yaml
 from raybake.kube.portforward import Forward
 from raybake.result import AlreadySubmitted, JobResult, ended
-from raybake.spec import JobSpec
+from raybake.spec import JobSpec, shown_entrypoint
 from raybake.versions import ROOT, origin_env, ray_version
 
 if TYPE_CHECKING:
@@ -64,6 +65,24 @@ def check_reachable(url: str, timeout: float) -> None:
             "check the address and that the cluster is up",
             ExitCode.UNREACHABLE,
         ) from None
+
+
+def check_token_transport(url: str, *, insecure_http: bool) -> None:
+    """A token goes over TLS, or to this machine: on plain http anyone on the path reads it."""
+    parsed = urlparse(url)
+    if parsed.scheme == "https" or insecure_http:
+        return
+    host = parsed.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise RaybakeError(
+            f"refusing to send the Ray token over plain http to {host!r}: anyone on the way could read it; "
+            "use the cluster's https:// URL, or --insecure-http on a network you trust",
+            ExitCode.REFUSED,
+        )
 
 
 def version_problem(*, cluster: str, expected: str) -> str | None:
@@ -108,12 +127,14 @@ class AddressBackend(Backend):
         url: str,
         *,
         token_file: Path | None = None,
+        token: str | None = None,
         forward: Forward | None = None,
         cluster_images: set[str] | None = None,
     ) -> None:
         self.settings = settings
         self.url = url.rstrip("/")
-        self.token = read_token(settings, token_file)
+        # A token given is this cluster's own (a RayJob's Secret): the environment's is for --address.
+        self.token = token if token is not None else read_token(settings, token_file)
         # The port-forward this backend reaches the cluster through, closed with the backend.
         self.forward = forward
         # The images the cluster's pods run, where Kubernetes told us (--cluster).
@@ -134,7 +155,10 @@ class AddressBackend(Backend):
 
     @property
     def headers(self) -> dict[str, str] | None:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else None
+        if not self.token:
+            return None
+        check_token_transport(self.url, insecure_http=self.settings.insecure_http)
+        return {"Authorization": f"Bearer {self.token}"}
 
     def close(self) -> None:
         if self.forward is not None:
@@ -233,22 +257,39 @@ class AddressBackend(Backend):
     def ready(self) -> None:
         self.check_cluster()
 
+    def entrypoint(self, spec: JobSpec) -> str:
+        """The command Ray runs: `python` is the cluster's, from its image."""
+        return spec.command()
+
     def describe(self, placed: Placed) -> str:
-        return to_yaml({"url": self.url, "entrypoint": placed.runs.command(), "runtime_env": self.runtime_env(placed)})
+        return to_yaml(
+            {
+                "url": self.url,
+                "entrypoint": shown_entrypoint(self.entrypoint(placed.runs)),
+                "runtime_env": self.runtime_env(placed),
+            }
+        )
 
     def submit(self, placed: Placed) -> str:
+        import requests
+
         spec = placed.runs
         try:
             return self.client.submit_job(
-                entrypoint=spec.command(),
+                entrypoint=self.entrypoint(spec),
                 submission_id=spec.name or None,
                 runtime_env=self.runtime_env(placed),
-                metadata={"raybake.task": spec.task, "raybake.output": spec.output},
+                metadata={"raybake.task": spec.task, "raybake.output": urls.redact(spec.output)},
             )
-        except RuntimeError as exc:
+        except (RuntimeError, OSError, requests.RequestException) as exc:
             if "already exists" in str(exc):
                 raise AlreadySubmitted(f"the cluster already has a job {spec.name!r}", ExitCode.REFUSED) from None
-            raise
+            # Ray's client raises bare RuntimeErrors whose text is an HTTP body, a traceback at times.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = lines[0] if lines else type(exc).__name__
+            raise RaybakeError(
+                f"the Ray cluster at {self.url!r} did not take the job: {reason}", ExitCode.UNREACHABLE
+            ) from None
 
     def follow(self, job_id: str) -> JobResult:
         self.stream_logs(job_id)
@@ -307,15 +348,17 @@ class AddressBackend(Backend):
                     "id": job.submission_id or job.job_id,
                     "status": str(job.status.value),
                     "start": job.start_time,
-                    "entrypoint": job.entrypoint,
+                    "entrypoint": shown_entrypoint(job.entrypoint),
                 }
             )
         return sorted(rows, key=lambda r: r["start"] or 0)
 
 
-def through_port_forward(settings: Settings, kube: Kube, cluster: str) -> AddressBackend:
-    """The address backend on an existing RayCluster, reached through its head service."""
+def through_port_forward(settings: Settings, kube: Kube, cluster: str, *, token: str | None = None) -> AddressBackend:
+    """The address backend on a RayCluster, reached through its head service.
+
+    `token`: the cluster's own (a RayJob's Secret); None means the user's, for a --cluster they named."""
     head = kube.head_pod(cluster)
     images = running_images(kube.pods(cluster_selector(cluster)))
     forward = kube.forward(head["metadata"]["name"], RAY_DASHBOARD_PORT)
-    return AddressBackend(settings, forward.url, forward=forward, cluster_images=images)
+    return AddressBackend(settings, forward.url, token=token, forward=forward, cluster_images=images)

@@ -65,6 +65,10 @@ class Backend(ABC):
         """The job's paths where it runs: uploads, `cluster:` mounts; default: as named."""
         return Placed(named=spec, runs=spec)
 
+    def output_lost(self, spec: JobSpec) -> bool:
+        """Whether a finished job's output is known to be gone; default: it cannot be seen from here."""
+        return False
+
     @abstractmethod
     def describe(self, placed: Placed) -> str:
         """What `submit --dry-run` prints: the submission as this backend would send it, secrets redacted."""

@@ -17,7 +17,8 @@ from raybake.spec import JobSpec
 
 class ContainerClusterBackend(AddressBackend):
     def __init__(self, settings: Settings, cluster: Cluster) -> None:
-        super().__init__(settings, cluster.url)
+        # The cluster's own token, from the file `invoke up` made: never the user's RAY_AUTH_TOKEN.
+        super().__init__(settings, cluster.url, token=cluster.token() or "")
         self.cluster = cluster
         self.expected_image = settings.expected_image or cluster.image
 

@@ -7,6 +7,7 @@ machine's disk, so paths are made absolute: the job runs in another working dire
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,28 @@ from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.spec import JobSpec, is_local_path
 
+# Where Ray's own CLI keeps its token: the token of a Ray the user started on the local port.
+RAY_TOKEN_FILE = Path("~/.ray/auth_token")
+
 
 def local_paths(spec: JobSpec) -> dict[str, Path]:
     """The spec's corpus and output that are paths on this machine."""
     return {k: Path(v) for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
 
 
+def token(settings: Settings) -> str | None:
+    """The token of the Ray on the local port: raybake's own for the head it started (whatever the
+    environment holds), else the one the user gives, as for any address."""
+    head = embedded.ours(settings)
+    if head is not None:
+        return head.token()
+    return read_token(settings, RAY_TOKEN_FILE.expanduser())
+
+
 class LocalBackend(AddressBackend):
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, embedded.url(settings), token_file=embedded.TOKEN_FILE)
+        super().__init__(settings, embedded.url(settings))
+        self.token = token(settings)
 
     @property
     def client(self) -> Any:
@@ -37,6 +51,11 @@ class LocalBackend(AddressBackend):
     # No image on the local Ray: job/ comes from this checkout.
     ships_job = True
 
+    def entrypoint(self, spec: JobSpec) -> str:
+        """The job runs on this client's interpreter, the one the head runs on, not on whichever
+        `python` comes first on PATH (a venv's `invoke` run by its path has no venv on PATH)."""
+        return spec.command(python=sys.executable)
+
     def prepare(self, spec: JobSpec) -> Placed:
         """The cluster is this machine: `cluster:` paths are plain paths here, and nothing travels
         but a user's own script, which runs from their working directory."""
@@ -44,7 +63,10 @@ class LocalBackend(AddressBackend):
         uploads = {"working_dir": str(Path.cwd()), "excludes": UPLOAD_EXCLUDES} if spec.entrypoint else {}
         return Placed(named=spec, runs=runs, uploads=uploads)
 
+    def output_lost(self, spec: JobSpec) -> bool:
+        return is_local_path(spec.output) and not (Path(spec.output) / "manifest.json").is_file()
+
     def ready(self) -> None:
         embedded.ensure_running(self.settings)
-        # The token file appears when the head starts; read it now, not at construction.
-        self.token = read_token(self.settings, embedded.TOKEN_FILE)
+        # A head started just now has a new token: read it now, not at construction.
+        self.token = token(self.settings)

@@ -5,10 +5,11 @@ submission URL) is published, and only on 127.0.0.1. One host directory (the pro
 default) is mounted at the same path in every container, so a path that is valid on the host
 is valid in the job, and what the workers write appears on the host.
 
-Token auth is off inside this cluster (RAY_AUTH_MODE=disabled): nothing of it is reachable
-from another machine (the dashboard is bound to loopback, the GCS and raylet ports are not
-published at all), and whoever can reach loopback here can already run `docker exec` in it.
-A cluster reachable from a network (KubeRay) keeps Ray's token auth.
+Ray token auth is on, as on every cluster raybake makes: the containers' IPs on the bridge
+network are reachable by any local user, who could otherwise submit jobs that run as you on a
+project directory mounted read-write. The token is made at `up`, kept in a 0600 file beside the
+state file, given to each container in its environment and read by the client from the file;
+`down` removes it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import urllib.error
 import urllib.request
@@ -47,6 +49,12 @@ class Cluster:
     url: str
     data_dir: str
     containers: tuple[str, ...]
+    # The file holding the cluster's Ray token (empty for a cluster a former raybake started).
+    token_file: str = ""
+
+    def token(self) -> str | None:
+        path = Path(self.token_file) if self.token_file else None
+        return path.read_text().strip() if path and path.is_file() else None
 
 
 def find(settings: Settings, client: Any = None) -> list[Any]:
@@ -104,6 +112,7 @@ def up(
     name = settings.cluster_name
     labels = {LABEL: name}
     network = client.networks.create(name, labels=labels) if not client.networks.list(names=[name]) else None
+    token_file = new_token_file(settings)
     common = {
         "detach": True,
         "network": name,
@@ -111,7 +120,7 @@ def up(
         "shm_size": SHM_SIZE,
         "volumes": {data: {"bind": data, "mode": "rw"}},
         "user": user or f"{os.getuid()}:{os.getgid()}",
-        "environment": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
+        "environment": token_environment(token_file.read_text()),
     }
     head_name = f"{name}-head"
     console.say(f"starting {head_name} and {workers} worker(s) from {image}")
@@ -152,20 +161,43 @@ def up(
                 )
             )
         url = f"http://127.0.0.1:{settings.cluster_dashboard_port}"
-        wait_for_nodes(url, workers + 1, started)
+        wait_for_nodes(url, workers + 1, started, token=token_file.read_text())
     except (docker.errors.APIError, RaybakeError) as exc:
         for container in started:
             container.remove(force=True)
         if network is not None:
             network.remove()
+        token_file.unlink(missing_ok=True)
         if isinstance(exc, RaybakeError):
             raise
         raise RaybakeError(
             f"could not start cluster {name!r}: {exc.explanation or exc}", ExitCode.UNREACHABLE
         ) from None
-    cluster = Cluster(name, image, url, data, tuple(c.name for c in started))
+    cluster = Cluster(name, image, url, data, tuple(c.name for c in started), str(token_file))
     state.record_cluster(settings, name, {**cluster.__dict__, "containers": list(cluster.containers)})
     return cluster
+
+
+def token_path(settings: Settings) -> Path:
+    return state.path_of(settings).parent / f"{settings.cluster_name}.ray-token"
+
+
+def new_token_file(settings: Settings) -> Path:
+    """A fresh token in a file only this user reads: the client's copy and the containers' mount."""
+    path = token_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return path
+
+
+def token_environment(token: str) -> dict[str, str]:
+    """Token auth in each container's environment: the containers may run as another user
+    (`--user`), who could not read our 0600 file, and whoever can `docker inspect` them can
+    `docker exec` into them anyway."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token.strip(), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _node(
@@ -193,16 +225,17 @@ def gpu_devices(count: int) -> list[Any] | None:
     return None
 
 
-def alive_nodes(url: str) -> int:
+def alive_nodes(url: str, *, token: str) -> int:
+    request = urllib.request.Request(f"{url}/api/v0/nodes?limit=1000", headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(f"{url}/api/v0/nodes?limit=1000", timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             nodes = json.load(response)["data"]["result"]["result"]
     except (OSError, ValueError, KeyError):
         return 0
     return sum(1 for node in nodes if node.get("state") == "ALIVE")
 
 
-def wait_for_nodes(url: str, expected: int, containers: list[Any]) -> None:
+def wait_for_nodes(url: str, expected: int, containers: list[Any], *, token: str) -> None:
     alive = 0
 
     def count() -> int:
@@ -213,7 +246,7 @@ def wait_for_nodes(url: str, expected: int, containers: list[Any]) -> None:
             if container.status == "exited":
                 tail = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
                 raise RaybakeError(f"container {container.name!r} exited: {tail}", ExitCode.UNREACHABLE)
-        alive = alive_nodes(url)
+        alive = alive_nodes(url, token=token)
         return alive
 
     poll.until(
@@ -248,4 +281,5 @@ def down(settings: Settings) -> int:
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()
     state.record_cluster(settings, settings.cluster_name, None)
+    token_path(settings).unlink(missing_ok=True)
     return len(containers)

@@ -9,6 +9,7 @@ which outlives the cluster.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,7 @@ from raybake.kube import manifests, stuck
 from raybake.kube.client import Kube
 from raybake.kube.kuberay import MANAGED_SELECTOR, cluster_selector, submitter_selector
 from raybake.result import JobResult, ended
-from raybake.spec import JobSpec
+from raybake.spec import JobSpec, shown_entrypoint
 from raybake.versions import git_sha, origin_env, ray_version
 
 POLL_S = 2.0
@@ -60,16 +61,31 @@ class RayJobBackend(Backend):
             interactive=bool(placed.uploads),
         )
 
+    def companions(self, name: str, token: str) -> list[dict[str, Any]]:
+        """What goes with the RayJob: its Ray token's Secret, and the NetworkPolicy if asked for."""
+        found = [manifests.token_secret(name, token)]
+        if self.settings.network_policy:
+            found.append(manifests.network_policy(name))
+        return found
+
     def describe(self, placed: Placed) -> str:
         manifest = self.manifest(placed)
-        return f"# {manifests.lifetime_note(manifest)}\n{manifests.to_yaml(manifest)}"
+        shown = manifests.to_yaml(manifest, *self.companions(placed.name, "token"))
+        return f"# {manifests.lifetime_note(manifest)}\n{shown}"
 
     def submit(self, placed: Placed) -> str:
         manifest = self.manifest(placed)
         self.kube.check_operator(manifest=manifest)
-        self.kube.create_rayjob(manifest)
+        created = self.kube.create_rayjob(manifest)
         name = manifest["metadata"]["name"]
         console.say(f"created RayJob {name} in namespace {self.kube.namespace}")
+        try:
+            # Owned by the RayJob: they go when it goes. Until the Secret exists the pods wait for it.
+            for companion in self.companions(name, secrets.token_urlsafe(32)):
+                self.kube.create_owned(companion, created)
+        except RaybakeError as exc:
+            self.kube.delete_rayjob(name)
+            raise RaybakeError(f"{exc} (RayJob {name} deleted)", exc.code) from None
         if placed.uploads:
             try:
                 self._submit_with_upload(name, placed)
@@ -89,13 +105,15 @@ class RayJobBackend(Backend):
         early = stuck.result_of(name, status)
         if ended(early):
             raise RaybakeError(f"the RayJob ended before its cluster was ready: {early.message}", ExitCode.FAILED)
-        with self._ray(status["rayClusterName"]) as ray:
+        with self._ray(status["rayClusterName"], name) as ray:
             ray.ready()
             job_id = ray.submit(placed)
         self.kube.patch_rayjob(name, {"spec": {"jobId": job_id}})
 
-    def _ray(self, cluster: str) -> AddressBackend:
-        return through_port_forward(self.settings, self.kube, cluster)
+    def _ray(self, cluster: str, job: str) -> AddressBackend:
+        """The job's head through a port-forward, with the job's own token: never the user's."""
+        token = self.kube.secret_value(manifests.token_secret_name(job), manifests.TOKEN_KEY)
+        return through_port_forward(self.settings, self.kube, cluster, token=token)
 
     def _wait(self, name: str, *, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """Poll the RayJob until `until(status)` or it ends; say each new phase and why it is stuck."""
@@ -130,17 +148,17 @@ class RayJobBackend(Backend):
     def follow(self, job_id: str) -> JobResult:
         """Status from the RayJob; the log through the head while the Ray job runs; the RayJob decides."""
         status = self._wait(job_id, until=lambda st: st.get("jobStatus") == "RUNNING")
-        self._print_log(status, ended=ended(stuck.result_of(job_id, status)))
+        self._print_log(job_id, status, ended=ended(stuck.result_of(job_id, status)))
         # Streams end early and clusters go away: the RayJob's own status is the answer.
         return stuck.result_of(job_id, self._wait(job_id, until=lambda st: False))
 
-    def _print_log(self, status: dict[str, Any], *, ended: bool) -> None:
+    def _print_log(self, job_id: str, status: dict[str, Any], *, ended: bool) -> None:
         """Stream the Ray job's log; one that ended between two polls is printed whole (the cluster
         stays ttlSecondsAfterFinished). Best effort: without a head the RayJob's status still decides."""
         if not (status.get("rayClusterName") and status.get("jobId")):
             return
         try:
-            with self._ray(status["rayClusterName"]) as ray:
+            with self._ray(status["rayClusterName"], job_id) as ray:
                 if ended:
                     printer = LogPrinter()
                     printer.feed(ray.client.get_job_logs(status["jobId"]))
@@ -159,7 +177,7 @@ class RayJobBackend(Backend):
         status = self.kube.rayjob(job_id).get("status") or {}
         if status.get("rayClusterName") and status.get("jobId"):
             try:
-                with self._ray(status["rayClusterName"]) as ray:
+                with self._ray(status["rayClusterName"], job_id) as ray:
                     return ray.client.get_job_logs(status["jobId"])
             except RaybakeError:
                 pass
@@ -187,7 +205,7 @@ class RayJobBackend(Backend):
                     "id": item["metadata"]["name"],
                     "status": stuck.result_of(item["metadata"]["name"], item.get("status")).status,
                     "start": item["metadata"].get("creationTimestamp"),
-                    "entrypoint": item.get("spec", {}).get("entrypoint", ""),
+                    "entrypoint": shown_entrypoint(item.get("spec", {}).get("entrypoint", "")),
                 }
             )
         return sorted(rows, key=lambda r: r["start"] or "")

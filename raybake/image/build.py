@@ -415,3 +415,41 @@ def push_cache(settings: Settings, build_plan: BuildPlan, cache_ref: str, *, out
     repo, tag = cache_ref.rsplit(":", 1)
     api.tag(build_plan.ref, repo, tag)
     push_tag(api, repo, tag, auth_config(settings), out)
+
+
+def save(settings: Settings, *, variant: str, out: Path) -> Path:
+    """The variant's last built image as a gzip archive: how a pull request's build hands it on.
+
+    pr-image.yml builds without credentials and uploads this; pr-trial.yml loads and pushes it."""
+    import gzip
+
+    built = state.image(settings, variant)
+    if not built:
+        raise RaybakeError(
+            f"no {variant} image built yet: run `invoke build --variant {variant}` first", ExitCode.REFUSED
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(out, "wb", compresslevel=1) as handle:
+        for chunk in docker_api().get_image(built["ref"]):
+            handle.write(chunk)
+    return out
+
+
+def load(settings: Settings, *, variant: str, archive: Path, out: TextIO = sys.stdout) -> str:
+    """Load an image archive from an untrusted build and name it under this registry by its content.
+
+    Nothing in the archive runs; of what it says only its image id is used: the name is
+    `repository(settings):image-<id>`, so whatever tags a pull request put into it, it can only
+    ever be pushed under the name this job chose (a `-pr` repository, see `invoke image-ref --pr`)."""
+    api = docker_api()
+    with archive.open("rb") as handle:
+        said = [str(m.get("stream", "")) for m in api.load_image(handle) if isinstance(m, dict)]
+    loaded = [line.split(": ", 1)[1].strip() for line in said if line.startswith("Loaded image")]
+    if len(loaded) != 1:
+        raise RaybakeError(f"expected one image in {str(archive)!r}, the engine loaded {len(loaded)}", ExitCode.REFUSED)
+    image_id = api.inspect_image(loaded[0])["Id"]
+    ref = f"{repository(settings)}:image-{image_id.removeprefix('sha256:')[:HASH_LENGTH]}"
+    api.tag(image_id, *ref.rsplit(":", 1))
+    state.record_image(settings, variant, {"ref": ref, "git_ref": None, "content_hash": image_id})
+    console.say(f"loaded {image_id} as {ref}", out=out)
+    return ref

@@ -7,6 +7,7 @@ come back as plain dicts (the JSON the API sends), which raybake.kube.stuck read
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -148,6 +149,25 @@ class Kube:
             manifest,
             answers={409: taken},
         )
+
+    def create_owned(self, manifest: dict[str, Any], owner: dict[str, Any]) -> None:
+        """Create a Secret or NetworkPolicy that Kubernetes deletes with `owner` (the RayJob)."""
+        from kubernetes import client
+
+        meta = owner["metadata"]
+        reference = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"], "uid": meta["uid"]}
+        body = {**manifest, "metadata": {**manifest["metadata"], "ownerReferences": [reference]}}
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        create: dict[str, Callable[..., Any]] = {
+            "Secret": self.core.create_namespaced_secret,
+            "NetworkPolicy": client.NetworkingV1Api(self.api).create_namespaced_network_policy,
+        }
+        self._call(f"creating {kind} {name!r}", create[kind], self.namespace, body)
+
+    def secret_value(self, name: str, key: str) -> str:
+        """One value of a Secret, decoded; never printed."""
+        secret = self._call(f"reading Secret {name!r}", self.core.read_namespaced_secret, name, self.namespace)
+        return base64.b64decode((secret.data or {}).get(key, "")).decode()
 
     def rayjob(self, name: str) -> dict[str, Any]:
         missing = RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", ExitCode.REFUSED)

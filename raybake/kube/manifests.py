@@ -15,17 +15,24 @@ from typing import Any
 
 import yaml
 
+from raybake import urls
 from raybake.config import RAY_DASHBOARD_PORT, Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.kube import pods
-from raybake.kube.kuberay import API_VERSION, MANAGED_BY
-from raybake.spec import JobSpec
+from raybake.kube.kuberay import API_VERSION, MANAGED_BY, NODE_TYPE_LABEL
+from raybake.spec import JobSpec, shown_entrypoint
 
 # KubeRay names the cluster and its services after the RayJob: a DNS-1035 label of at most 47.
 MAX_NAME = 47
 NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 REDACTED = "<redacted>"
 SECRET = re.compile(r"token|password|secret|credential|api[_-]?key|access[_-]?key", re.IGNORECASE)
+# The label raybake puts on a job's pods, Secret and NetworkPolicy.
+JOB_LABEL = "raybake.io/job"
+# The key of the Ray token in its Secret: KubeRay v1.7 reads this one.
+TOKEN_KEY = "auth_token"
+# What a runtime env value may hold: no character any shell gives a meaning to.
+SHELL_INERT = re.compile(r"[A-Za-z0-9_.:/@+=,-]*")
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ def pod_template(
     settings: Settings,
     env: list[dict],
     res: dict,
+    job: str,
     ports: list[dict] | None = None,
     gpu: bool = False,
 ) -> dict[str, Any]:
@@ -95,10 +103,11 @@ def pod_template(
     if settings.pvc:
         main["volumeMounts"] = [{"name": "data", "mountPath": settings.pvc_mount}]
         pod["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": settings.pvc}}]
-    return {"spec": pods.apply(pod, settings=settings, gpu=gpu)}
+    # The job's own label on its pods: what the NetworkPolicy selects, whatever KubeRay adds.
+    return {"metadata": {"labels": {JOB_LABEL: job}}, "spec": pods.apply(pod, settings=settings, gpu=gpu)}
 
 
-def worker_group(*, image: str, settings: Settings, env: list[dict]) -> dict[str, Any]:
+def worker_group(*, image: str, settings: Settings, env: list[dict], job: str) -> dict[str, Any]:
     """One worker per GPU when --gpus is given, else cpu_workers CPU-only workers."""
     for name, least in (("gpus", 0), ("cpu_workers", 1), ("logical_gpus", 0)):
         if getattr(settings, name) < least:
@@ -119,7 +128,9 @@ def worker_group(*, image: str, settings: Settings, env: list[dict]) -> dict[str
         "minReplicas": replicas,
         "maxReplicas": replicas,
         "rayStartParams": start,
-        "template": pod_template(container="ray-worker", image=image, settings=settings, env=env, res=res, gpu=gpu),
+        "template": pod_template(
+            container="ray-worker", image=image, settings=settings, env=env, res=res, job=job, gpu=gpu
+        ),
     }
 
 
@@ -197,6 +208,7 @@ def rayjob(
             settings=settings,
             env=env,
             res=resources(cpu=settings.head_cpu, memory=settings.head_memory),
+            job=name,
             ports=head_ports,
         ),
     }
@@ -214,11 +226,14 @@ def rayjob(
     if settings.active_deadline_s:
         job["activeDeadlineSeconds"] = settings.active_deadline_s
     if runtime_env and not interactive:
-        job["runtimeEnvYAML"] = yaml.safe_dump(runtime_env, sort_keys=True)
+        job["runtimeEnvYAML"] = yaml.safe_dump(inert(runtime_env), sort_keys=True)
     job["rayClusterSpec"] = {
         "rayVersion": ray_version,
+        # Ray token auth on every cluster raybake makes: KubeRay gives each pod (and the submitter)
+        # RAY_AUTH_TOKEN from this Secret, which raybake creates per job (token_secret).
+        "authOptions": {"mode": "token", "secretName": token_secret_name(name)},
         "headGroupSpec": head,
-        "workerGroupSpecs": [worker_group(image=image, settings=settings, env=env)],
+        "workerGroupSpecs": [worker_group(image=image, settings=settings, env=env, job=name)],
     }
     labels = {
         "app.kubernetes.io/name": "raybake",
@@ -230,9 +245,9 @@ def rayjob(
     annotations = {
         "raybake.io/submitted-by": origin.user,
         "raybake.io/git-sha": origin.git_sha,
-        "raybake.io/model": spec.model,
-        "raybake.io/corpus": origin.corpus or spec.corpus,
-        "raybake.io/output": spec.output,
+        "raybake.io/model": urls.redact(spec.model),
+        "raybake.io/corpus": urls.redact(origin.corpus or spec.corpus),
+        "raybake.io/output": urls.redact(spec.output),
         "raybake.io/image": image,
     }
     return {
@@ -240,6 +255,72 @@ def rayjob(
         "kind": "RayJob",
         "metadata": {"name": name, "labels": {k: v for k, v in labels.items() if v}, "annotations": annotations},
         "spec": job,
+    }
+
+
+def inert(runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """The runtime env, refused if any value could mean something to a shell.
+
+    KubeRay's submitter puts the runtime env's JSON inside double quotes of one bash line, where
+    `$(...)`, backticks and `$VAR` still expand. So nothing user-given goes there (the job's
+    options travel in the entrypoint, base64), and this keeps it so by construction."""
+    for value in _strings(runtime_env):
+        if not SHELL_INERT.fullmatch(value):
+            raise RaybakeError(
+                f"refusing {value!r} in the RayJob's runtime env: KubeRay's submitter would hand it to bash",
+                ExitCode.REFUSED,
+            )
+    return runtime_env
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (str(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [str(value)]
+
+
+def _owned(name: str, job: str) -> dict[str, Any]:
+    return {"name": name, "labels": {MANAGED_BY[0]: MANAGED_BY[1], JOB_LABEL: job}}
+
+
+def token_secret_name(job: str) -> str:
+    return f"{job}-ray-token"
+
+
+def token_secret(job: str, token: str) -> dict[str, Any]:
+    """The Secret the job's cluster reads its Ray token from (KubeRay wants the key `auth_token`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _owned(token_secret_name(job), job),
+        "type": "Opaque",
+        "stringData": {TOKEN_KEY: token},
+    }
+
+
+def network_policy(job: str) -> dict[str, Any]:
+    """Only the job's own pods (workers, head, KubeRay's submitter) reach its head.
+
+    A port-forward (the client's path, through the kubelet) is not pod traffic and still works;
+    other pods of the namespace, and anything outside it, are cut off from the head's ports."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _owned(f"{job}-head", job),
+        "spec": {
+            "podSelector": {"matchLabels": {JOB_LABEL: job, NODE_TYPE_LABEL: "head"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {"matchLabels": {JOB_LABEL: job}}},
+                        {"podSelector": {"matchLabels": {"ray.io/originated-from-cr-name": job}}},
+                    ]
+                }
+            ],
+        },
     }
 
 
@@ -251,17 +332,24 @@ def redacted(value: Any, key: str = "") -> Any:
         return {k: redacted(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [redacted(v, key) for v in value]
+    if isinstance(value, str) and key == "entrypoint":
+        return shown_entrypoint(value)
     if isinstance(value, str) and key == "runtimeEnvYAML":
         return yaml.safe_dump(redacted(yaml.safe_load(value)), sort_keys=True)
-    # A boolean is a switch (automountServiceAccountToken), never a secret.
-    if SECRET.search(key) and value not in (None, "") and not isinstance(value, bool):
+    if key == "stringData" and isinstance(value, dict):
+        return dict.fromkeys(value, REDACTED)
+    # A Secret's name (authOptions.secretName) says where a secret is, not what it is; a boolean
+    # is a switch (automountServiceAccountToken), never a secret.
+    if SECRET.search(key) and not key.endswith("Name") and value not in (None, "") and not isinstance(value, bool):
         return REDACTED
     return value
 
 
-def to_yaml(manifest: dict[str, Any]) -> str:
-    """The manifest as `--dry-run` prints it: secrets redacted, keys in the order they were built."""
-    return yaml.dump(redacted(manifest), Dumper=_PlainDumper, sort_keys=False, default_flow_style=False)
+def to_yaml(*documents: dict[str, Any]) -> str:
+    """Manifests as `--dry-run` prints them: secrets redacted, keys in the order they were built."""
+    return yaml.dump_all(
+        [redacted(d) for d in documents], Dumper=_PlainDumper, sort_keys=False, default_flow_style=False
+    )
 
 
 class _PlainDumper(yaml.SafeDumper):

@@ -9,6 +9,7 @@ import dataclasses
 import io
 import os
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,16 +22,19 @@ from raybake.config import Settings
 from raybake.image import build as image
 from raybake.versions import ROOT
 
-BASE_IMAGE = "raybake-base/debian:bookworm"
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    """The base image this machine tests: rayproject/ray's CPU image where it can be pulled (the
+    production base), else the local Debian stand-in; the script's last line names it."""
+    done = subprocess.run([str(ROOT / "scripts" / "docker-engine.sh")], stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"scripts/docker-engine.sh failed ({done.returncode}):\n{done.stdout[-3000:]}")
+    return re.fullmatch(r"base image (\S+): \d+ bytes", done.stdout.strip().splitlines()[-1]).group(1)
 
 
 @pytest.fixture(scope="session")
-def engine() -> None:
-    subprocess.run([str(ROOT / "scripts" / "docker-engine.sh"), BASE_IMAGE], check=True)
-
-
-@pytest.fixture(scope="session")
-def settings(engine, tmp_path_factory) -> Settings:
+def settings(base_image, tmp_path_factory) -> Settings:
     """Settings of this session: its own state file, cluster name and dashboard port."""
     return Settings(
         state_file=str(tmp_path_factory.mktemp("state") / "state.json"),
@@ -46,9 +50,9 @@ class Built:
 
 
 @pytest.fixture(scope="session")
-def cpu_image(settings: Settings) -> Built:
+def cpu_image(settings: Settings, base_image: str) -> Built:
     """The CPU variant with the default model baked in, from the local base and the wheelhouse."""
-    plan = image.plan(settings, variant="cpu", base_image=BASE_IMAGE, torch_index="", bake_model=True)
+    plan = image.plan(settings, variant="cpu", base_image=base_image, torch_index="", bake_model=True)
     out = io.StringIO()
     image.build(settings, plan, out=out)
     return Built(plan, out.getvalue())

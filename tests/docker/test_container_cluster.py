@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,14 @@ def test_cluster_is_labelled_and_only_on_loopback(settings: Settings, cluster: l
     workers = [c for c in containers.values() if c.labels[localcluster.ROLE_LABEL] == "worker"]
     assert len(workers) == 2
     assert all(not c.attrs["HostConfig"]["PortBindings"] for c in workers)
+
+
+def test_the_cluster_refuses_a_request_without_its_token(cluster: localcluster.Cluster):
+    # Any local user reaches the bridge network: without the token the head must say 401.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{cluster.url}/api/jobs/", timeout=10)
+    assert refused.value.code == 401
+    assert localcluster.alive_nodes(cluster.url, token=cluster.token()) == 3
 
 
 def test_a_second_up_is_refused(settings: Settings, cluster: localcluster.Cluster):

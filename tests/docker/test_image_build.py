@@ -6,7 +6,7 @@ import io
 import subprocess
 
 import pytest
-from conftest import BASE_IMAGE, Built
+from conftest import Built
 
 from raybake.config import Settings
 from raybake.errors import RaybakeError
@@ -30,8 +30,8 @@ def test_image_is_tagged_by_content_and_commit(cpu_image: Built):
         assert inspect(plan.git_ref)["Id"] == tagged["Id"]
 
 
-def test_second_build_with_nothing_changed_is_skipped(settings: Settings, cpu_image: Built):
-    again = image.plan(settings, variant="cpu", base_image=BASE_IMAGE, torch_index="", bake_model=True)
+def test_second_build_with_nothing_changed_is_skipped(settings: Settings, cpu_image: Built, base_image: str):
+    again = image.plan(settings, variant="cpu", base_image=base_image, torch_index="", bake_model=True)
     assert again.ref == cpu_image.plan.ref
     out = io.StringIO()
     assert image.build(settings, again, out=out) is False
@@ -76,11 +76,13 @@ def test_versions_in_the_image_are_the_pins(cpu_image: Built):
     assert "cuda None" in report
 
 
-def test_a_cuda_build_is_offered_no_cpu_wheel_and_its_check_refuses_a_cpu_torch(settings: Settings, cpu_image: Built):
+def test_a_cuda_build_is_offered_no_cpu_wheel_and_its_check_refuses_a_cpu_torch(
+    settings: Settings, cpu_image: Built, base_image: str
+):
     """pip would rank the wheelhouse's 2.13.0+cpu above any index's 2.13.0: the cuda plan never serves
     it. And the build-time check that ends a cuda build fails on this image's CPU torch."""
     assert any(w.name.endswith(".whl") and "+cpu" in w.name for w in cpu_image.plan.wheels)
-    cuda = image.plan(settings, variant="cuda", base_image=BASE_IMAGE, torch_index="", bake_model=True)
+    cuda = image.plan(settings, variant="cuda", base_image=base_image, torch_index="", bake_model=True)
     assert not [w for w in cuda.wheels if "+cpu" in w.name]
     check = subprocess.run(
         ["docker", "run", "--rm", "-e", "VARIANT=cuda", cpu_image.plan.ref, "python", "imagecheck.py"],
@@ -91,12 +93,12 @@ def test_a_cuda_build_is_offered_no_cpu_wheel_and_its_check_refuses_a_cpu_torch(
     assert "the cuda variant has a torch without CUDA" in check.stderr
 
 
-def test_the_base_digest_is_in_the_plan_and_the_image_label(cpu_image: Built):
-    base_id = inspect(BASE_IMAGE)["Id"]
+def test_the_base_digest_is_in_the_plan_and_the_image_label(cpu_image: Built, base_image: str):
+    base_id = inspect(base_image)["Id"]
     assert cpu_image.plan.base_digest == base_id
     labels = inspect(cpu_image.plan.ref)["Config"]["Labels"]
     assert labels["org.opencontainers.image.base.digest"] == base_id
-    assert labels["org.opencontainers.image.base.name"] == BASE_IMAGE
+    assert labels["org.opencontainers.image.base.name"] == base_image
 
 
 def test_a_missing_base_image_is_refused_before_the_build_with_a_hint(settings: Settings):

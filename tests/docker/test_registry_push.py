@@ -26,7 +26,7 @@ TAG = "cpu-0123456789ab"
 
 
 @pytest.fixture
-def registry(engine, tmp_path: Path):
+def registry(base_image, tmp_path: Path):
     """A registry on 127.0.0.1 (the engine treats loopback registries as plain HTTP)."""
     port = free_port()
     config = tmp_path / "registry.yml"
@@ -65,7 +65,7 @@ def tiny_image(ref: str) -> None:
 
 
 @pytest.fixture
-def built(engine, tmp_path: Path):
+def built(base_image, tmp_path: Path):
     """Settings for a registry, whose state says a cpu image was built for it as `invoke build`
     records; the images it tags are removed afterwards."""
     refs: list[str] = []

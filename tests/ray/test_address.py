@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,7 +71,11 @@ def test_a_wrong_or_missing_token_is_refused_in_one_line(settings, monkeypatch, 
 
 
 def test_the_cli_says_a_wrong_token_in_one_line(ray_head, tmp_path):
-    env = {"PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "RAY_AUTH_TOKEN": "wrong-token"}
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "RAY_AUTH_TOKEN": "wrong-token",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "invoke", "status", "--job", "nothing", "--address", ray_head.url],
         cwd=ROOT,
@@ -151,6 +156,13 @@ class OperatorOverRealRay(FakeKube):
         super().__init__(pods=[pod(IMAGE)], connect=connect_to(head), **kw)
         self.head = head
         self.slow = slow
+
+    def create_owned(self, manifest, owner):
+        # KubeRay's cluster takes its token from the job's Secret; this test's head has one already,
+        # so the Secret holds that one, and raybake's port-forward must read it from there.
+        if manifest["kind"] == "Secret":
+            manifest = {**manifest, "stringData": {"auth_token": self.head.token}}
+        super().create_owned(manifest, owner)
 
     def status_now(self):
         job_ids = [p["spec"]["jobId"] for p in self.patches if "jobId" in p.get("spec", {})]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from badinputs import make_bad_corpus, rows_by_file
 from models import MINILM, make_tiny_model
-from raycluster import invoke
+from raycluster import invoke, start_head
 from transformers import AutoModel, AutoTokenizer
 
 from raybake.versions import ROOT
@@ -133,6 +133,24 @@ def test_a_different_job_into_the_same_output_is_refused(ray_head, tmp_path):
     assert "holds results of a different job (changed: options)" in done.stdout
 
 
+@pytest.fixture(scope="module")
+def open_head():
+    """A head with auth off (RAY_AUTH_MODE=disabled), as a cluster behind its own network boundary runs."""
+    head = start_head(num_cpus=1, auth_mode="disabled")
+    yield head
+    head.stop()
+
+
+def test_invoke_submit_status_and_logs_on_a_head_without_auth(open_head, tmp_path):
+    env = open_head.invoke_env(tmp_path / "results")
+    done = invoke(env, "submit", "--corpus", str(EXAMPLE / "notes.txt"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "documents: 1 (1 ok, 0 error, 0 missing, 0 truncated)" in done.stdout
+    job_id = re.search(r"submitted (\S+);", done.stdout).group(1)
+    assert invoke(env, "status", "--job", job_id).stdout == f"{job_id}: SUCCEEDED (Job finished successfully.)\n"
+    assert "raybake: done: 1 ok" in invoke(env, "logs", "--job", job_id).stdout
+
+
 def test_invoke_submit_keeps_paths_as_data_and_secrets_out_of_everything_it_prints_and_writes(ray_head, tmp_path):
     # A corpus path a shell would act on: quotes, $(...), backticks, spaces. It must stay data.
     corpus = tmp_path / 'it\'s a "corpus" $(touch pwned) `touch pwned2`'
@@ -167,6 +185,8 @@ def test_invoke_submit_keeps_paths_as_data_and_secrets_out_of_everything_it_prin
         "invoke logs": invoke(env, "logs", "--job", job_id).stdout.encode(),
         "invoke jobs": invoke(env, "jobs").stdout.encode(),
         "driver log": driver_log.read_bytes(),
+        # Every log of the Ray session: the supervisor's, the dashboard's, the workers'.
+        **{str(f): f.read_bytes() for f in Path(ray_head.temp_dir).rglob("*") if f.suffix in (".log", ".out", ".err")},
         **{str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*") if f.is_file()},
     }
     assert b"raybake: done: 41 ok" in seen["driver log"] and "manifest.json" in seen

@@ -9,6 +9,7 @@ relay and Ray's job API are real.
 from __future__ import annotations
 
 import asyncio
+import base64
 import struct
 import threading
 
@@ -41,7 +42,13 @@ def head_pod() -> dict:
     }
 
 
-def api_server(dashboard_port: int, seen: list[str]) -> web.Application:
+def api_server(dashboard_port: int, seen: list[str], token: str) -> web.Application:
+    async def secret(request):
+        seen.append(request.path)
+        # A RayJob's token Secret as raybake creates it (tests/unit: manifests.token_secret).
+        data = {"auth_token": base64.b64encode(token.encode()).decode()}
+        return web.json_response({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": data})
+
     async def service(request):
         seen.append(request.path)
         return web.json_response(
@@ -86,6 +93,7 @@ def api_server(dashboard_port: int, seen: list[str]) -> web.Application:
     app = web.Application()
     app[SOCKETS] = set()
     app.router.add_get("/api/v1/namespaces/{ns}/services/{name}", service)
+    app.router.add_get("/api/v1/namespaces/{ns}/secrets/{name}", secret)
     app.router.add_get("/api/v1/namespaces/{ns}/pods", pods)
     app.router.add_get("/api/v1/namespaces/{ns}/pods/{pod}/portforward", portforward)
     return app
@@ -95,7 +103,7 @@ def api_server(dashboard_port: int, seen: list[str]) -> web.Application:
 def kubeconfig(ray_head, tmp_path, monkeypatch):
     seen: list[str] = []
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(api_server(ray_head.dashboard_port, seen))
+    runner = web.AppRunner(api_server(ray_head.dashboard_port, seen, ray_head.token or ""))
     loop.run_until_complete(runner.setup())
     # Port 0 and read back: a port picked beforehand could be taken by one of Ray's processes.
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
@@ -139,3 +147,18 @@ def test_a_cluster_by_name_is_reached_through_its_head_service_and_checked(kubec
     assert forward.closed
     assert "/api/v1/namespaces/ml/services/prod-head-svc" in kubeconfig
     assert any(s.endswith("portforward?ports=8265") and "/pods/prod-head-x7k2p/" in s for s in kubeconfig)
+
+
+def test_a_rayjobs_head_gets_the_jobs_own_token_from_its_secret_never_the_users(kubeconfig, monkeypatch):
+    """The user's token is for the cluster they named; a RayJob's head, whose image a workflow input
+    picks, gets the token raybake made for that job, read from the job's Secret."""
+    from raybake.clusters.rayjob import RayJobBackend
+    from raybake.kube.client import Kube
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "planted-user-token-XYZ")
+    settings = Settings(backend="rayjob", image=IMAGE)
+    chosen = RayJobBackend(settings, kube=Kube(settings))
+    with chosen._ray("prod", "raybake-embed-1") as ray:
+        assert ray.token != "planted-user-token-XYZ"
+        assert ray.ray_version() == ray_version()  # the head accepted the job's own token
+    assert "/api/v1/namespaces/ml/secrets/raybake-embed-1-ray-token" in kubeconfig

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from raybake import config
-from raybake.clusters.address import (
-    AddressBackend,
-    check_reachable,
-    image_problem,
-    running_images,
-    version_problem,
-)
+from raybake.clusters.address import AddressBackend, image_problem, running_images, version_problem
 from raybake.config import Settings
-from raybake.errors import ExitCode, RaybakeError
+from raybake.errors import RaybakeError
 
 DIGEST = "sha256:" + "d" * 64
 
@@ -58,9 +51,24 @@ def test_tls_verification_settings():
     assert AddressBackend(Settings(verify_tls=False), "https://ray.example:8265").verify is False
 
 
-def test_unreachable_cluster_fails_fast_with_one_line():
-    with pytest.raises(RaybakeError, match="cannot reach the Ray cluster at 'http://127.0.0.1:1'") as info:
-        check_reachable("http://127.0.0.1:1", timeout=2)
-    assert info.value.code == ExitCode.UNREACHABLE
-    with pytest.raises(RaybakeError, match="not a job submission URL"):
-        AddressBackend(config.load(), "ftp://x").client
+@pytest.mark.parametrize(
+    ("url", "insecure_http", "sent"),
+    [
+        ("https://ray.example:8265", False, True),
+        ("http://127.0.0.1:8265", False, True),
+        ("http://localhost:8265", False, True),
+        ("http://[::1]:8265", False, True),
+        ("http://ray.example:8265", False, False),
+        ("http://10.0.0.5:8265", False, False),
+        ("http://10.0.0.5:8265", True, True),
+    ],
+)
+def test_the_token_goes_over_tls_or_to_this_machine_unless_insecure_http(url, insecure_http, sent):
+    chosen = AddressBackend(Settings(backend="address", insecure_http=insecure_http), url, token="t0ken")
+    if sent:
+        assert chosen.headers == {"Authorization": "Bearer t0ken"}
+    else:
+        with pytest.raises(RaybakeError, match="refusing to send the Ray token over plain http") as refused:
+            chosen.headers
+        assert "t0ken" not in str(refused.value)
+    assert AddressBackend(Settings(backend="address"), "http://10.0.0.5:8265", token="").headers is None

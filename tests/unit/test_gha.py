@@ -46,12 +46,13 @@ def test_env_and_outputs_refuse_a_forged_second_line(runner) -> None:
         gha.set_output("x", "1\nPATH=/evil")
 
 
-@pytest.mark.parametrize("encode", [False, True])
-def test_kubeconfig_from_yaml_or_base64_is_private(runner, tmp_path, monkeypatch, encode: bool) -> None:
-    value = base64.b64encode(KUBECONFIG.encode()).decode() if encode else KUBECONFIG
+@pytest.mark.parametrize("encode", ["yaml", "base64", "base64 -w 76"])
+def test_kubeconfig_from_yaml_or_base64_is_private(runner, tmp_path, monkeypatch, encode: str) -> None:
+    encoded = base64.encodebytes((KUBECONFIG * 3).encode()).decode()  # `base64`'s own output: 76 columns
+    value = {"yaml": KUBECONFIG * 3, "base64": encoded.replace("\n", ""), "base64 -w 76": encoded}[encode]
     monkeypatch.setenv("RAYBAKE_KUBECONFIG", value)
     out = gha.write_kubeconfig(tmp_path / "kube" / "config")
-    assert out.read_text() == KUBECONFIG
+    assert out.read_text() == KUBECONFIG * 3
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert runner["GITHUB_ENV"].read_text() == f"KUBECONFIG={out.resolve()}\n"
 
@@ -187,3 +188,57 @@ def test_run_url(monkeypatch) -> None:
     assert gha.run_url() == "https://github.com/o/r/actions/runs/9"
     monkeypatch.delenv("GITHUB_RUN_ID")
     assert gha.run_url() == ""
+
+
+GITHUB = Path(__file__).parent / "fixtures" / "github"
+HEAD_SHA = "6dcb09b5b57875f334f61aebed695e2e4193db5e"
+
+
+def _trial(monkeypatch, runner, *, actor="maintainer", change=None, permission="write"):
+    """trial_pull_request against recorded responses of the two endpoints it reads."""
+    pulls = json.loads((GITHUB / "pulls.json").read_text())
+    granted = {**json.loads((GITHUB / "collaborator-permission.json").read_text()), "permission": permission}
+    if change:
+        change(pulls[0])
+    asked = []
+
+    def api(method, url, token, body=None):
+        asked.append(url)
+        if "/pulls?" in url:
+            return pulls if "head=contributor:faster-batches" in url else []
+        if url.endswith(f"/collaborators/{actor}/permission"):
+            return granted
+        raise AssertionError(url)
+
+    monkeypatch.setattr(gha, "_api", api)
+    number = gha.trial_pull_request(
+        repository="octo-org/raybake",
+        head="contributor:faster-batches",
+        head_sha=HEAD_SHA,
+        actor=actor,
+        token="t",
+        api_url="https://api.github.com",
+    )
+    return number, asked
+
+
+def test_a_writer_other_than_the_author_starts_a_trial(monkeypatch, runner) -> None:
+    number, asked = _trial(monkeypatch, runner)
+    assert number == 12 and runner["GITHUB_ENV"].read_text() == "PR_NUMBER=12\n"
+    assert asked[-1] == "https://api.github.com/repos/octo-org/raybake/collaborators/maintainer/permission"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"actor": "contributor"}, "'contributor' opened pull request #12: its author cannot start"),
+        ({"actor": "Contributor"}, "its author cannot start"),
+        ({"permission": "read"}, "has 'read' access"),
+        ({"change": lambda pr: pr.update(labels=[])}, "no longer carries the 'run-job' label"),
+        ({"change": lambda pr: pr["head"].update(sha="0" * 40)}, "no open pull request has"),
+    ],
+)
+def test_a_trial_is_refused_to_its_author_readers_and_stale_heads(monkeypatch, runner, kwargs, message) -> None:
+    with pytest.raises(RaybakeError, match=message):
+        _trial(monkeypatch, runner, **kwargs)
+    assert runner["GITHUB_ENV"].read_text() == ""

@@ -67,6 +67,18 @@ def test_down_without_a_docker_engine_removes_nothing_and_does_not_fail(settings
     assert localcluster.down(settings) == 0
 
 
+def test_the_docker_cluster_asks_for_a_token_of_its_own_that_only_its_client_reads(settings: Settings, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "planted-user-token")
+    path = localcluster.new_token_file(settings)
+    assert path.stat().st_mode & 0o777 == 0o600 and len(path.read_text()) == 64
+    env = localcluster.token_environment(path.read_text())
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == path.read_text()
+    cluster = dataclasses.replace(localcluster.at(settings, URL), token_file=str(path))
+    state.record_cluster(settings, "raybake", {**cluster.__dict__, "containers": list(cluster.containers)})
+    backend = backend_for(dataclasses.replace(settings, backend="address", address=URL))
+    assert backend.headers == {"Authorization": f"Bearer {path.read_text()}"}
+
+
 @pytest.mark.parametrize("user", ["ray", "1000:root", "-1:0", "1000:0:0", ""])
 def test_a_user_that_is_not_numeric_uid_gid_is_refused_before_docker(settings: Settings, user: str):
     with pytest.raises(RaybakeError, match=f"--user must be UID or UID:GID in numbers, got {user!r}"):

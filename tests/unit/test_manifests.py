@@ -163,6 +163,43 @@ def test_impossible_worker_counts_are_refused(settings):
         render(settings)
 
 
+def test_shell_text_in_the_runtime_env_is_refused():
+    # KubeRay's submitter puts the runtime env JSON in bash double quotes, where $(...) still runs.
+    with pytest.raises(RaybakeError, match="KubeRay's submitter would hand it to bash"):
+        render(runtime_env={"env_vars": {"CORPUS": "a;touch${IFS}pwned $(touch pwned2)"}})
+
+
+def test_every_cluster_asks_for_token_auth_from_the_jobs_own_secret(validator):
+    manifest = render()
+    name = manifest["metadata"]["name"]
+    assert manifest["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token", "secretName": f"{name}-ray-token"}
+    secret = manifests.token_secret(name, "t0ken")
+    assert secret["metadata"]["name"] == f"{name}-ray-token" and secret["stringData"] == {"auth_token": "t0ken"}
+    assert "t0ken" not in to_yaml(manifest, secret)
+
+
+def test_the_network_policy_lets_only_the_jobs_own_pods_reach_its_head():
+    manifest = render()
+    name = manifest["metadata"]["name"]
+    cluster = manifest["spec"]["rayClusterSpec"]
+    pods = [cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]]
+    assert all(p["metadata"]["labels"][manifests.JOB_LABEL] == name for p in pods)
+    policy = manifests.network_policy(name)["spec"]
+    assert policy["podSelector"]["matchLabels"] == {manifests.JOB_LABEL: name, "ray.io/node-type": "head"}
+    assert policy["policyTypes"] == ["Ingress"]
+    sources = [s["podSelector"]["matchLabels"] for s in policy["ingress"][0]["from"]]
+    assert sources == [{manifests.JOB_LABEL: name}, {"ray.io/originated-from-cr-name": name}]
+
+
+def test_annotations_show_urls_without_their_credentials():
+    url = "https://tok@host/c.jsonl?X-Amz-Credential=AKIA1&X-Amz-Signature=planted-sig&x=1"
+    spec = dataclasses.replace(SPEC, corpus=url, output="s3://b/o?sig=planted-sas")
+    manifest = rayjob(spec, image=IMAGE, ray_version="2.60.0", settings=Settings(), origin=ORIGIN)
+    printed = yaml.safe_dump(manifest["metadata"])
+    assert "planted" not in printed and "AKIA1" not in printed and "tok@" not in printed
+    assert manifest["metadata"]["annotations"]["raybake.io/corpus"].endswith("X-Amz-Signature=***&x=1")
+
+
 def gpu_pod(manifest: dict) -> dict:
     return manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
 
@@ -329,10 +366,12 @@ def test_the_dry_run_of_submit_gpus_4_shows_all_of_it_and_validates(validator, t
     assert done.returncode == 0, done.stderr
     first, _, document = done.stdout.partition("\n")
     assert first.startswith("# after the job: workers deleted at once")
-    manifest = yaml.safe_load(document)
+    manifest, secret = yaml.safe_load_all(document)
     validator.validate(manifest)
+    assert secret["kind"] == "Secret" and secret["stringData"] == {"auth_token": "<redacted>"}
     job = manifest["spec"]
     assert job["submissionMode"] == "SidecarMode"
+    assert job["rayClusterSpec"]["authOptions"] == {"mode": "token", "secretName": secret["metadata"]["name"]}
     assert {"condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}, "policy": "DeleteWorkers"} in job[
         "deletionStrategy"
     ]["deletionRules"]

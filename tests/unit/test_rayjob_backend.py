@@ -42,6 +42,10 @@ def test_submit_creates_a_valid_rayjob_the_operator_submits(capsys):
     jsonschema.Draft7Validator(crd_schema("rayjobs")).validate(created)
     assert created["spec"]["submissionMode"] == "SidecarMode"
     assert "created RayJob raybake-embed-1 in namespace ml" in capsys.readouterr().out
+    # Token auth from a Secret raybake made for this job alone, deleted with the RayJob.
+    (secret,) = kube.owned
+    assert created["spec"]["rayClusterSpec"]["authOptions"]["secretName"] == secret["metadata"]["name"]
+    assert secret["owner"] == "raybake-embed-1" and len(secret["stringData"]["auth_token"]) >= 32
 
 
 def test_follow_reports_phases_and_stuck_reasons_once_and_ends_on_the_rayjobs_status(capsys):
@@ -119,7 +123,9 @@ def test_a_local_corpus_makes_an_interactive_rayjob(tmp_path):
 
 def test_dry_run_needs_no_cluster_and_no_image_means_a_clear_error(capsys, tmp_path):
     assert submit(RayJobBackend(SETTINGS), SPEC, dry_run=True) == 0
-    assert yaml.safe_load(capsys.readouterr().out)["kind"] == "RayJob"
+    rayjob, secret = yaml.safe_load_all(capsys.readouterr().out)
+    assert rayjob["kind"] == "RayJob" and rayjob["spec"]["entrypoint"] == SPEC.shown_command()
+    assert secret["kind"] == "Secret" and secret["stringData"] == {"auth_token": "<redacted>"}
     no_state = Settings(backend="rayjob", variant="cpu", state_file=str(tmp_path / "state.json"))
     with pytest.raises(RaybakeError, match="invoke push --variant cpu"):
         unpushed = RayJobBackend(no_state, kube=FakeKube())
@@ -142,4 +148,26 @@ def test_an_upload_to_a_cluster_without_a_reachable_head_deletes_its_rayjob(tmp_
     with pytest.raises(RaybakeError, match="no running head pod") as refused:
         chosen.submit(placed)
     assert refused.value.code == 3
+    assert kube.deleted == ["raybake-embed-1"]
+
+
+def test_network_policy_is_created_and_shown_by_the_dry_run_when_asked(capsys):
+    chosen = RayJobBackend(Settings(backend="rayjob", image=SETTINGS.image, network_policy=True), kube=FakeKube())
+    assert submit(chosen, SPEC, dry_run=True) == 0
+    kinds = [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out)]
+    assert kinds == ["RayJob", "Secret", "NetworkPolicy"]
+    chosen.kube.statuses = [STATUSES["succeeded"]]
+    chosen.submit(chosen.prepare(SPEC))
+    assert [o["kind"] for o in chosen.kube.owned] == ["Secret", "NetworkPolicy"]
+
+
+def test_a_secret_that_cannot_be_made_takes_its_rayjob_with_it():
+    chosen, kube = backend(statuses=[STATUSES["succeeded"]])
+
+    def refuse(manifest, owner):
+        raise RaybakeError("creating Secret 'x' failed: HTTP 403 Forbidden", 3)
+
+    kube.create_owned = refuse
+    with pytest.raises(RaybakeError, match="403 Forbidden.*RayJob raybake-embed-1 deleted"):
+        chosen.submit(chosen.prepare(SPEC))
     assert kube.deleted == ["raybake-embed-1"]

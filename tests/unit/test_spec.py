@@ -7,22 +7,28 @@ import shlex
 
 import pytest
 
+from job.__main__ import expand_spec
 from raybake.errors import RaybakeError
-from raybake.spec import JobSpec, with_id
+from raybake.spec import JobSpec, shown_entrypoint, with_id
 
 
-def test_hostile_paths_stay_data_in_the_entrypoint():
-    corpus = "my docs/$(rm -rf ~)/it's.jsonl"
-    spec = JobSpec(corpus=corpus, output="out dir", name="n")
-    assert shlex.split(spec.command())[4] == corpus
-    assert shlex.split(spec.command())[:3] == ["python", "-m", "job"]
+def test_hostile_paths_reach_the_job_as_base64_that_no_shell_reads():
+    corpus = 'my docs/$(rm -rf ~)/it\'s `x` "q";&x=1.jsonl'
+    spec = JobSpec(corpus=corpus, output="out dir", model="$HOME", name="n")
+    words = shlex.split(spec.command())
+    assert words[:4] == ["python", "-m", "job", "--spec-b64"] and len(words) == 5
+    assert re.fullmatch(r"[A-Za-z0-9+/=]+", words[4])
+    assert expand_spec(words[3:]) == spec.arguments()
+    assert spec.arguments()[:4] == ["--corpus", corpus, "--output", "out dir"]
 
 
-def test_a_password_in_a_corpus_url_is_refused_without_showing_it():
-    with pytest.raises(RaybakeError, match=r"--corpus URL carries a password \('https://me:\*\*\*@host/c'\)") as info:
-        JobSpec(corpus="https://me:hunter2@host/c", output="out")
-    assert "hunter2" not in str(info.value)
-    assert JobSpec(corpus="s3://bucket/docs", output="s3://bucket/out").corpus == "s3://bucket/docs"
+def test_a_credentialed_corpus_url_reaches_the_job_intact_and_shows_masked():
+    url = "https://me:hunter2@host/c.jsonl?X-Amz-Signature=s1g;$'\"&x=1"
+    spec = JobSpec(corpus=url, output="out")
+    assert expand_spec(shlex.split(spec.command())[3:])[1] == url
+    shown = spec.shown_command()
+    assert "hunter2" not in shown and "s1g" not in shown and "x=1" in shown
+    assert shown_entrypoint(spec.command()) == shown
 
 
 def test_unknown_task_is_refused():

@@ -1,4 +1,5 @@
-"""The workflow rules can fail: a fixture that breaks each rule once, and edge cases of each."""
+"""The workflow rules can fail: one bad workflow per rule (fixtures/bad-workflows), each breaking
+only that rule, and the expression parsing that makes a guard a guard."""
 
 from __future__ import annotations
 
@@ -7,41 +8,29 @@ from pathlib import Path
 import pytest
 
 from raybake import versions
-from raybake.ci import workflow_policy
+from raybake.ci import expressions, workflow_policy
+from raybake.errors import RaybakeError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "bad-workflow.yml"
+BAD = Path(__file__).parent / "fixtures" / "bad-workflows"
+FIXTURES = sorted(BAD.glob("*.yml"))
 
 
-@pytest.fixture()
-def bad(tmp_path: Path) -> list[str]:
+def problems(path: Path, tmp_path: Path) -> list[str]:
     # The Ray pin is read, not copied, so the fixture stays right when requirements.txt moves.
-    path = tmp_path / "bad.yml"
-    path.write_text(FIXTURE.read_text().replace("RAY_VERSION", versions.ray_version()))
-    return [str(p) for p in workflow_policy.check(path)]
+    copy = tmp_path / path.name
+    copy.write_text(path.read_text().replace("RAY_VERSION", versions.ray_version()))
+    return [str(p) for p in workflow_policy.check(copy)]
 
 
-@pytest.mark.parametrize(
-    "expected",
-    [
-        "top-level permissions must be exactly `contents: read`",
-        "no concurrency group",
-        "pull_request_target runs with secrets",
-        "build: no timeout-minutes",
-        "checkout without persist-credentials: false",
-        "setup-python must read .python-version",
-        "Injected: `${{ }}` inside run:",
-        "run: command 'pip install ray==",
-        "run: command 'docker build -t x .' is not an invoke task",
-        "outside a protected environment",
-        "env: secrets ['RAYBAKE_KUBECONFIG'] in a shared env:",
-        "write scopes ['packages'] on pull_request without",
-        "actions/checkout@v4: not pinned to a full commit SHA",
-        "a26af69be951a213d495a4c3e4e4022e16d87065: not pinned to a full commit SHA with a `# vX.Y.Z`",
-        f"ray=={versions.ray_version()} is pinned in requirements.txt",
-    ],
-)
-def test_each_rule_reports_its_breach(bad: list[str], expected: str) -> None:
-    assert any(expected in problem for problem in bad), "\n".join(bad)
+def test_every_rule_has_its_fixture():
+    assert len(FIXTURES) >= 25
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_each_bad_workflow_breaks_exactly_its_rule(path: Path, tmp_path: Path) -> None:
+    expected = path.read_text().splitlines()[0].removeprefix("# breaks: ")
+    found = problems(path, tmp_path)
+    assert len(found) == 1 and expected in found[0], "\n".join(found)
 
 
 def test_commands_split_lines_continuations_and_chains() -> None:
@@ -53,48 +42,47 @@ def test_commands_split_lines_continuations_and_chains() -> None:
     ]
 
 
-def _workflow(tmp_path: Path, job: str) -> list[str]:
-    path = tmp_path / "w.yml"
-    path.write_text(
-        "on: [pull_request, workflow_dispatch]\npermissions:\n  contents: read\nconcurrency:\n  group: g\njobs:\n" + job
-    )
-    return [str(p) for p in workflow_policy.check(path)]
-
-
-SECRET_JOB = """  j:
-    if: {condition}
-    runs-on: ubuntu-latest
-    environment: production
-    timeout-minutes: 5
-    steps:
-      - run: invoke submit
-        env:
-          T: ${{{{ secrets.RAY_AUTH_TOKEN }}}}
-"""
-
-
 @pytest.mark.parametrize(
-    ("condition", "safe"),
+    ("condition", "holds"),
     [
-        ("github.event.pull_request.head.repo.full_name == github.repository", True),
-        ("github.event_name == 'workflow_dispatch'", True),
-        ("github.event_name == 'workflow_dispatch' || github.event_name == 'pull_request'", False),
-        ("github.event.label.name == 'run-job'", False),
+        ("github.event.workflow_run.conclusion == 'success'", True),
+        ("${{ github.event.workflow_run.conclusion == 'success' }}", True),
+        (
+            "'success' == github.event.workflow_run.conclusion && github.event.workflow_run.event == 'pull_request'",
+            True,
+        ),
+        ("(github.event.workflow_run.conclusion == 'SUCCESS') && !cancelled()", True),
+        ("github.event.workflow_run.conclusion == 'success' || true", False),
+        ("true || github.event.workflow_run.conclusion == 'success'", False),
+        ("!(github.event.workflow_run.conclusion == 'success')", False),
+        ("github.event.workflow_run.conclusion != 'success'", False),
+        ("contains('github.event.workflow_run.conclusion == success', 'x')", False),
+        ("always()", False),
     ],
 )
-def test_secrets_on_pull_requests_need_the_same_repository_guard(tmp_path: Path, condition: str, safe: bool) -> None:
-    problems = _workflow(tmp_path, SECRET_JOB.format(condition=f'"{condition}"'))
-    assert (problems == []) is safe, problems
+def test_a_guard_holds_only_when_the_whole_condition_needs_it(condition: str, holds: bool) -> None:
+    assert expressions.requires(condition, workflow_policy.RUN_PASSED) is holds
 
 
-def test_github_token_and_local_actions_are_allowed(tmp_path: Path) -> None:
-    job = """  j:
-    runs-on: ubuntu-latest
-    timeout-minutes: 5
-    steps:
-      - uses: ./.github/actions/local
-      - run: invoke ci.pr-comment --pr 1 --body-file x
-        env:
-          GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}
-"""
-    assert _workflow(tmp_path, job) == []
+def test_the_same_repository_guard_ored_with_true_guards_nothing() -> None:
+    guard = "github.event.pull_request.head.repo.full_name == github.repository"
+    assert expressions.requires(f"github.event.label.name == 'run-job' && {guard}", guard)
+    assert not expressions.requires(f"{guard} || true", guard)
+
+
+def test_expressions_parse_calls_indexes_and_filters() -> None:
+    node = expressions.parse("contains(github.event.pull_request.labels.*.name, 'run-job') && fromJSON(x.y)[0].z")
+    assert expressions.contexts(node) >= {"github.event.pull_request.labels.*.name", "x.y"}
+    with pytest.raises(RaybakeError, match="cannot parse expression"):
+        expressions.parse("github.ref == 'a' &&")
+
+
+def test_github_token_and_local_actions_are_allowed_outside_pull_requests(tmp_path: Path) -> None:
+    path = tmp_path / "w.yml"
+    path.write_text(
+        "on: push\npermissions:\n  contents: read\nconcurrency:\n  group: g\njobs:\n  j:\n"
+        "    runs-on: ubuntu-latest\n    timeout-minutes: 5\n    steps:\n      - uses: ./.github/actions/local\n"
+        "      - run: invoke ci.pr-comment --pr 1 --body-file x\n        env:\n"
+        "          GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}\n"
+    )
+    assert workflow_policy.check(path) == []

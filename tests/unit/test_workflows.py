@@ -17,7 +17,7 @@ from raybake.ci import workflow_policy
 from raybake.ci.lint import tool
 
 WORKFLOWS = {p.name: p for p in workflow_policy.workflow_files()}
-EXPECTED = {"ci.yml", "e2e-kind.yml", "image.yml", "submit.yml"}
+EXPECTED = {"ci.yml", "e2e-kind.yml", "image.yml", "submit.yml", "pr-image.yml", "pr-trial.yml"}
 # Tasks and flags the workflows call that other branches deliver; a name here must be one of
 # those, so a typo in a workflow still fails. Empty it once they are merged.
 PENDING = {
@@ -38,7 +38,7 @@ def _schema(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
-def test_the_four_workflows_exist() -> None:
+def test_the_workflows_exist() -> None:
     assert set(WORKFLOWS) >= EXPECTED
 
 
@@ -88,12 +88,16 @@ def test_triggers() -> None:
     image = _triggers("image.yml")
     assert set(image) == {"push"} and image["push"]["branches"] == ["main"] and image["push"]["tags"]
     submit = _triggers("submit.yml")
-    assert submit["pull_request"] == {"types": ["labeled"]}
+    assert set(submit) == {"workflow_dispatch"}
+    assert _triggers("pr-image.yml") == {"pull_request": {"types": ["labeled"]}}
+    # workflow_run names the workflow it follows by its name: a rename would silently break it.
+    pr_image = workflow_policy.load(WORKFLOWS["pr-image.yml"])["name"]
+    assert _triggers("pr-trial.yml") == {"workflow_run": {"workflows": [pr_image], "types": ["completed"]}}
     inputs = set(submit["workflow_dispatch"]["inputs"])
     assert inputs == {"corpus", "task", "model", "image", "backend", "gpus", "output"}
 
 
-WRITERS = {("image.yml", "publish"): {"packages"}, ("submit.yml", "pull-request"): {"packages", "pull-requests"}}
+WRITERS = {("image.yml", "publish"): {"packages"}, ("pr-trial.yml", "trial"): {"packages", "pull-requests"}}
 
 
 def test_publishing_jobs_alone_can_write() -> None:
@@ -103,11 +107,24 @@ def test_publishing_jobs_alone_can_write() -> None:
             assert writes <= WRITERS.get((name, job_id), set()), (name, job_id, writes)
 
 
-def test_pull_request_job_runs_only_on_the_label_from_this_repository() -> None:
-    job = workflow_policy.load(WORKFLOWS["submit.yml"])["jobs"]["pull-request"]
-    assert "github.event.label.name == 'run-job'" in job["if"]
-    assert workflow_policy.SAME_REPO_GUARD in job["if"]
-    assert job["environment"] == "production"
+def test_a_pull_requests_code_builds_without_credentials_and_runs_only_in_the_sandbox() -> None:
+    build = workflow_policy.load(WORKFLOWS["pr-image.yml"])["jobs"]["build"]
+    assert build["if"] == "github.event.label.name == 'run-job'"
+    assert "environment" not in build and "permissions" not in build
+    assert not workflow_policy.secrets_of(build)
+    trial = workflow_policy.load(WORKFLOWS["pr-trial.yml"])["jobs"]["trial"]
+    assert trial["environment"] == "pr-trial"
+    runs = [s.get("run", "") for s in trial["steps"]]
+    assert runs[2] == workflow_policy.LOCKED_INSTALL and runs[3].startswith(workflow_policy.TRIAL_CHECK)
+    assert any("invoke ci.image-ref" in r and "--pr" in r for r in runs)
+
+
+def test_dispatch_reruns_attach_and_the_rayjob_backend_gets_no_ray_token() -> None:
+    job = workflow_policy.load(WORKFLOWS["submit.yml"])["jobs"]["dispatch"]
+    assert "github.run_attempt" not in workflow_policy.read_contexts(job["env"]["JOB_NAME"])
+    for step in job["steps"]:
+        token = (step.get("env") or {}).get("RAY_AUTH_TOKEN")
+        assert token in (None, "${{ inputs.backend == 'address' && secrets.RAY_AUTH_TOKEN || '' }}"), token
 
 
 def test_e2e_dumps_the_cluster_on_failure() -> None:

@@ -1,0 +1,85 @@
+"""Corpus URLs that carry credentials, on the job's side: open them unchanged, show them masked.
+
+A presigned URL is signed over its exact bytes: fsspec's HTTP filesystem re-quotes a URL unless
+told it is already encoded (`%2F` would become `/`, and the signature would no longer match).
+What the job logs and writes to the manifest shows the URL with its credentials masked. The
+client keeps the same masking rules in raybake/urls.py: job/ never imports raybake/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+MASK = "***"
+# Query parameters whose value is a credential, by name: signatures, credentials, tokens, keys.
+SECRET_PARAM = re.compile(r"sig|signature|credential|token|secret|passw|key|auth|sas", re.IGNORECASE)
+
+
+def is_url(value: str) -> bool:
+    return "://" in value
+
+
+def fs_options(location: str) -> dict[str, Any]:
+    """fsspec options that keep a URL byte for byte: presigned HTTP(S) URLs are already encoded."""
+    return {"encoded": True} if urlsplit(location).scheme in ("http", "https") else {}
+
+
+def file_name(location: str) -> str:
+    """The last path segment, for a URL from its path: never from its query (`c.jsonl?X-Amz-...`)."""
+    if is_url(location):
+        return unquote(urlsplit(location).path.rstrip("/").rsplit("/", 1)[-1])
+    return location.rsplit("/", 1)[-1]
+
+
+def _secret_params(url: str) -> list[tuple[str, str]]:
+    # Split at `&` only: a `;` inside a signature is part of its value, not a separator.
+    query = urlsplit(url).query
+    pairs = [pair.partition("=") for pair in query.split("&")] if query else []
+    return [(n + s + v, v) for n, s, v in pairs if s and v and SECRET_PARAM.search(unquote(n))]
+
+
+def _secrets(url: str) -> list[str]:
+    if not is_url(url):
+        return []
+    netloc = urlsplit(url).netloc
+    raw = [netloc.rpartition("@")[0], *(value for _, value in _secret_params(url))]
+    return sorted({form for r in raw if r for s in (r, unquote(r)) for form in _written(s)}, key=len, reverse=True)
+
+
+def _written(secret: str) -> set[str]:
+    """A secret as messages write it: as is, inside a repr (`\\'`), inside JSON (`\\"`)."""
+    return {secret, repr(secret)[1:-1], repr(secret + "'")[1:-2], json.dumps(secret)[1:-1]} - {""}
+
+
+def redact(url: str) -> str:
+    """The URL as logs and the manifest show it: userinfo and secret query values masked."""
+    if not is_url(url):
+        return url
+    shown = url
+    netloc = urlsplit(url).netloc
+    if "@" in netloc:
+        shown = shown.replace(netloc.rpartition("@")[0] + "@", MASK + "@", 1)
+    for pair, value in _secret_params(url):
+        shown = shown.replace(pair, pair[: len(pair) - len(value)] + MASK, 1)
+    return shown
+
+
+# The secrets of the URLs this process was given: every line the job prints passes through
+# `shown`, so an error message quoting a URL (fsspec's, aiohttp's) cannot print them either.
+_HIDDEN: set[str] = set()
+
+
+def hide(*locations: str) -> None:
+    """Remember the secrets in these locations; `shown` masks them from now on."""
+    for location in locations:
+        _HIDDEN.update(_secrets(location or ""))
+
+
+def shown(text: str) -> str:
+    """Text as it may be printed: every remembered secret masked, the longest first."""
+    for secret in sorted(_HIDDEN, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text

@@ -1,0 +1,77 @@
+"""Hostile names through KubeRay's submitter: raybake's RayJob, the same bash line, a real Ray.
+
+The corpus is named so that any shell that reads it as text runs `touch pwned...`. The RayJob
+raybake renders for it goes through KubeRay v1.7's command construction (tests/kuberay_submitter)
+against a real local head with token auth, as the submitter pod would run it. The job must read
+exactly that path, and no `pwned*` file may appear. A control run puts the same name raw into
+the runtime env, where KubeRay's double quotes still expand `$(...)`: it does make `pwned2`, so
+the harness sees a shell that acts, and raybake's runtime env keeps such text out by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kuberay_submitter import run_submitter
+from raycluster import clean_environ
+
+from raybake.clusters.rayjob import RayJobBackend
+from raybake.config import Settings
+from raybake.spec import JobSpec
+from raybake.versions import ROOT
+
+HOSTILE = "a;touch${IFS}pwned $(touch pwned2) \"q\" 'q' &x=1"
+EXAMPLE = ROOT / "examples" / "corpus"
+
+
+def submitter_env(head) -> dict[str, str]:
+    """What KubeRay gives the submitter container: token mode and the cluster's token, nothing of ours."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**clean_environ(), "PATH": path, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token}
+
+
+def rendered(spec: JobSpec) -> dict:
+    """raybake's RayJob for the spec, its runtime env plus job/ as a py_module (the image's job/ here)."""
+    backend = RayJobBackend(Settings(backend="rayjob", image="raybake:test"))
+    manifest = backend.manifest(backend.prepare(spec))
+    runtime_env = yaml.safe_load(manifest["spec"]["runtimeEnvYAML"])
+    manifest["spec"]["runtimeEnvYAML"] = yaml.safe_dump({**runtime_env, "py_modules": [str(ROOT / "job")]})
+    return manifest
+
+
+def pwned(*folders: Path) -> list[Path]:
+    return [p for folder in folders for p in folder.rglob("pwned*")]
+
+
+@pytest.mark.parametrize("mode", ["SidecarMode", "K8sJobMode"])
+def test_a_hostile_corpus_name_reaches_the_job_as_data_through_kuberays_shell(ray_head, tmp_path, mode):
+    corpus = tmp_path / HOSTILE
+    shutil.copytree(EXAMPLE, corpus)
+    out = tmp_path / f"out {HOSTILE}"
+    spec = JobSpec(corpus=f"cluster:{corpus}", output=f"cluster:{out}", name=f"rbt-hostile-{mode.lower()}")
+    manifest = rendered(spec)
+    # raybake renders SidecarMode; KubeRay's default K8sJobMode wraps the same line in more shell.
+    manifest["spec"]["submissionMode"] = mode
+    # Nothing the user named is in the runtime env KubeRay pastes into its bash line.
+    assert HOSTILE not in manifest["spec"]["runtimeEnvYAML"] and "pwned" not in manifest["spec"]["runtimeEnvYAML"]
+
+    done = run_submitter(manifest, address=ray_head.url, env=submitter_env(ray_head), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "raybake: done: 41 ok" in done.stdout, done.stdout[-3000:]
+    assert json.loads((out / "manifest.json").read_text())["spec"]["corpus"] == str(corpus)
+    assert pwned(tmp_path, ROOT, Path(ray_head.temp_dir)) == []
+
+
+def test_the_harness_sees_a_shell_act_on_a_name_in_the_runtime_env(ray_head, tmp_path):
+    """The control: the same line with the name raw in the runtime env does run `touch pwned2`."""
+    manifest = rendered(JobSpec(corpus="cluster:/nonexistent", output="cluster:/tmp/x", name="rbt-hostile-control"))
+    manifest["spec"]["runtimeEnvYAML"] = yaml.safe_dump({"env_vars": {"CORPUS": HOSTILE}})
+    manifest["spec"]["entrypoint"] = "python -c pass"
+    run_submitter(manifest, address=ray_head.url, env=submitter_env(ray_head), cwd=tmp_path)
+    assert (tmp_path / "pwned2").exists()

@@ -1,0 +1,24 @@
+"""job/output.py: parts appear whole or not at all, and a killed writer's leftovers go."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from job.output import Output
+
+
+def test_a_redone_shard_removes_the_temp_file_a_killed_writer_left(tmp_path):
+    output = Output(str(tmp_path / "out"))
+    parts = tmp_path / "out" / "parts"
+    killed = parts / ".part-00001-aaaa.parquet.tmp-0123456789abcdef"
+    other = parts / ".part-00002-bbbb.parquet.tmp-fedcba9876543210"
+    killed.write_bytes(b"PAR1 half a part")
+    other.write_bytes(b"PAR1 half another part")
+
+    output.write_part("part-00001-aaaa.parquet", pa.table({"id": ["a"]}), {"ok": 1})
+
+    assert not killed.exists()
+    assert other.exists()  # its shard is not redone yet: its writer may still be running
+    assert pq.read_table(parts / "part-00001-aaaa.parquet").column("id").to_pylist() == ["a"]
+    assert output.finished() == {"part-00001-aaaa.parquet"}

@@ -1,25 +1,29 @@
 """raybake's front door: `invoke --list`. Thin: parse flags, call raybake.*, map errors to exits.
 
-Defaults live in `ns.configure` below and in invoke.yaml; any of them can be overridden by an
-INVOKE_RAYBAKE_<NAME> environment variable, and the flags of a task override all of those.
+Every setting's default is in raybake/config.py (Settings); invoke.yaml states the project's
+values over them, an INVOKE_RAYBAKE_<NAME> variable overrides those (for every setting: the
+client reads them, see config.load), and a task's flags override all of those.
+docs/configuration.md lists every setting (`invoke docs` writes it).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 
 from invoke import Collection, Exit, task
 
 from raybake import config as settings_mod
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
+from raybake.spec import DEFAULT_MODEL, DEFAULT_TASK, DEFAULT_TEXT_FIELD, TASKS
 
 TEST_TIERS = ("unit", "ray", "docker", "e2e")
 
 
 def _settings(c, **flags):
-    return settings_mod.load(c.config.get("raybake"), **flags)
+    return settings_mod.load(c.config.get("raybake"), environ=os.environ, **flags)
 
 
 def user_errors(fn):
@@ -90,10 +94,10 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
     help={
         "corpus": "file or directory of documents (path, URI, or cluster:/path on a cluster volume): "
         ".txt .jsonl .csv .tsv .parquet, .gz",
-        "task": "embed | classify | ner | generate (default: embed)",
-        "model": "hub id or local model directory (default: sentence-transformers/all-MiniLM-L6-v2)",
+        "task": f"{' | '.join(TASKS)} (default: {DEFAULT_TASK})",
+        "model": f"hub id or local model directory (default: {DEFAULT_MODEL})",
         "output": "where results go (default: results/<job id> locally, raybake.remote_output/<job id> on a cluster)",
-        "text-field": "text field of jsonl/csv/parquet records (default: text)",
+        "text-field": f"text field of jsonl/csv/parquet records (default: {DEFAULT_TEXT_FIELD})",
         "id-field": "id field; default: the document's source (file@byte, file:line or file:row)",
         "job-args": 'more `python -m job` options, quoted: e.g. "--max-length 128 --top-k 3"',
         "entrypoint": 'run your own command instead of the built-in job, e.g. "python my_job.py"',
@@ -124,10 +128,10 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
 def submit(
     c,
     corpus="",
-    task="embed",
+    task=DEFAULT_TASK,
     model=None,
     output=None,
-    text_field="text",
+    text_field=DEFAULT_TEXT_FIELD,
     id_field=None,
     job_args="",
     entrypoint=None,
@@ -176,11 +180,11 @@ def submit(
     """
     from raybake import identity
     from raybake.clusters.transport import output_root
-    from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
+    from raybake.spec import JobSpec, with_id
     from raybake.submit import submit as run_submit
 
     if not corpus and not entrypoint:
-        raise RaybakeError("--corpus is required (or --entrypoint for your own script)", 2)
+        raise RaybakeError("--corpus is required (or --entrypoint for your own script)", ExitCode.REFUSED)
     chosen = _backend(
         c,
         backend,
@@ -237,18 +241,24 @@ def submit(
         raise Exit(code=code)
 
 
+def _ended(result, *, why=False):
+    """Print a job's status (and `why`, its message); exit with its code: 0 only for SUCCEEDED."""
+    from raybake.result import exit_code
+
+    print(f"{result.job_id}: {result.status}" + (f" ({result.message})" if why and result.message else ""))
+    if exit_code(result):
+        raise Exit(code=exit_code(result))
+
+
 @task(help={"job": "job id (the RayJob name for rayjob)", **CLUSTER_HELP})
 @user_errors
 def status(c, job, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's status; exit 0 only if it SUCCEEDED."""
-    from raybake.result import exit_code
     from raybake.submit import newest_attempt
 
     with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
         result = chosen.status(newest_attempt(chosen, job))
-    print(f"{result.job_id}: {result.status}" + (f" ({result.message})" if result.message else ""))
-    if exit_code(result):
-        raise Exit(code=exit_code(result))
+    _ended(result, why=True)
 
 
 @task(
@@ -261,7 +271,6 @@ def status(c, job, backend=None, address=None, cluster=None, namespace=None):
 @user_errors
 def logs(c, job, follow=False, backend=None, address=None, cluster=None, namespace=None):
     """Print a job's logs, or follow them with progress to the end."""
-    from raybake.result import exit_code
     from raybake.submit import newest_attempt
 
     with _backend(c, backend, address, cluster, namespace=namespace) as chosen:
@@ -270,9 +279,7 @@ def logs(c, job, follow=False, backend=None, address=None, cluster=None, namespa
             sys.stdout.write(chosen.logs(job))
             return
         result = chosen.follow(job)
-    print(f"{result.job_id}: {result.status}")
-    if exit_code(result):
-        raise Exit(code=exit_code(result))
+    _ended(result)
 
 
 @task(
@@ -328,10 +335,16 @@ def kind_down(c, name=None):
 
 @task
 def versions(c):
-    """The pinned versions as NAME=VALUE lines (for workflows: `invoke versions >> "$GITHUB_ENV"`)."""
-    from raybake.versions import HELM, KIND, KUBERAY, pins
+    """raybake's version and the pinned ones as NAME=VALUE lines (workflows: `invoke versions >> "$GITHUB_ENV"`)."""
+    from raybake.versions import HELM, KIND, KUBERAY, pins, raybake_version
 
-    pinned = {**{k.upper(): v for k, v in pins().items()}, "KUBERAY": KUBERAY, "KIND": KIND, "HELM": HELM}
+    pinned = {
+        "RAYBAKE": raybake_version(),
+        **{k.upper(): v for k, v in pins().items()},
+        "KUBERAY": KUBERAY,
+        "KIND": KIND,
+        "HELM": HELM,
+    }
     for name, value in pinned.items():
         print(f"{name.replace('-', '_')}_VERSION={value}")
 
@@ -482,7 +495,6 @@ def down(c, containers_only=False):
 @user_errors
 def bench(c, docs=0, threads=0, repeats=0, out="bench-results", device=None, minilm=None, job_args="", scale=False):
     """Benchmark raybake against the plain transformers loop on this machine; report ratios."""
-    import os
     from pathlib import Path
 
     if device:
@@ -556,7 +568,7 @@ def bench_start(c, image=None, variant=None, repeats=3, port=8267, out="bench-re
 def test(c, tier=None, pytest_args=""):
     """Run the tests: unit, ray and docker tiers (e2e needs kind and runs on GitHub)."""
     if tier and tier not in TEST_TIERS:
-        raise Exit(f"raybake: unknown test tier {tier!r}; choose one of {', '.join(TEST_TIERS)}", code=2)
+        raise Exit(f"raybake: unknown test tier {tier!r}; choose one of {', '.join(TEST_TIERS)}", code=ExitCode.REFUSED)
     target = f"tests/{tier}" if tier else "tests --ignore=tests/e2e"
     c.run(f"{sys.executable} -m pytest {target} {pytest_args}", pty=False)
 
@@ -564,12 +576,12 @@ def test(c, tier=None, pytest_args=""):
 @task
 @user_errors
 def lint(c):
-    """ruff, hadolint (docker/Dockerfile), actionlint and the workflow rules: CI runs this too."""
+    """ruff, mypy, hadolint (docker/Dockerfile), actionlint and the workflow rules: CI runs this too."""
     from raybake.ci import lint as linters
 
     failed = linters.run()
     if failed:
-        raise Exit(f"raybake: lint failed: {', '.join(failed)}", code=1)
+        raise Exit(f"raybake: lint failed: {', '.join(failed)}", code=ExitCode.FAILED)
 
 
 @task(
@@ -672,7 +684,6 @@ def image_ref(c, repository, ref="", pr=0):
     On a runner, later steps also get INVOKE_RAYBAKE_REGISTRY and INVOKE_RAYBAKE_IMAGE_NAME, so
     `invoke build` and `invoke push` name the image there without a flag.
     """
-    import os
 
     from raybake.ci import gha
 
@@ -759,7 +770,7 @@ def lock(c, check=False):
         for line in stale:
             print(f"stale: {line}")
         if stale:
-            raise Exit("raybake: requirements-client.lock is not current: run `invoke lock`", code=1)
+            raise Exit("raybake: requirements-client.lock is not current: run `invoke lock`", code=ExitCode.FAILED)
         print("raybake: requirements-client.lock is current")
         return
     lockfile.write()
@@ -777,7 +788,7 @@ def github_settings(c, repository=""):
 
     repository = repository or os.environ.get("GITHUB_REPOSITORY", "")
     if not repository:
-        raise RaybakeError("no repository: pass --repository OWNER/NAME", 2)
+        raise RaybakeError("no repository: pass --repository OWNER/NAME", ExitCode.REFUSED)
     fetch = settings_check.api_fetch(
         token=os.environ.get("GITHUB_TOKEN", ""), api_url=os.environ.get("GITHUB_API_URL", "https://api.github.com")
     )
@@ -785,7 +796,9 @@ def github_settings(c, repository=""):
     for line in missing:
         print(f"missing: {line}")
     if missing:
-        raise Exit(f"raybake: {len(missing)} setting(s) of {repository} missing (docs/github-actions.md)", code=1)
+        raise Exit(
+            f"raybake: {len(missing)} setting(s) of {repository} missing (docs/github-actions.md)", code=ExitCode.FAILED
+        )
     print(f"raybake: {repository} has every setting the workflows rely on")
 
 
@@ -796,13 +809,12 @@ def pr_comment(c, pr, body_file):
 
     Uses GITHUB_TOKEN, GITHUB_REPOSITORY and GITHUB_API_URL as a workflow sets them.
     """
-    import os
     from pathlib import Path
 
     from raybake.ci import gha
 
     if not str(pr).isdigit():
-        raise RaybakeError(f"--pr must be a pull request number, got {pr!r}", 2)
+        raise RaybakeError(f"--pr must be a pull request number, got {pr!r}", ExitCode.REFUSED)
     url = gha.comment_on_pr(
         repository=os.environ.get("GITHUB_REPOSITORY", ""),
         number=int(pr),
@@ -832,6 +844,45 @@ def kubeconfig(c, out, source_env="RAYBAKE_KUBECONFIG"):
     from raybake.ci import gha
 
     print(f"raybake: kubeconfig written to {gha.write_kubeconfig(Path(out), source_env=source_env)}")
+
+
+@task(help={"check": "only check that the page is current; exit 1 if not (CI and the tests run this)"})
+@user_errors
+def docs(c, check=False):
+    """Regenerate docs/configuration.md's tables: every setting, and the job's options."""
+    from raybake.ci import docs as pages
+
+    written = pages.render(_setting_flags())
+    if pages.PAGE.read_text() == written:
+        return
+    if check:
+        raise Exit("raybake: docs/configuration.md is stale: run `invoke docs`", code=ExitCode.FAILED)
+    pages.PAGE.write_text(written)
+    print(f"raybake: {pages.PAGE.relative_to(pages.ROOT)} regenerated")
+
+
+# Flags whose name is not the setting they set; and flags named like a setting that set none.
+FLAG_ALIASES = {
+    ("submit", "insecure"): "verify_tls",
+    ("kind.up", "name"): "kind_cluster",
+    ("kind.down", "name"): "kind_cluster",
+}
+NOT_SETTINGS = {("up", "image"), ("bench-start", "image"), ("ci.image-summary", "image")}
+
+
+def _setting_flags() -> dict[str, dict[str, list[str]]]:
+    """Setting -> flag -> the tasks that take it, read from the tasks themselves."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(settings_mod.Settings)}
+    found: dict[str, dict[str, list[str]]] = {}
+    for name in ns.task_names:
+        for argument in ns[name].get_arguments():
+            flag = argument.names[0]
+            setting = FLAG_ALIASES.get((name, flag), None if (name, flag) in NOT_SETTINGS else argument.name)
+            if setting in known:
+                found.setdefault(setting, {}).setdefault(f"--{flag}", []).append(name)
+    return found
 
 
 # `invoke --list` shows the user's tasks first, then the two collections: what only a workflow
@@ -874,7 +925,9 @@ ns = Collection(
     lint,
     lock,
     versions,
+    docs,
     ci,
     kind,
 )
+# The section invoke.yaml fills; the defaults themselves are raybake/config.py's.
 ns.configure({"raybake": {}})

@@ -7,7 +7,15 @@ import base64
 import json
 import sys
 
-from job.config import DEFAULT_MODEL, TASK_NAMES, TOKEN_BUDGET, TaskOptions, WorkerConfig
+from job.config import (
+    DEFAULT_MODEL,
+    DEFAULT_TASK,
+    DEFAULT_TEXT_FIELD,
+    TASK_NAMES,
+    TOKEN_BUDGET,
+    TaskOptions,
+    WorkerConfig,
+)
 from job.corpus import MAX_RECORD_BYTES, SHARDS_PER_CORPUS, SPLIT_BYTES_MAX, SPLIT_BYTES_MIN, Fields
 from job.run import RunConfig, run
 
@@ -28,10 +36,14 @@ def parser() -> argparse.ArgumentParser:
         ".txt (one document per file), .jsonl, .csv, .tsv, .parquet, optionally .gz",
     )
     p.add_argument("--output", help="output directory (path or fsspec URI); required unless --check")
-    p.add_argument("--task", choices=TASK_NAMES, default="embed", help="model task (default: embed)")
+    p.add_argument("--task", choices=TASK_NAMES, default=DEFAULT_TASK, help="model task (default: %(default)s)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local directory (default: %(default)s)")
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
-    p.add_argument("--text-field", default="text", help="text field/column of jsonl, csv, parquet")
+    p.add_argument(
+        "--text-field",
+        default=DEFAULT_TEXT_FIELD,
+        help="text field/column of jsonl, csv, parquet (default: %(default)s)",
+    )
     p.add_argument("--id-field", default=None, help="id field/column; default: the source, file@byte or file:line")
     p.add_argument(
         "--max-length",

@@ -7,13 +7,20 @@ it never uses.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from job.corpus import MAX_RECORD_BYTES, Fields
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-TASK_NAMES = ("embed", "classify", "ner", "generate")
+# What the client may ask of the job: its tasks and defaults. The client reads the same file
+# (raybake/spec.py) rather than importing job/, so the two cannot disagree.
+INTERFACE = json.loads((Path(__file__).parent / "interface.json").read_text())
+TASK_NAMES: tuple[str, ...] = tuple(INTERFACE["tasks"])
+DEFAULT_TASK: str = INTERFACE["default_task"]
+DEFAULT_MODEL: str = INTERFACE["default_model"]
+DEFAULT_TEXT_FIELD: str = INTERFACE["default_text_field"]
 # Padded tokens per batch when --token-budget is not given. A GPU needs big batches to stay
 # busy. On a CPU the cost per token is flat once a batch fills the matrix units, and the cost per
 # batch (Python, dispatch) is fixed: a small model needs more tokens per batch to amortise it.

@@ -448,6 +448,7 @@ def build_manifest(
             "revision": pool.workers[0]["revision"] if pool.workers else None,
         },
         "versions": _versions(),
+        "raybake_version": os.environ.get("RAYBAKE_VERSION"),
         "git_sha": os.environ.get("RAYBAKE_GIT_SHA"),
         "image": os.environ.get("RAYBAKE_IMAGE"),
         "expected_image": os.environ.get("RAYBAKE_EXPECTED_IMAGE"),

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from raybake import console, urls
 from raybake.clusters.transport import tree_digest, upload_files
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
 
 # Which listing field says a file's version, by filesystem: S3 and HTTP ETag, GCS generation,
@@ -94,17 +94,14 @@ def corpus_identity(corpus: str, *, settings: Settings, strict: bool) -> str:
     except PermissionError as exc:
         if strict:
             raise RaybakeError(
-                f"the object store refused access to --corpus {corpus!r} ({_first_line(exc)}): check the "
+                f"the object store refused access to --corpus {urls.redact(corpus)!r} ({_first_line(exc)}): check the "
                 "credentials in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://)",
-                3,
+                ExitCode.UNREACHABLE,
             ) from None
         reason = _reason(exc, url)
     except Exception as exc:  # noqa: BLE001 - any store's client error: the job still decides
         reason = _reason(exc, url)
-    print(
-        f"raybake: note: cannot list --corpus from here ({reason}); the job id covers its path, not its files",
-        file=sys.stderr,
-    )
+    console.aside(f"note: cannot list --corpus from here ({reason}); the job id covers its path, not its files")
     return "unlisted"
 
 

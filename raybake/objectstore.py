@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 # Where a RayJob's pods find a CA bundle taken from a ConfigMap or Secret.
 CA_MOUNT = "/etc/raybake/s3-ca"
@@ -50,14 +50,15 @@ class CaBundle:
             name, _, key = rest.partition("/")
             if not (K8S_NAME.match(name) and KEY.match(key)):
                 raise RaybakeError(
-                    f"s3_ca_bundle {value!r} must read {kind.lower()}:NAME/KEY, e.g. configmap:s3-ca/ca-bundle.crt", 2
+                    f"s3_ca_bundle {value!r} must read {kind.lower()}:NAME/KEY, e.g. configmap:s3-ca/ca-bundle.crt",
+                    ExitCode.REFUSED,
                 )
             return cls(CA_KINDS[kind.lower()], name, key)
         if not value.startswith("/"):
             raise RaybakeError(
                 f"s3_ca_bundle {value!r} must be configmap:NAME/KEY, secret:NAME/KEY or an absolute path "
                 "that exists where the job runs",
-                2,
+                ExitCode.REFUSED,
             )
         return cls("path", value)
 
@@ -70,12 +71,14 @@ class CaBundle:
 def check_endpoint(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RaybakeError(f"s3_endpoint {url!r} must be an http(s) URL, e.g. https://s3.example.internal", 2)
+        raise RaybakeError(
+            f"s3_endpoint {url!r} must be an http(s) URL, e.g. https://s3.example.internal", ExitCode.REFUSED
+        )
     if parts.username or parts.password:
         raise RaybakeError(
             "s3_endpoint must not carry credentials (it shows in manifests and logs): "
             "put them in a Secret (--env-from-secret NAME) or the environment",
-            2,
+            ExitCode.REFUSED,
         )
     return url.rstrip("/")
 
@@ -83,7 +86,7 @@ def check_endpoint(url: str) -> str:
 def secrets(settings: Settings) -> tuple[str, ...]:
     for name in settings.env_from_secret:
         if not K8S_NAME.match(name) or len(name) > 253:
-            raise RaybakeError(f"--env-from-secret {name!r} is not a Kubernetes Secret name", 2)
+            raise RaybakeError(f"--env-from-secret {name!r} is not a Kubernetes Secret name", ExitCode.REFUSED)
     return tuple(dict.fromkeys(settings.env_from_secret))
 
 

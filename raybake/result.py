@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -23,6 +23,10 @@ class AlreadySubmitted(RaybakeError):
     """The cluster already holds a job under this submission id: another submit won the race."""
 
 
-def exit_code(result: JobResult) -> int:
+def ended(result: JobResult) -> bool:
+    return result.status in TERMINAL
+
+
+def exit_code(result: JobResult) -> ExitCode:
     """0 only for SUCCEEDED; anything else that ended, or never ended, is a failure."""
-    return 0 if result.status == "SUCCEEDED" else 1
+    return ExitCode.OK if result.status == "SUCCEEDED" else ExitCode.FAILED

@@ -11,18 +11,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raybake import urls
+from raybake.errors import ExitCode, RaybakeError
+from raybake.versions import ROOT
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-TASKS = ("embed", "classify", "ner", "generate")
+# The job's tasks and defaults, as the job itself reads them (job/config.py); the client never imports job/.
+JOB_INTERFACE = json.loads((ROOT / "job" / "interface.json").read_text())
+TASKS: tuple[str, ...] = tuple(JOB_INTERFACE["tasks"])
+DEFAULT_TASK: str = JOB_INTERFACE["default_task"]
+DEFAULT_MODEL: str = JOB_INTERFACE["default_model"]
+DEFAULT_TEXT_FIELD: str = JOB_INTERFACE["default_text_field"]
 
 
 @dataclass(frozen=True)
 class JobSpec:
     corpus: str
     output: str
-    task: str = "embed"
+    task: str = DEFAULT_TASK
     model: str = DEFAULT_MODEL
-    text_field: str = "text"
+    text_field: str = DEFAULT_TEXT_FIELD
     id_field: str | None = None
     # Further `python -m job` options, already split: ("--max-length", "128", ...).
     job_args: tuple[str, ...] = ()
@@ -35,10 +41,8 @@ class JobSpec:
     lineage: str = ""
 
     def __post_init__(self) -> None:
-        from raybake.errors import RaybakeError
-
         if self.task not in TASKS:
-            raise RaybakeError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}", 2)
+            raise RaybakeError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}", ExitCode.REFUSED)
 
     def arguments(self) -> list[str]:
         """The options of `python -m job`, as the job parses them."""
@@ -107,8 +111,15 @@ def is_local_path(uri: str) -> bool:
     return "://" not in uri and not uri.startswith(CLUSTER_PREFIX)
 
 
+def located(path: str) -> str:
+    """A path on this machine made absolute (the job runs in another directory, maybe on another
+    machine that mounts this one's); a URI or a `cluster:` path as written."""
+    return str(Path(path).resolve()) if path and is_local_path(path) else path
+
+
 def with_id(spec: JobSpec, *, name: str | None, results_dir: str, identity: dict[str, str] | None = None) -> JobSpec:
-    """The spec with its job id, and its output `<results_dir>/<job id>` unless one was given.
+    """The spec as the submit flow carries it: its paths located, its job id, and its output
+    `<results_dir>/<job id>` unless one was given. The one place a path given here is resolved.
 
     The id is `name` as given, else `raybake-<task>-<hash of what the job runs>`: the spec and
     its `identity` (image, model files, entrypoint code, corpus files; raybake/identity.py).
@@ -116,18 +127,19 @@ def with_id(spec: JobSpec, *, name: str | None, results_dir: str, identity: dict
     step) finds the first job instead of starting a second; a change to any of them gives
     another id, and so another default output. Local paths count by where they point.
     """
+    spec = dataclasses.replace(spec, corpus=located(spec.corpus), output=located(spec.output))
+    root = located(results_dir)
+    # A default output counts as its root: a local one by where it points, a URI as written.
+    default = root if is_local_path(root) else f"{root}/"
     what = dataclasses.asdict(spec) | {"name": None, "identity": None, "lineage": None}
-    what["output"] = spec.output or f"{results_dir}/"
-    for key in ("corpus", "output"):
-        if what[key] and is_local_path(what[key]):
-            what[key] = str(Path(what[key]).resolve())
+    what["output"] = spec.output or default
     lineage = f"raybake-{spec.task}-{_hash(what)}"
     identity = identity or {}
     name = name or f"raybake-{spec.task}-{_hash(what | {'identity': identity})}"
     return dataclasses.replace(
         spec,
         name=name,
-        output=spec.output or f"{results_dir}/{name}",
+        output=spec.output or f"{root}/{name}",
         identity=tuple(sorted(identity.items())),
         lineage=lineage,
     )

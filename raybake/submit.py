@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from raybake import identity, urls
+from raybake import console, identity, urls
 from raybake.clusters import Backend
+from raybake.clusters.base import Placed
 from raybake.clusters.transport import on_cluster
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.report import throughput
 from raybake.result import AlreadySubmitted, JobResult, exit_code
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
@@ -35,17 +35,13 @@ def preflight(spec: JobSpec) -> None:
     if spec.entrypoint or spec.corpus.startswith(CLUSTER_PREFIX):
         return
     remote = urls.is_url(spec.corpus)
-    local = spec if remote else dataclasses.replace(spec, corpus=str(Path(spec.corpus).resolve()))
-    argv = [sys.executable, "-m", "job", "--check", *local.job_argv()[3:]]
+    argv = [sys.executable, "-m", "job", "--check", *spec.job_argv()[3:]]
     try:
         checked = subprocess.run(
             argv, cwd=ROOT, capture_output=True, text=True, timeout=URI_CHECK_S if remote else None
         )
     except subprocess.TimeoutExpired:
-        print(
-            f"raybake: note: the corpus did not answer here within {URI_CHECK_S:.0f}s; the cluster reads it",
-            file=sys.stderr,
-        )
+        console.aside(f"note: the corpus did not answer here within {URI_CHECK_S:.0f}s; the cluster reads it")
         return
     if checked.returncode == 0:
         return
@@ -55,9 +51,9 @@ def preflight(spec: JobSpec) -> None:
     reason = urls.scrub(reason.removeprefix("raybake: ").removeprefix("error: "), spec.corpus)
     # The job's verdict on a corpus it read is final; failing to reach a URI from here is not.
     if remote and (not verdict or reason.startswith(UNREACHED)):
-        print(f"raybake: note: cannot read the corpus from here ({reason}); the cluster reads it", file=sys.stderr)
+        console.aside(f"note: cannot read the corpus from here ({reason}); the cluster reads it")
         return
-    raise RaybakeError(f"refused: {reason}", 2)
+    raise RaybakeError(f"refused: {reason}", ExitCode.REFUSED)
 
 
 def where(output: str) -> str:
@@ -67,8 +63,8 @@ def where(output: str) -> str:
     return urls.redact(output)
 
 
-def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None, why_new: str | None = None) -> str:
-    """The final lines; `output` is the location as the user gave it, before the backend rewrote it;
+def summarize(placed: Placed, result: JobResult, *, why_new: str | None = None) -> str:
+    """The final lines: the status, and where the results are as the user named the place;
     `why_new` why this ran anew instead of attaching to an earlier job."""
     lines = [
         f"job {result.job_id}: {result.status}"
@@ -76,8 +72,8 @@ def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None, wh
     ]
     if why_new:
         lines.append(f"ran anew: {why_new}")
-    output = output or spec.output
-    manifest_path = Path(spec.output) / "manifest.json"
+    output = placed.named.output
+    manifest_path = Path(placed.runs.output) / "manifest.json"
     if is_local_path(output) and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         counts, timings = manifest["counts"], manifest["timings"]
@@ -90,7 +86,7 @@ def summarize(spec: JobSpec, result: JobResult, *, output: str | None = None, wh
         )
         for reason, n in sorted(manifest["errors_by_reason"].items(), key=lambda kv: -kv[1])[:5]:
             lines.append(f"  {n} x {reason}")
-        lines.append(f"results:  {spec.output}/parts/*.parquet")
+        lines.append(f"results:  {placed.runs.output}/parts/*.parquet")
         lines.append(f"manifest: {manifest_path}")
     else:
         lines.append(f"results: {where(output)}")
@@ -113,7 +109,7 @@ def newest_attempt(backend: Backend, job_id: str) -> str:
     tried = attempts(backend, job_id)
     newest = tried[-1][1] if tried else job_id
     if newest != job_id:
-        print(f"raybake: {job_id} was submitted again as {newest}; showing {newest}", file=sys.stderr)
+        console.aside(f"{job_id} was submitted again as {newest}; showing {newest}")
     return newest
 
 
@@ -127,8 +123,8 @@ def changed_since(backend: Backend, spec: JobSpec) -> str | None:
     return f"{', '.join(parts)} changed since {earlier[-1]['id']} ran"
 
 
-def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> str:
-    """Submit the spec under its name, or attach to the job already running it.
+def start_or_attach(backend: Backend, placed: Placed, *, new: bool = False) -> str:
+    """Submit the job under its name, or attach to the job already running it.
 
     A running or finished job of the same spec is attached to, unless `new`. One that FAILED or
     was STOPPED, or SUCCEEDED into an output deleted since, is tried again as `<name>-<attempt>`:
@@ -137,58 +133,64 @@ def start_or_attach(backend: Backend, spec: JobSpec, *, new: bool = False) -> st
     and attaches.
     """
     for _ in range(3):
-        tried = attempts(backend, spec.name)
+        tried = attempts(backend, placed.name)
         if tried and not new and tried[-1][2] not in ("FAILED", "STOPPED"):
             _, job_id, status = tried[-1]
-            if status != "SUCCEEDED" or not backend.output_lost(spec):
-                print(f"raybake: attaching to {job_id} ({status}), the same job submitted before; --new starts another")
+            if status != "SUCCEEDED" or not backend.output_lost(placed.runs):
+                console.say(f"attaching to {job_id} ({status}), the same job submitted before; --new starts another")
                 return job_id
-            print(f"raybake: {job_id} SUCCEEDED, but its output {spec.output} holds no manifest.json; running it again")
+            console.say(
+                f"{job_id} SUCCEEDED, but its output {placed.runs.output} holds no manifest.json; running it again"
+            )
         attempt = tried[-1][0] + 1 if tried else 1
-        name = spec.name if attempt == 1 else f"{spec.name}-{attempt}"
+        name = placed.name if attempt == 1 else f"{placed.name}-{attempt}"
         try:
-            job_id = backend.submit(dataclasses.replace(spec, name=name))
+            job_id = backend.submit(placed.renamed(name))
         except AlreadySubmitted:
             continue
-        print(f"raybake: submitted {job_id}; output {urls.redact(spec.output)}", flush=True)
+        console.say(f"submitted {job_id}; output {where(urls.redact(placed.named.output))}")
         return job_id
-    raise RaybakeError(f"could not submit {spec.name!r}: its id kept being taken by concurrent submits", 1)
+    raise RaybakeError(
+        f"could not submit {placed.name!r}: its id kept being taken by concurrent submits", ExitCode.FAILED
+    )
 
 
-def submit(backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = False, dry_run: bool = False) -> int:
-    """Check, adapt to the backend, submit or attach, follow; `dry_run` prints what would be submitted.
+def submit(
+    backend: Backend, spec: JobSpec, *, follow: bool = True, new: bool = False, dry_run: bool = False
+) -> ExitCode:
+    """Check, place on the backend, submit or attach, follow; `dry_run` prints what would be submitted.
 
-    The corpus is checked as the user named it: the backend may rewrite it (an upload's root).
+    The corpus is checked as the user named it: the backend may move it (an upload's root).
     """
     preflight(spec)
-    given = spec.output
-    spec = backend.prepare(spec)
+    placed = backend.prepare(spec)
     if dry_run:
-        print(backend.describe(spec), end="")
-        return 0
+        console.line(backend.describe(placed), end="")
+        return ExitCode.OK
     backend.ready()
+    spec = placed.named
     why_new = changed_since(backend, spec)
     if why_new and attempts(backend, spec.name) and not new:
         # --name chose the id: the user's word wins, but not in silence.
-        print(f"raybake: warning: {why_new}; attaching to {spec.name} all the same (--name); --new runs it anew")
+        console.warn(f"{why_new}; attaching to {spec.name} all the same (--name); --new runs it anew")
         why_new = None
     elif why_new:
-        print(f"raybake: {why_new}: a new job {spec.name} into {spec.output}", flush=True)
-    job_id = start_or_attach(backend, spec, new=new)
+        console.say(f"{why_new}: a new job {spec.name} into {urls.redact(spec.output)}")
+    job_id = start_or_attach(backend, placed, new=new)
     if not follow:
-        print(f"raybake: follow it with `invoke logs --job {job_id}`")
-        return 0
+        console.say(f"follow it with `invoke logs --job {job_id}`")
+        return ExitCode.OK
     try:
         result = backend.follow(job_id)
     except KeyboardInterrupt:
         return interrupted(backend, job_id)
-    print(summarize(spec, result, output=given, why_new=why_new))
+    console.line(summarize(placed, result, why_new=why_new))
     return exit_code(result)
 
 
-def interrupted(backend: Backend, job_id: str) -> int:
+def interrupted(backend: Backend, job_id: str) -> ExitCode:
     """Ctrl-C stops following, not the job, unless the user says so."""
-    print()
+    console.line("")
     answer = ""
     if sys.stdin.isatty():
         try:
@@ -197,10 +199,9 @@ def interrupted(backend: Backend, job_id: str) -> int:
             answer = ""
     if answer in ("y", "yes"):
         backend.stop(job_id)
-        print(f"raybake: stop requested for {job_id}")
+        console.say(f"stop requested for {job_id}")
     else:
-        print(
-            f"raybake: {job_id} goes on; `invoke logs --job {job_id}` follows it again, "
-            f"`invoke stop --job {job_id}` stops it"
+        console.say(
+            f"{job_id} goes on; `invoke logs --job {job_id}` follows it again, `invoke stop --job {job_id}` stops it"
         )
-    return 130
+    return ExitCode.INTERRUPTED

@@ -1,14 +1,23 @@
-"""Pinned versions, read from requirements.txt: the one place each is written."""
+"""Versions, each read from its one home: raybake's (pyproject.toml), the pins (requirements.txt),
+the checkout's commit (git).
+"""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements.txt"
+PYPROJECT = ROOT / "pyproject.toml"
+
+
+@cache
+def raybake_version() -> str:
+    return str(tomllib.loads(PYPROJECT.read_text())["project"]["version"])
 
 
 @cache
@@ -32,6 +41,11 @@ def git_sha() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha.stdout.strip()
+
+
+def origin_env() -> dict[str, str]:
+    """What the job records about the client that sent it (manifest.json: raybake_version, git_sha)."""
+    return {"RAYBAKE_VERSION": raybake_version(), "RAYBAKE_GIT_SHA": git_sha()}
 
 
 # The KubeRay operator (Helm chart and CRDs) that manifests target and `invoke kind.up` installs;

@@ -13,7 +13,7 @@ from typing import Any
 
 from crd import served_crd_schema
 
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.kube.client import Kube
 from raybake.kube.portforward import Forward
 
@@ -72,7 +72,7 @@ class FakeKube(Kube):
 
     def rayjob(self, name: str) -> dict[str, Any]:
         if not self.created or self.created[-1]["metadata"]["name"] != name:
-            raise RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", 2)
+            raise RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", ExitCode.REFUSED)
         return {**self.created[-1], "status": self.status_now()}
 
     def patch_rayjob(self, name: str, patch: dict[str, Any]) -> None:
@@ -89,7 +89,9 @@ class FakeKube(Kube):
 
     def head_pod(self, cluster: str) -> dict[str, Any]:
         if self.connect is None:
-            raise RaybakeError(f"the service {cluster + '-head-svc'!r} has no running head pod yet", 3)
+            raise RaybakeError(
+                f"the service {cluster + '-head-svc'!r} has no running head pod yet", ExitCode.UNREACHABLE
+            )
         return {"metadata": {"name": f"{cluster}-head"}}
 
     def forward(self, pod: str, port: int) -> Forward:

@@ -14,7 +14,8 @@ import kubernetes.client
 from kubernetes.client import ApiClient
 
 LIST = re.compile(r"^[Ll]ist\[(.+)\]$")
-DICT = re.compile(r"^(?:dict\(str, (.+)\)|Dict\[str, (.+)\])$")
+# The client writes maps as dict(str, T) in some releases and dict[str, T] in others.
+DICT = re.compile(r"^(?:dict\(str, (.+)\)|[Dd]ict\[str, (.+)\])$")
 SCALARS = {"str": str, "int": int, "bool": bool, "float": (int, float)}
 
 
@@ -51,4 +52,11 @@ def check(obj: dict[str, Any], kind: str) -> None:
     errors = unknown_fields(obj, kind)
     if errors:
         raise ValueError("; ".join(errors))
-    ApiClient().deserialize(json.dumps(obj), kind, "application/json")
+    ApiClient().deserialize(_Response(json.dumps(obj)), kind)
+
+
+class _Response:
+    """What ApiClient.deserialize reads of an HTTP response (kubernetes 36's signature)."""
+
+    def __init__(self, data: str) -> None:
+        self.data = data

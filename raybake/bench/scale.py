@@ -20,6 +20,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def make_tiny_model(directory: Path) -> str:
     return str(directory)
 
 
-def _lines(docs: int, seed: int):
+def _lines(docs: int, seed: int) -> Iterator[str]:
     rng, words = random.Random(seed), vocabulary()
     for i in range(docs):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(6, 16)))

@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raybake import state
+from raybake import poll, state
 from raybake.clusters import localcluster
 from raybake.clusters.address import AddressBackend
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.image import build as images
-from raybake.result import TERMINAL
+from raybake.result import ended
 from raybake.versions import pins
 
 PROBE = (
@@ -54,15 +54,17 @@ def pip_runtime_env() -> dict[str, Any]:
 def timed_job(backend: AddressBackend, runtime_env: dict[str, Any] | None) -> float:
     started = time.monotonic()
     job_id = backend.client.submit_job(entrypoint=f"python -c {shlex.quote(PROBE)}", runtime_env=runtime_env)
-    while (result := backend.status(job_id)).status not in TERMINAL:
-        if time.monotonic() - started > TIMEOUT_S:
-            backend.stop(job_id)
-            raise RaybakeError(f"benchmark job {job_id} did not finish within {TIMEOUT_S}s", 1)
-        time.sleep(0.2)
+
+    def stopped() -> RaybakeError:
+        backend.stop(job_id)
+        return RaybakeError(f"benchmark job {job_id} did not finish within {TIMEOUT_S}s", ExitCode.FAILED)
+
+    # Polled often: the time to SUCCEEDED is what this measures.
+    result = poll.until(lambda: backend.status(job_id), done=ended, every_s=0.2, within_s=TIMEOUT_S, gave_up=stopped)
     elapsed = time.monotonic() - started
     if result.status != "SUCCEEDED":
         tail = backend.logs(job_id).strip().splitlines()[-3:]
-        raise RaybakeError(f"benchmark job {job_id} {result.status}: {' | '.join(tail)}", 1)
+        raise RaybakeError(f"benchmark job {job_id} {result.status}: {' | '.join(tail)}", ExitCode.FAILED)
     return round(elapsed, 2)
 
 
@@ -70,7 +72,7 @@ def image_sizes(settings: Settings) -> dict[str, int]:
     """Bytes of each variant's last built image that is on this engine."""
     api = images.docker_api()
     sizes = {}
-    for variant, built in state.read(settings).get("images", {}).items():
+    for variant, built in state.images(settings).items():
         if images.image_exists(api, built["ref"]):
             sizes[variant] = api.inspect_image(built["ref"])["Size"]
     return sizes

@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from raybake import poll
 from raybake.clusters.local import LocalBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
-from raybake.result import TERMINAL
-from raybake.spec import DEFAULT_MODEL, JobSpec
+from raybake.result import ended
+from raybake.spec import DEFAULT_MODEL, JobSpec, with_id
 from raybake.versions import ROOT
 
 BASELINE_BATCH = 32
@@ -109,20 +110,17 @@ def raybake_run(
     import pyarrow.parquet as pq
 
     sizing = (("--workers", workers), ("--cpus-per-worker", cpus_per_worker))
-    spec = backend.prepare(
-        JobSpec(
-            corpus=str(corpus),
-            output=str(output),
-            model=model,
-            id_field="id",
-            job_args=tuple(a for flag, value in sizing if value for a in (flag, str(value))) + job_args,
-            name=f"bench-{output.name}-{int(time.time())}",
-        )
+    spec = JobSpec(
+        corpus=str(corpus),
+        output=str(output),
+        model=model,
+        id_field="id",
+        job_args=tuple(a for flag, value in sizing if value for a in (flag, str(value))) + job_args,
     )
+    placed = backend.prepare(with_id(spec, name=f"bench-{output.name}-{int(time.time())}", results_dir=str(output)))
     submitted = time.time()
-    job_id = backend.submit(spec)
-    while (result := backend.status(job_id)).status not in TERMINAL:
-        time.sleep(0.5)
+    job_id = backend.submit(placed)
+    result = poll.until(lambda: backend.status(job_id), done=ended, every_s=0.5)
     if result.status != "SUCCEEDED":
         raise RaybakeError(f"benchmark job {job_id} {result.status}: {backend.logs(job_id)[-2000:]}")
     manifest = json.loads((output / "manifest.json").read_text())

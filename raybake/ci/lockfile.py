@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import ROOT
 
 SOURCE = ROOT / "requirements-client.in"
@@ -49,7 +49,7 @@ def write() -> None:
     env = {**{k: v for k, v in os.environ.items() if k not in ignored}, "PIP_CONFIG_FILE": os.devnull}
     done = subprocess.run(command(), cwd=ROOT, env=env, check=False)
     if done.returncode != 0:
-        raise RaybakeError(f"pip-compile failed (exit {done.returncode}); see its output above", 1)
+        raise RaybakeError(f"pip-compile failed (exit {done.returncode}); see its output above", ExitCode.FAILED)
 
 
 def _pins(text: str) -> dict[str, str]:

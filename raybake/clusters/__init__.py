@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from raybake.clusters.base import Backend
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 
 def backend_for(settings: Settings) -> Backend:
@@ -22,7 +22,8 @@ def backend_for(settings: Settings) -> Backend:
             return through_port_forward(settings, Kube(settings), settings.cluster)
         if not settings.address:
             raise RaybakeError(
-                "the address backend needs --address URL, or --cluster NAME (and --namespace) of a RayCluster", 2
+                "the address backend needs --address URL, or --cluster NAME (and --namespace) of a RayCluster",
+                ExitCode.REFUSED,
             )
         from raybake.clusters import localcluster
 

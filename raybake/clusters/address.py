@@ -12,22 +12,22 @@ import json
 import logging
 import os
 import socket
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from raybake import objectstore, urls
+from raybake import console, objectstore, poll, urls
 from raybake.clusters import transport
-from raybake.clusters.base import Backend
+from raybake.clusters.base import Backend, Placed
 from raybake.clusters.follow import LogPrinter
-from raybake.config import Settings
-from raybake.errors import RaybakeError
-from raybake.kube.manifests import DASHBOARD_PORT, to_yaml
+from raybake.config import RAY_DASHBOARD_PORT, Settings
+from raybake.errors import ExitCode, RaybakeError
+from raybake.kube.kuberay import cluster_selector
+from raybake.kube.manifests import to_yaml
 from raybake.kube.portforward import Forward
-from raybake.result import TERMINAL, AlreadySubmitted, JobResult
+from raybake.result import AlreadySubmitted, JobResult, ended
 from raybake.spec import JobSpec, shown_entrypoint
-from raybake.versions import ROOT, git_sha, ray_version
+from raybake.versions import ROOT, origin_env, ray_version
 
 if TYPE_CHECKING:
     from raybake.kube.client import Kube
@@ -53,7 +53,9 @@ def check_reachable(url: str, timeout: float) -> None:
     """Fail in bounded time: a TCP connect first, before Ray's client waits on its own terms."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise RaybakeError(f"not a job submission URL: {url!r} (expected http://HOST:8265)", 2)
+        raise RaybakeError(
+            f"not a job submission URL: {url!r} (expected http://HOST:{RAY_DASHBOARD_PORT})", ExitCode.REFUSED
+        )
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         with socket.create_connection((parsed.hostname, port), timeout=timeout):
@@ -62,7 +64,7 @@ def check_reachable(url: str, timeout: float) -> None:
         raise RaybakeError(
             f"cannot reach the Ray cluster at {url!r}: {exc.strerror or exc}; "
             "check the address and that the cluster is up",
-            3,
+            ExitCode.UNREACHABLE,
         ) from None
 
 
@@ -80,7 +82,7 @@ def check_token_transport(url: str, *, insecure_http: bool) -> None:
         raise RaybakeError(
             f"refusing to send the Ray token over plain http to {host!r}: anyone on the way could read it; "
             "use the cluster's https:// URL, or --insecure-http on a network you trust",
-            2,
+            ExitCode.REFUSED,
         )
 
 
@@ -138,7 +140,6 @@ class AddressBackend(Backend):
         self.forward = forward
         # The images the cluster's pods run, where Kubernetes told us (--cluster).
         self.cluster_images = cluster_images or set()
-        self.uploads: dict[str, Any] = {}
         # The image the cluster should run: checked before submitting where the pods are known,
         # and by the job itself, which warns loudly when it runs in another one.
         self.expected_image = expected_image(settings)
@@ -173,7 +174,7 @@ class AddressBackend(Backend):
         return RaybakeError(
             f"the Ray cluster at {self.url!r} refused the token: {answer}; set the token in "
             f"${self.settings.token_env} or raybake.token_file (a file holding it)",
-            3,
+            ExitCode.UNREACHABLE,
         )
 
     def ray_version(self) -> str:
@@ -192,14 +193,19 @@ class AddressBackend(Backend):
             raise RaybakeError(
                 f"TLS verification of {self.url!r} failed ({type(exc).__name__}); pass --ca-bundle PATH "
                 "with the cluster's CA, or --insecure on a network you trust",
-                3,
+                ExitCode.UNREACHABLE,
             ) from None
         except requests.RequestException as exc:
-            raise RaybakeError(f"cannot reach the Ray cluster at {self.url!r}: {type(exc).__name__}", 3) from None
+            raise RaybakeError(
+                f"cannot reach the Ray cluster at {self.url!r}: {type(exc).__name__}", ExitCode.UNREACHABLE
+            ) from None
         if answer.status_code in (401, 403):
             raise self.refused(answer.text.strip().splitlines()[0] if answer.text.strip() else answer.reason)
         if not answer.ok:
-            raise RaybakeError(f"the Ray cluster at {self.url!r} answered HTTP {answer.status_code} to /api/version", 3)
+            raise RaybakeError(
+                f"the Ray cluster at {self.url!r} answered HTTP {answer.status_code} to /api/version",
+                ExitCode.UNREACHABLE,
+            )
         return str(answer.json().get("ray_version", "unknown"))
 
     def check_cluster(self) -> None:
@@ -214,12 +220,14 @@ class AddressBackend(Backend):
             if p
         ]
         if problems and not self.settings.allow_image_mismatch:
-            raise RaybakeError("refused: " + "; ".join(problems) + " (--allow-image-mismatch submits anyway)", 2)
+            raise RaybakeError(
+                "refused: " + "; ".join(problems) + " (--allow-image-mismatch submits anyway)", ExitCode.REFUSED
+            )
         for problem in problems:
-            print(f"raybake: warning: {problem}", flush=True)
+            console.say(f"warning: {problem}")
 
     @property
-    def client(self):
+    def client(self) -> Any:
         if self._client is None:
             check_reachable(self.url, self.settings.connect_timeout_s)
             from ray.job_submission import JobSubmissionClient
@@ -233,19 +241,19 @@ class AddressBackend(Backend):
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 if "auth" in first.lower() or "401" in first:
                     raise self.refused(first) from None
-                raise RaybakeError(f"cannot use the Ray cluster at {self.url!r}: {first}", 3) from None
+                raise RaybakeError(
+                    f"cannot use the Ray cluster at {self.url!r}: {first}", ExitCode.UNREACHABLE
+                ) from None
         return self._client
 
-    def prepare(self, spec: JobSpec) -> JobSpec:
+    def prepare(self, spec: JobSpec) -> Placed:
         """A small local corpus travels with the job; URIs and cluster paths pass through."""
-        moved = transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib, shares_disk=True)
-        self.uploads = moved.runtime_env
-        return moved.spec
+        return transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib, shares_disk=True)
 
-    def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
+    def runtime_env(self, placed: Placed) -> dict[str, Any]:
         # Where the object store is (not who may use it: credentials are the nodes' environment).
         store = objectstore.job_env(self.settings)
-        env: dict[str, Any] = {**self.uploads, "env_vars": {"RAYBAKE_GIT_SHA": git_sha(), **store}}
+        env: dict[str, Any] = {**placed.uploads, "env_vars": {**origin_env(), **store}}
         if self.ships_job:
             env["py_modules"] = [str(ROOT / "job")]
         elif expected := self.expected_image:
@@ -260,23 +268,24 @@ class AddressBackend(Backend):
         """The command Ray runs: `python` is the cluster's, from its image."""
         return spec.command()
 
-    def describe(self, spec: JobSpec) -> str:
+    def describe(self, placed: Placed) -> str:
         return to_yaml(
             {
                 "url": self.url,
-                "entrypoint": shown_entrypoint(self.entrypoint(spec)),
-                "runtime_env": self.runtime_env(spec),
+                "entrypoint": shown_entrypoint(self.entrypoint(placed.runs)),
+                "runtime_env": self.runtime_env(placed),
             }
         )
 
-    def submit(self, spec: JobSpec) -> str:
+    def submit(self, placed: Placed) -> str:
         import requests
 
+        spec = placed.runs
         try:
             return self.client.submit_job(
                 entrypoint=self.entrypoint(spec),
                 submission_id=spec.name or None,
-                runtime_env=self.runtime_env(spec),
+                runtime_env=self.runtime_env(placed),
                 metadata={
                     "raybake.task": spec.task,
                     "raybake.output": urls.redact(spec.output),
@@ -287,19 +296,17 @@ class AddressBackend(Backend):
             )
         except (RuntimeError, OSError, requests.RequestException) as exc:
             if "already exists" in str(exc):
-                raise AlreadySubmitted(f"the cluster already has a job {spec.name!r}", 2) from None
+                raise AlreadySubmitted(f"the cluster already has a job {spec.name!r}", ExitCode.REFUSED) from None
             # Ray's client raises bare RuntimeErrors whose text is an HTTP body, a traceback at times.
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             reason = lines[0] if lines else type(exc).__name__
-            raise RaybakeError(f"the Ray cluster at {self.url!r} did not take the job: {reason}", 3) from None
+            raise RaybakeError(
+                f"the Ray cluster at {self.url!r} did not take the job: {reason}", ExitCode.UNREACHABLE
+            ) from None
 
     def follow(self, job_id: str) -> JobResult:
         self.stream_logs(job_id)
-        result = self.status(job_id)
-        while result.status not in TERMINAL:
-            time.sleep(POLL_S)
-            result = self.status(job_id)
-        return result
+        return poll.until(lambda: self.status(job_id), done=ended, every_s=POLL_S)
 
     def stream_logs(self, job_id: str) -> None:
         """Print the job's log as it grows, until the stream ends: with the job, or early."""
@@ -313,14 +320,16 @@ class AddressBackend(Backend):
             asyncio.run(stream())
         except Exception as exc:  # noqa: BLE001 - a broken stream is not a failed job: poll below
             printer.close()
-            print(f"raybake: log stream ended early ({type(exc).__name__}); waiting for the job's status")
+            console.say(f"log stream ended early ({type(exc).__name__}); waiting for the job's status")
         printer.close()
 
     def status(self, job_id: str) -> JobResult:
         try:
             info = self.client.get_job_info(job_id)
         except RuntimeError as exc:
-            raise RaybakeError(f"no job {job_id!r} on {self.url}: {str(exc).splitlines()[0]}", 2) from None
+            raise RaybakeError(
+                f"no job {job_id!r} on {self.url}: {str(exc).splitlines()[0]}", ExitCode.REFUSED
+            ) from None
         return JobResult(job_id=job_id, status=str(info.status.value), message=info.message or "")
 
     def logs(self, job_id: str) -> str:
@@ -332,11 +341,15 @@ class AddressBackend(Backend):
         self.status(job_id)
         stopped = bool(self.client.stop_job(job_id))
         if delete:
-            deadline = time.monotonic() + STOP_WAIT_S
-            while self.status(job_id).status not in TERMINAL:
-                if time.monotonic() > deadline:
-                    raise RaybakeError(f"job {job_id!r} did not stop within {STOP_WAIT_S:.0f}s; not deleted", 3)
-                time.sleep(POLL_S)
+            poll.until(
+                lambda: self.status(job_id),
+                done=ended,
+                every_s=POLL_S,
+                within_s=STOP_WAIT_S,
+                gave_up=lambda: RaybakeError(
+                    f"job {job_id!r} did not stop within {STOP_WAIT_S:.0f}s; not deleted", ExitCode.UNREACHABLE
+                ),
+            )
             self.client.delete_job(job_id)
         return stopped or delete
 
@@ -361,8 +374,6 @@ def through_port_forward(settings: Settings, kube: Kube, cluster: str, *, token:
 
     `token`: the cluster's own (a RayJob's Secret); None means the user's, for a --cluster they named."""
     head = kube.head_pod(cluster)
-    from raybake.kube.client import cluster_selector
-
     images = running_images(kube.pods(cluster_selector(cluster)))
-    forward = kube.forward(head["metadata"]["name"], DASHBOARD_PORT)
+    forward = kube.forward(head["metadata"]["name"], RAY_DASHBOARD_PORT)
     return AddressBackend(settings, forward.url, token=token, forward=forward, cluster_images=images)

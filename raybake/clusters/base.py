@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Self
 
 from raybake.result import JobResult
 from raybake.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A job as the user named it and as the cluster runs it, and the files that travel with it.
+
+    `named` keeps the paths as given on this machine (the summary, the RayJob's annotations say
+    those); `runs` has them as the job sees them (an upload's root, a `cluster:` path's mount).
+    """
+
+    named: JobSpec
+    runs: JobSpec
+    # runtime_env entries that carry local files to the cluster (working_dir, excludes).
+    uploads: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.runs.name
+
+    def renamed(self, name: str) -> Placed:
+        """The same job under another id: a later attempt writes to the same output."""
+        return dataclasses.replace(
+            self, named=dataclasses.replace(self.named, name=name), runs=dataclasses.replace(self.runs, name=name)
+        )
 
 
 class Backend(ABC):
@@ -17,8 +44,8 @@ class Backend(ABC):
         return ""
 
     @abstractmethod
-    def submit(self, spec: JobSpec) -> str:
-        """Start the job under the id spec.name; return it. AlreadySubmitted if that id is taken."""
+    def submit(self, placed: Placed) -> str:
+        """Start the job under the id placed.name; return it. AlreadySubmitted if that id is taken."""
 
     @abstractmethod
     def follow(self, job_id: str) -> JobResult:
@@ -42,23 +69,23 @@ class Backend(ABC):
         """Make the cluster ready to take a job, after the input passed its checks; default: it is."""
         return None
 
-    def prepare(self, spec: JobSpec) -> JobSpec:
-        """Adapt paths to where the job runs (absolute local paths, uploads); default: as is."""
-        return spec
+    def prepare(self, spec: JobSpec) -> Placed:
+        """The job's paths where it runs: uploads, `cluster:` mounts; default: as named."""
+        return Placed(named=spec, runs=spec)
 
     def output_lost(self, spec: JobSpec) -> bool:
         """Whether a finished job's output is known to be gone; default: it cannot be seen from here."""
         return False
 
     @abstractmethod
-    def describe(self, spec: JobSpec) -> str:
+    def describe(self, placed: Placed) -> str:
         """What `submit --dry-run` prints: the submission as this backend would send it, secrets redacted."""
 
     def close(self) -> None:
         """Release what the backend holds open (a port-forward); the default holds nothing."""
         return None
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

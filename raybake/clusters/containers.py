@@ -6,13 +6,12 @@ under it only has to be made absolute; a path outside it would not exist in the 
 
 from __future__ import annotations
 
-import dataclasses
-
 from raybake.clusters.address import AddressBackend
+from raybake.clusters.base import Placed
 from raybake.clusters.local import local_paths
 from raybake.clusters.localcluster import Cluster
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.spec import JobSpec
 
 
@@ -23,13 +22,12 @@ class ContainerClusterBackend(AddressBackend):
         self.cluster = cluster
         self.expected_image = settings.expected_image or cluster.image
 
-    def prepare(self, spec: JobSpec) -> JobSpec:
-        paths = local_paths(spec)
-        for flag, path in paths.items():
+    def prepare(self, spec: JobSpec) -> Placed:
+        for flag, path in local_paths(spec).items():
             if not path.is_relative_to(self.cluster.data_dir):
                 raise RaybakeError(
                     f"--{flag} {str(path)!r} is outside {self.cluster.data_dir!r}, the directory the "
                     "cluster mounts: move it there, or `invoke down` and `invoke up --data DIR`",
-                    2,
+                    ExitCode.REFUSED,
                 )
-        return dataclasses.replace(spec, **{k: str(v) for k, v in paths.items()})
+        return Placed(named=spec, runs=spec)

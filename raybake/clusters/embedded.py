@@ -33,15 +33,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from raybake import state
+from raybake import console, state
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90
 START_ATTEMPTS = 2
 STOP_TIMEOUT_S = 60
-STATE_SECTION = "local_ray"
 # Every port a head binds besides its dashboard and GCS ports (`ray start --<name>=PORT`).
 SERVICE_PORTS = (
     "ray-client-server-port",
@@ -163,7 +162,7 @@ def alive(head: Head) -> bool:
 
 def heads(settings: Settings) -> dict[str, Head]:
     """The heads raybake started from this checkout, by dashboard port, as the state file has them."""
-    return {port: Head(**entry) for port, entry in state.read(settings).get(STATE_SECTION, {}).items()}
+    return {port: Head(**entry) for port, entry in state.local_heads(settings).items()}
 
 
 def ours(settings: Settings) -> Head | None:
@@ -249,7 +248,7 @@ def _start(settings: Settings) -> Head:
     ]
     if settings.local_num_cpus:
         command.append(f"--num-cpus={settings.local_num_cpus}")
-    print(f"raybake: starting a local Ray (dashboard {url(settings)}, logs {temp_dir})", flush=True)
+    console.say(f"starting a local Ray (dashboard {url(settings)}, logs {temp_dir})")
     with Path(temp_dir, "start.log").open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -260,7 +259,7 @@ def _start(settings: Settings) -> Head:
             start_new_session=True,
         )
     head = Head(process.pid, temp_dir, str(token_file), dashboard, gcs, ports["dashboard-agent-listen-port"])
-    state.update(settings, STATE_SECTION, str(dashboard), asdict(head))
+    state.record_local_head(settings, str(dashboard), asdict(head))
     return head
 
 
@@ -272,12 +271,13 @@ def _wait_ready(head: Head) -> None:
     while not (answers(head.url) and answers(agent, headers=auth, path="/api/local_raylet_healthz")):
         if not alive(head):
             tail = Path(head.temp_dir, "start.log").read_text(errors="replace").strip().splitlines()[-3:]
-            raise RaybakeError("could not start the local Ray: " + " | ".join(tail), 3)
+            raise RaybakeError("could not start the local Ray: " + " | ".join(tail), ExitCode.UNREACHABLE)
         if time.monotonic() > deadline:
             # Half started is not reused: ended here; its log stays until the next submit or down.
             _end(head)
             raise RaybakeError(
-                f"the local Ray did not take jobs within {START_TIMEOUT_S}s; see {head.temp_dir}/start.log", 3
+                f"the local Ray did not take jobs within {START_TIMEOUT_S}s; see {head.temp_dir}/start.log",
+                ExitCode.UNREACHABLE,
             )
         time.sleep(0.5)
 
@@ -307,4 +307,4 @@ def _end(head: Head) -> None:
 def _forget(settings: Settings, head: Head) -> None:
     shutil.rmtree(head.temp_dir, ignore_errors=True)
     Path(head.token_file).unlink(missing_ok=True)
-    state.update(settings, STATE_SECTION, str(head.dashboard_port), None)
+    state.record_local_head(settings, str(head.dashboard_port), None)

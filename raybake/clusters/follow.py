@@ -14,6 +14,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from raybake import console
+
 PROGRESS = re.compile(
     r"raybake-progress bytes=(?P<done>\d+)/(?P<total>\d+) docs=(?P<docs>\d+) "
     r"shards=(?P<shards>\d+)/(?P<shards_total>\d+) rate=(?P<rate>\S+) eta=(?P<eta>\S+)"
@@ -72,4 +74,4 @@ class LogPrinter:
         if self.bar is not None:
             self.bar.write(line, file=self.out)
         else:
-            print(line, file=self.out, flush=True)
+            console.line(line, out=self.out)

@@ -13,9 +13,10 @@ from typing import Any
 
 from raybake.clusters import embedded
 from raybake.clusters.address import AddressBackend, read_token
+from raybake.clusters.base import Placed
 from raybake.clusters.transport import UPLOAD_EXCLUDES, on_cluster
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.spec import JobSpec, is_local_path
 
 # Where Ray's own CLI keeps its token: the token of a Ray the user started on the local port.
@@ -23,8 +24,8 @@ RAY_TOKEN_FILE = Path("~/.ray/auth_token")
 
 
 def local_paths(spec: JobSpec) -> dict[str, Path]:
-    """The spec's corpus and output that are paths on this machine, made absolute."""
-    return {k: Path(v).resolve() for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
+    """The spec's corpus and output that are paths on this machine."""
+    return {k: Path(v) for k in ("corpus", "output") if is_local_path(v := getattr(spec, k))}
 
 
 def token(settings: Settings) -> str | None:
@@ -42,9 +43,9 @@ class LocalBackend(AddressBackend):
         self.token = token(settings)
 
     @property
-    def client(self):
+    def client(self) -> Any:
         if self._client is None and not embedded.is_running(self.settings):
-            raise RaybakeError("no local Ray is running; `invoke submit` starts one", 2)
+            raise RaybakeError("no local Ray is running; `invoke submit` starts one", ExitCode.REFUSED)
         return super().client
 
     # No image on the local Ray: job/ comes from this checkout.
@@ -55,21 +56,18 @@ class LocalBackend(AddressBackend):
         `python` comes first on PATH (a venv's `invoke` run by its path has no venv on PATH)."""
         return spec.command(python=sys.executable)
 
-    def prepare(self, spec: JobSpec) -> JobSpec:
-        """The cluster is this machine: `cluster:` paths are plain paths here, and paths become absolute."""
-        spec = dataclasses.replace(spec, corpus=on_cluster(spec.corpus), output=on_cluster(spec.output))
-        return dataclasses.replace(spec, **{k: str(v) for k, v in local_paths(spec).items()})
+    def prepare(self, spec: JobSpec) -> Placed:
+        """The cluster is this machine: `cluster:` paths are plain paths here, and nothing travels
+        but a user's own script, which runs from their working directory."""
+        runs = dataclasses.replace(spec, corpus=on_cluster(spec.corpus), output=on_cluster(spec.output))
+        uploads = {"working_dir": str(Path.cwd()), "excludes": UPLOAD_EXCLUDES} if spec.entrypoint else {}
+        return Placed(named=spec, runs=runs, uploads=uploads)
 
     def output_lost(self, spec: JobSpec) -> bool:
-        return is_local_path(spec.output) and not (Path(spec.output) / "manifest.json").is_file()
-
-    def runtime_env(self, spec: JobSpec) -> dict[str, Any]:
-        env = super().runtime_env(spec)
-        if spec.entrypoint:
-            # A user's own script runs from their working directory, uploaded as it is.
-            env["working_dir"] = str(Path.cwd())
-            env["excludes"] = UPLOAD_EXCLUDES
-        return env
+        # Only the built-in job writes a manifest; a user's own script writes what it likes.
+        return (
+            not spec.entrypoint and is_local_path(spec.output) and not (Path(spec.output) / "manifest.json").is_file()
+        )
 
     def ready(self) -> None:
         embedded.ensure_running(self.settings)

@@ -20,21 +20,20 @@ import os
 import re
 import secrets
 import shutil
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from raybake import state
-from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake import console, poll, state
+from raybake.config import RAY_DASHBOARD_PORT, Settings
+from raybake.errors import ExitCode, RaybakeError
 from raybake.image.build import docker_client as _client
 from raybake.versions import ROOT
 
 LABEL = "io.raybake.cluster"
 ROLE_LABEL = "io.raybake.role"
-DASHBOARD_PORT = 8265
 GCS_PORT = 6379
 START_TIMEOUT_S = 180
 # Ray's object store lives in /dev/shm; Docker's default 64 MB makes Ray fall back to disk.
@@ -58,7 +57,7 @@ class Cluster:
         return path.read_text().strip() if path and path.is_file() else None
 
 
-def find(settings: Settings, client=None) -> list:
+def find(settings: Settings, client: Any = None) -> list[Any]:
     """The containers of this cluster, found by label whether or not the state file knows them."""
     client = client or _client()
     return client.containers.list(all=True, filters={"label": f"{LABEL}={settings.cluster_name}"})
@@ -66,7 +65,7 @@ def find(settings: Settings, client=None) -> list:
 
 def at(settings: Settings, url: str | None) -> Cluster | None:
     """The `invoke up` cluster whose job submission URL this is, if raybake started one."""
-    for entry in state.read(settings).get("clusters", {}).values():
+    for entry in state.clusters(settings):
         if url and entry["url"].rstrip("/") == url.rstrip("/"):
             return Cluster(**{**entry, "containers": tuple(entry["containers"])})
     return None
@@ -89,21 +88,29 @@ def up(
     import docker
 
     if workers < 0 or gpus_per_worker < 0:
-        raise RaybakeError(f"--workers and --gpus-per-worker must be >= 0, got {workers!r}, {gpus_per_worker!r}", 2)
+        raise RaybakeError(
+            f"--workers and --gpus-per-worker must be >= 0, got {workers!r}, {gpus_per_worker!r}", ExitCode.REFUSED
+        )
     if user is not None and not USER.match(user):
-        raise RaybakeError(f"--user must be UID or UID:GID in numbers, got {user!r}", 2)
-    image = image or state.read(settings).get("images", {}).get(settings.variant, {}).get("ref")
+        raise RaybakeError(f"--user must be UID or UID:GID in numbers, got {user!r}", ExitCode.REFUSED)
+    image = image or state.image(settings, settings.variant).get("ref")
     if not image:
-        raise RaybakeError(f"no {settings.variant} image built yet: run `invoke build` first, or pass --image", 2)
+        raise RaybakeError(
+            f"no {settings.variant} image built yet: run `invoke build` first, or pass --image", ExitCode.REFUSED
+        )
     client = _client()
     running = find(settings, client)
     if running:
         names = ", ".join(sorted(c.name for c in running))
-        raise RaybakeError(f"cluster {settings.cluster_name!r} is already up ({names}); `invoke down` removes it", 2)
+        raise RaybakeError(
+            f"cluster {settings.cluster_name!r} is already up ({names}); `invoke down` removes it", ExitCode.REFUSED
+        )
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
-        raise RaybakeError(f"image {image!r} is not on this Docker engine: build or pull it first", 2) from None
+        raise RaybakeError(
+            f"image {image!r} is not on this Docker engine: build or pull it first", ExitCode.REFUSED
+        ) from None
     data = str(Path(data_dir or ROOT).resolve())
     name = settings.cluster_name
     labels = {LABEL: name}
@@ -122,7 +129,7 @@ def up(
         },
     }
     head_name = f"{name}-head"
-    print(f"raybake: starting {head_name} and {workers} worker(s) from {image}", flush=True)
+    console.say(f"starting {head_name} and {workers} worker(s) from {image}")
     started = []
     try:
         started.append(
@@ -136,11 +143,11 @@ def up(
                     "--head",
                     f"--port={GCS_PORT}",
                     "--dashboard-host=0.0.0.0",
-                    f"--dashboard-port={DASHBOARD_PORT}",
+                    f"--dashboard-port={RAY_DASHBOARD_PORT}",
                     "--num-cpus=0",
                     "--num-gpus=0",
                 ],
-                ports={f"{DASHBOARD_PORT}/tcp": ("127.0.0.1", settings.cluster_dashboard_port)},
+                ports={f"{RAY_DASHBOARD_PORT}/tcp": ("127.0.0.1", settings.cluster_dashboard_port)},
             )
         )
         for index in range(1, workers + 1):
@@ -169,9 +176,11 @@ def up(
         token_file.unlink(missing_ok=True)
         if isinstance(exc, RaybakeError):
             raise
-        raise RaybakeError(f"could not start cluster {name!r}: {exc.explanation or exc}", 3) from None
+        raise RaybakeError(
+            f"could not start cluster {name!r}: {exc.explanation or exc}", ExitCode.UNREACHABLE
+        ) from None
     cluster = Cluster(name, image, url, data, tuple(c.name for c in started), str(token_file))
-    state.update(settings, "clusters", name, {**cluster.__dict__, "containers": list(cluster.containers)})
+    state.record_cluster(settings, name, {**cluster.__dict__, "containers": list(cluster.containers)})
     return cluster
 
 
@@ -180,7 +189,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
-        raise RaybakeError(f"cannot read --env-file {str(path)!r}: {exc.strerror or exc}", 2) from None
+        raise RaybakeError(f"cannot read --env-file {str(path)!r}: {exc.strerror or exc}", ExitCode.REFUSED) from None
     env: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
         line = line.strip()
@@ -189,7 +198,7 @@ def read_env_file(path: Path) -> dict[str, str]:
         key, sep, value = line.partition("=")
         if not key.replace("_", "a").isalnum() or key[0].isdigit():
             # The line number only: the line may hold a secret.
-            raise RaybakeError(f"--env-file {str(path)!r} line {number}: not KEY=VALUE", 2)
+            raise RaybakeError(f"--env-file {str(path)!r} line {number}: not KEY=VALUE", ExitCode.REFUSED)
         if sep:
             env[key] = value
         elif key in os.environ:
@@ -219,7 +228,9 @@ def token_environment(token: str) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token.strip(), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def _node(client, image: str, common: dict, *, name: str, role: str, ray_args: list[str], **extra):
+def _node(
+    client: Any, image: str, common: dict[str, Any], *, name: str, role: str, ray_args: list[str], **extra: Any
+) -> Any:
     """One Ray node: `ray start --block` as the container's process, so the container is the node."""
     command = [
         "ray",
@@ -233,7 +244,7 @@ def _node(client, image: str, common: dict, *, name: str, role: str, ray_args: l
     return client.containers.run(image, command, name=name, hostname=name, **{**common, "labels": labels}, **extra)
 
 
-def gpu_devices(count: int) -> list | None:
+def gpu_devices(count: int) -> list[Any] | None:
     """Real GPUs where the host has NVIDIA's driver; elsewhere Ray's GPUs are only logical."""
     import docker
 
@@ -252,22 +263,32 @@ def alive_nodes(url: str, *, token: str) -> int:
     return sum(1 for node in nodes if node.get("state") == "ALIVE")
 
 
-def wait_for_nodes(url: str, expected: int, containers: list, *, token: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while (alive := alive_nodes(url, token=token)) < expected:
+def wait_for_nodes(url: str, expected: int, containers: list[Any], *, token: str) -> None:
+    alive = 0
+
+    def count() -> int:
+        """The nodes alive so far; a container that exited ends the wait at once."""
+        nonlocal alive
         for container in containers:
             container.reload()
             if container.status == "exited":
                 tail = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
-                raise RaybakeError(f"container {container.name!r} exited: {tail}", 3)
-        if time.monotonic() > deadline:
-            raise RaybakeError(
-                f"only {alive} of {expected} Ray nodes joined within {START_TIMEOUT_S}s; "
-                f"see `docker logs {containers[0].name}`",
-                3,
-            )
-        time.sleep(1)
-    print(f"raybake: {expected} Ray node(s) alive; dashboard {url}", flush=True)
+                raise RaybakeError(f"container {container.name!r} exited: {tail}", ExitCode.UNREACHABLE)
+        alive = alive_nodes(url, token=token)
+        return alive
+
+    poll.until(
+        count,
+        done=lambda n: n >= expected,
+        every_s=1.0,
+        within_s=START_TIMEOUT_S,
+        gave_up=lambda: RaybakeError(
+            f"only {alive} of {expected} Ray nodes joined within {START_TIMEOUT_S}s; "
+            f"see `docker logs {containers[0].name}`",
+            ExitCode.UNREACHABLE,
+        ),
+    )
+    console.say(f"{expected} Ray node(s) alive; dashboard {url}")
 
 
 def down(settings: Settings) -> int:
@@ -287,6 +308,6 @@ def down(settings: Settings) -> int:
     for network in client.networks.list(filters={"label": f"{LABEL}={settings.cluster_name}"}):
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()
-    state.update(settings, "clusters", settings.cluster_name, None)
+    state.record_cluster(settings, settings.cluster_name, None)
     token_path(settings).unlink(missing_ok=True)
     return len(containers)

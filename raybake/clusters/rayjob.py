@@ -12,23 +12,25 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
+from raybake import console, poll
 from raybake.clusters import transport
 from raybake.clusters.address import AddressBackend, through_port_forward
-from raybake.clusters.base import Backend
+from raybake.clusters.base import Backend, Placed
 from raybake.clusters.follow import LogPrinter
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.image.pushed import image_for
 from raybake.kube import manifests, stuck
-from raybake.kube.client import Kube, cluster_selector
-from raybake.result import TERMINAL, JobResult
+from raybake.kube.client import Kube
+from raybake.kube.kuberay import MANAGED_SELECTOR, cluster_selector, submitter_selector
+from raybake.result import JobResult, ended
 from raybake.spec import JobSpec, shown_entrypoint
-from raybake.versions import git_sha, ray_version
+from raybake.versions import git_sha, origin_env, ray_version
 
 POLL_S = 2.0
-MANAGED = "app.kubernetes.io/managed-by=raybake"
 # KubeRay suspends only a RayJob with shutdownAfterJobFinishes, which its deletionRules exclude:
 # the same merge patch trades the rules for it (suspending deletes the cluster at once anyway).
 SUSPEND = {"spec": {"suspend": True, "shutdownAfterJobFinishes": True, "deletionStrategy": None}}
@@ -40,8 +42,6 @@ class RayJobBackend(Backend):
     def __init__(self, settings: Settings, *, kube: Kube | None = None) -> None:
         self.settings = settings
         self._kube = kube
-        self.uploads: dict[str, Any] = {}
-        self.corpus_given = ""
 
     @property
     def kube(self) -> Kube:
@@ -50,11 +50,8 @@ class RayJobBackend(Backend):
             self._kube = Kube(self.settings)
         return self._kube
 
-    def prepare(self, spec: JobSpec) -> JobSpec:
-        moved = transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib)
-        self.uploads = moved.runtime_env
-        self.corpus_given = spec.corpus
-        return moved.spec
+    def prepare(self, spec: JobSpec) -> Placed:
+        return transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib)
 
     # The pods' object-store credentials come from their Secret, not from this machine.
     credentials_here = False
@@ -62,19 +59,19 @@ class RayJobBackend(Backend):
     def image_identity(self) -> str:
         return image_for(self.settings)
 
-    def manifest(self, spec: JobSpec) -> dict[str, Any]:
+    def manifest(self, placed: Placed) -> dict[str, Any]:
         manifest = manifests.rayjob(
-            spec,
+            placed.runs,
             image=image_for(self.settings),
             ray_version=ray_version(),
             settings=self.settings,
-            origin=manifests.Origin.here(git_sha(), corpus=self.corpus_given),
-            runtime_env={"env_vars": {"RAYBAKE_GIT_SHA": git_sha()}},
-            interactive=bool(self.uploads),
+            origin=manifests.Origin.here(git_sha(), corpus=placed.named.corpus),
+            runtime_env={"env_vars": origin_env()},
+            interactive=bool(placed.uploads),
         )
         # What went into the id, so a later submit can say what changed (submit.py).
         manifest["metadata"]["annotations"].update(
-            {IDENTITY: json.dumps(dict(spec.identity), sort_keys=True), LINEAGE: spec.lineage}
+            {IDENTITY: json.dumps(dict(placed.runs.identity), sort_keys=True), LINEAGE: placed.runs.lineage}
         )
         return manifest
 
@@ -85,17 +82,17 @@ class RayJobBackend(Backend):
             found.append(manifests.network_policy(name))
         return found
 
-    def describe(self, spec: JobSpec) -> str:
-        manifest = self.manifest(spec)
-        shown = manifests.to_yaml(manifest, *self.companions(spec.name, "token"))
+    def describe(self, placed: Placed) -> str:
+        manifest = self.manifest(placed)
+        shown = manifests.to_yaml(manifest, *self.companions(placed.name, "token"))
         return f"# {manifests.lifetime_note(manifest)}\n{shown}"
 
-    def submit(self, spec: JobSpec) -> str:
-        manifest = self.manifest(spec)
+    def submit(self, placed: Placed) -> str:
+        manifest = self.manifest(placed)
         self.kube.check_operator(manifest=manifest)
         created = self.kube.create_rayjob(manifest)
         name = manifest["metadata"]["name"]
-        print(f"raybake: created RayJob {name} in namespace {self.kube.namespace}", flush=True)
+        console.say(f"created RayJob {name} in namespace {self.kube.namespace}")
         try:
             # Owned by the RayJob: they go when it goes. Until the Secret exists the pods wait for it.
             for companion in self.companions(name, secrets.token_urlsafe(32)):
@@ -103,27 +100,28 @@ class RayJobBackend(Backend):
         except RaybakeError as exc:
             self.kube.delete_rayjob(name)
             raise RaybakeError(f"{exc} (RayJob {name} deleted)", exc.code) from None
-        if self.uploads:
+        if placed.uploads:
             try:
-                self._submit_with_upload(name, spec)
+                self._submit_with_upload(name, placed)
             except (RaybakeError, KeyboardInterrupt) as exc:
                 # Nothing runs yet: a RayJob left Waiting would hold its pods until the deadline.
                 self.kube.delete_rayjob(name)
                 if isinstance(exc, KeyboardInterrupt):
-                    raise RaybakeError(f"interrupted before the job started; RayJob {name} deleted", 130) from None
+                    raise RaybakeError(
+                        f"interrupted before the job started; RayJob {name} deleted", ExitCode.INTERRUPTED
+                    ) from None
                 raise RaybakeError(f"{exc} (RayJob {name} deleted)", exc.code) from None
         return name
 
-    def _submit_with_upload(self, name: str, spec: JobSpec) -> None:
+    def _submit_with_upload(self, name: str, placed: Placed) -> None:
         """InteractiveMode: wait for the cluster, submit with the corpus, tell KubeRay the job id."""
         status = self._wait(name, until=lambda st: st.get("jobDeploymentStatus") == "Waiting")
-        ended = stuck.result_of(name, status)
-        if ended.status in TERMINAL:
-            raise RaybakeError(f"the RayJob ended before its cluster was ready: {ended.message}", 1)
+        early = stuck.result_of(name, status)
+        if ended(early):
+            raise RaybakeError(f"the RayJob ended before its cluster was ready: {early.message}", ExitCode.FAILED)
         with self._ray(status["rayClusterName"], name) as ray:
-            ray.uploads = self.uploads
             ray.ready()
-            job_id = ray.submit(spec)
+            job_id = ray.submit(placed)
         self.kube.patch_rayjob(name, {"spec": {"jobId": job_id}})
 
     def _ray(self, cluster: str, job: str) -> AddressBackend:
@@ -131,14 +129,16 @@ class RayJobBackend(Backend):
         token = self.kube.secret_value(manifests.token_secret_name(job), manifests.TOKEN_KEY)
         return through_port_forward(self.settings, self.kube, cluster, token=token)
 
-    def _wait(self, name: str, *, until) -> dict[str, Any]:
+    def _wait(self, name: str, *, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """Poll the RayJob until `until(status)` or it ends; say each new phase and why it is stuck."""
         started = time.monotonic()
         said: set[str] = set()
-        while True:
+
+        def look() -> dict[str, Any] | None:
+            """The status once it is what we wait for (or the end); None while it is not yet."""
             status = self.kube.rayjob(name).get("status") or {}
-            lines = [stuck.phase(status)]
-            if until(status) or stuck.result_of(name, status).status in TERMINAL:
+            lines: list[str | None] = [stuck.phase(status)]
+            if until(status) or ended(stuck.result_of(name, status)):
                 self._say(name, lines, said)
                 return status
             cluster = status.get("rayClusterName")
@@ -146,8 +146,10 @@ class RayJobBackend(Backend):
             lines.append(stuck.stuck_reason(status, pods, age_s=time.monotonic() - started))
             self._say(name, lines, said)
             if orphaned := stuck.no_operator(status, age_s=time.monotonic() - started):
-                raise RaybakeError(orphaned, 3)
-            time.sleep(POLL_S)
+                raise RaybakeError(orphaned, ExitCode.UNREACHABLE)
+            return None
+
+        return poll.first(look, every_s=POLL_S)
 
     @staticmethod
     def _say(name: str, lines: list[str | None], said: set[str]) -> None:
@@ -155,12 +157,12 @@ class RayJobBackend(Backend):
         for line in lines:
             if line and line not in said:
                 said.add(line)
-                print(f"raybake: {name}: {line}", flush=True)
+                console.say(f"{name}: {line}")
 
     def follow(self, job_id: str) -> JobResult:
         """Status from the RayJob; the log through the head while the Ray job runs; the RayJob decides."""
         status = self._wait(job_id, until=lambda st: st.get("jobStatus") == "RUNNING")
-        self._print_log(job_id, status, ended=stuck.result_of(job_id, status).status in TERMINAL)
+        self._print_log(job_id, status, ended=ended(stuck.result_of(job_id, status)))
         # Streams end early and clusters go away: the RayJob's own status is the answer.
         return stuck.result_of(job_id, self._wait(job_id, until=lambda st: False))
 
@@ -178,7 +180,7 @@ class RayJobBackend(Backend):
                 else:
                     ray.stream_logs(status["jobId"])
         except RaybakeError as exc:
-            print(f"raybake: no log ({exc}); following the RayJob's status", flush=True)
+            console.say(f"no log ({exc}); following the RayJob's status")
 
     def status(self, job_id: str) -> JobResult:
         return stuck.result_of(job_id, self.kube.rayjob(job_id).get("status"))
@@ -193,9 +195,11 @@ class RayJobBackend(Backend):
                     return ray.client.get_job_logs(status["jobId"])
             except RaybakeError:
                 pass
-        submitters = self.kube.pods(f"batch.kubernetes.io/job-name={job_id}")
+        submitters = self.kube.pods(submitter_selector(job_id))
         if not submitters:
-            raise RaybakeError(f"the logs of {job_id!r} are gone with its cluster (ttlSecondsAfterFinished)", 2)
+            raise RaybakeError(
+                f"the logs of {job_id!r} are gone with its cluster (ttlSecondsAfterFinished)", ExitCode.REFUSED
+            )
         return self.kube.pod_log(submitters[-1]["metadata"]["name"])
 
     def stop(self, job_id: str, *, delete: bool = False) -> bool:
@@ -209,7 +213,7 @@ class RayJobBackend(Backend):
 
     def jobs(self) -> list[dict]:
         rows = []
-        for item in self.kube.rayjobs(MANAGED):
+        for item in self.kube.rayjobs(MANAGED_SELECTOR):
             annotations = item["metadata"].get("annotations") or {}
             rows.append(
                 {

@@ -13,12 +13,12 @@ import fnmatch
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from raybake import console
+from raybake.clusters.base import Placed
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
 
 MIB = 1024 * 1024
@@ -66,21 +66,9 @@ def check_upload(root: Path, *, limit_mib: int, what: str = "corpus") -> int:
             f"refused: the {what} {str(root)!r} is {size / MIB:.1f} MiB, over the {limit_mib} MiB upload limit; "
             "put it where the cluster reads it: object storage (--corpus s3://bucket/corpus) or a cluster "
             "volume (--corpus cluster:/mnt/data/corpus with --pvc CLAIM)",
-            2,
+            ExitCode.REFUSED,
         )
     return size
-
-
-@dataclass(frozen=True)
-class Transport:
-    """The spec as the cluster runs it, plus what travels with it in the runtime_env."""
-
-    spec: JobSpec
-    runtime_env: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def uploads(self) -> bool:
-        return "working_dir" in self.runtime_env
 
 
 def output_root(settings: Settings) -> str:
@@ -92,51 +80,51 @@ def output_root(settings: Settings) -> str:
         raise RaybakeError(
             "a job on a real cluster cannot write to this machine: pass --output (a URI such as "
             "s3://bucket/results, or cluster:/mnt/data/results on a --pvc volume) or set raybake.remote_output",
-            2,
+            ExitCode.REFUSED,
         )
     return settings.remote_output.rstrip("/")
 
 
-def for_cluster(spec: JobSpec, *, limit_mib: int, cwd: Path | None = None, shares_disk: bool = False) -> Transport:
-    """Rewrite corpus and output for a remote cluster; a small local corpus becomes the working_dir.
+def for_cluster(spec: JobSpec, *, limit_mib: int, cwd: Path | None = None, shares_disk: bool = False) -> Placed:
+    """Place the job on a remote cluster: a small local corpus becomes the working_dir, `cluster:`
+    paths lose their prefix. Local paths come absolute (spec.with_id).
 
     `shares_disk`: the cluster may see this machine's files (an address can be a cluster here), so
-    a local output is kept, made absolute; a RayJob's pods never do, and it is refused.
+    a local output is kept; a RayJob's pods never do, and it is refused.
     """
     cwd = cwd or Path.cwd()
+    named = spec
     if is_local_path(spec.output):
         if not shares_disk:
             raise RaybakeError(
                 f"refused: --output {spec.output!r} is on this machine, where a remote job cannot write; "
                 "name a URI (s3://bucket/results) or a cluster volume path (cluster:/mnt/data/results)",
-                2,
+                ExitCode.REFUSED,
             )
-        print(
-            f"raybake: note: --output {spec.output!r} is a path on this machine; only a cluster that shares "
-            "this disk writes there (a URI or cluster: path works everywhere)",
-            flush=True,
+        console.say(
+            f"note: --output {spec.output!r} is a path on this machine; only a cluster that shares "
+            "this disk writes there (a URI or cluster: path works everywhere)"
         )
-        spec = dataclasses.replace(spec, output=str((cwd / spec.output).resolve()))
     spec = dataclasses.replace(spec, output=on_cluster(spec.output))
     if spec.entrypoint:
         # A user's own script needs their working directory; it carries the corpus if that lies inside.
         check_upload(cwd, limit_mib=limit_mib, what="working directory")
         corpus = spec.corpus
         if corpus and is_local_path(corpus):
-            corpus = os.path.relpath(Path(corpus).resolve(), cwd)
+            corpus = os.path.relpath(corpus, cwd)
         env = {"working_dir": str(cwd), "excludes": UPLOAD_EXCLUDES}
-        return Transport(dataclasses.replace(spec, corpus=on_cluster(corpus)), env)
+        return Placed(named, dataclasses.replace(spec, corpus=on_cluster(corpus)), env)
     if not is_local_path(spec.corpus):
-        return Transport(dataclasses.replace(spec, corpus=on_cluster(spec.corpus)))
-    corpus = Path(spec.corpus).resolve()
-    if not corpus.exists():
-        raise RaybakeError(f"refused: no corpus at {spec.corpus!r}", 2)
-    check_upload(corpus, limit_mib=limit_mib)
+        return Placed(named, dataclasses.replace(spec, corpus=on_cluster(spec.corpus)))
+    source = Path(spec.corpus)
+    if not source.exists():
+        raise RaybakeError(f"refused: no corpus at {spec.corpus!r}", ExitCode.REFUSED)
+    check_upload(source, limit_mib=limit_mib)
     # A folder is the working_dir itself; a single file travels in its folder with every sibling
     # excluded by name (a `/*` pattern with a negation would also exclude the folder itself).
-    if corpus.is_dir():
-        env = {"working_dir": str(corpus), "excludes": UPLOAD_EXCLUDES}
-        return Transport(dataclasses.replace(spec, corpus="."), env)
-    siblings = sorted(f"/{p.name}" for p in corpus.parent.iterdir() if p.name != corpus.name)
-    env = {"working_dir": str(corpus.parent), "excludes": siblings}
-    return Transport(dataclasses.replace(spec, corpus=corpus.name), env)
+    if source.is_dir():
+        env = {"working_dir": str(source), "excludes": UPLOAD_EXCLUDES}
+        return Placed(named, dataclasses.replace(spec, corpus="."), env)
+    siblings = sorted(f"/{p.name}" for p in source.parent.iterdir() if p.name != source.name)
+    env = {"working_dir": str(source.parent), "excludes": siblings}
+    return Placed(named, dataclasses.replace(spec, corpus=source.name), env)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from raybake import state
+from raybake import console, state
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.image import wheelhouse
 from raybake.versions import ROOT, git_sha, pins, ray_version
 
@@ -130,7 +130,7 @@ def base_digest(base_image: str, *, out: TextIO = sys.stdout) -> str:
     try:
         found = api.inspect_image(base_image)
     except docker.errors.ImageNotFound:
-        print(f"raybake: pulling the base image {base_image}", file=out, flush=True)
+        console.say(f"pulling the base image {base_image}", out=out)
         try:
             api.pull(base_image)
             found = api.inspect_image(base_image)
@@ -139,7 +139,7 @@ def base_digest(base_image: str, *, out: TextIO = sys.stdout) -> str:
                 f"the base image {base_image!r} is not on this engine and could not be pulled "
                 f"({str(exc.explanation or exc).strip()}): pull it, or make a local one with "
                 "scripts/docker-engine.sh and pass --base-image",
-                2,
+                ExitCode.REFUSED,
             ) from None
     repo, _ = parse_repository_tag(base_image)
     for pinned_ref in found.get("RepoDigests") or []:
@@ -160,7 +160,7 @@ def torch_index_for(template: str, base_image: str) -> str:
         raise RaybakeError(
             f"the torch index {template!r} takes the CUDA version from the base image's tag, "
             f"but {base_image!r} names none (like -cu128): give --torch-index in full",
-            2,
+            ExitCode.REFUSED,
         )
     return template.replace("{cuda}", found.group(1))
 
@@ -184,7 +184,7 @@ def plan(
     Needs the Docker engine unless the base image is pinned by digest (its identity is hashed).
     """
     if variant not in VARIANTS:
-        raise RaybakeError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}", 2)
+        raise RaybakeError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}", ExitCode.REFUSED)
     base = base_image or getattr(settings, f"base_image_{variant}").format(ray=ray_version())
     index = torch_index_for(getattr(settings, f"torch_index_{variant}") if torch_index is None else torch_index, base)
     model_package = f"{MODEL_PACKAGE}=={dev_pin(MODEL_PACKAGE)}" if bake_model else ""
@@ -214,7 +214,7 @@ def source_url() -> str:
     return found.stdout.strip() if found.returncode == 0 else ""
 
 
-def docker_client():
+def docker_client() -> Any:
     """A client of the local Docker engine (DOCKER_HOST and friends are honoured)."""
     import docker
 
@@ -222,16 +222,17 @@ def docker_client():
         return docker.from_env()
     except docker.errors.DockerException as exc:
         raise RaybakeError(
-            f"no Docker engine answers ({exc}); start Docker, or run scripts/docker-engine.sh as root", 3
+            f"no Docker engine answers ({exc}); start Docker, or run scripts/docker-engine.sh as root",
+            ExitCode.UNREACHABLE,
         ) from None
 
 
-def docker_api():
+def docker_api() -> Any:
     """The low-level API: build and push stream their JSON lines through it."""
     return docker_client().api
 
 
-def image_exists(api, ref: str) -> bool:
+def image_exists(api: Any, ref: str) -> bool:
     import docker
 
     try:
@@ -255,14 +256,16 @@ def read_build_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO) -> str:
         if "error" in chunk or "errorDetail" in chunk:
             message = chunk.get("error") or chunk["errorDetail"].get("message", "")
             where = f" at {step!r}" if step else ""
-            raise RaybakeError(f"image build failed{where}: {message.strip()}", 1)
+            raise RaybakeError(f"image build failed{where}: {message.strip()}", ExitCode.FAILED)
         image_id = chunk.get("aux", {}).get("ID", image_id)
     if not image_id:
-        raise RaybakeError("the image build ended without an image (the engine closed the stream early)", 1)
+        raise RaybakeError(
+            "the image build ended without an image (the engine closed the stream early)", ExitCode.FAILED
+        )
     return image_id
 
 
-def pull_cache(api, ref: str, out: TextIO) -> list[str]:
+def pull_cache(api: Any, ref: str, out: TextIO) -> list[str]:
     """[ref] when the registry has the cache image; a missing cache only makes the build slower."""
     import docker
 
@@ -270,10 +273,10 @@ def pull_cache(api, ref: str, out: TextIO) -> list[str]:
     try:
         for chunk in api.pull(repo, tag=tag, stream=True, decode=True):
             if "error" in chunk:
-                raise RaybakeError(chunk["error"], 1)
+                raise RaybakeError(chunk["error"], ExitCode.FAILED)
     except (docker.errors.APIError, RaybakeError) as exc:
         reason = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[0]
-        print(f"raybake: no build cache from {ref} ({reason}); building without it", file=out, flush=True)
+        console.say(f"no build cache from {ref} ({reason}); building without it", out=out)
         return []
     return [ref]
 
@@ -286,11 +289,11 @@ def build(settings: Settings, build_plan: BuildPlan, *, cache_ref: str | None = 
     """
     api = docker_api()
     if image_exists(api, build_plan.ref):
-        print(f"raybake: {build_plan.ref} is up to date (its inputs are unchanged): build skipped", file=out)
+        console.say(f"{build_plan.ref} is up to date (its inputs are unchanged): build skipped", out=out)
         built = False
     else:
         cache_from = pull_cache(api, cache_ref, out) if cache_ref else []
-        print(f"raybake: building {build_plan.ref} from {build_plan.base_image}", file=out, flush=True)
+        console.say(f"building {build_plan.ref} from {build_plan.base_image}", out=out)
         try:
             with wheelhouse.serve(build_plan.wheels, port=settings.wheelhouse_port) as wheels_url:
                 stream = api.build(
@@ -319,14 +322,13 @@ def build(settings: Settings, build_plan: BuildPlan, *, cache_ref: str | None = 
     if build_plan.git_ref:
         repo, tag = build_plan.git_ref.rsplit(":", 1)
         api.tag(build_plan.ref, repo, tag)
-    state.update(
+    state.record_image(
         settings,
-        "images",
         build_plan.variant,
         {"ref": build_plan.ref, "git_ref": build_plan.git_ref, "content_hash": build_plan.content_hash},
     )
     also = f" (also {build_plan.git_ref})" if build_plan.git_ref else ""
-    print(f"raybake: image {build_plan.ref}{also}", file=out)
+    console.say(f"image {build_plan.ref}{also}", out=out)
     return built
 
 
@@ -336,15 +338,17 @@ def read_push_stream(chunks: Iterable[Mapping[str, Any]], out: TextIO) -> str:
     for chunk in chunks:
         if "error" in chunk or "errorDetail" in chunk:
             message = chunk.get("error") or chunk["errorDetail"].get("message", "")
-            raise RaybakeError(f"push failed: {message.strip()}", 1)
+            raise RaybakeError(f"push failed: {message.strip()}", ExitCode.FAILED)
         digest = chunk.get("aux", {}).get("Digest", digest)
         status = chunk.get("status", "")
         if match := DIGEST.search(status):
             digest = match.group(1)
         if status and status not in PUSH_NOISE:
-            print(f"{chunk['id']}: {status}" if chunk.get("id") else status, file=out, flush=True)
+            console.line(f"{chunk['id']}: {status}" if chunk.get("id") else status, out=out)
     if not digest:
-        raise RaybakeError("push ended without a digest from the registry; nothing was confirmed pushed", 1)
+        raise RaybakeError(
+            "push ended without a digest from the registry; nothing was confirmed pushed", ExitCode.FAILED
+        )
     return digest
 
 
@@ -359,12 +363,12 @@ def auth_config(settings: Settings) -> dict[str, str] | None:
     user, password = os.environ.get(settings.registry_user_env), os.environ.get(settings.registry_password_env)
     if bool(user) != bool(password):
         missing = settings.registry_password_env if user else settings.registry_user_env
-        raise RaybakeError(f"registry credentials are half set: {missing} is empty", 2)
+        raise RaybakeError(f"registry credentials are half set: {missing} is empty", ExitCode.REFUSED)
     return {"username": user, "password": password} if user and password else None
 
 
-def push_tag(api, repo: str, tag: str, credentials: dict[str, str] | None, out: TextIO) -> str:
-    print(f"raybake: pushing {repo}:{tag}", file=out, flush=True)
+def push_tag(api: Any, repo: str, tag: str, credentials: dict[str, str] | None, out: TextIO) -> str:
+    console.say(f"pushing {repo}:{tag}", out=out)
     return read_push_stream(api.push(repo, tag=tag, stream=True, decode=True, auth_config=credentials), out)
 
 
@@ -376,16 +380,20 @@ def push(settings: Settings, *, variant: str, tags: Sequence[str] = (), out: Tex
     recorded for later submissions.
     """
     if not settings.registry:
-        raise RaybakeError("no registry configured: set raybake.registry (e.g. REGISTRY/ORG) and rebuild", 2)
-    built = state.read(settings).get("images", {}).get(variant)
+        raise RaybakeError(
+            "no registry configured: set raybake.registry (e.g. REGISTRY/ORG) and rebuild", ExitCode.REFUSED
+        )
+    built = state.image(settings, variant)
     if not built:
-        raise RaybakeError(f"no {variant} image built yet: run `invoke build --variant {variant}` first", 2)
+        raise RaybakeError(
+            f"no {variant} image built yet: run `invoke build --variant {variant}` first", ExitCode.REFUSED
+        )
     repo = repository(settings)
     if not built["ref"].startswith(f"{repo}:"):
         raise RaybakeError(
             f"the {variant} image {built['ref']!r} is not named for the registry {settings.registry!r}: "
             "run `invoke build` again with it set (cached: only the name changes)",
-            2,
+            ExitCode.REFUSED,
         )
     api = docker_api()
     for tag in tags:
@@ -396,8 +404,8 @@ def push(settings: Settings, *, variant: str, tags: Sequence[str] = (), out: Tex
     for tag in [*immutable, *tags]:
         digest = push_tag(api, repo, tag, credentials, out)
     pushed = f"{repo}@{digest}"
-    state.update(settings, "images", variant, {**built, "pushed": pushed})
-    print(f"raybake: pushed {pushed}", file=out)
+    state.record_image(settings, variant, {**built, "pushed": pushed})
+    console.say(f"pushed {pushed}", out=out)
     return pushed
 
 
@@ -415,9 +423,11 @@ def save(settings: Settings, *, variant: str, out: Path) -> Path:
     pr-image.yml builds without credentials and uploads this; pr-trial.yml loads and pushes it."""
     import gzip
 
-    built = state.read(settings).get("images", {}).get(variant)
+    built = state.image(settings, variant)
     if not built:
-        raise RaybakeError(f"no {variant} image built yet: run `invoke build --variant {variant}` first", 2)
+        raise RaybakeError(
+            f"no {variant} image built yet: run `invoke build --variant {variant}` first", ExitCode.REFUSED
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(out, "wb", compresslevel=1) as handle:
         for chunk in docker_api().get_image(built["ref"]):
@@ -436,10 +446,10 @@ def load(settings: Settings, *, variant: str, archive: Path, out: TextIO = sys.s
         said = [str(m.get("stream", "")) for m in api.load_image(handle) if isinstance(m, dict)]
     loaded = [line.split(": ", 1)[1].strip() for line in said if line.startswith("Loaded image")]
     if len(loaded) != 1:
-        raise RaybakeError(f"expected one image in {str(archive)!r}, the engine loaded {len(loaded)}", 2)
+        raise RaybakeError(f"expected one image in {str(archive)!r}, the engine loaded {len(loaded)}", ExitCode.REFUSED)
     image_id = api.inspect_image(loaded[0])["Id"]
     ref = f"{repository(settings)}:image-{image_id.removeprefix('sha256:')[:HASH_LENGTH]}"
     api.tag(image_id, *ref.rsplit(":", 1))
-    state.update(settings, "images", variant, {"ref": ref, "git_ref": None, "content_hash": image_id})
-    print(f"raybake: loaded {image_id} as {ref}", file=out)
+    state.record_image(settings, variant, {"ref": ref, "git_ref": None, "content_hash": image_id})
+    console.say(f"loaded {image_id} as {ref}", out=out)
     return ref

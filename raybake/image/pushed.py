@@ -8,19 +8,13 @@ loaded into its node.
 
 from __future__ import annotations
 
-from typing import Any
-
 from raybake import state
 from raybake.config import Settings
-from raybake.errors import RaybakeError
-
-
-def recorded(settings: Settings, variant: str) -> dict[str, Any]:
-    return state.read(settings).get("images", {}).get(variant) or {}
+from raybake.errors import ExitCode, RaybakeError
 
 
 def last_pushed(settings: Settings) -> str | None:
-    return recorded(settings, settings.variant).get("pushed")
+    return state.image(settings, settings.variant).get("pushed")
 
 
 def image_for(settings: Settings) -> str:
@@ -30,11 +24,11 @@ def image_for(settings: Settings) -> str:
         raise RaybakeError(
             f"no image for the cluster's pods: run `invoke build --variant {variant}` and `invoke push "
             f"--variant {variant}` first, or pass --image REPOSITORY@sha256:DIGEST (or set raybake.image)",
-            2,
+            ExitCode.REFUSED,
         )
     return image
 
 
 def local_image(settings: Settings, variant: str = "cpu") -> str | None:
     """The last local build of `variant`: what `invoke kind.up` loads into kind."""
-    return recorded(settings, variant).get("ref")
+    return state.image(settings, variant).get("ref")

@@ -21,11 +21,12 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from raybake.errors import RaybakeError
+from raybake import console
+from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import ROOT
 
 FOLDER = ROOT / "docker" / "wheelhouse"
@@ -38,7 +39,7 @@ def wheel_variant(name: str) -> str | None:
     try:
         _, version, _, _ = parse_wheel_filename(name)
     except InvalidWheelFilename:
-        raise RaybakeError(f"{name!r} in the wheelhouse is not a wheel file name", 2) from None
+        raise RaybakeError(f"{name!r} in the wheelhouse is not a wheel file name", ExitCode.REFUSED) from None
     local = (version.local or "").lower()
     if local == "cpu":
         return "cpu"
@@ -85,7 +86,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(length))
         self.end_headers()
 
-    def log_message(self, format: str, *args) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: pip reports what it installs."""
 
 
@@ -107,10 +108,9 @@ def serve(wheels: Sequence[Path], *, port: int) -> Iterator[str]:
         if exc.errno != errno.EADDRINUSE:
             raise
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        print(
-            f"raybake: wheelhouse port {port} is busy, serving on {server.server_port}: "
-            "cached layers from torch on are not reused",
-            flush=True,
+        console.say(
+            f"wheelhouse port {port} is busy, serving on {server.server_port}: "
+            "cached layers from torch on are not reused"
         )
     thread = threading.Thread(target=server.serve_forever, name="wheelhouse", daemon=True)
     thread.start()

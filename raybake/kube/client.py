@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.kube import crdcheck
-from raybake.kube.manifests import head_service
+from raybake.kube.kuberay import GROUP, RAYJOBS, VERSION, head_service
 from raybake.kube.portforward import Forward
-from raybake.kube.stuck import GROUP, VERSION, api_problem, missing_kind
+from raybake.kube.stuck import api_problem, missing_kind
 from raybake.result import AlreadySubmitted
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-PLURAL = "rayjobs"
-
-
-def cluster_selector(cluster: str) -> str:
-    return f"ray.io/cluster={cluster}"
 
 
 class Kube:
@@ -53,7 +49,7 @@ class Kube:
             raise RaybakeError(
                 f"no Kubernetes access: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
                 "log in (`oc login`, `kubectl config use-context`) or pass --kube-context",
-                3,
+                ExitCode.UNREACHABLE,
             ) from None
         self.namespace = namespace or "default"
         self.api = client.ApiClient()
@@ -63,17 +59,33 @@ class Kube:
     def _json(self, obj: Any) -> Any:
         return self.api.sanitize_for_serialization(obj)
 
-    def _call(self, what: str, fn, *args, **kwargs):
-        """An API call whose failure becomes one line: the HTTP status and the server's reason."""
+    def _call(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        answers: Mapping[int, RaybakeError | None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """An API call whose failure becomes one line: `answers` maps an HTTP status the caller
+        expects (404, 409) to its own error, or to None (then None is the call's answer); any
+        other status, the status and the server's reason."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:
-            raise RaybakeError(f"{what} failed: HTTP {exc.status} {exc.reason}", 3) from exc
+            if answers and exc.status in answers:
+                answer = answers[exc.status]
+                if answer is None:
+                    return None
+                raise answer from None
+            raise RaybakeError(f"{what} failed: HTTP {exc.status} {exc.reason}", ExitCode.UNREACHABLE) from None
         except HTTPError as exc:
-            raise RaybakeError(f"{what} failed: cannot reach the Kubernetes API ({exc})", 3) from None
+            raise RaybakeError(
+                f"{what} failed: cannot reach the Kubernetes API ({exc})", ExitCode.UNREACHABLE
+            ) from None
 
     def served_versions(self, group: str = GROUP) -> list[str] | None:
         """The versions the API serves for `group`; None when the group is unknown."""
@@ -94,47 +106,49 @@ class Kube:
         With a manifest, also its fields against the served CRD's schema (raybake.kube.crdcheck).
         """
         problem = api_problem(self.served_versions()) or missing_kind(kind, self.served_kinds())
-        if not problem and manifest is not None and (schema := self.served_schema(f"{PLURAL}.{GROUP}")):
+        if not problem and manifest is not None and (schema := self.served_schema(f"{RAYJOBS}.{GROUP}")):
             problem = crdcheck.problem(schema, manifest)
         if problem:
-            raise RaybakeError(problem, 3)
+            raise RaybakeError(problem, ExitCode.UNREACHABLE)
 
     def served_schema(self, crd: str) -> dict[str, Any] | None:
         """The served version's openAPIV3Schema of a CRD; None where this user may not read CRDs."""
         import json
 
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
-        try:
-            response = self._call(
-                f"reading CRD {crd!r}",
-                client.ApiextensionsV1Api(self.api).read_custom_resource_definition,
-                crd,
-                _preload_content=False,
-            )
-        except RaybakeError as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status in (401, 403, 404):
-                return None
-            raise
+        response = self._call(
+            f"reading CRD {crd!r}",
+            client.ApiextensionsV1Api(self.api).read_custom_resource_definition,
+            crd,
+            _preload_content=False,
+            answers={401: None, 403: None, 404: None},
+        )
+        if response is None:
+            return None
         versions = {v["name"]: v for v in json.loads(response.data)["spec"]["versions"]}
         return versions.get(VERSION, {}).get("schema", {}).get("openAPIV3Schema")
 
     # RayJobs
-    def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
+    @property
+    def _rayjobs(self) -> tuple[str, str, str, str]:
+        """The leading arguments of every custom-object call on this namespace's RayJobs."""
+        return (GROUP, VERSION, self.namespace, RAYJOBS)
 
+    def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:
         name = manifest["metadata"]["name"]
-        try:
-            return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, manifest)
-        except ApiException as exc:
-            if exc.status == 409:
-                raise AlreadySubmitted(
-                    f"a RayJob {name!r} already exists in namespace {self.namespace!r}; pass another --name "
-                    f"or remove it with `invoke stop --backend rayjob --job {name} --delete`",
-                    2,
-                ) from None
-            raise RaybakeError(f"creating RayJob {name!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+        taken = AlreadySubmitted(
+            f"a RayJob {name!r} already exists in namespace {self.namespace!r}; pass another --name "
+            f"or remove it with `invoke stop --backend rayjob --job {name} --delete`",
+            ExitCode.REFUSED,
+        )
+        return self._call(
+            f"creating RayJob {name!r}",
+            self.custom.create_namespaced_custom_object,
+            *self._rayjobs,
+            manifest,
+            answers={409: taken},
+        )
 
     def create_owned(self, manifest: dict[str, Any], owner: dict[str, Any]) -> None:
         """Create a Secret or NetworkPolicy that Kubernetes deletes with `owner` (the RayJob)."""
@@ -144,11 +158,11 @@ class Kube:
         reference = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"], "uid": meta["uid"]}
         body = {**manifest, "metadata": {**manifest["metadata"], "ownerReferences": [reference]}}
         kind, name = manifest["kind"], manifest["metadata"]["name"]
-        create = {
+        create: dict[str, Callable[..., Any]] = {
             "Secret": self.core.create_namespaced_secret,
             "NetworkPolicy": client.NetworkingV1Api(self.api).create_namespaced_network_policy,
-        }[kind]
-        self._call(f"creating {kind} {name!r}", create, self.namespace, body)
+        }
+        self._call(f"creating {kind} {name!r}", create[kind], self.namespace, body)
 
     def secret_value(self, name: str, key: str) -> str:
         """One value of a Secret, decoded; never printed."""
@@ -156,23 +170,20 @@ class Kube:
         return base64.b64decode((secret.data or {}).get(key, "")).decode()
 
     def rayjob(self, name: str) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", 2) from None
-            raise RaybakeError(f"reading RayJob {name!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+        missing = RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", ExitCode.REFUSED)
+        return self._call(
+            f"reading RayJob {name!r}",
+            self.custom.get_namespaced_custom_object,
+            *self._rayjobs,
+            name,
+            answers={404: missing},
+        )
 
     def patch_rayjob(self, name: str, patch: dict[str, Any]) -> None:
         self._call(
             f"updating RayJob {name!r}",
             self.custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            PLURAL,
+            *self._rayjobs,
             name,
             patch,
         )
@@ -181,10 +192,7 @@ class Kube:
         self._call(
             f"deleting RayJob {name!r}",
             self.custom.delete_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            PLURAL,
+            *self._rayjobs,
             name,
         )
 
@@ -192,13 +200,29 @@ class Kube:
         found = self._call(
             "listing RayJobs",
             self.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            PLURAL,
+            *self._rayjobs,
             label_selector=selector,
         )
         return found.get("items", [])
+
+    # DaemonSets
+    def apply_daemonset(self, manifest: dict[str, Any]) -> None:
+        """Create the DaemonSet, or replace the one of that name."""
+        from kubernetes import client
+
+        apps = client.AppsV1Api(self.api)
+        name = manifest["metadata"]["name"]
+        created = self._call(
+            f"creating DaemonSet {name!r}",
+            apps.create_namespaced_daemon_set,
+            self.namespace,
+            manifest,
+            answers={409: None},
+        )
+        if created is None:
+            self._call(
+                f"replacing DaemonSet {name!r}", apps.replace_namespaced_daemon_set, name, self.namespace, manifest
+            )
 
     # Pods
     def pods(self, selector: str) -> list[dict[str, Any]]:
@@ -210,28 +234,31 @@ class Kube:
 
     def head_pod(self, cluster: str) -> dict[str, Any]:
         """The running pod behind the cluster's head service, found as `kubectl port-forward svc/...` does."""
-        from kubernetes.client.exceptions import ApiException
-
         service = head_service(cluster)
-        try:
-            found = self.core.read_namespaced_service(service, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise RaybakeError(
-                    f"no service {service!r} in namespace {self.namespace!r}: is {cluster!r} the RayCluster's name?", 2
-                ) from None
-            raise RaybakeError(f"reading service {service!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+        missing = RaybakeError(
+            f"no service {service!r} in namespace {self.namespace!r}: is {cluster!r} the RayCluster's name?",
+            ExitCode.REFUSED,
+        )
+        found = self._call(
+            f"reading service {service!r}",
+            self.core.read_namespaced_service,
+            service,
+            self.namespace,
+            answers={404: missing},
+        )
         selector = ",".join(f"{k}={v}" for k, v in sorted((found.spec.selector or {}).items()))
         running = [p for p in self.pods(selector) if p.get("status", {}).get("phase") == "Running"]
         if not selector or not running:
-            raise RaybakeError(f"the service {service!r} has no running head pod yet; is the cluster up?", 3)
+            raise RaybakeError(
+                f"the service {service!r} has no running head pod yet; is the cluster up?", ExitCode.UNREACHABLE
+            )
         return running[0]
 
     def forward(self, pod: str, port: int) -> Forward:
         """A loopback URL relayed to `port` of `pod`; close it when done."""
         from kubernetes.stream import portforward
 
-        def connect():
+        def connect() -> Any:
             stream = portforward(self.core.connect_get_namespaced_pod_portforward, pod, self.namespace, ports=str(port))
             return stream.socket(port)
 

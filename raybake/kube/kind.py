@@ -9,7 +9,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from raybake.errors import RaybakeError
+from raybake import console
+from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import HELM, KUBERAY, ROOT
 
 KIND_CONFIG = ROOT / "deploy" / "kind.yaml"
@@ -67,9 +68,11 @@ def check_helm(version: str) -> None:
     """Another major Helm may render the chart differently: refuse it; another minor only warns."""
     found = version.strip().lstrip("v").split(".")
     if found[:1] != HELM.split(".")[:1]:
-        raise RaybakeError(f"helm {version.strip()!r} is not the pinned {HELM!r} (raybake/versions.py): install it", 2)
+        raise RaybakeError(
+            f"helm {version.strip()!r} is not the pinned {HELM!r} (raybake/versions.py): install it", ExitCode.REFUSED
+        )
     if found[:3] != HELM.split("."):
-        print(f"raybake: helm {version.strip()} is not the pinned {HELM}; continuing", flush=True)
+        console.say(f"helm {version.strip()} is not the pinned {HELM}; continuing")
 
 
 def delete_argv(cluster: str) -> list[str]:
@@ -78,12 +81,14 @@ def delete_argv(cluster: str) -> list[str]:
 
 def _run(argv: list[str], *, stdin: str | None = None) -> str:
     if shutil.which(argv[0]) is None:
-        raise RaybakeError(f"`{argv[0]}` is not installed; kind-up needs kind, helm, kubectl and Docker", 2)
-    print("raybake: " + " ".join(argv), flush=True)
+        raise RaybakeError(
+            f"`{argv[0]}` is not installed; kind-up needs kind, helm, kubectl and Docker", ExitCode.REFUSED
+        )
+    console.say(" ".join(argv))
     done = subprocess.run(argv, capture_output=True, text=True, input=stdin)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RaybakeError(f"`{' '.join(argv[:3])}` failed (exit {done.returncode}): {tail[0]}", 3)
+        raise RaybakeError(f"`{' '.join(argv[:3])}` failed (exit {done.returncode}): {tail[0]}", ExitCode.UNREACHABLE)
     return done.stdout
 
 
@@ -104,8 +109,8 @@ def up(cluster: str, *, image: str | None) -> None:
     if image:
         _run(load_argv(cluster, image))
     else:
-        print("raybake: no image built yet; `invoke build --variant cpu`, then `invoke kind.up` again loads it")
-    print(f"raybake: kind cluster {cluster!r} ready (context {context(cluster)}); `invoke submit --backend rayjob`")
+        console.say("no image built yet; `invoke build --variant cpu`, then `invoke kind.up` again loads it")
+    console.say(f"kind cluster {cluster!r} ready (context {context(cluster)}); `invoke submit --backend rayjob`")
 
 
 def down(cluster: str) -> bool:

@@ -12,17 +12,17 @@ import re
 import subprocess
 from pathlib import Path
 
-# Labels the KubeRay Helm chart, KubeRay and the Job controller put on the pods we want.
+from raybake.kube.kuberay import NODE_TYPE_LABEL, SUBMITTER_LABELS
+
+# The label the KubeRay Helm chart puts on the operator's pod.
 OPERATOR = ("app.kubernetes.io/name", "kuberay-operator")
-NODE_TYPE = "ray.io/node-type"  # head | worker
-SUBMITTER_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 
 def _role(labels: dict[str, str]) -> str | None:
     if labels.get(OPERATOR[0]) == OPERATOR[1]:
         return "operator"
-    if labels.get(NODE_TYPE) in ("head", "worker"):
-        return labels[NODE_TYPE]
+    if labels.get(NODE_TYPE_LABEL) in ("head", "worker"):
+        return labels[NODE_TYPE_LABEL]
     if any(label in labels for label in SUBMITTER_LABELS):
         return "submitter"
     return None

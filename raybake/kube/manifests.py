@@ -16,18 +16,17 @@ from typing import Any
 import yaml
 
 from raybake import urls
-from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.config import RAY_DASHBOARD_PORT, Settings
+from raybake.errors import ExitCode, RaybakeError
 from raybake.kube import pods
+from raybake.kube.kuberay import API_VERSION, MANAGED_BY, NODE_TYPE_LABEL
 from raybake.spec import JobSpec, shown_entrypoint
 
-API_VERSION = "ray.io/v1"
 # KubeRay names the cluster and its services after the RayJob: a DNS-1035 label of at most 47.
 MAX_NAME = 47
 NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 REDACTED = "<redacted>"
 SECRET = re.compile(r"token|password|secret|credential|api[_-]?key|access[_-]?key", re.IGNORECASE)
-DASHBOARD_PORT = 8265
 # The label raybake puts on a job's pods, Secret and NetworkPolicy.
 JOB_LABEL = "raybake.io/job"
 # The key of the Ray token in its Secret: KubeRay v1.7 reads this one.
@@ -65,13 +64,9 @@ def check_name(name: str) -> str:
         raise RaybakeError(
             f"job name {name!r} cannot name a RayJob: use at most {MAX_NAME} lowercase letters, digits "
             "and '-', starting with a letter and ending with a letter or digit",
-            2,
+            ExitCode.REFUSED,
         )
     return name
-
-
-def head_service(cluster: str) -> str:
-    return f"{cluster}-head-svc"
 
 
 def resources(*, cpu: str, memory: str, gpus: int = 0) -> dict[str, dict[str, str]]:
@@ -116,7 +111,7 @@ def worker_group(*, image: str, settings: Settings, env: list[dict], job: str) -
     """One worker per GPU when --gpus is given, else cpu_workers CPU-only workers."""
     for name, least in (("gpus", 0), ("cpu_workers", 1), ("logical_gpus", 0)):
         if getattr(settings, name) < least:
-            raise RaybakeError(f"{name} must be at least {least}, got {getattr(settings, name)!r}", 2)
+            raise RaybakeError(f"{name} must be at least {least}, got {getattr(settings, name)!r}", ExitCode.REFUSED)
     gpu = settings.gpus > 0
     replicas = settings.gpus if gpu else settings.cpu_workers
     start: dict[str, str] = {}
@@ -196,12 +191,12 @@ def rayjob(
         raise RaybakeError(
             f"backoff_limit {settings.backoff_limit!r} needs a corpus the cluster reads itself "
             "(a URI or cluster: path); an uploaded corpus is submitted once",
-            2,
+            ExitCode.REFUSED,
         )
     env = [{"name": "RAYBAKE_EXPECTED_IMAGE", "value": image}]
     head_ports = [
         {"containerPort": 6379, "name": "gcs-server"},
-        {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
+        {"containerPort": RAY_DASHBOARD_PORT, "name": "dashboard"},
         {"containerPort": 10001, "name": "client"},
     ]
     head = {
@@ -242,7 +237,7 @@ def rayjob(
     }
     labels = {
         "app.kubernetes.io/name": "raybake",
-        "app.kubernetes.io/managed-by": "raybake",
+        MANAGED_BY[0]: MANAGED_BY[1],
         "raybake.io/task": label_value(spec.task),
         "raybake.io/user": label_value(origin.user),
         "raybake.io/git-sha": label_value(origin.git_sha),
@@ -294,7 +289,8 @@ def inert(runtime_env: dict[str, Any]) -> dict[str, Any]:
     for value in _strings(runtime_env):
         if not SHELL_INERT.fullmatch(value):
             raise RaybakeError(
-                f"refusing {value!r} in the RayJob's runtime env: KubeRay's submitter would hand it to bash", 2
+                f"refusing {value!r} in the RayJob's runtime env: KubeRay's submitter would hand it to bash",
+                ExitCode.REFUSED,
             )
     return runtime_env
 
@@ -308,7 +304,7 @@ def _strings(value: Any) -> list[str]:
 
 
 def _owned(name: str, job: str) -> dict[str, Any]:
-    return {"name": name, "labels": {"app.kubernetes.io/managed-by": "raybake", JOB_LABEL: job}}
+    return {"name": name, "labels": {MANAGED_BY[0]: MANAGED_BY[1], JOB_LABEL: job}}
 
 
 def token_secret_name(job: str) -> str:
@@ -336,7 +332,7 @@ def network_policy(job: str) -> dict[str, Any]:
         "kind": "NetworkPolicy",
         "metadata": _owned(f"{job}-head", job),
         "spec": {
-            "podSelector": {"matchLabels": {JOB_LABEL: job, "ray.io/node-type": "head"}},
+            "podSelector": {"matchLabels": {JOB_LABEL: job, NODE_TYPE_LABEL: "head"}},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {

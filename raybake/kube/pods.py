@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # The taint the NVIDIA GPU operator and most clouds put on GPU nodes.
@@ -35,7 +35,7 @@ def node_selector(value: str) -> dict[str, str]:
     for item in _items(value):
         key, sep, val = item.partition("=")
         if not sep or not KEY.match(key):
-            raise RaybakeError(f"node selector {item!r} is not key=value", 2)
+            raise RaybakeError(f"node selector {item!r} is not key=value", ExitCode.REFUSED)
         selector[key] = val
     return selector
 
@@ -47,7 +47,9 @@ def tolerations(value: str, *, gpu: bool, gpu_preset: bool) -> list[dict[str, st
         taint, sep, effect = item.rpartition(":")
         key, has_value, val = taint.partition("=")
         if not sep or effect not in EFFECTS or not KEY.match(key):
-            raise RaybakeError(f"toleration {item!r} is not key[=value]:Effect (Effect: {', '.join(EFFECTS)})", 2)
+            raise RaybakeError(
+                f"toleration {item!r} is not key[=value]:Effect (Effect: {', '.join(EFFECTS)})", ExitCode.REFUSED
+            )
         entry = {"key": key, "operator": "Equal", "value": val} if has_value else {"key": key, "operator": "Exists"}
         entry["effect"] = effect
         if entry not in found:

@@ -16,8 +16,9 @@ import hashlib
 from typing import Any
 
 from raybake.config import Settings
-from raybake.errors import RaybakeError
+from raybake.errors import ExitCode, RaybakeError
 from raybake.kube import pods
+from raybake.kube.kuberay import MANAGED_BY
 
 NAME_PREFIX = "raybake-prepull"
 # A process that does nothing until it is stopped, in any image with a POSIX shell and sleep.
@@ -36,11 +37,11 @@ def daemonset(image: str, *, settings: Settings, nodes: str = "") -> dict[str, A
     either way, as GPU nodes usually carry it.
     """
     if not image:
-        raise RaybakeError("prepull needs an image: --image, or `invoke push` first", 2)
+        raise RaybakeError("prepull needs an image: --image, or `invoke push` first", ExitCode.REFUSED)
     name = name_for(image)
     labels = {
         "app.kubernetes.io/name": NAME_PREFIX,
-        "app.kubernetes.io/managed-by": "raybake",
+        MANAGED_BY[0]: MANAGED_BY[1],
         "raybake.io/prepull": name,
     }
     selector = pods.node_selector(nodes or settings.node_selector)
@@ -88,21 +89,8 @@ def daemonset(image: str, *, settings: Settings, nodes: str = "") -> dict[str, A
 
 def apply(manifest: dict[str, Any], *, settings: Settings) -> str:
     """Create the DaemonSet, or replace the one a previous prepull of this image made; its namespace."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     from raybake.kube.client import Kube
 
     kube = Kube(settings)
-    apps = client.AppsV1Api(kube.api)
-    name = manifest["metadata"]["name"]
-    try:
-        try:
-            apps.create_namespaced_daemon_set(kube.namespace, manifest)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            apps.replace_namespaced_daemon_set(name, kube.namespace, manifest)
-    except ApiException as exc:
-        raise RaybakeError(f"applying DaemonSet {name!r} failed: HTTP {exc.status} {exc.reason}", 3) from None
+    kube.apply_daemonset(manifest)
     return kube.namespace

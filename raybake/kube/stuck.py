@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from raybake.kube.kuberay import GROUP, VERSION
 from raybake.result import JobResult
 
-GROUP = "ray.io"
-VERSION = "v1"
 PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CRASH_ERRORS = ("CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 # A RayJob whose status stays empty this long has no operator acting on it.

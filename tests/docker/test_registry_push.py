@@ -76,7 +76,7 @@ def built(base_image, tmp_path: Path):
         tiny_image(ref)
         image.docker_api().tag(ref, image.repository(settings), f"{TAG}-gabcdef0")
         refs.extend([ref, f"{ref}-gabcdef0"] + [f"{image.repository(settings)}:{t}" for t in ("sha-abcdef0", "latest")])
-        state.update(settings, "images", "cpu", {"ref": ref, "git_ref": f"{ref}-gabcdef0", "content_hash": "0" * 64})
+        state.record_image(settings, "cpu", {"ref": ref, "git_ref": f"{ref}-gabcdef0", "content_hash": "0" * 64})
         return settings
 
     yield make
@@ -104,7 +104,7 @@ def test_push_records_the_digest_the_registry_serves(registry: str, built):
     assert repository == f"{registry}/org/raybake"
     for tag in (TAG, f"{TAG}-gabcdef0", "sha-abcdef0", "latest"):
         assert registry_digest(registry, "org/raybake", tag) == digest
-    assert state.read(settings)["images"]["cpu"]["pushed"] == pushed
+    assert state.image(settings, "cpu")["pushed"] == pushed
     order = [out.getvalue().index(f":{tag}\n") for tag in (TAG, "sha-abcdef0", "latest")]
     assert order == sorted(order)
 
@@ -127,7 +127,7 @@ def test_push_to_a_closed_port_fails_with_the_engines_reason(built):
     settings = built(f"127.0.0.1:{free_port()}")
     with pytest.raises(RaybakeError, match="push failed: .*connection refused"):
         image.push(settings, variant="cpu")
-    assert "pushed" not in state.read(settings)["images"]["cpu"]
+    assert "pushed" not in state.image(settings, "cpu")
 
 
 def test_an_image_named_for_another_registry_is_not_pushed(registry: str, built):

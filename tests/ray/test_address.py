@@ -27,7 +27,7 @@ from raybake.errors import RaybakeError
 from raybake.kube.portforward import Forward
 from raybake.spec import JobSpec
 from raybake.submit import submit
-from raybake.versions import ROOT, ray_version
+from raybake.versions import ROOT, git_sha, ray_version, raybake_version
 
 IMAGE = "registry.example/raybake@sha256:" + "c" * 64
 TOKEN_ENV = "RAYBAKE_TEST_RAY_TOKEN"
@@ -106,6 +106,8 @@ def test_a_small_local_corpus_is_uploaded_without_git_and_results(settings, corp
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["documents"] == EXAMPLE_DOCS
     assert manifest["counts"]["ok"] == EXAMPLE_DOCS
+    # The client tells the job who sent it; the manifest keeps it.
+    assert (manifest["raybake_version"], manifest["git_sha"]) == (raybake_version(), git_sha())
 
 
 def test_over_the_upload_limit_nothing_is_submitted(settings, corpus, tmp_path):

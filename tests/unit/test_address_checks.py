@@ -1,4 +1,4 @@
-"""The address backend's pure checks: Ray version, images by reference or digest, TLS settings."""
+"""The address backend's checks: Ray version, images by reference or digest, TLS settings, reachability."""
 
 from __future__ import annotations
 

@@ -47,5 +47,5 @@ def test_submit_refuses_before_creating_against_an_older_crd():
     chosen = RayJobBackend(Settings(gpus=4, image="img@sha256:" + "a" * 64), kube=kube)
     spec = JobSpec(corpus="s3://b/c", output="s3://b/o", name="raybake-embed-1")
     with pytest.raises(RaybakeError, match="older than KubeRay"):
-        chosen.submit(spec)
+        chosen.submit(chosen.prepare(spec))
     assert kube.created == []

@@ -10,7 +10,19 @@ from pathlib import Path
 
 from raybake.versions import ROOT
 
-FOUNDATIONS = {"errors", "config", "versions", "spec", "result", "state", "report", "urls", "objectstore"}
+FOUNDATIONS = {
+    "errors",
+    "config",
+    "versions",
+    "spec",
+    "result",
+    "state",
+    "report",
+    "console",
+    "poll",
+    "urls",
+    "objectstore",
+}
 # Packages of the second layer use the foundations and themselves, not each other.
 SIDE_BY_SIDE = {"kube", "image", "ci"}
 LAYER = {**{name: 0 for name in FOUNDATIONS}, **{name: 1 for name in SIDE_BY_SIDE}, "clusters": 2}

@@ -45,3 +45,14 @@ def test_each_linter_can_fail(tmp_path: Path) -> None:
     failed = lint.run(root)
     assert failed[:4] == ["ruff check", "ruff format", "hadolint", "actionlint"]
     assert failed[4].startswith("workflow rules")
+
+
+def test_mypy_runs_where_pyproject_asks_for_it_and_fails_on_a_type_error(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / "pyproject.toml").write_text('[tool.mypy]\nfiles = ["pkg"]\ndisallow_untyped_defs = true\n')
+    (root / "pkg").mkdir()
+    (root / "pkg" / "__init__.py").write_text("def half(n: int) -> int:\n    return n // 2\n")
+    assert "mypy" in lint.lint_commands(root)
+    assert lint.run(root) == []
+    (root / "pkg" / "__init__.py").write_text("def half(n: int) -> str:\n    return n // 2\n")
+    assert lint.run(root) == ["mypy"]

@@ -10,19 +10,22 @@ import pytest
 from raybake import state
 from raybake.clusters import backend_for, localcluster
 from raybake.clusters.address import AddressBackend
+from raybake.clusters.base import Placed
 from raybake.clusters.containers import ContainerClusterBackend
 from raybake.config import Settings
 from raybake.errors import RaybakeError
 from raybake.spec import JobSpec
 
 URL = "http://127.0.0.1:18266"
+SPEC = JobSpec(corpus="s3://bucket/corpus", output="s3://bucket/out")
+ANYWHERE = Placed(named=SPEC, runs=SPEC)
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     settings = Settings(state_file=str(tmp_path / "state.json"))
     cluster = localcluster.Cluster("raybake", "raybake:cpu-0123456789ab", URL, str(tmp_path / "data"), ("h", "w"))
-    state.update(settings, "clusters", "raybake", {**cluster.__dict__, "containers": list(cluster.containers)})
+    state.record_cluster(settings, "raybake", {**cluster.__dict__, "containers": list(cluster.containers)})
     return settings
 
 
@@ -35,7 +38,7 @@ def test_the_cluster_is_found_by_its_url(settings: Settings):
 def test_its_address_gets_the_container_backend_with_the_expected_image(settings: Settings):
     backend = backend_for(dataclasses.replace(settings, backend="address", address=URL))
     assert isinstance(backend, ContainerClusterBackend)
-    env = backend.runtime_env(JobSpec(corpus="c", output="o"))["env_vars"]
+    env = backend.runtime_env(ANYWHERE)["env_vars"]
     assert env["RAYBAKE_EXPECTED_IMAGE"] == "raybake:cpu-0123456789ab"
 
 
@@ -43,22 +46,20 @@ def test_another_address_sends_only_a_configured_expected_image(settings: Settin
     other = dataclasses.replace(settings, backend="address", address="http://127.0.0.1:8265")
     backend = backend_for(other)
     assert type(backend) is AddressBackend
-    assert "RAYBAKE_EXPECTED_IMAGE" not in backend.runtime_env(JobSpec(corpus="c", output="o"))["env_vars"]
+    assert "RAYBAKE_EXPECTED_IMAGE" not in backend.runtime_env(ANYWHERE)["env_vars"]
     pinned = backend_for(dataclasses.replace(other, expected_image="REGISTRY/ORG/raybake:cpu-0123456789ab"))
-    env = pinned.runtime_env(JobSpec(corpus="c", output="o"))["env_vars"]
+    env = pinned.runtime_env(ANYWHERE)["env_vars"]
     assert env["RAYBAKE_EXPECTED_IMAGE"] == "REGISTRY/ORG/raybake:cpu-0123456789ab"
 
 
-def test_paths_under_the_mount_become_absolute_and_others_are_refused(settings: Settings, tmp_path: Path, monkeypatch):
+def test_paths_under_the_mount_pass_and_others_are_refused(settings: Settings, tmp_path: Path):
     backend = backend_for(dataclasses.replace(settings, backend="address", address=URL))
-    monkeypatch.chdir(tmp_path)
-    spec = backend.prepare(JobSpec(corpus="data/corpus", output="data/out", name="n"))
-    assert spec.corpus == str(tmp_path / "data" / "corpus")
-    assert spec.output == str(tmp_path / "data" / "out")
-    remote = backend.prepare(JobSpec(corpus="s3://bucket/corpus", output="data/out"))
-    assert remote.corpus == "s3://bucket/corpus"
+    inside = JobSpec(corpus=str(tmp_path / "data" / "corpus"), output=str(tmp_path / "data" / "out"), name="n")
+    assert backend.prepare(inside).runs == inside
+    remote = backend.prepare(JobSpec(corpus="s3://bucket/corpus", output=str(tmp_path / "data" / "out")))
+    assert remote.runs.corpus == "s3://bucket/corpus"
     with pytest.raises(RaybakeError, match="--corpus '/elsewhere/corpus' is outside"):
-        backend.prepare(JobSpec(corpus="/elsewhere/corpus", output="data/out"))
+        backend.prepare(JobSpec(corpus="/elsewhere/corpus", output=str(tmp_path / "data" / "out")))
 
 
 def test_down_without_a_docker_engine_removes_nothing_and_does_not_fail(settings: Settings, tmp_path, monkeypatch):
@@ -73,7 +74,7 @@ def test_the_docker_cluster_asks_for_a_token_of_its_own_that_only_its_client_rea
     env = localcluster.token_environment(path.read_text())
     assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == path.read_text()
     cluster = dataclasses.replace(localcluster.at(settings, URL), token_file=str(path))
-    state.update(settings, "clusters", "raybake", {**cluster.__dict__, "containers": list(cluster.containers)})
+    state.record_cluster(settings, "raybake", {**cluster.__dict__, "containers": list(cluster.containers)})
     backend = backend_for(dataclasses.replace(settings, backend="address", address=URL))
     assert backend.headers == {"Authorization": f"Bearer {path.read_text()}"}
 

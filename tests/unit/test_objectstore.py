@@ -64,7 +64,8 @@ def test_dry_run_with_a_secret_and_an_endpoint_validates_and_shows_both_in_every
 def test_a_ca_bundle_from_a_configmap_or_secret_is_mounted_read_only_and_named_by_aws_ca_bundle(source):
     settings = Settings(backend="rayjob", image=IMAGE, s3_ca_bundle=source, s3_path_style=True)
     spec = JobSpec(corpus="s3://b/c", output="s3://b/o", name="raybake-embed-ca")
-    manifest = RayJobBackend(settings).manifest(spec)
+    backend = RayJobBackend(settings)
+    manifest = backend.manifest(backend.prepare(spec))
     jsonschema.Draft7Validator(crd_schema("rayjobs")).validate(manifest)
     key = source.rsplit("/", 1)[1]
     head = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
@@ -84,7 +85,8 @@ def test_a_ca_bundle_from_a_configmap_or_secret_is_mounted_read_only_and_named_b
 
 def test_without_object_store_settings_the_rayjob_is_unchanged():
     spec = JobSpec(corpus="s3://b/c", output="s3://b/o", name="raybake-embed-plain")
-    manifest = RayJobBackend(Settings(backend="rayjob", image=IMAGE)).manifest(spec)
+    backend = RayJobBackend(Settings(backend="rayjob", image=IMAGE))
+    manifest = backend.manifest(backend.prepare(spec))
     assert "envFrom" not in manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
 
 
@@ -107,7 +109,8 @@ def test_bad_object_store_settings_are_refused_with_the_value(field, value, refu
 
 def test_other_backends_get_the_endpoint_variables_in_the_runtime_env_and_no_credentials():
     settings = Settings(backend="address", s3_endpoint="http://127.0.0.1:9000/", s3_ca_bundle="/etc/ssl/store.pem")
-    env = AddressBackend(settings, "http://127.0.0.1:8265").runtime_env(JobSpec(corpus="s3://b/c", output="s3://b/o"))
+    backend = AddressBackend(settings, "http://127.0.0.1:8265")
+    env = backend.runtime_env(backend.prepare(JobSpec(corpus="s3://b/c", output="s3://b/o")))
     assert env["env_vars"]["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:9000"
     assert env["env_vars"]["AWS_CA_BUNDLE"] == "/etc/ssl/store.pem"
     assert not any(k.startswith(("AWS_ACCESS", "AWS_SECRET")) for k in env["env_vars"])

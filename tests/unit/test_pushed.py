@@ -15,8 +15,8 @@ PUSHED = "registry.example/org/raybake@sha256:" + "a" * 64
 @pytest.fixture
 def settings(tmp_path):
     recorded = Settings(variant="cuda", state_file=str(tmp_path / "state.json"))
-    state.update(recorded, "images", "cuda", {"ref": "registry.example/org/raybake:cuda-1", "pushed": PUSHED})
-    state.update(recorded, "images", "cpu", {"ref": "registry.example/org/raybake:cpu-1"})
+    state.record_image(recorded, "cuda", {"ref": "registry.example/org/raybake:cuda-1", "pushed": PUSHED})
+    state.record_image(recorded, "cpu", {"ref": "registry.example/org/raybake:cpu-1"})
     return recorded
 
 

@@ -51,7 +51,7 @@ def test_submit_creates_a_valid_rayjob_the_operator_submits(capsys):
 def test_follow_reports_phases_and_stuck_reasons_once_and_ends_on_the_rayjobs_status(capsys):
     statuses = [STATUSES[s] for s in ("new", "initializing", "initializing", "initializing", "running", "succeeded")]
     chosen, kube = backend(statuses=statuses, pods=[PODS["pending-gpus"]])
-    kube.created.append(chosen.manifest(SPEC))
+    kube.created.append(chosen.manifest(chosen.prepare(SPEC)))
     result = chosen.follow("raybake-embed-1")
     out = capsys.readouterr().out
     assert result.status == "SUCCEEDED"
@@ -69,7 +69,7 @@ def test_exit_code_is_zero_only_on_succeeded(final, code):
 def test_operator_missing_is_refused_before_anything_is_created():
     chosen, kube = backend(statuses=[STATUSES["new"]], served=None)
     with pytest.raises(RaybakeError, match="KubeRay operator is not installed"):
-        chosen.submit(SPEC)
+        chosen.submit(chosen.prepare(SPEC))
     assert kube.created == []
 
 
@@ -77,21 +77,21 @@ def test_crds_of_another_version_are_refused():
     for kw, refusal in (({"served": ["v1alpha1"]}, "not v1"), ({"kinds": ("RayCluster",)}, "has no RayJob")):
         chosen, kube = backend(statuses=[STATUSES["new"]], **kw)
         with pytest.raises(RaybakeError, match=refusal):
-            chosen.submit(SPEC)
+            chosen.submit(chosen.prepare(SPEC))
         assert kube.created == []
 
 
 def test_an_operator_that_never_acts_is_reported(monkeypatch):
     monkeypatch.setattr(rayjob.stuck, "NO_OPERATOR_AFTER_S", -1)
     chosen, kube = backend(statuses=[STATUSES["new"]])
-    kube.created.append(chosen.manifest(SPEC))
+    kube.created.append(chosen.manifest(chosen.prepare(SPEC)))
     with pytest.raises(RaybakeError, match="no KubeRay operator has acted"):
         chosen.follow("raybake-embed-1")
 
 
 def test_stop_suspends_and_delete_deletes():
     chosen, kube = backend(statuses=[STATUSES["running"]])
-    kube.created.append(chosen.manifest(SPEC))
+    kube.created.append(chosen.manifest(chosen.prepare(SPEC)))
     chosen.stop("raybake-embed-1")
     (patch,) = kube.patches
     # A JSON merge patch (RFC 7386): None deletes. KubeRay suspends only with
@@ -108,7 +108,7 @@ def test_stop_suspends_and_delete_deletes():
 
 def test_jobs_lists_the_rayjobs_with_their_status():
     chosen, kube = backend(statuses=[STATUSES["running"]])
-    kube.created.append(chosen.manifest(SPEC))
+    kube.created.append(chosen.manifest(chosen.prepare(SPEC)))
     assert [(r["id"], r["status"]) for r in chosen.jobs()] == [("raybake-embed-1", "RUNNING")]
 
 
@@ -128,24 +128,25 @@ def test_dry_run_needs_no_cluster_and_no_image_means_a_clear_error(capsys, tmp_p
     assert secret["kind"] == "Secret" and secret["stringData"] == {"auth_token": "<redacted>"}
     no_state = Settings(backend="rayjob", variant="cpu", state_file=str(tmp_path / "state.json"))
     with pytest.raises(RaybakeError, match="invoke push --variant cpu"):
-        RayJobBackend(no_state, kube=FakeKube()).describe(SPEC)
+        unpushed = RayJobBackend(no_state, kube=FakeKube())
+        unpushed.describe(unpushed.prepare(SPEC))
 
 
 def test_an_upload_that_cannot_start_deletes_its_waiting_rayjob(tmp_path):
     (tmp_path / "a.txt").write_text("doc")
     chosen, kube = backend(statuses=[STATUSES["new"], STATUSES["validation-failed"]])
-    spec = chosen.prepare(JobSpec(corpus=str(tmp_path), output="s3://b/o", name="raybake-embed-1"))
+    placed = chosen.prepare(JobSpec(corpus=str(tmp_path), output="s3://b/o", name="raybake-embed-1"))
     with pytest.raises(RaybakeError, match=r"ended before its cluster was ready: .*47 characters.*deleted"):
-        chosen.submit(spec)
+        chosen.submit(placed)
     assert kube.deleted == ["raybake-embed-1"]
 
 
 def test_an_upload_to_a_cluster_without_a_reachable_head_deletes_its_rayjob(tmp_path):
     (tmp_path / "a.txt").write_text("doc")
     chosen, kube = backend(statuses=[STATUSES["waiting"]])
-    spec = chosen.prepare(JobSpec(corpus=str(tmp_path), output="s3://b/o", name="raybake-embed-1"))
+    placed = chosen.prepare(JobSpec(corpus=str(tmp_path), output="s3://b/o", name="raybake-embed-1"))
     with pytest.raises(RaybakeError, match="no running head pod") as refused:
-        chosen.submit(spec)
+        chosen.submit(placed)
     assert refused.value.code == 3
     assert kube.deleted == ["raybake-embed-1"]
 
@@ -156,7 +157,7 @@ def test_network_policy_is_created_and_shown_by_the_dry_run_when_asked(capsys):
     kinds = [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out)]
     assert kinds == ["RayJob", "Secret", "NetworkPolicy"]
     chosen.kube.statuses = [STATUSES["succeeded"]]
-    chosen.submit(SPEC)
+    chosen.submit(chosen.prepare(SPEC))
     assert [o["kind"] for o in chosen.kube.owned] == ["Secret", "NetworkPolicy"]
 
 
@@ -168,5 +169,5 @@ def test_a_secret_that_cannot_be_made_takes_its_rayjob_with_it():
 
     kube.create_owned = refuse
     with pytest.raises(RaybakeError, match="403 Forbidden.*RayJob raybake-embed-1 deleted"):
-        chosen.submit(SPEC)
+        chosen.submit(chosen.prepare(SPEC))
     assert kube.deleted == ["raybake-embed-1"]

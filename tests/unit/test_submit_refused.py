@@ -56,7 +56,7 @@ def test_a_refused_submit_is_one_line_with_exit_3(answer, shown):
         url = f"http://127.0.0.1:{server.server_address[1]}"
         backend = AddressBackend(Settings(backend="address", address=url), url)
         with pytest.raises(RaybakeError) as refused:
-            backend.submit(JobSpec(corpus="s3://bucket/corpus", output="s3://bucket/out", name="j1"))
+            backend.submit(backend.prepare(JobSpec(corpus="s3://bucket/corpus", output="s3://bucket/out", name="j1")))
     finally:
         server.shutdown()
     assert refused.value.code == 3

@@ -37,10 +37,10 @@ def test_path_kinds():
 
 def test_a_local_folder_becomes_the_working_dir_and_the_corpus_its_root(corpus):
     moved = for_cluster(spec(str(corpus)), limit_mib=1)
-    assert moved.spec.corpus == "."
-    assert moved.runtime_env["working_dir"] == str(corpus)
-    assert {".git", "results"} <= set(moved.runtime_env["excludes"])
-    assert moved.spec.arguments()[:2] == ["--corpus", "."]
+    assert moved.runs.corpus == "."
+    assert moved.uploads["working_dir"] == str(corpus)
+    assert {".git", "results"} <= set(moved.uploads["excludes"])
+    assert moved.runs.arguments()[:2] == ["--corpus", "."]
 
 
 def test_version_control_and_old_results_do_not_count_toward_the_limit(corpus):
@@ -49,9 +49,9 @@ def test_version_control_and_old_results_do_not_count_toward_the_limit(corpus):
 
 def test_a_single_file_travels_alone_in_its_folder(corpus):
     moved = for_cluster(spec(str(corpus / "a.txt")), limit_mib=1)
-    assert moved.spec.corpus == "a.txt"
-    assert moved.runtime_env["working_dir"] == str(corpus)
-    assert sorted(moved.runtime_env["excludes"]) == ["/.git", "/b.jsonl", "/results"]
+    assert moved.runs.corpus == "a.txt"
+    assert moved.uploads["working_dir"] == str(corpus)
+    assert sorted(moved.uploads["excludes"]) == ["/.git", "/b.jsonl", "/results"]
 
 
 def test_over_the_limit_is_refused_with_advice(corpus):
@@ -67,7 +67,8 @@ def test_over_the_limit_is_refused_with_advice(corpus):
 )
 def test_uris_and_cluster_paths_pass_through_without_upload(given, seen):
     moved = for_cluster(spec(given, output="cluster:/mnt/data/out/j"), limit_mib=1)
-    assert (moved.spec.corpus, moved.spec.output) == (seen, "/mnt/data/out/j")
+    assert (moved.runs.corpus, moved.runs.output) == (seen, "/mnt/data/out/j")
+    assert (moved.named.corpus, moved.named.output) == (given, "cluster:/mnt/data/out/j")
     assert not moved.uploads
 
 
@@ -76,9 +77,10 @@ def test_a_local_output_is_refused_where_the_cluster_cannot_share_this_disk(corp
         for_cluster(spec(str(corpus), output="results/j"), limit_mib=1)
 
 
-def test_a_local_output_is_kept_absolute_for_an_address_that_may_share_it(corpus, capsys):
-    moved = for_cluster(spec(str(corpus), output="results/j"), limit_mib=1, cwd=corpus, shares_disk=True)
-    assert moved.spec.output == str(corpus / "results" / "j")
+def test_a_local_output_is_kept_for_an_address_that_may_share_it(corpus, capsys):
+    output = str(corpus / "results" / "j")
+    moved = for_cluster(spec(str(corpus), output=output), limit_mib=1, cwd=corpus, shares_disk=True)
+    assert moved.runs.output == output and moved.named.output == output
     assert "only a cluster that shares this disk" in capsys.readouterr().out
 
 
@@ -89,8 +91,8 @@ def test_a_missing_local_corpus_is_refused(tmp_path):
 
 def test_a_users_entrypoint_takes_the_working_directory_and_a_relative_corpus(corpus):
     moved = for_cluster(spec(str(corpus / "a.txt"), entrypoint="python mine.py"), limit_mib=1, cwd=corpus)
-    assert moved.runtime_env["working_dir"] == str(corpus)
-    assert moved.spec.corpus == "a.txt"
+    assert moved.uploads["working_dir"] == str(corpus)
+    assert moved.runs.corpus == "a.txt"
 
 
 def test_output_root_local_and_remote():

@@ -1,0 +1,35 @@
+"""The client and the job agree on the job's tasks and defaults: both read job/interface.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from job.config import DEFAULT_MODEL, DEFAULT_TASK, DEFAULT_TEXT_FIELD, TASK_NAMES
+from job.pipelines import TASKS as PIPELINES
+from raybake import spec
+from raybake.versions import ROOT
+
+
+def test_every_task_the_interface_names_has_a_pipeline_and_no_other():
+    assert tuple(PIPELINES) == TASK_NAMES
+
+
+def test_the_client_reads_what_the_job_reads():
+    assert spec.TASKS == TASK_NAMES
+    assert (spec.DEFAULT_TASK, spec.DEFAULT_MODEL, spec.DEFAULT_TEXT_FIELD) == (
+        DEFAULT_TASK,
+        DEFAULT_MODEL,
+        DEFAULT_TEXT_FIELD,
+    )
+    assert DEFAULT_TASK in TASK_NAMES
+
+
+def test_the_jobs_command_line_offers_what_the_interface_says():
+    shown = subprocess.run(
+        [sys.executable, "-m", "job", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    written = json.loads((ROOT / "job" / "interface.json").read_text())
+    assert "{" + ",".join(written["tasks"]) + "}" in shown
+    assert written["default_model"] in shown.replace("\n", "").replace(" ", "")

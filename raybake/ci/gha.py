@@ -131,8 +131,9 @@ def image_ref(*, repository: str, given: str = "", sha: str = "", pr: int = 0) -
     return ImageRef(registry, name, f"{base}@{given}" if given.startswith("sha256:") else f"{base}:{given}")
 
 
-def _api(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> Any:
-    request = urllib.request.Request(
+def api_request(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> urllib.request.Request:
+    """A GitHub REST API request with the token and the API version this code was written for."""
+    return urllib.request.Request(
         url,
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
@@ -142,6 +143,10 @@ def _api(method: str, url: str, token: str, body: dict[str, Any] | None = None) 
             "X-GitHub-Api-Version": "2022-11-28",
         },
     )
+
+
+def _api(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> Any:
+    request = api_request(method, url, token, body)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"null")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from raybake.ci.gha import api_request
 from raybake.errors import ExitCode, RaybakeError
 
 # GET PATH -> (HTTP status, parsed JSON body).
@@ -43,14 +44,7 @@ def api_fetch(*, token: str, api_url: str = "https://api.github.com") -> Fetch:
     """GETs against the GitHub REST API with a token (an admin's: secrets and protection are read)."""
 
     def fetch(path: str) -> tuple[int, Any]:
-        request = urllib.request.Request(
-            f"{api_url.rstrip('/')}{path}",
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": "2022-11-28",
-            },
-        )
+        request = api_request("GET", f"{api_url.rstrip('/')}{path}", token)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read() or b"null")

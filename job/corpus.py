@@ -363,9 +363,14 @@ def _first_names(fs, f: CorpusFile) -> tuple[list[str] | None, bool, bool]:
     return None, bool(records), whole
 
 
-def _open(fs: fsspec.AbstractFileSystem, f: CorpusFile):
+def _open(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> io.BufferedIOBase:
     # gzip decompresses as it is read, a buffer at a time: never a whole file in memory.
-    return fs.open(f.path, "rb", compression="gzip" if f.gzip else None)
+    handle = fs.open(f.path, "rb", compression="gzip" if f.gzip else None)
+    if isinstance(handle, fsspec.spec.AbstractBufferedFile):
+        # An object store's file (s3fs, http) reads a line whole, with no limit: a BufferedReader
+        # over it gives the bounded readline(limit) that keeps a huge line out of memory.
+        return io.BufferedReader(handle)
+    return handle
 
 
 def decode(raw: bytes) -> tuple[str | None, str | None]:

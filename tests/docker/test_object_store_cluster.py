@@ -33,7 +33,7 @@ def test_jsonl_and_parquet_from_s3_to_s3_in_the_container_cluster(
     )
     backend = backend_for(chosen)
     assert isinstance(backend, ContainerClusterBackend)
-    spec = JobSpec(corpus="s3://corpus/mixed", output="", job_args=("--shard-size", "16"))
+    spec = JobSpec(corpus="s3://corpus/mixed", output="", job_args=("--split-bytes", "2048"))
     # This process has no credentials: the client cannot list the corpus, the cluster can.
     parts = identity.of(spec, image=backend.image_identity(), settings=chosen, strict=True)
     assert parts["corpus"] == "unlisted" and parts["image"] == cpu_image.plan.ref

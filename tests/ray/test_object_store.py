@@ -16,11 +16,14 @@ import time
 import pyarrow.parquet as pq
 import pytest
 import s3server
+from models import make_slow_model
 from raycluster import invoke, start_head
 
 from raybake.versions import ROOT
 
-SLOW_DOCS, SHARD_SIZE = 24, 4
+SLOW_DOCS = 24
+# Several shards of a few documents each, so that a stop lands between shards.
+SLOW_SPLIT = "--split-bytes 5000"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def s3():
     for bucket in ("corpus", "results"):
         fs.mkdir(bucket)
     assert s3server.put_mixed_corpus(server, "corpus/mixed") == 80
-    slow = [json.dumps({"text": f"document {i}: " + "the quick brown fox " * (i % 5 + 1)}) for i in range(SLOW_DOCS)]
+    slow = [json.dumps({"text": f"document {i}: " + "the quick brown fox " * (40 + i % 5)}) for i in range(SLOW_DOCS)]
     fs.pipe("corpus/slow/docs.jsonl", ("\n".join(slow) + "\n").encode())
     yield server
     server.stop()
@@ -72,7 +75,7 @@ def submitted(done: subprocess.CompletedProcess) -> tuple[str, str]:
 
 def test_jsonl_and_parquet_from_s3_to_s3_succeed_and_the_manifest_reconciles(head, s3):
     env = env_for(head, s3, "s3://results/mixed")
-    done = invoke(env, "submit", "--corpus", "s3://corpus/mixed", "--job-args", "--shard-size 16")
+    done = invoke(env, "submit", "--corpus", "s3://corpus/mixed", "--job-args", "--split-bytes 2048")
     job_id, output = submitted(done)
     assert output == f"s3://results/mixed/{job_id}"
     assert f"job {job_id}: SUCCEEDED" in done.stdout
@@ -87,18 +90,24 @@ def test_jsonl_and_parquet_from_s3_to_s3_succeed_and_the_manifest_reconciles(hea
     }
     rows = rows_of(s3, output)
     assert len(rows) == len({r["source"] for r in rows}) == sum(p["rows"] for p in manifest["parts"]) == 80
-    assert {r["source"].split(":")[0] for r in rows} == {"articles.jsonl", "articles.parquet"}
+    assert {re.split(r"[:@]", r["source"])[0] for r in rows} == {"articles.jsonl", "articles.parquet"}
     # Nothing of the credentials in what raybake printed or the job wrote.
     secret = s3.credentials()["AWS_SECRET_ACCESS_KEY"]
     assert secret not in done.stdout + done.stderr + json.dumps(manifest)
     # The same submit again attaches to the job that ran.
-    again = invoke(env, "submit", "--corpus", "s3://corpus/mixed", "--job-args", "--shard-size 16")
+    again = invoke(env, "submit", "--corpus", "s3://corpus/mixed", "--job-args", "--split-bytes 2048")
     assert f"attaching to {job_id} (SUCCEEDED)" in again.stdout and again.returncode == 0
 
 
-def test_a_stopped_job_on_s3_resumes_when_submitted_again(head, s3):
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory):
+    return make_slow_model(tmp_path_factory.mktemp("slow-model"))
+
+
+def test_a_stopped_job_on_s3_resumes_when_submitted_again(head, s3, slow_model):
     env = env_for(head, s3, "s3://results/stop")
-    submit = ("submit", "--corpus", "s3://corpus/slow", "--job-args", f"--shard-size {SHARD_SIZE} --pause-per-batch 2")
+    # A model slow enough (built by the tests) that shards are still in flight when the stop lands.
+    submit = ("submit", "--corpus", "s3://corpus/slow", "--model", slow_model, "--job-args", SLOW_SPLIT)
     job_id, output = submitted(invoke(env, *submit, "--detach"))
     fs, deadline = s3.fs(), time.monotonic() + 240
     while not (fs.exists(f"{output}/parts") and fs.find(f"{output}/parts")):
@@ -113,8 +122,8 @@ def test_a_stopped_job_on_s3_resumes_when_submitted_again(head, s3):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"submitted {job_id}-2;" in again.stdout
     resumed = int(re.search(r"resuming: (\d+) shard\(s\) already done", again.stdout).group(1))
-    assert 1 <= resumed < SLOW_DOCS // SHARD_SIZE
     manifest = manifest_of(s3, output)
+    assert 1 <= resumed < manifest["shards"]["total"]
     assert manifest["shards"]["resumed"] == resumed
     assert manifest["counts"]["ok"] == manifest["counts"]["documents"] == SLOW_DOCS
     assert len({r["source"] for r in rows_of(s3, output)}) == SLOW_DOCS

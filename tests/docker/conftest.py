@@ -80,7 +80,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def s3(settings: Settings, engine) -> s3server.S3Server:
+def s3(settings: Settings, base_image: str) -> s3server.S3Server:
     """moto's S3 server where the cluster's containers reach it and nothing else does: on the
     gateway address of the cluster's own bridge network (made here, so its address is known
     before the cluster starts; `up` uses it, `down` removes it by its label)."""

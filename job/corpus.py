@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO, TextIO
 
 import fsspec
 
@@ -222,7 +223,7 @@ def _some(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names[:5]) + (" ..." if len(names) > 5 else "")
 
 
-def _footer(fs, f: CorpusFile) -> CorpusFile:
+def _footer(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> CorpusFile:
     import dataclasses
 
     import pyarrow.parquet as pq  # here: the client's check of a JSONL corpus never needs pyarrow
@@ -242,7 +243,7 @@ def _footer(fs, f: CorpusFile) -> CorpusFile:
     return dataclasses.replace(f, row_groups=groups, columns=names)
 
 
-def read_footers(fs, files: list[CorpusFile]) -> list[CorpusFile]:
+def read_footers(fs: fsspec.AbstractFileSystem, files: list[CorpusFile]) -> list[CorpusFile]:
     """Parquet files with their row groups from their footers, read concurrently (each is a
     small ranged read: a round trip that dominates on object storage)."""
     todo = [i for i, f in enumerate(files) if f.fmt == "parquet"]
@@ -306,7 +307,7 @@ def plan_shards(files: list[CorpusFile], split_bytes: int) -> list[Shard]:
     return shards
 
 
-def check(fs, files: list[CorpusFile], fields: Fields) -> None:
+def check(fs: fsspec.AbstractFileSystem, files: list[CorpusFile], fields: Fields) -> None:
     """Refuse what cannot work from the first records of a few files (SAMPLE_BYTES each):
     a wrong --text-field or --id-field, or a corpus with no document. Never reads a whole corpus."""
     if all(f.size == 0 for f in files):
@@ -326,13 +327,13 @@ def check(fs, files: list[CorpusFile], fields: Fields) -> None:
         raise CorpusError(f"corpus is empty: it holds no documents ({_some([f.rel for f in files])})")
 
 
-def _first_names(fs, f: CorpusFile) -> tuple[list[str] | None, bool, bool]:
+def _first_names(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> tuple[list[str] | None, bool, bool]:
     """(field names of the first record, or None where unknown; any record seen; file read whole)."""
     if f.fmt == "txt":
         return None, True, True
     if f.fmt == "parquet":
-        rows = sum(r for r, _ in f.row_groups)
-        return (list(f.columns) if f.row_groups else None), rows > 0, True
+        row_count = sum(r for r, _ in f.row_groups)
+        return (list(f.columns) if f.row_groups else None), row_count > 0, True
     try:
         with _open(fs, f) as handle:
             head = handle.read(SAMPLE_BYTES + 1)
@@ -363,7 +364,7 @@ def _first_names(fs, f: CorpusFile) -> tuple[list[str] | None, bool, bool]:
     return None, bool(records), whole
 
 
-def _open(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> io.BufferedIOBase:
+def _open(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> BinaryIO:
     # gzip decompresses as it is read, a buffer at a time: never a whole file in memory.
     handle = fs.open(f.path, "rb", compression="gzip" if f.gzip else None)
     if isinstance(handle, fsspec.spec.AbstractBufferedFile):
@@ -402,7 +403,7 @@ def _too_long(limit: int) -> str:
     return f"record too long: over {limit} bytes (--max-record-bytes)"
 
 
-def _skip_line(handle) -> int:
+def _skip_line(handle: BinaryIO) -> int:
     """Read past the end of the current line in bounded steps; the bytes skipped."""
     skipped = 0
     while True:
@@ -413,7 +414,7 @@ def _skip_line(handle) -> int:
 
 
 def _byte_lines(
-    handle, *, start: int, stop: int | None, limit: int, tally: Tally
+    handle: BinaryIO, *, start: int, stop: int | None, limit: int, tally: Tally
 ) -> Iterator[tuple[int, bytes | None]]:
     """(offset, line) for each line that starts in [start, stop); None for a line over `limit`.
 
@@ -440,7 +441,7 @@ def _byte_lines(
         pos += size
 
 
-def _utf16_lines(handle, *, limit: int, tally: Tally) -> Iterator[tuple[int, bytes | None]]:
+def _utf16_lines(handle: BinaryIO, *, limit: int, tally: Tally) -> Iterator[tuple[int, bytes | None]]:
     """A UTF-16 file's lines as UTF-8 (offsets in the UTF-8 stream): decoded as it streams, so
     lines split on its newlines, not on every 0x0A byte of its two-byte characters."""
     decoder = codecs.getincrementaldecoder("utf-16")(errors="surrogateescape")
@@ -460,7 +461,7 @@ def _utf16_lines(handle, *, limit: int, tally: Tally) -> Iterator[tuple[int, byt
         yield pos, None if dropping else pending.encode("utf-8", errors="surrogateescape")
 
 
-def _from_fields(record, source: str, fields: Fields) -> Document:
+def _from_fields(record: object, source: str, fields: Fields) -> Document:
     if not isinstance(record, dict):
         return Document(source, source, None, f"record is {type(record).__name__}, not an object")
     doc_id = source
@@ -482,7 +483,9 @@ def _from_fields(record, source: str, fields: Fields) -> Document:
     return Document(doc_id, source, text)
 
 
-def _read_jsonl(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Iterator[Document]:
+def _read_jsonl(
+    fs: fsspec.AbstractFileSystem, piece: Piece, fields: Fields, limit: int, tally: Tally
+) -> Iterator[Document]:
     f = piece.file
     with _open(fs, f) as handle:
         utf16 = handle.read(2) in UTF16_BOMS
@@ -502,7 +505,7 @@ def _read_jsonl(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> I
             if not line.strip():
                 continue  # blank lines are not records
             text, error = decode(line.rstrip(b"\r\n"))
-            if error is not None:
+            if text is None:  # decode gives a text or the reason why not
                 yield Document(source, source, None, error)
                 continue
             try:
@@ -522,10 +525,10 @@ class _TextLines:
     """Lines of a text stream for csv.reader, each at most `limit` characters: a longer one is
     skipped in bounded reads and raised as _LineTooLong (csv.reader passes it through)."""
 
-    def __init__(self, text, limit: int) -> None:
+    def __init__(self, text: TextIO, limit: int) -> None:
         self.text, self.limit, self.line = text, limit, 0
 
-    def __iter__(self):
+    def __iter__(self) -> _TextLines:
         return self
 
     def __next__(self) -> str:
@@ -544,7 +547,9 @@ class _LineTooLong(Exception):
     pass
 
 
-def _read_csv(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Iterator[Document]:
+def _read_csv(
+    fs: fsspec.AbstractFileSystem, piece: Piece, fields: Fields, limit: int, tally: Tally
+) -> Iterator[Document]:
     f = piece.file
     csv.field_size_limit(CSV_FIELD_LIMIT)
     with _open(fs, f) as handle:
@@ -579,7 +584,9 @@ def _read_csv(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Ite
     tally.bytes_read += f.size
 
 
-def _read_parquet(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Iterator[Document]:
+def _read_parquet(
+    fs: fsspec.AbstractFileSystem, piece: Piece, fields: Fields, limit: int, tally: Tally
+) -> Iterator[Document]:
     f = piece.file
     import pyarrow.parquet as pq
 
@@ -602,7 +609,9 @@ def _read_parquet(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) ->
                 row += 1
 
 
-def _read_txt(fs, piece: Piece, fields: Fields, limit: int, tally: Tally) -> Iterator[Document]:
+def _read_txt(
+    fs: fsspec.AbstractFileSystem, piece: Piece, fields: Fields, limit: int, tally: Tally
+) -> Iterator[Document]:
     rel = piece.file.rel
     with _open(fs, piece.file) as handle:
         raw = handle.read(limit + 1)
@@ -618,7 +627,12 @@ READERS = {"txt": _read_txt, "jsonl": _read_jsonl, "csv": _read_csv, "tsv": _rea
 
 
 def read_piece(
-    fs, piece: Piece, fields: Fields, *, max_record_bytes: int = MAX_RECORD_BYTES, tally: Tally | None = None
+    fs: fsspec.AbstractFileSystem,
+    piece: Piece,
+    fields: Fields,
+    *,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+    tally: Tally | None = None,
 ) -> Iterator[Document]:
     """The documents of a piece; a file that breaks midway ends in one error row saying so."""
     tally = tally if tally is not None else Tally()
@@ -634,7 +648,12 @@ def read_piece(
 
 
 def read_shard(
-    fs, shard: Shard, fields: Fields, *, max_record_bytes: int = MAX_RECORD_BYTES, tally: Tally | None = None
+    fs: fsspec.AbstractFileSystem,
+    shard: Shard,
+    fields: Fields,
+    *,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+    tally: Tally | None = None,
 ) -> Iterator[Document]:
     for piece in shard.pieces:
         yield from read_piece(fs, piece, fields, max_record_bytes=max_record_bytes, tally=tally)

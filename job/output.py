@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import fsspec
 
@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from job.corpus import Shard
+
 STATS_KEY = b"raybake"
 
 
-def part_name(shard) -> str:
+def part_name(shard: Shard) -> str:
     """The part file of a shard: its index for humans, its id so a changed plan never matches."""
     return f"part-{shard.index:05d}-{shard.id}.parquet"
 
@@ -42,7 +44,7 @@ class Output:
         names = (p.rsplit("/", 1)[-1] for p in listed)
         return {n for n in names if n.endswith(".parquet")}
 
-    def _atomic(self, path: str, write) -> None:
+    def _atomic(self, path: str, write: Callable[[BinaryIO], object]) -> None:
         # Hidden: a writer killed mid-write leaves a temp file that Parquet readers of parts/ skip.
         folder, _, name = path.rpartition("/")
         tmp = f"{folder}/.{name}.tmp-{uuid.uuid4().hex}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import logging
 import os
 import platform
 import sys
@@ -175,7 +176,7 @@ class Pool:
     def start(cls, config: RunConfig) -> Pool:
         import ray
 
-        ray.init(log_to_driver=True, logging_level="WARNING")
+        ray.init(log_to_driver=True, logging_level=logging.WARNING)
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         use_gpu = gpus > 0 and config.worker.options.device in ("auto", "cuda")
@@ -284,7 +285,14 @@ def _check_image() -> None:
         )
 
 
-def _retry_or_fail(shard: Shard, reason: str, queue, attempts, failed, retries: int) -> None:
+def _retry_or_fail(
+    shard: Shard,
+    reason: str,
+    queue: collections.deque[Shard],
+    attempts: collections.Counter[str],
+    failed: dict[str, str],
+    retries: int,
+) -> None:
     if attempts[shard.id] <= retries:
         log(f"shard {shard.index} ({shard.id}) failed, retrying: {reason}")
         queue.append(shard)
@@ -377,7 +385,9 @@ def build_manifest(
 
     finished = output.finished()
     planned = {part_name(s) for s in shards}
-    parts, totals, reasons = [], collections.Counter(), collections.Counter()
+    parts: list[dict[str, Any]] = []
+    totals: collections.Counter[str] = collections.Counter()
+    reasons: collections.Counter[str] = collections.Counter()
     missing_shards, missing_bytes = 0, 0
     ids = []
     for shard in shards:

@@ -49,6 +49,10 @@ READ_AHEAD = 2
 TIMERS = ("read", "tokenize", "compute", "write", "wait")
 
 
+# A batch's results: the chunk positions of its documents, and its task columns in that order.
+_Result = tuple[list[int], dict[str, Any]]
+
+
 class _Chunk:
     def __init__(self, docs: list[Document], valid: list[int], encoded: Encoded) -> None:
         self.docs, self.valid, self.encoded = docs, valid, encoded
@@ -103,7 +107,7 @@ class ShardWorker:
                 return
             clock = time.perf_counter()
             valid = [i for i, d in enumerate(chunk) if d.error is None]
-            encoded = self.task.encode([chunk[i].text for i in valid])
+            encoded = self.task.encode([_text(chunk[i]) for i in valid])
             timers["tokenize"] += time.perf_counter() - clock
             yield _Chunk(chunk, valid, encoded)
 
@@ -172,7 +176,13 @@ class ShardWorker:
             reader.join()
         return stats
 
-    def _compute(self, chunk: _Chunk, totals, reasons, timers: dict[str, float]) -> pa.Table:
+    def _compute(
+        self,
+        chunk: _Chunk,
+        totals: collections.Counter[str],
+        reasons: collections.Counter[str],
+        timers: dict[str, float],
+    ) -> pa.Table:
         docs, encoded = chunk.docs, chunk.encoded
         lengths = [len(ids) for ids in encoded.ids]
         batches = token_budget_batches(
@@ -182,7 +192,7 @@ class ShardWorker:
             extra=self.task.reserved_tokens,
         )
         errors: dict[int, str] = {i: d.error for i, d in enumerate(docs) if d.error is not None}
-        done: list[tuple[list[int], dict[str, Any]]] = []
+        done: list[_Result] = []
         with self.model_lock, torch.inference_mode():
             clock = time.perf_counter()
             for batch in batches:
@@ -202,7 +212,7 @@ class ShardWorker:
         reasons.update(_reason(e) for e in errors.values())
         return table
 
-    def _table(self, chunk: _Chunk, lengths: list[int], done, errors: dict[int, str]) -> pa.Table:
+    def _table(self, chunk: _Chunk, lengths: list[int], done: list[_Result], errors: dict[int, str]) -> pa.Table:
         """Columns straight from NumPy buffers: results come back in batch order and are put
         in document order with one `take`; error rows take a null."""
         docs, n = chunk.docs, len(chunk.docs)
@@ -231,14 +241,14 @@ class ShardWorker:
             columns.append(values.take(indices))
         return pa.Table.from_arrays(columns, schema=self.schema)
 
-    def _infer(self, positions: list[int], chunk: _Chunk, done, errors: dict[int, str]) -> None:
+    def _infer(self, positions: list[int], chunk: _Chunk, done: list[_Result], errors: dict[int, str]) -> None:
         """Run one batch; on failure split it, so one bad document costs only its own row."""
         encoded = chunk.encoded
         doc_ids = [chunk.valid[p] for p in positions]
         try:
             batch = self.task.collate(
                 [encoded.ids[p] for p in positions],
-                [chunk.docs[d].text for d in doc_ids],
+                [_text(chunk.docs[d]) for d in doc_ids],
                 [encoded.offsets[p] for p in positions] if encoded.offsets else None,
             )
             columns = self.task.infer_columns(batch)
@@ -253,6 +263,13 @@ class ShardWorker:
                 self._infer(part, chunk, done, errors)
             return
         done.append((doc_ids, columns))
+
+
+def _text(doc: Document) -> str:
+    """The text of a document without an error: a reader gives each document one or the other."""
+    if doc.text is None:
+        raise ValueError(f"document {doc.source!r} has neither a text nor an error")
+    return doc.text
 
 
 def _to_arrow(values: Any, kind: pa.DataType) -> pa.Array:

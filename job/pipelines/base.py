@@ -12,7 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,9 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from job.config import DEFAULT_MODEL, TaskOptions
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 # A document longer than this many characters per allowed token cannot fit anyway; cutting it
 # first keeps a 10 MB document from costing a full tokenization of text that will be dropped.
@@ -125,7 +128,7 @@ class Task(ABC):
         limit = min(x for x in limits if x) if any(limits) else 512
         return max(1, limit - self.reserved_tokens)
 
-    def _backend(self):
+    def _backend(self) -> Tokenizer:
         """A copy of the Rust tokenizer set to truncate at max_length: its own, so the wrapper's
         settings (which its calls change) never leak in. Made once; safe to share by threads."""
         if getattr(self, "_rust", None) is None:
@@ -158,16 +161,18 @@ class Task(ABC):
         offsets = [list(map(tuple, o)) for o in enc["offset_mapping"]] if self.wants_offsets else None
         return Encoded(ids=enc["input_ids"], truncated=truncated, offsets=offsets)
 
-    def collate(self, ids: list[list[int]], texts: list[str], offsets) -> ModelBatch:
+    def collate(
+        self, ids: list[list[int]], texts: list[str], offsets: list[list[tuple[int, int]]] | None
+    ) -> ModelBatch:
         width = max(len(x) for x in ids)
-        input_ids = np.full((len(ids), width), self.tokenizer.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(ids), width), dtype=np.int64)
+        padded = np.full((len(ids), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        padded_mask = np.zeros((len(ids), width), dtype=np.int64)
         left = self.padding_side == "left"
         for row, seq in enumerate(ids):
             cols = slice(width - len(seq), width) if left else slice(0, len(seq))
-            input_ids[row, cols] = seq
-            mask[row, cols] = 1
-        input_ids, mask = torch.from_numpy(input_ids), torch.from_numpy(mask)
+            padded[row, cols] = seq
+            padded_mask[row, cols] = 1
+        input_ids, mask = torch.from_numpy(padded), torch.from_numpy(padded_mask)
         if self.device.type == "cuda":
             # Pinned host memory lets the copy overlap with the previous batch's kernels.
             input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
-import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from job.pipelines.base import ModelBatch, Task
+
+if TYPE_CHECKING:
+    # The type transformers gives what these Auto classes load: a PreTrainedModel that is also a
+    # GenerationMixin (PreTrainedModel alone no longer has `generate`).
+    from transformers.models.auto.modeling_auto import _BaseModelWithGenerate
 
 
 class Generate(Task):
     name = "generate"
     # Decoder-only models continue from the last position: padding must come first.
     padding_side = "left"
+    # Narrower than Task's torch Module: a model with `generate`.
+    model: _BaseModelWithGenerate
 
-    def load_model(self) -> torch.nn.Module:
+    def load_model(self) -> _BaseModelWithGenerate:
         auto = AutoModelForSeq2SeqLM if self.config.is_encoder_decoder else AutoModelForCausalLM
         return auto.from_pretrained(self.model_path, **self._from_pretrained_kwargs())
 

@@ -23,8 +23,8 @@ from raycluster import free_port, invoke
 
 from raybake.versions import ROOT
 
-DOCS = 24
-# About four documents per shard: six shards or so.
+DOCS = 60
+# About four documents per shard: fifteen shards or so, so a stop lands while most are still to do.
 SPLIT = ("--split-bytes", "5000")
 
 

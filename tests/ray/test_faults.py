@@ -183,7 +183,7 @@ def test_a_killed_client_leaves_the_job_running_and_the_same_submit_attaches(
     assert f"job {job_id}: SUCCEEDED" in again.stdout
     assert invoke(env, "status", "--job", job_id).returncode == 0
     assert (
-        "raybake: done: 24 ok, 0 error of 24 documents read, 0 shard(s) missing"
+        f"raybake: done: {DOCS} ok, 0 error of {DOCS} documents read, 0 shard(s) missing"
         in invoke(env, "logs", "--job", job_id).stdout
     )
     listed = invoke(env, "jobs").stdout

@@ -21,8 +21,8 @@ from raycluster import invoke, start_head
 
 from raybake.versions import ROOT
 
-SLOW_DOCS = 24
-# Several shards of a few documents each, so that a stop lands between shards.
+SLOW_DOCS = 60
+# About fifteen shards of a few documents each, so that a stop lands while most are still to do.
 SLOW_SPLIT = "--split-bytes 5000"
 
 

@@ -113,6 +113,9 @@ def storage_options(url: str, settings: Settings) -> dict[str, Any]:
     explicitly rather than through FSSPEC_S3. A CA in a ConfigMap or Secret exists only in the
     pods: the client keeps its own trust (AWS_CA_BUNDLE, if it sets one).
     """
+    if url.startswith(("http://", "https://")):
+        # A presigned URL is already encoded: re-encoding turns %2F into / and breaks its signature.
+        return {"encoded": True}
     if not url.startswith(("s3://", "s3a://")):
         return {}
     options: dict[str, Any] = {}

@@ -171,16 +171,19 @@ def test_a_changed_corpus_file_runs_anew_into_a_new_output_and_says_why(head, s3
 
 
 def test_a_changed_entrypoint_script_runs_anew_and_an_unchanged_one_attaches(head, s3, tmp_path):
-    (tmp_path / "my_job.py").write_text("print('version one')\n")
+    # The script's own directory: the state file and results stay outside what it uploads.
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "my_job.py").write_text("print('version one')\n")
     env = env_for(head, s3, str(tmp_path / "results"))
 
     def submit() -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "invoke", "-r", str(ROOT), "submit", "--entrypoint", "python my_job.py"]
-        return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300)
 
     first_id, _ = submitted(submit())
     assert f"attaching to {first_id} (SUCCEEDED)" in submit().stdout
-    (tmp_path / "my_job.py").write_text("print('version two')\n")
+    (work / "my_job.py").write_text("print('version two')\n")
     done = submit()
     second_id, _ = submitted(done)
     assert second_id != first_id

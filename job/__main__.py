@@ -84,6 +84,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="default: one per GPU, else per CPU group")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs (torch threads) per worker")
     p.add_argument("--retries", type=int, default=3, help="attempts per shard after a failure")
+    p.add_argument(
+        "--keep-warm-seconds",
+        type=float,
+        default=0,
+        help="keep the workers, model loaded, this long after the job for the next job of the same "
+        "model and settings (raybake's embedded local Ray sets it; default: they end with the job)",
+    )
     p.add_argument("--check", action="store_true", help="only read and plan the corpus; refuse bad input")
     return p
 
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             cpus_per_worker=args.cpus_per_worker,
             retries=args.retries,
             check_only=args.check,
+            keep_warm_s=max(0.0, args.keep_warm_seconds),
         )
     )
 

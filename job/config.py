@@ -61,3 +61,7 @@ class WorkerConfig:
     max_batch_size: int
     threads: int
     max_record_bytes: int = MAX_RECORD_BYTES
+
+    def model_settings(self) -> tuple[str, str, TaskOptions, int]:
+        """What a worker loads (the rest is per job): workers with the same serve the same jobs."""
+        return (self.task, self.model, self.options, self.threads)

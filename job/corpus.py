@@ -644,7 +644,8 @@ def read_piece(
     except READ_ERRORS as exc:
         # Unique: after the last record read, or at the piece's start when none was.
         source = f"{last}+unreadable" if last else f"{piece.file.rel}@{piece.start}"
-        yield Document(source, source, None, f"file unreadable: {type(exc).__name__}: {exc}")
+        # An fsspec or aiohttp error quotes the URL: a presigned one's signature is masked.
+        yield Document(source, source, None, urls.shown(f"file unreadable: {type(exc).__name__}: {exc}"))
 
 
 def read_shard(

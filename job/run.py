@@ -9,10 +9,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import platform
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,6 +34,10 @@ IN_FLIGHT = 2
 # Threads of one CPU worker (CPUs it asks Ray for); a node gets as many such workers as fit.
 # Measured with `invoke bench` on a 2-core machine: see docs/performance.md.
 DEFAULT_CPU_WORKER_THREADS = 1
+# Warm workers (--keep-warm-seconds) are detached named actors here, outside any job's namespace.
+WARM_NAMESPACE = "raybake-warm"
+RETIRE_WAIT_S = 10.0
+WAIT_STEP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class RunConfig:
     cpus_per_worker: float | None
     retries: int
     check_only: bool
+    # Workers stay this long after the job for the next one of the same model (0: they end with it).
+    keep_warm_s: float = 0
 
 
 def log(message: str) -> None:
@@ -140,19 +149,60 @@ def _difference(output: str, previous: dict[str, Any], spec: dict[str, Any]) -> 
 
 class PoolWorker:
     """The Ray actor around ShardWorker: torch and transformers are imported in the worker
-    process only, so the driver starts without them."""
+    process only, so the driver starts without them.
 
-    def __init__(self, config: WorkerConfig) -> None:
+    A warm one (`keep_warm_s` > 0) outlives its job and serves the next job of the same model
+    settings and runtime env without loading again; idle for `keep_warm_s`, it ends itself."""
+
+    def __init__(self, config: WorkerConfig, keep_warm_s: float = 0) -> None:
         started = time.perf_counter()
         from job.worker import ShardWorker
 
         self.worker = ShardWorker(config, started=started)
+        self.keep_warm_s, self.loaded_at = keep_warm_s, time.time()
+        self.busy, self.jobs, self.last_used = 0, 0, time.monotonic()
+        self.lock = threading.Lock()
+        if keep_warm_s > 0:
+            threading.Thread(target=self._expire, name="keep-warm", daemon=True).start()
 
     def info(self) -> dict[str, Any]:
-        return self.worker.info()
+        with self.lock:
+            self._in_service()
+            self.jobs, self.last_used = self.jobs + 1, time.monotonic()
+        # `warm`: loaded for an earlier job, and this one did not wait for it.
+        return {**self.worker.info(), "warm": self.jobs > 1, "loaded_at": self.loaded_at}
 
-    def process(self, shard: Shard) -> dict[str, Any]:
-        return self.worker.process(shard)
+    def process(self, shard: Shard, config: WorkerConfig) -> dict[str, Any]:
+        with self.lock:
+            self._in_service()
+            self.busy += 1
+        try:
+            import ray
+
+            return self.worker.process(shard, config, cancelled=ray.get_runtime_context().is_canceled)
+        finally:
+            with self.lock:
+                self.busy, self.last_used = self.busy - 1, time.monotonic()
+
+    def retire(self, *, idle_s: float = 0) -> bool:
+        """End this worker if it has had nothing to do for `idle_s` (a job that is using it is
+        never cut short); True if it ends."""
+        with self.lock:
+            if self.busy or time.monotonic() - self.last_used < idle_s:
+                return False
+            self.busy = -1  # ending: nothing more starts here
+        import ray
+
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+        return True
+
+    def _in_service(self) -> None:
+        if self.busy < 0:
+            raise RuntimeError("this warm worker is ending (idle too long); the job starts another")
+
+    def _expire(self) -> None:
+        while not self.retire(idle_s=self.keep_warm_s):
+            time.sleep(min(self.keep_warm_s, 5.0))
 
 
 @dataclass
@@ -168,9 +218,26 @@ class PoolRun:
 class Pool:
     """The workers: started before the plan exists, so their model load overlaps planning."""
 
-    def __init__(self, config: RunConfig, actors: list[Any], use_gpu: bool, cpus: float) -> None:
+    def __init__(self, config: RunConfig, actors: list[Any], use_gpu: bool, cpus: float, actor_class: Any) -> None:
         self.config, self.actors, self.use_gpu, self.cpus = config, actors, use_gpu, cpus
+        self.actor_class = actor_class
         self.infos = [a.info.remote() for a in actors]
+
+    def ready(self, actors: list[Any]) -> list[dict[str, Any]]:
+        """Each worker's info once its model is loaded. A warm worker that ended itself between
+        the lookup and now (it had been idle for exactly its time) is replaced by a new one."""
+        import ray
+
+        infos = []
+        for index, ref in enumerate(self.infos[: len(actors)]):
+            try:
+                infos.append(ray.get(ref))
+            except ray.exceptions.RayError:
+                if not self.config.keep_warm_s:
+                    raise
+                actors[index] = self.actor_class.remote(self.config.worker)
+                infos.append(ray.get(actors[index].info.remote()))
+        return infos
 
     @classmethod
     def start(cls, config: RunConfig) -> Pool:
@@ -186,35 +253,56 @@ class Pool:
         cpus = config.cpus_per_worker or (1 if use_gpu else default_cpus_per_worker(node_cpus))
         count = config.workers or (gpus if use_gpu else max(1, int(resources.get("CPU", 1) // cpus)))
         wc = dataclasses.replace(config.worker, threads=max(1, int(cpus)))
-        actor_class = ray.remote(PoolWorker).options(
-            num_gpus=1 if use_gpu else 0,
-            num_cpus=cpus,
+        config = dataclasses.replace(config, worker=wc)
+        options = {
+            "num_gpus": 1 if use_gpu else 0,
+            "num_cpus": cpus,
             # A killed worker process comes back and its in-flight shards are retried on it.
-            max_restarts=config.retries,
-            max_task_retries=config.retries,
-            max_concurrency=IN_FLIGHT,
-        )
-        return cls(config, [actor_class.remote(wc) for _ in range(count)], use_gpu, cpus)
+            "max_restarts": config.retries,
+            "max_task_retries": config.retries,
+            # Two shards of this job in flight, or of two jobs that share a warm worker.
+            "max_concurrency": IN_FLIGHT * 2 if config.keep_warm_s else IN_FLIGHT,
+        }
+        actor_class = ray.remote(PoolWorker).options(**options)
+        pool = warm_pool_name(wc, use_gpu=use_gpu, cpus=cpus) if config.keep_warm_s else None
+        retire_other_pools(keep=pool)
+        if pool is None:
+            return cls(config, [actor_class.remote(wc) for _ in range(count)], use_gpu, cpus, actor_class)
+        actors = [
+            ray.remote(PoolWorker)
+            .options(**options, name=f"{pool}-{i}", namespace=WARM_NAMESPACE, lifetime="detached", get_if_exists=True)
+            .remote(wc, config.keep_warm_s)
+            for i in range(count)
+        ]
+        return cls(config, actors, use_gpu, cpus, actor_class)
+
+    def drop(self, actors: list[Any]) -> None:
+        """Workers this job does not need: ended, unless warm (they wait for the next job)."""
+        import ray
+
+        if not self.config.keep_warm_s:
+            for actor in actors:
+                ray.kill(actor)
 
     def run(self, todo: list[Shard], *, done_bytes: int, total_bytes: int) -> PoolRun:
         import ray
 
         if not todo:
-            for actor in self.actors:
-                ray.kill(actor)
+            self.drop(self.actors)
             return PoolRun()
         # More workers than shards: the spare ones would only hold memory.
-        for actor in self.actors[len(todo) :]:
-            ray.kill(actor)
-        actors, self.infos = self.actors[: len(todo)], self.infos[: len(todo)]
+        self.drop(self.actors[len(todo) :])
+        actors = self.actors[: len(todo)]
         log(f"starting {len(actors)} worker(s): {'1 GPU' if self.use_gpu else f'{self.cpus} CPU'} each")
-        infos = ray.get(self.infos)
+        infos = self.ready(actors)
         ready_at, ready_clock = time.time(), time.perf_counter()
         for info in infos:
-            log(
-                f"worker on {info['host']} (pid {info['pid']}): {info['device']} {info['dtype']}, "
-                f"model loaded in {info['load_seconds']}s"
+            loaded = (
+                f"model warm (loaded {time.time() - info['loaded_at']:.0f}s ago)"
+                if info["warm"]
+                else f"model loaded in {info['load_seconds']}s"
             )
+            log(f"worker on {info['host']} (pid {info['pid']}): {info['device']} {info['dtype']}, {loaded}")
         retries = self.config.retries
         queue = collections.deque(todo)
         attempts: collections.Counter[str] = collections.Counter()
@@ -236,31 +324,39 @@ class Pool:
                         continue
                     shard = queue.popleft()
                     attempts[shard.id] += 1
-                    pending[actors[index].process.remote(shard)] = (actors[index], shard)
+                    pending[actors[index].process.remote(shard, self.config.worker)] = (actors[index], shard)
 
         alive = set(range(len(actors)))
         top_up()
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            actor, shard = pending.pop(ready[0])
-            try:
-                stats = ray.get(ready[0])
-            except ray.exceptions.RayActorError as exc:
-                # Restarts exhausted: this worker is gone for good; its shards go to the others.
-                alive.discard(actors.index(actor))
-                _retry_or_fail(shard, str(exc).splitlines()[0], queue, attempts, failed, retries)
-                if not alive:
-                    failed.update({s.id: "no worker left" for s in queue})
-                    queue.clear()
-            except ray.exceptions.RayTaskError as exc:
-                cause = str(exc.cause if exc.cause else exc).splitlines()[0][:300]
-                _retry_or_fail(shard, cause, queue, attempts, failed, retries)
-            else:
-                spent = timers[actors.index(actor)]
-                spent.update({k: v for k, v in stats.items() if k.endswith("_seconds")})
-                peaks[actors.index(actor)] = max(peaks[actors.index(actor)], stats["peak_rss_mib"])
-                progress.advance(shard_bytes=shard.bytes, documents=stats["documents"])
-            top_up()
+        try:
+            while pending:
+                # In steps: Ray's SIGTERM handler (a stopped job) runs between them.
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_STEP_S)
+                if not ready:
+                    continue
+                actor, shard = pending.pop(ready[0])
+                try:
+                    stats = ray.get(ready[0])
+                except ray.exceptions.RayActorError as exc:
+                    # Restarts exhausted: this worker is gone for good; its shards go to the others.
+                    alive.discard(actors.index(actor))
+                    _retry_or_fail(shard, str(exc).splitlines()[0], queue, attempts, failed, retries)
+                    if not alive:
+                        failed.update({s.id: "no worker left" for s in queue})
+                        queue.clear()
+                except ray.exceptions.RayTaskError as exc:
+                    cause = str(exc.cause if exc.cause else exc).splitlines()[0][:300]
+                    _retry_or_fail(shard, cause, queue, attempts, failed, retries)
+                else:
+                    spent = timers[actors.index(actor)]
+                    spent.update({k: v for k, v in stats.items() if k.endswith("_seconds")})
+                    peaks[actors.index(actor)] = max(peaks[actors.index(actor)], stats["peak_rss_mib"])
+                    progress.advance(shard_bytes=shard.bytes, documents=stats["documents"])
+                top_up()
+        finally:
+            # A stopped job leaves no shard running on a worker that outlives it (a warm one).
+            for ref in pending:
+                ray.cancel(ref)
         progress.report(force=True)
         for info, spent, peak in zip(infos, timers, peaks, strict=True):
             # Where each worker's time went; `wait`: its model waited for input.
@@ -272,6 +368,38 @@ class Pool:
 def default_cpus_per_worker(node_cpus: float) -> int:
     """CPUs per CPU worker: see DEFAULT_CPU_WORKER_THREADS."""
     return max(1, min(DEFAULT_CPU_WORKER_THREADS, int(node_cpus)))
+
+
+def warm_pool_name(worker: WorkerConfig, *, use_gpu: bool, cpus: float) -> str:
+    """The name of the warm workers that can serve this job: the same model settings and shape,
+    and the same runtime env (the job code's package, the environment), else they would run
+    another job's code or settings."""
+    import ray
+
+    what = {
+        "runtime_env": ray.get_runtime_context().runtime_env,
+        "model": repr(worker.model_settings()),
+        "gpu": use_gpu,
+        "cpus": cpus,
+    }
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+    return f"raybake-warm-{digest[:16]}"
+
+
+def retire_other_pools(*, keep: str | None) -> None:
+    """End the idle warm workers of pools other than `keep`: they hold CPUs (or GPUs) this job
+    may need. One that is busy with another job is left to finish it."""
+    import ray
+
+    retiring: list[Any] = []
+    for named in ray.util.list_named_actors(all_namespaces=True):
+        if named["namespace"] != WARM_NAMESPACE or (keep and named["name"].startswith(f"{keep}-")):
+            continue
+        try:
+            retiring.append(ray.get_actor(named["name"], namespace=WARM_NAMESPACE).retire.remote())
+        except ValueError:  # ended meanwhile
+            continue
+    ray.wait(retiring, num_returns=len(retiring), timeout=RETIRE_WAIT_S)
 
 
 def _check_image() -> None:
@@ -352,19 +480,14 @@ def _spec(config: RunConfig, files: list[CorpusFile]) -> dict[str, Any]:
     }
 
 
-def _versions() -> dict[str, str]:
+def _versions(workers: list[dict[str, Any]]) -> dict[str, str]:
+    """The driver's Ray and Python; torch's and transformers' as a worker reports them (the driver
+    never imports them: it starts faster, and the workers are what ran the model)."""
     import pyarrow
     import ray
-    import torch
-    import transformers
 
-    return {
-        "python": platform.python_version(),
-        "ray": ray.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "pyarrow": pyarrow.__version__,
-    }
+    ran = workers[0]["versions"] if workers else {}
+    return {"python": platform.python_version(), "ray": ray.__version__, "pyarrow": pyarrow.__version__, **ran}
 
 
 def build_manifest(
@@ -457,7 +580,7 @@ def build_manifest(
             "path": pool.workers[0]["model_path"] if pool.workers else None,
             "revision": pool.workers[0]["revision"] if pool.workers else None,
         },
-        "versions": _versions(),
+        "versions": _versions(pool.workers),
         "raybake_version": os.environ.get("RAYBAKE_VERSION"),
         "git_sha": os.environ.get("RAYBAKE_GIT_SHA"),
         "image": os.environ.get("RAYBAKE_IMAGE"),

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import collections
 import os
+import platform
 import queue
 import resource
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
@@ -59,6 +60,9 @@ class _Chunk:
 
 
 class ShardWorker:
+    """Holds one loaded model; `process` takes each shard's job settings with it, so a warm
+    worker (job/run.py) serves later jobs of the same model without loading it again."""
+
     def __init__(self, config: WorkerConfig, *, started: float | None = None) -> None:
         # `started` lets the caller count the framework imports as part of loading the model.
         started = started or time.perf_counter()
@@ -67,16 +71,15 @@ class ShardWorker:
         transformers.utils.logging.disable_progress_bar()
         self.config = config
         self.task = TASKS[config.task](config.model, config.options)
-        self.corpus_fs = (
-            fsspec.core.url_to_fs(config.corpus, **urls.fs_options(config.corpus))[0] if config.corpus else None
-        )
-        self.output = Output(config.output)
         self.schema = pa.schema(BASE_COLUMNS + self.task.columns())
-        self.budget = config.token_budget or token_budget(self.task.device.type, self.task.config)
+        self.budget = token_budget(self.task.device.type, self.task.config)
         self.model_lock = threading.Lock()
+        self.filesystems: dict[str, fsspec.AbstractFileSystem] = {}
         self.load_seconds = time.perf_counter() - started
 
     def info(self) -> dict[str, Any]:
+        import pyarrow
+
         return {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -86,13 +89,25 @@ class ShardWorker:
             "model_path": self.task.model_path,
             "revision": self.task.revision,
             "max_length": self.task.max_length,
-            "token_budget": self.budget,
+            "token_budget": self.config.token_budget or self.budget,
             "load_seconds": round(self.load_seconds, 3),
+            # The worker's own: the driver never imports torch (it starts faster without it).
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "pyarrow": pyarrow.__version__,
+            },
         }
 
-    def _chunks(self, shard: Shard, tally: Tally, timers: dict[str, float]) -> Iterator[_Chunk]:
-        fs = self.corpus_fs or fsspec.core.url_to_fs(self.config.corpus)[0]
-        docs = read_shard(fs, shard, self.config.fields, max_record_bytes=self.config.max_record_bytes, tally=tally)
+    def _filesystem(self, corpus: str) -> fsspec.AbstractFileSystem:
+        if corpus not in self.filesystems:
+            self.filesystems[corpus] = fsspec.core.url_to_fs(corpus, **urls.fs_options(corpus))[0]
+        return self.filesystems[corpus]
+
+    def _chunks(self, shard: Shard, config: WorkerConfig, tally: Tally, timers: dict[str, float]) -> Iterator[_Chunk]:
+        fs = self._filesystem(config.corpus)
+        docs = read_shard(fs, shard, config.fields, max_record_bytes=config.max_record_bytes, tally=tally)
         while True:
             clock = time.perf_counter()
             chunk: list[Document] = []
@@ -111,8 +126,18 @@ class ShardWorker:
             timers["tokenize"] += time.perf_counter() - clock
             yield _Chunk(chunk, valid, encoded)
 
-    def process(self, shard: Shard) -> dict[str, Any]:
+    def process(
+        self, shard: Shard, config: WorkerConfig | None = None, *, cancelled: Callable[[], bool] = lambda: False
+    ) -> dict[str, Any]:
+        """Read, tokenize, compute and write one shard under `config`'s job settings (default:
+        the worker's own); its model settings must be those this worker loaded. `cancelled` is
+        asked between chunks: a job that was stopped leaves no work running behind it."""
         started = time.perf_counter()
+        config = config or self.config
+        if config.model_settings() != self.config.model_settings():
+            raise ValueError(f"this worker holds {self.config.model_settings()!r}, not {config.model_settings()!r}")
+        # Whatever a reader's error quotes of a presigned corpus URL, its rows show it masked.
+        urls.hide(config.corpus, config.output)
         timers = dict.fromkeys(TIMERS, 0.0)
         tally = Tally()
         ahead: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
@@ -129,7 +154,7 @@ class ShardWorker:
 
         def produce() -> None:
             try:
-                for chunk in self._chunks(shard, tally, timers):
+                for chunk in self._chunks(shard, config, tally, timers):
                     if not put(chunk):
                         return
                 put(None)
@@ -141,7 +166,7 @@ class ShardWorker:
         totals: collections.Counter[str] = collections.Counter()
         reasons: collections.Counter[str] = collections.Counter()
         try:
-            with self.output.part_writer(part_name(shard), self.schema) as part:
+            with Output(config.output).part_writer(part_name(shard), self.schema) as part:
                 while True:
                     clock = time.perf_counter()
                     chunk = ahead.get()
@@ -150,7 +175,9 @@ class ShardWorker:
                         break
                     if isinstance(chunk, BaseException):
                         raise chunk
-                    table = self._compute(chunk, totals, reasons, timers)
+                    if cancelled():
+                        raise ShardCancelled(f"shard {shard.id} cancelled: its job was stopped")
+                    table = self._compute(chunk, config, totals, reasons, timers)
                     clock = time.perf_counter()
                     part(table)
                     timers["write"] += time.perf_counter() - clock
@@ -179,6 +206,7 @@ class ShardWorker:
     def _compute(
         self,
         chunk: _Chunk,
+        config: WorkerConfig,
         totals: collections.Counter[str],
         reasons: collections.Counter[str],
         timers: dict[str, float],
@@ -187,8 +215,8 @@ class ShardWorker:
         lengths = [len(ids) for ids in encoded.ids]
         batches = token_budget_batches(
             lengths,
-            token_budget=self.budget,
-            max_batch_size=self.config.max_batch_size,
+            token_budget=config.token_budget or self.budget,
+            max_batch_size=config.max_batch_size,
             extra=self.task.reserved_tokens,
         )
         errors: dict[int, str] = {i: d.error for i, d in enumerate(docs) if d.error is not None}
@@ -263,6 +291,10 @@ class ShardWorker:
                 self._infer(part, chunk, done, errors)
             return
         done.append((doc_ids, columns))
+
+
+class ShardCancelled(Exception):
+    """The job that asked for the shard is gone; its part is not written."""
 
 
 def _text(doc: Document) -> str:

@@ -32,6 +32,9 @@ class Settings:
     local_ray_port: int = 6379
     # CPUs the embedded local Ray offers (default: all of this machine's).
     local_num_cpus: int | None = None
+    # Seconds the embedded local Ray's workers stay, model loaded, after a job for the next job of the
+    # same model and settings (0: they end with each job). `invoke down` ends them with the Ray.
+    local_keep_warm_s: int = 300
     # Where a local job's outputs go without --output: <results_dir>/<job id>.
     results_dir: str = "results"
     # The environment variable that holds the Ray auth token.

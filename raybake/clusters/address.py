@@ -256,6 +256,8 @@ class AddressBackend(Backend):
         env: dict[str, Any] = {**placed.uploads, "env_vars": {**origin_env(), **store}}
         if self.ships_job:
             env["py_modules"] = [str(ROOT / "job")]
+            # Bytecode caches change the package's hash, and with it the job's warm workers' pool.
+            env["excludes"] = env.get("excludes") or transport.UPLOAD_EXCLUDES
         elif expected := self.expected_image:
             # The job warns in its log when the pods run another image (job/run.py).
             env["env_vars"]["RAYBAKE_EXPECTED_IMAGE"] = expected

@@ -47,11 +47,9 @@ def run_in_process(worker, corpus: Path, out: Path, fields: Fields | None = None
     fs, files = scan(str(corpus))
     check(fs, files, fields)
     shards = plan_shards(files, split_bytes)
-    worker.config = dataclasses.replace(worker.config, fields=fields, corpus=str(corpus), **config)
-    worker.corpus_fs = fs
-    worker.output = Output(str(out))
+    job = dataclasses.replace(worker.config, fields=fields, corpus=str(corpus), output=str(out), **config)
     for shard in shards:
-        worker.process(shard)
+        worker.process(shard, job)
     spec = {"files": [[f.rel, f.size, f.version] for f in files], "model": MINILM}
     manifest = build_manifest(Output(str(out)), shards, spec, started=time.time(), pool=PoolRun(), resumed=0)
     return manifest, pq.read_table(out / "parts").to_pylist()

@@ -641,11 +641,20 @@ def read_piece(
         for doc in READERS[piece.file.fmt](fs, piece, fields, max_record_bytes, tally):
             last = doc.source
             yield doc
-    except READ_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, READ_ERRORS) and not _refused(exc):
+            raise  # transient (a dropped connection, a 503): the shard fails and is retried whole
         # Unique: after the last record read, or at the piece's start when none was.
         source = f"{last}+unreadable" if last else f"{piece.file.rel}@{piece.start}"
         # An fsspec or aiohttp error quotes the URL: a presigned one's signature is masked.
         yield Document(source, source, None, urls.shown(f"file unreadable: {type(exc).__name__}: {exc}"))
+
+
+def _refused(exc: Exception) -> bool:
+    """An HTTP server's 4xx for a file (aiohttp's ClientResponseError under fsspec's http): as lasting
+    as a local permission error, e.g. a presigned URL whose signature expired mid-run."""
+    status = getattr(exc, "status", None)
+    return isinstance(status, int) and 400 <= status < 500
 
 
 def read_shard(

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 # Poll interval once the log stream has ended but the job has not (streams end early).
 POLL_S = 1.0
+# How often the job's status is read while its log streams: how late a follower sees the end.
+END_POLL_S = 0.25
 # How long `stop --delete` waits for the job to end before it can delete it.
 STOP_WAIT_S = 60.0
 
@@ -311,15 +313,37 @@ class AddressBackend(Backend):
         return poll.until(lambda: self.status(job_id), done=ended, every_s=POLL_S)
 
     def stream_logs(self, job_id: str) -> None:
-        """Print the job's log as it grows, until the stream ends: with the job, or early."""
+        """Print the job's log as it grows, until the job ends (or the stream does, early).
+
+        Ray's stream tells of a job's end seconds after its status does (3 s on a quiet local Ray,
+        longer than a small job's work): the status is watched beside it, and at the end the
+        rest of the log is read at once."""
         printer = LogPrinter()
 
-        async def stream() -> None:
+        async def tail() -> None:
             async for chunk in self.client.tail_job_logs(job_id):
                 printer.feed(chunk)
 
+        async def until_ended() -> None:
+            loop = asyncio.get_running_loop()
+            while not ended(await loop.run_in_executor(None, self.status, job_id)):
+                await asyncio.sleep(END_POLL_S)
+
+        async def follow() -> bool:
+            """True if the status said the job ended before the stream did."""
+            streaming, watching = asyncio.create_task(tail()), asyncio.create_task(until_ended())
+            done, _ = await asyncio.wait({streaming, watching}, return_when=asyncio.FIRST_COMPLETED)
+            streaming.cancel()
+            watching.cancel()
+            if streaming in done:
+                streaming.result()  # the stream's own error, if it broke
+                return False
+            watching.result()
+            return True
+
         try:
-            asyncio.run(stream())
+            if asyncio.run(follow()):
+                printer.catch_up(self.client.get_job_logs(job_id))
         except Exception as exc:  # noqa: BLE001 - a broken stream is not a failed job: poll below
             printer.close()
             console.say(f"log stream ended early ({type(exc).__name__}); waiting for the job's status")

@@ -22,6 +22,8 @@ PROGRESS = re.compile(
 )
 # The job measures its own rate and ETA; log lines reach us in bursts, so a rate timed here
 # would be off by orders of magnitude.
+# Characters of the fed log that the whole log, read at the end, must repeat to be caught up from.
+CATCH_UP_CHECK = 4096
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
 
 
@@ -34,12 +36,24 @@ class LogPrinter:
         self.show_bar = bar
         self.bar: tqdm | None = None
         self.partial = ""
+        # How much of the log was fed, and its last characters: what `catch_up` checks against.
+        self.fed, self.fed_tail = 0, ""
 
     def feed(self, chunk: str) -> None:
+        self.fed += len(chunk)
+        self.fed_tail = (self.fed_tail + chunk)[-CATCH_UP_CHECK:]
         lines = (self.partial + chunk).split("\n")
         self.partial = lines.pop()
         for line in lines:
             self.line(line)
+
+    def catch_up(self, whole_log: str) -> None:
+        """Feed what a job's whole log holds past what was fed already. Ray's log stream learns of
+        a job's end seconds after its status does, so a follower stops the stream at the end
+        and reads the rest at once. A log that does not continue what was fed is left alone
+        (nothing is printed twice)."""
+        if whole_log[: self.fed].endswith(self.fed_tail):
+            self.feed(whole_log[self.fed :])
 
     def close(self) -> None:
         if self.partial:

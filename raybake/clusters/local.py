@@ -60,10 +60,11 @@ class LocalBackend(AddressBackend):
         """The cluster is this machine: `cluster:` paths are plain paths here, and nothing travels
         but a user's own script, which runs from their working directory."""
         runs = dataclasses.replace(spec, corpus=on_cluster(spec.corpus), output=on_cluster(spec.output))
-        if not spec.entrypoint and self.settings.local_keep_warm_s > 0 and embedded.ours(self.settings):
-            # The Ray raybake started is raybake's alone (a user's own `ray start` is not): its workers
-            # wait, model loaded, for the next job (job/run.py). Not part of what the job is: the id
-            # and the resume check ignore it.
+        # The Ray raybake starts (now, or in ready()) is raybake's alone, a user's own `ray start` is
+        # not: its workers wait, model loaded, for the next job (job/run.py). Not part of what the
+        # job is: the id and the resume check ignore it.
+        raybakes = embedded.ours(self.settings) is not None or not embedded.is_running(self.settings)
+        if not spec.entrypoint and self.settings.local_keep_warm_s > 0 and raybakes:
             keep = ("--keep-warm-seconds", str(self.settings.local_keep_warm_s))
             runs = dataclasses.replace(runs, job_args=(*runs.job_args, *keep))
         uploads = {"working_dir": str(Path.cwd()), "excludes": UPLOAD_EXCLUDES} if spec.entrypoint else {}

@@ -81,6 +81,10 @@ def local_head(machine) -> dict:
     return heads[machine["ports"]["INVOKE_RAYBAKE_LOCAL_DASHBOARD_PORT"]]
 
 
+def worker_pids(log: str) -> set[int]:
+    return {int(pid) for pid in re.findall(r"worker on \S+ \(pid (\d+)\)", log)}
+
+
 def http_status(url: str, token: str) -> int:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
@@ -155,6 +159,8 @@ def test_a_finished_job_whose_output_was_deleted_runs_again(first_submit, machin
     assert f"{job_id} SUCCEEDED, but its output" in again.stdout and "holds no manifest.json" in again.stdout
     assert f"submitted {job_id}-2;" in again.stdout
     assert (machine["root"] / "results" / job_id / "manifest.json").is_file()
+    # The first submit's worker waited, model loaded, for this one (local_keep_warm_s).
+    assert worker_pids(again.stdout) <= worker_pids(first_submit.stdout) and "model warm (loaded" in again.stdout
 
 
 def test_down_stops_only_the_local_ray_raybake_started(first_submit, machine, users_head):
@@ -165,5 +171,9 @@ def test_down_stops_only_the_local_ray_raybake_started(first_submit, machine, us
     assert f"raybake: local Ray stopped (dashboard http://127.0.0.1:{head['dashboard_port']})" in down.stdout
     assert not answers(f"http://127.0.0.1:{head['dashboard_port']}")
     assert not Path(head["temp_dir"]).exists() and not Path(head["token_file"]).exists()
+    # The warm workers ended with their Ray.
+    for pid in worker_pids(first_submit.stdout):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
     assert answers(users_head.url) and users_head.process.poll() is None
     assert "no local Ray of raybake's was running" in run(env, "down").stdout

@@ -5,11 +5,14 @@ import collections
 import contextlib
 import dataclasses
 import gzip
+import http.server
 import json
 import os
 import resource
+import secrets
 import stat
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -185,3 +188,42 @@ def test_an_unreadable_file_is_one_error_row_and_the_rest_runs(worker, tmp_path)
             for child in sorted(path.rglob("*"), reverse=True):
                 child.rmdir() if child.is_dir() else child.unlink()
             path.rmdir()
+
+
+class _RefusingStore(http.server.BaseHTTPRequestHandler):
+    """Object storage that answers for a presigned file (HEAD, a plain GET) but refuses to serve
+    its bytes (a ranged GET, as a reader asks: 403), as when a signature expires mid-run."""
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        if self.headers.get("Range"):
+            self.send_error(403, "AccessDenied")
+            return
+        self.do_HEAD()
+        self.wfile.write(b"x" * 100)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_unreadable_presigned_file_is_an_error_row_that_does_not_show_its_signature(worker, tmp_path):
+    signature = f"planted-sig-{secrets.token_hex(8)}"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingStore)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/bucket/c.jsonl?X-Amz-Signature={signature}&x-id=GetObject"
+        fs, files = scan(url)
+        (shard,) = plan_shards(files, 1 << 20)
+        # The worker is given the URL as a job gives it: it must mask it itself.
+        job = dataclasses.replace(worker.config, corpus=url, output=str(tmp_path / "out"))
+        worker.process(shard, job)
+    finally:
+        server.shutdown()
+        server.server_close()
+    (row,) = pq.read_table(tmp_path / "out" / "parts").to_pylist()
+    assert row["error"].startswith("file unreadable: ") and "403" in row["error"], row["error"]
+    assert signature not in row["error"] and "X-Amz-Signature=***" in row["error"], row["error"]

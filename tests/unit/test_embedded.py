@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import sys
+import threading
 from pathlib import Path
 
-from raybake.clusters.embedded import SERVICE_PORTS, WORKER_PORTS, head_environ, pick_ports
+from raybake.clusters.embedded import SERVICE_PORTS, WORKER_PORTS, free_port, head_environ, pick_ports
 
 CLIENT = {
     "PATH": "/usr/bin:/bin",
@@ -55,3 +57,33 @@ def test_every_service_gets_a_free_port_outside_the_worker_range():
     chosen = [*ports.values(), *taken]
     assert len(set(chosen)) == len(chosen)
     assert not [p for p in chosen if low <= p <= low + WORKER_PORTS]
+
+
+def _prepared(tmp_path, **settings):
+    from raybake.clusters.local import LocalBackend
+    from raybake.config import Settings
+    from raybake.spec import JobSpec
+
+    defaults = {"local_dashboard_port": free_port(), "state_file": str(tmp_path / "state.json")}
+    backend = LocalBackend(Settings(**{**defaults, **settings}))
+    spec = JobSpec(corpus=str(tmp_path / "corpus"), output=str(tmp_path / "out"), name="raybake-embed-1")
+    return spec, backend.prepare(spec)
+
+
+def test_the_ray_raybake_starts_keeps_its_workers_warm_without_changing_the_job(tmp_path):
+    spec, placed = _prepared(tmp_path)
+    assert placed.runs.job_args[-2:] == ("--keep-warm-seconds", "300")
+    assert placed.named == spec  # the id, the resume check and what the user sees are the job's alone
+    assert _prepared(tmp_path, local_keep_warm_s=0)[1].runs.job_args == ()
+
+
+def test_a_users_own_ray_on_the_local_port_gets_no_warm_workers(tmp_path):
+    # Something answers HTTP on the port, and raybake did not start it: a user's `ray start --head`.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _, placed = _prepared(tmp_path, local_dashboard_port=server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "--keep-warm-seconds" not in placed.runs.job_args

@@ -17,3 +17,22 @@ def test_progress_lines_become_a_bar_and_other_lines_pass_through(capsys):
     assert "hello" in text and "partial line" in text
     assert "raybake-progress" not in text
     assert "50%" in text and "5 docs" in text and "eta 5s" in text
+
+
+def test_catch_up_prints_only_what_the_stream_had_not_yet_given():
+    out = io.StringIO()
+    printer = LogPrinter(out, bar=False)
+    printer.feed("line one\nline tw")
+    printer.catch_up("line one\nline two\nraybake: done\n")
+    printer.close()
+    assert out.getvalue().splitlines() == ["line one", "line two", "raybake: done"]
+
+
+def test_catch_up_from_a_log_that_does_not_continue_the_stream_prints_nothing_twice():
+    out = io.StringIO()
+    printer = LogPrinter(out, bar=False)
+    printer.feed("first\nsecond\n")
+    printer.catch_up("another log entirely\nwith more lines than were fed\n")
+    printer.catch_up("first\n")  # shorter than what was fed
+    printer.close()
+    assert out.getvalue().splitlines() == ["first", "second"]

@@ -156,6 +156,9 @@ class PoolWorker:
 
     def __init__(self, config: WorkerConfig, keep_warm_s: float = 0) -> None:
         started = time.perf_counter()
+        # The fast tokenizer's thread pool, made at its first batch: as wide as this worker's CPUs,
+        # not the whole machine's (Ray sets OMP_NUM_THREADS alike, for torch).
+        os.environ.setdefault("RAYON_NUM_THREADS", str(config.threads))
         from job.worker import ShardWorker
 
         self.worker = ShardWorker(config, started=started)
@@ -249,8 +252,9 @@ class Pool:
         use_gpu = gpus > 0 and config.worker.options.device in ("auto", "cuda")
         # A worker must fit on one node: on a multi-node cluster the total would ask for more CPUs
         # than any node has, and the workers would never start.
-        node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
-        cpus = config.cpus_per_worker or (1 if use_gpu else default_cpus_per_worker(node_cpus))
+        nodes = ray.nodes()
+        node_cpus = max((n["Resources"].get("CPU", 0) for n in nodes if n["Alive"]), default=1)
+        cpus = config.cpus_per_worker or (gpu_worker_cpus(nodes) if use_gpu else default_cpus_per_worker(node_cpus))
         count = config.workers or (gpus if use_gpu else max(1, int(resources.get("CPU", 1) // cpus)))
         wc = dataclasses.replace(config.worker, threads=max(1, int(cpus)))
         config = dataclasses.replace(config, worker=wc)
@@ -368,6 +372,18 @@ class Pool:
 def default_cpus_per_worker(node_cpus: float) -> int:
     """CPUs per CPU worker: see DEFAULT_CPU_WORKER_THREADS."""
     return max(1, min(DEFAULT_CPU_WORKER_THREADS, int(node_cpus)))
+
+
+def gpu_worker_cpus(nodes: list[dict[str, Any]]) -> float:
+    """CPUs per GPU worker: its node's CPUs over its GPUs, on the GPU node with the fewest each.
+    A GPU outruns one tokenizer thread many times over; the fast tokenizer encodes a batch on as
+    many threads as its worker has CPUs, and the rayjob default gives a GPU worker pod 8."""
+    shares = [
+        n["Resources"].get("CPU", 0) // n["Resources"]["GPU"]
+        for n in nodes
+        if n["Alive"] and n["Resources"].get("GPU", 0) >= 1
+    ]
+    return max(1, min(shares, default=1))
 
 
 def warm_pool_name(worker: WorkerConfig, *, use_gpu: bool, cpus: float) -> str:

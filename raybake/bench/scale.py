@@ -6,7 +6,8 @@ that must keep a fast GPU fed. Measured, each against the same plain single-proc
 the file, tokenize batches of 256, same model, mean-pool):
   - the whole `invoke submit` (client start, check, submit, follow, summary) on one JSONL file
     of --docs documents, and on a tenth of it (peak worker RSS must not grow with the corpus);
-  - the same documents spread over SCALE_FILES files: plan seconds;
+  - the same documents spread over SCALE_FILES files: plan seconds; and as SCALE_FILES Parquet
+    files, the plan alone (every footer read);
   - the fixed cost of a submit: the example corpus end to end (its first job, which loads the
     model, and the next ones, which find their workers warm) against Ray's own `ray job submit`
     of a trivial script, both on the same warm local Ray.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -77,6 +79,30 @@ def make_many_files(directory: Path, docs: int, files: int) -> Path:
         for i in range(files):
             (directory / f"part-{i:05d}.jsonl").write_text("".join(lines[i * per : (i + 1) * per]))
     return directory
+
+
+def make_many_parquet(directory: Path, docs: int, files: int) -> Path:
+    """The same documents as Parquet, `files` files: a plan reads every footer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        rows = [json.loads(line) for line in _lines(docs, 4321)]
+        per = -(-docs // files)
+        for i in range(files):
+            pq.write_table(pa.Table.from_pylist(rows[i * per : (i + 1) * per]), directory / f"part-{i:05d}.parquet")
+    return directory
+
+
+def plan_seconds(corpus: Path) -> float:
+    """The job's own plan of the corpus (`python -m job --check`: list, footers, shards), as it logs it."""
+    argv = [sys.executable, "-m", "job", "--corpus", str(corpus), "--check"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True)
+    planned = re.search(r"planned in ([\d.]+)s", done.stdout)
+    if planned is None:
+        raise RaybakeError(f"the job's check of {corpus} did not say its plan time: {done.stdout[-500:]!r}")
+    return float(planned.group(1))
 
 
 def plain_loop(corpus: Path, model: str, *, threads: int) -> dict[str, Any]:
@@ -155,6 +181,7 @@ def run(*, docs: int, threads: int, out: Path, settings: Settings) -> dict[str, 
     one = make_one_file(out / "corpora" / f"one-{docs}" / "docs.jsonl", docs)
     small = make_one_file(out / "corpora" / f"one-{docs // 10}" / "docs.jsonl", docs // 10)
     many = make_many_files(out / "corpora" / f"many-{docs}", docs, SCALE_FILES)
+    parquet = make_many_parquet(out / "corpora" / f"parquet-{docs}", docs, SCALE_FILES)
     stamp = int(time.time())
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "threads": threads, "load_before": os.getloadavg()[0]},
@@ -169,6 +196,7 @@ def run(*, docs: int, threads: int, out: Path, settings: Settings) -> dict[str, 
         got["ratio"] = round(got["docs_per_s"] / base["docs_per_s"], 2)
         rounds.append((label, base, got))
         report[label] = {"plain_loop": base, "raybake": got}
+    report["many_parquet_plan_s"] = plan_seconds(parquet)
     trivial = [ray_trivial_submit(settings, env) for _ in range(3)]
     # MiniLM's first job loads it (the tiny model's warm workers end for it); the next ones find
     # its workers warm, as a user's second submit of the day does.
@@ -199,6 +227,7 @@ def summary(report: dict[str, Any]) -> str:
             f"| {label} | {got['docs']} | {base['docs_per_s']} | {got['docs_per_s']} | {got['ratio']} | "
             f"{got['plan_s']} | {got['read_amplification']} | {got['peak_worker_rss_mib']} |"
         )
+    lines.append(f"plan of the same documents as {SCALE_FILES} Parquet files: {report['many_parquet_plan_s']}s")
     fixed = report["fixed_cost"]
     lines.append(
         f"fixed cost: invoke submit of the 41-document example {fixed['invoke_submit_example_s']}s with its "

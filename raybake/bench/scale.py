@@ -4,8 +4,9 @@ A tiny random BERT (one layer, width 32) with the real MiniLM tokenizer is built
 model costs little and what is measured is reading, planning, tokenizing and writing: the part
 that must keep a fast GPU fed. Measured, each against the same plain single-process loop (read
 the file, tokenize batches of 256, same model, mean-pool):
-  - the whole `invoke submit` (client start, check, submit, follow, summary) on one JSONL file
-    of --docs documents, and on a tenth of it (peak worker RSS must not grow with the corpus);
+  - the whole `invoke submit` (client start, check, submit, follow, summary, a worker start and
+    model load) on one JSONL file of --docs documents, and on a tenth of it, in shards of one
+    size (peak worker RSS must not grow with the corpus);
   - the same documents spread over SCALE_FILES files: plan seconds; and as SCALE_FILES Parquet
     files, the plan alone (every footer read);
   - the fixed cost of a submit: the example corpus end to end (its first job, which loads the
@@ -35,6 +36,8 @@ from raybake.versions import ROOT
 
 BASELINE_BATCH = 256
 SCALE_FILES = 10_000
+# Shard size of the scale runs: about 10,000 short documents, more than a worker's chunk.
+SCALE_SPLIT = 1 << 20
 EXAMPLE = ROOT / "examples" / "corpus"
 
 
@@ -128,10 +131,12 @@ print(json.dumps({{"docs": n, "seconds": time.perf_counter() - started}}))
     return {**result, "docs_per_s": round(result["docs"] / result["seconds"], 1)}
 
 
-def invoke_submit(corpus: Path, output: Path, model: str, *, name: str, env: dict[str, str]) -> dict[str, Any]:
+def invoke_submit(
+    corpus: Path, output: Path, model: str, *, name: str, env: dict[str, str], job_args: str = ""
+) -> dict[str, Any]:
     """The whole `invoke submit`, timed from outside, as a user waits for it."""
     argv = [sys.executable, "-m", "invoke", "submit", "--corpus", str(corpus), "--output", str(output)]
-    argv += ["--model", model, "--name", name]
+    argv += ["--model", model, "--name", name, "--job-args", job_args]
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -190,9 +195,13 @@ def run(*, docs: int, threads: int, out: Path, settings: Settings) -> dict[str, 
     # Warm the local Ray once (the first job on a fresh head pays for its runtime env).
     invoke_submit(EXAMPLE, out / "outputs" / f"warm-{stamp}", model, name=f"warm-{stamp}", env=env)
     rounds = []
+    # Each corpus on workers of its own (no warm ones: their peak RSS would be an earlier job's),
+    # in shards of one size, so that the peak RSS of a tenth and of the whole compare alike.
+    fresh = {**env, "INVOKE_RAYBAKE_LOCAL_KEEP_WARM_S": "0"}
     for corpus, label in ((small, "one_file_tenth"), (one, "one_file"), (many, "many_files")):
         base = plain_loop(one if label == "many_files" else corpus, model, threads=threads)
-        got = invoke_submit(corpus, out / "outputs" / f"{label}-{stamp}", model, name=f"scale-{label}-{stamp}", env=env)
+        output, name = out / "outputs" / f"{label}-{stamp}", f"scale-{label}-{stamp}"
+        got = invoke_submit(corpus, output, model, name=name, env=fresh, job_args=f"--split-bytes {SCALE_SPLIT}")
         got["ratio"] = round(got["docs_per_s"] / base["docs_per_s"], 2)
         rounds.append((label, base, got))
         report[label] = {"plain_loop": base, "raybake": got}

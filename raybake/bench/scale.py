@@ -171,7 +171,9 @@ def ray_trivial_submit(settings: Settings, env: dict[str, str]) -> float:
 
     head = embedded.ours(settings)
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": head.token_file} if head else {}
-    argv = ["ray", "job", "submit", "--address", url(settings), "--", "python", "-c", "print(1)"]
+    # The `ray` beside this interpreter: a venv's invoke run by its path has no venv on PATH.
+    ray = str(Path(sys.executable).parent / "ray")
+    argv = [ray, "job", "submit", "--address", url(settings), "--", "python", "-c", "print(1)"]
     started = time.perf_counter()
     subprocess.run(argv, env={**env, **auth}, capture_output=True, check=True)
     return round(time.perf_counter() - started, 2)

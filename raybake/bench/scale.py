@@ -17,10 +17,12 @@ Baseline and raybake runs alternate, so a busy minute on a shared machine hurts 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -66,21 +68,36 @@ def _lines(docs: int, seed: int) -> Iterator[str]:
         yield json.dumps({"id": str(i), "text": text}) + "\n"
 
 
+@contextlib.contextmanager
+def _made(path: Path) -> Iterator[Path | None]:
+    """A corpus made once: a temp path to fill (None if `path` exists already), renamed to `path`
+    when complete, so an interrupted bench never leaves a partial corpus to reuse."""
+    if path.exists():
+        yield None
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+    yield partial
+    partial.rename(path)
+
+
 def make_one_file(path: Path, docs: int) -> Path:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as f:
-            f.writelines(_lines(docs, 1234))
+    with _made(path) as partial:
+        if partial is not None:
+            with partial.open("w") as f:
+                f.writelines(_lines(docs, 1234))
     return path
 
 
 def make_many_files(directory: Path, docs: int, files: int) -> Path:
-    if not directory.exists():
-        directory.mkdir(parents=True)
-        lines = list(_lines(docs, 4321))
-        per = -(-docs // files)
-        for i in range(files):
-            (directory / f"part-{i:05d}.jsonl").write_text("".join(lines[i * per : (i + 1) * per]))
+    with _made(directory) as partial:
+        if partial is not None:
+            partial.mkdir()
+            lines = list(_lines(docs, 4321))
+            per = -(-docs // files)
+            for i in range(files):
+                (partial / f"part-{i:05d}.jsonl").write_text("".join(lines[i * per : (i + 1) * per]))
     return directory
 
 
@@ -89,12 +106,14 @@ def make_many_parquet(directory: Path, docs: int, files: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not directory.exists():
-        directory.mkdir(parents=True)
-        rows = [json.loads(line) for line in _lines(docs, 4321)]
-        per = -(-docs // files)
-        for i in range(files):
-            pq.write_table(pa.Table.from_pylist(rows[i * per : (i + 1) * per]), directory / f"part-{i:05d}.parquet")
+    with _made(directory) as partial:
+        if partial is not None:
+            partial.mkdir()
+            rows = [json.loads(line) for line in _lines(docs, 4321)]
+            per = -(-docs // files)
+            for i in range(files):
+                table = pa.Table.from_pylist(rows[i * per : (i + 1) * per])
+                pq.write_table(table, partial / f"part-{i:05d}.parquet")
     return directory
 
 
@@ -190,13 +209,13 @@ def run(*, docs: int, threads: int, out: Path, settings: Settings) -> dict[str, 
     many = make_many_files(out / "corpora" / f"many-{docs}", docs, SCALE_FILES)
     parquet = make_many_parquet(out / "corpora" / f"parquet-{docs}", docs, SCALE_FILES)
     stamp = int(time.time())
+    report_file = out / f"scale-report-{stamp}.json"
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "threads": threads, "load_before": os.getloadavg()[0]},
         "docs": docs,
     }
     # Warm the local Ray once (the first job on a fresh head pays for its runtime env).
     invoke_submit(EXAMPLE, out / "outputs" / f"warm-{stamp}", model, name=f"warm-{stamp}", env=env)
-    rounds = []
     # Each corpus on workers of its own (no warm ones: their peak RSS would be an earlier job's),
     # in shards of one size, so that the peak RSS of a tenth and of the whole compare alike.
     fresh = {**env, "INVOKE_RAYBAKE_LOCAL_KEEP_WARM_S": "0"}
@@ -205,8 +224,8 @@ def run(*, docs: int, threads: int, out: Path, settings: Settings) -> dict[str, 
         output, name = out / "outputs" / f"{label}-{stamp}", f"scale-{label}-{stamp}"
         got = invoke_submit(corpus, output, model, name=name, env=fresh, job_args=f"--split-bytes {SCALE_SPLIT}")
         got["ratio"] = round(got["docs_per_s"] / base["docs_per_s"], 2)
-        rounds.append((label, base, got))
         report[label] = {"plain_loop": base, "raybake": got}
+        report_file.write_text(json.dumps(report, indent=2))  # after each round: a cut run keeps them
     report["many_parquet_plan_s"] = plan_seconds(parquet)
     trivial = [ray_trivial_submit(settings, env) for _ in range(3)]
     # MiniLM's first job loads it (the tiny model's warm workers end for it); the next ones find
@@ -221,7 +240,7 @@ def run(*, docs: int, threads: int, out: Path, settings: Settings) -> dict[str, 
         "invoke_submit_example_s": min(e["wall_s"] for e in example[1:]),
     }
     report["machine"]["load_after"] = os.getloadavg()[0]
-    (out / f"scale-report-{stamp}.json").write_text(json.dumps(report, indent=2))
+    report_file.write_text(json.dumps(report, indent=2))
     return report
 
 

@@ -59,9 +59,12 @@ READ_ERRORS = (OSError, EOFError, zlib.error, ValueError)
 # 16 MiB rather than a few: a whole book as one .txt file is a real document.
 MAX_RECORD_BYTES = 16 << 20
 # Bytes per shard (the resume unit): a corpus gets about SHARDS_PER_CORPUS shards, so many more
-# than workers (the last shards decide when a run ends), each between these bounds.
+# than workers (the last shards decide when a run ends), each between these bounds. The floor
+# is low enough that a small corpus still spreads over a machine's workers (at 256 KiB, 600
+# short documents were one shard, and one of two CPU workers did all of it) and high enough
+# that a shard's fixed cost (a task, a Parquet part) stays small next to its work.
 SPLIT_BYTES_MAX = 32 << 20
-SPLIT_BYTES_MIN = 256 << 10
+SPLIT_BYTES_MIN = 16 << 10
 SHARDS_PER_CORPUS = 64
 # The pre-submit check reads at most this much of at most this many files.
 SAMPLE_FILES = 3

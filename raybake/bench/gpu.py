@@ -18,6 +18,7 @@ still leaves what it measured.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -317,7 +318,8 @@ def run(
         "models": {key: {k: v for k, v in m.items() if k != "path"} for key, m in models.items()},
         "results": {},
     }
-    backend = LocalBackend(settings)
+    # Fresh workers per run, as in `invoke bench`: the report's load and feed are each run's own.
+    backend = LocalBackend(dataclasses.replace(settings, local_keep_warm_s=0))
     backend.ready()
     texts = {kind: bench.make_corpus(out / "corpora" / kind, kind, docs) for kind in bench.CORPORA}
     for key, model in models.items():

@@ -11,6 +11,7 @@ before any number is reported: speed never buys a wrong answer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -173,7 +174,9 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(*, docs: int, threads: int, repeats: int, out: Path, settings: Settings) -> dict[str, Any]:
-    backend = LocalBackend(settings)
+    # Every configuration on workers of its own: a warm worker of the one before (the same model
+    # and worker shape) would join its run already loaded, and the counts of workers would blur.
+    backend = LocalBackend(dataclasses.replace(settings, local_keep_warm_s=0))
     backend.ready()
     peak = sgemm_peak(threads)
     report: dict[str, Any] = {

@@ -173,20 +173,21 @@ class PoolWorker:
         if keep_warm_s > 0:
             threading.Thread(target=self._expire, name="keep-warm", daemon=True).start()
 
-    def info(self) -> dict[str, Any]:
+    def info(self, config: WorkerConfig) -> dict[str, Any]:
+        """This worker as the job `config` gets it (its token budget, say, is that job's)."""
         with self.lock:
             self._in_service()
             self.jobs, self.last_used = self.jobs + 1, time.monotonic()
         # `warm`: loaded for an earlier job, and this one did not wait for it.
-        return {**self.worker.info(), "warm": self.jobs > 1, "loaded_at": self.loaded_at}
+        return {**self.worker.info(config), "warm": self.jobs > 1, "loaded_at": self.loaded_at}
 
     def process(self, shard: Shard, config: WorkerConfig) -> dict[str, Any]:
+        import ray
+
         with self.lock:
             self._in_service()
             self.busy += 1
         try:
-            import ray
-
             return self.worker.process(shard, config, cancelled=ray.get_runtime_context().is_canceled)
         finally:
             with self.lock:
@@ -229,7 +230,7 @@ class Pool:
     def __init__(self, config: RunConfig, actors: list[Any], use_gpu: bool, cpus: float, actor_class: Any) -> None:
         self.config, self.actors, self.use_gpu, self.cpus = config, actors, use_gpu, cpus
         self.actor_class = actor_class
-        self.infos = [a.info.remote() for a in actors]
+        self.infos = [a.info.remote(config.worker) for a in actors]
 
     def ready(self, actors: list[Any]) -> list[dict[str, Any]]:
         """Each worker's info once its model is loaded. A warm worker that ended itself between
@@ -244,7 +245,7 @@ class Pool:
                 if not self.config.keep_warm_s:
                     raise
                 actors[index] = self.actor_class.remote(self.config.worker)
-                infos.append(ray.get(actors[index].info.remote()))
+                infos.append(ray.get(actors[index].info.remote(self.config.worker)))
         return infos
 
     @classmethod
@@ -273,15 +274,15 @@ class Pool:
             "max_concurrency": IN_FLIGHT * 2 if config.keep_warm_s else IN_FLIGHT,
             "runtime_env": {"env_vars": WORKER_ENV},
         }
-        actor_class = ray.remote(PoolWorker).options(**options)
+        worker_class = ray.remote(PoolWorker)
+        actor_class = worker_class.options(**options)
         pool = warm_pool_name(wc, use_gpu=use_gpu, cpus=cpus) if config.keep_warm_s else None
         retire_other_pools(keep=pool)
         if pool is None:
             return cls(config, [actor_class.remote(wc) for _ in range(count)], use_gpu, cpus, actor_class)
+        warm = {"namespace": WARM_NAMESPACE, "lifetime": "detached", "get_if_exists": True}
         actors = [
-            ray.remote(PoolWorker)
-            .options(**options, name=f"{pool}-{i}", namespace=WARM_NAMESPACE, lifetime="detached", get_if_exists=True)
-            .remote(wc, config.keep_warm_s)
+            worker_class.options(**options, **warm, name=f"{pool}-{i}").remote(wc, config.keep_warm_s)
             for i in range(count)
         ]
         return cls(config, actors, use_gpu, cpus, actor_class)
@@ -502,14 +503,20 @@ def _spec(config: RunConfig, files: list[CorpusFile]) -> dict[str, Any]:
     }
 
 
-def _versions(workers: list[dict[str, Any]]) -> dict[str, str]:
-    """The driver's Ray and Python; torch's and transformers' as a worker reports them (the driver
-    never imports them: it starts faster, and the workers are what ran the model)."""
-    import pyarrow
-    import ray
+def _versions() -> dict[str, str | None]:
+    """What the job ran on. The packages' installed metadata, not their modules: the driver never
+    imports torch or transformers (it starts seconds faster), and its workers run in the same
+    image or environment."""
+    from importlib import metadata
 
-    ran = workers[0]["versions"] if workers else {}
-    return {"python": platform.python_version(), "ray": ray.__version__, "pyarrow": pyarrow.__version__, **ran}
+    def installed(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    packages = {name: installed(name) for name in ("ray", "torch", "transformers", "pyarrow")}
+    return {"python": platform.python_version(), **packages}
 
 
 def build_manifest(
@@ -602,7 +609,7 @@ def build_manifest(
             "path": pool.workers[0]["model_path"] if pool.workers else None,
             "revision": pool.workers[0]["revision"] if pool.workers else None,
         },
-        "versions": _versions(pool.workers),
+        "versions": _versions(),
         "raybake_version": os.environ.get("RAYBAKE_VERSION"),
         "git_sha": os.environ.get("RAYBAKE_GIT_SHA"),
         "image": os.environ.get("RAYBAKE_IMAGE"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import os
-import platform
 import queue
 import resource
 import socket
@@ -77,9 +76,9 @@ class ShardWorker:
         self.filesystems: dict[str, fsspec.AbstractFileSystem] = {}
         self.load_seconds = time.perf_counter() - started
 
-    def info(self) -> dict[str, Any]:
-        import pyarrow
-
+    def info(self, config: WorkerConfig | None = None) -> dict[str, Any]:
+        """This worker as a job under `config` (default: the worker's own) gets it."""
+        config = config or self.config
         return {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -89,15 +88,8 @@ class ShardWorker:
             "model_path": self.task.model_path,
             "revision": self.task.revision,
             "max_length": self.task.max_length,
-            "token_budget": self.config.token_budget or self.budget,
+            "token_budget": config.token_budget or self.budget,
             "load_seconds": round(self.load_seconds, 3),
-            # The worker's own: the driver never imports torch (it starts faster without it).
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "pyarrow": pyarrow.__version__,
-            },
         }
 
     def _filesystem(self, corpus: str) -> fsspec.AbstractFileSystem:

@@ -20,10 +20,10 @@ PROGRESS = re.compile(
     r"raybake-progress bytes=(?P<done>\d+)/(?P<total>\d+) docs=(?P<docs>\d+) "
     r"shards=(?P<shards>\d+)/(?P<shards_total>\d+) rate=(?P<rate>\S+) eta=(?P<eta>\S+)"
 )
-# The job measures its own rate and ETA; log lines reach us in bursts, so a rate timed here
-# would be off by orders of magnitude.
 # Characters of the fed log that the whole log, read at the end, must repeat to be caught up from.
 CATCH_UP_CHECK = 4096
+# The job measures its own rate and ETA; log lines reach us in bursts, so a rate timed here
+# would be off by orders of magnitude.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
 
 

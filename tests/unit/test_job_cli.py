@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -24,3 +25,18 @@ def test_the_job_driver_starts_without_importing_the_framework():
     probe = "import sys, job.__main__, job.run; print('torch' in sys.modules, 'transformers' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_the_manifests_versions_name_the_framework_without_the_driver_importing_it():
+    # Even a rerun with nothing left to do, which starts no worker, records what the job runs on.
+    probe = (
+        "import json, sys; from job.run import _versions; v = _versions(); "
+        "print(json.dumps([v, 'torch' in sys.modules, 'transformers' in sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    versions, torch_imported, transformers_imported = json.loads(done.stdout)
+    import torch
+    import transformers
+
+    assert versions["torch"] == torch.__version__ and versions["transformers"] == transformers.__version__
+    assert not torch_imported and not transformers_imported

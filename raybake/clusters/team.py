@@ -164,12 +164,16 @@ class TeamCluster:
         ]
         for group in found["spec"].get("workerGroupSpecs", []):
             lines.append(_group_line(group, pods))
-        jobs = self.jobs()
-        if jobs is None:
-            lines.append("jobs: none (no running head)")
+        try:
+            jobs = self.jobs()
+        except RaybakeError as exc:
+            lines.append(f"jobs: unknown ({exc})")
         else:
-            counts = {s: sum(1 for j in jobs if j["status"] == s) for s in ACTIVE}
-            lines.append(f"jobs: {counts['RUNNING']} running, {counts['PENDING']} waiting, {len(jobs)} in all")
+            if jobs is None:
+                lines.append("jobs: none (no running head)")
+            else:
+                counts = {s: sum(1 for j in jobs if j["status"] == s) for s in ACTIVE}
+                lines.append(f"jobs: {counts['RUNNING']} running, {counts['PENDING']} waiting, {len(jobs)} in all")
         lines.extend(f"stuck: {problem}" for pod in pods if (problem := stuck.pod_problem(pod)))
         return lines
 

@@ -45,6 +45,14 @@ VARIANTS = {
 }
 
 
+def invoke_stdout(home, *args: str) -> str:
+    """What `invoke ARGS` prints, run as a user would with an empty HOME and state of its own."""
+    env = {**os.environ, "HOME": str(home), "INVOKE_RAYBAKE_STATE_FILE": str(home / "state.json")}
+    done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 @pytest.fixture(scope="module")
 def validator():
     return jsonschema.Draft202012Validator(crd_schema("rayclusters"))
@@ -105,28 +113,18 @@ def test_a_cluster_that_could_never_run_a_worker_is_refused(settings):
 
 
 def test_cluster_up_dry_run_prints_the_cluster_and_its_secret_redacted(tmp_path):
-    env = {**os.environ, "HOME": str(tmp_path), "INVOKE_RAYBAKE_STATE_FILE": str(tmp_path / "state.json")}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "cluster",
-            "up",
-            "--dry-run",
-            "--max-gpus",
-            "8",
-            "--name",
-            "team-a",
-            "--image",
-            IMAGE,
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = invoke_stdout(
+        tmp_path,
+        "cluster",
+        "up",
+        "--dry-run",
+        "--max-gpus",
+        "8",
+        "--name",
+        "team-a",
+        "--image",
+        IMAGE,
+    )
     cluster, secret = yaml.safe_load_all(out)
     assert cluster["kind"] == "RayCluster" and cluster["metadata"]["name"] == "team-a"
     jsonschema.validate(cluster, crd_schema("rayclusters"))
@@ -318,30 +316,20 @@ def test_an_admitted_workload_names_its_cluster_queue():
 
 
 def test_rayjob_dry_run_with_a_queue_renders_it_suspended_with_the_label(tmp_path):
-    env = {**os.environ, "HOME": str(tmp_path), "INVOKE_RAYBAKE_STATE_FILE": str(tmp_path / "state.json")}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "submit",
-            "--backend",
-            "rayjob",
-            "--queue",
-            "team-a",
-            "--dry-run",
-            "--corpus",
-            "s3://bucket/corpus",
-            "--output",
-            "s3://bucket/out",
-            "--image",
-            IMAGE,
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = invoke_stdout(
+        tmp_path,
+        "submit",
+        "--backend",
+        "rayjob",
+        "--queue",
+        "team-a",
+        "--dry-run",
+        "--corpus",
+        "s3://bucket/corpus",
+        "--output",
+        "s3://bucket/out",
+        "--image",
+        IMAGE,
+    )
     job = next(d for d in yaml.safe_load_all(out) if d and d.get("kind") == "RayJob")
     assert job["spec"]["suspend"] is True and job["metadata"]["labels"][kueue.QUEUE_LABEL] == "team-a"

@@ -116,6 +116,7 @@ def _backend(c, backend=None, address=None, cluster=None, insecure=False, **flag
         "allow-image-mismatch": "submit although the cluster runs another Ray version or image",
         "ship-job": "send job/ from this checkout as a py_module (a cluster without the raybake image)",
         "network-policy": "rayjob: a NetworkPolicy letting only the job's own pods reach its head",
+        "queue": "rayjob: the Kueue LocalQueue the RayJob waits in until Kueue admits it",
         **STORE_HELP,
         **CLUSTER_HELP,
         **CONNECT_HELP,
@@ -158,6 +159,7 @@ def submit(
     allow_image_mismatch=False,
     ship_job=False,
     network_policy=False,
+    queue=None,
     env_from_secret=None,
     s3_endpoint=None,
     s3_ca_bundle=None,
@@ -214,6 +216,7 @@ def submit(
         allow_image_mismatch=allow_image_mismatch or None,
         ship_job=ship_job or None,
         network_policy=network_policy or None,
+        kueue_queue=queue,
         insecure_http=insecure_http or None,
         env_from_secret=tuple(env_from_secret) or None,
         s3_endpoint=s3_endpoint,
@@ -305,6 +308,101 @@ def jobs(c, backend=None, address=None, cluster=None, namespace=None):
         rows = chosen.jobs()
     for row in rows:
         print(f"{row['id']:<40} {row['status']:<10} {row['entrypoint']}")
+
+
+CLUSTER_ACTIONS = ("up", "upgrade", "status", "down")
+
+
+@task(
+    positional=["action"],
+    help={
+        "action": f"{' | '.join(CLUSTER_ACTIONS)}",
+        "name": "the RayCluster's name (default: raybake.cluster, else raybake)",
+        "image": "image the pods run (default: the last `invoke push`)",
+        "max-gpus": "most GPU workers the autoscaler adds, one GPU each (default: raybake.max_gpus, 4)",
+        "min-gpus": "GPU workers that stay when idle (default: 0)",
+        "max-cpu-workers": "most CPU-only workers, in a group of their own (default: 0, none)",
+        "idle-timeout": "seconds an idle worker stays before the autoscaler removes it (default: 600)",
+        "force": "upgrade: although jobs are running (KubeRay recreates every pod, which ends them)",
+        "dry-run": "up, upgrade: print the RayCluster and its Secret, secrets redacted",
+        "namespace": CLUSTER_HELP["namespace"],
+        "kube-context": CONNECT_HELP["kube-context"],
+        "network-policy": "a NetworkPolicy letting only the cluster's own pods reach its head",
+        # The RayJob's own pod flags, which a team cluster's pods take the same way.
+        **{k: v.removeprefix("rayjob: ") for k, v in {**PLACEMENT_HELP, **STORE_HELP}.items() if k != "keep-workers"},
+    },
+    auto_shortflags=False,
+    iterable=["env_from_secret"],
+)
+@user_errors
+def cluster(
+    c,
+    action,
+    name=None,
+    image=None,
+    max_gpus=None,
+    min_gpus=None,
+    max_cpu_workers=None,
+    idle_timeout=None,
+    force=False,
+    dry_run=False,
+    namespace=None,
+    kube_context=None,
+    network_policy=False,
+    gpu_worker_cpu=None,
+    gpu_worker_memory=None,
+    node_selector=None,
+    tolerations=None,
+    image_pull_secrets=None,
+    service_account=None,
+    priority_class=None,
+    hf_cache_pvc=None,
+    env_from_secret=None,
+    s3_endpoint=None,
+    s3_ca_bundle=None,
+    s3_path_style=False,
+):
+    """A team's long-lived, autoscaling KubeRay RayCluster of the image: up, upgrade, status, down.
+
+    An admin runs `up` once and `upgrade` after each `invoke push`; everyone submits with
+    `invoke submit --cluster NAME` (docs/clusters.md, "A team's cluster").
+    """
+    from raybake.clusters.team import TeamCluster
+
+    if action not in CLUSTER_ACTIONS:
+        raise RaybakeError(f"unknown action {action!r}; choose one of {', '.join(CLUSTER_ACTIONS)}", ExitCode.REFUSED)
+    settings = _settings(
+        c,
+        image=image,
+        max_gpus=max_gpus,
+        min_gpus=min_gpus,
+        max_cpu_workers=max_cpu_workers,
+        idle_timeout_s=idle_timeout,
+        namespace=namespace,
+        kube_context=kube_context,
+        network_policy=network_policy or None,
+        gpu_worker_cpu=gpu_worker_cpu,
+        gpu_worker_memory=gpu_worker_memory,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        image_pull_secrets=image_pull_secrets,
+        service_account=service_account,
+        priority_class=priority_class,
+        hf_cache_pvc=hf_cache_pvc,
+        env_from_secret=tuple(env_from_secret) or None,
+        s3_endpoint=s3_endpoint,
+        s3_ca_bundle=s3_ca_bundle,
+        s3_path_style=s3_path_style or None,
+    )
+    team = TeamCluster(settings, name or settings.cluster or "raybake")
+    if dry_run and action in ("up", "upgrade"):
+        print(team.describe(), end="")
+        return
+    if action == "status":
+        print("\n".join(team.status()))
+        return
+    said = {"up": team.up, "down": team.down}.get(action)
+    print(f"raybake: {said() if said else team.upgrade(force=force)}")
 
 
 @task(
@@ -914,6 +1012,7 @@ ns = Collection(
     logs,
     stop,
     jobs,
+    cluster,
     up,
     down,
     build,

@@ -43,6 +43,8 @@ WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
 WARM_NAMESPACE = "raybake-warm"
 RETIRE_WAIT_S = 10.0
 WAIT_STEP_S = 1.0
+# How often a job says that its workers have not started yet.
+WORKER_WAIT_NOTE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,7 @@ class Pool:
         the lookup and now (it had been idle for exactly its time) is replaced by a new one."""
         import ray
 
+        self.wait_started(self.infos[: len(actors)])
         infos = []
         for index, ref in enumerate(self.infos[: len(actors)]):
             try:
@@ -248,6 +251,21 @@ class Pool:
                 infos.append(ray.get(actors[index].info.remote(self.config.worker)))
         return infos
 
+    @staticmethod
+    def wait_started(refs: list[Any]) -> None:
+        """Say, now and then, how many workers are still to start: on a cluster that must first add
+        nodes for them (an autoscaler, a queue) the wait takes minutes and must not look like a hang."""
+        import ray
+
+        waiting = list(refs)
+        while waiting:
+            _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=WORKER_WAIT_NOTE_S)
+            if waiting:
+                log(
+                    f"waiting for {len(waiting)} of {len(refs)} worker(s) to start: the cluster has no room for "
+                    "them yet (an autoscaling cluster is adding nodes; else lower --workers)"
+                )
+
     @classmethod
     def start(cls, config: RunConfig) -> Pool:
         import ray
@@ -255,13 +273,15 @@ class Pool:
         ray.init(log_to_driver=True, logging_level=logging.WARNING)
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
-        use_gpu = gpus > 0 and config.worker.options.device in ("auto", "cuda")
+        # --device cuda asks for GPU workers even where the cluster has no GPU yet: an autoscaling
+        # cluster (`invoke cluster`) adds the GPU nodes that Ray cannot place the workers on.
+        use_gpu = config.worker.options.device == "cuda" or (gpus > 0 and config.worker.options.device == "auto")
         # A worker must fit on one node: on a multi-node cluster the total would ask for more CPUs
         # than any node has, and the workers would never start.
         nodes = ray.nodes()
         node_cpus = max((n["Resources"].get("CPU", 0) for n in nodes if n["Alive"]), default=1)
         cpus = config.cpus_per_worker or (gpu_worker_cpus(nodes) if use_gpu else default_cpus_per_worker(node_cpus))
-        count = config.workers or (gpus if use_gpu else max(1, int(resources.get("CPU", 1) // cpus)))
+        count = config.workers or (max(1, gpus) if use_gpu else max(1, int(resources.get("CPU", 1) // cpus)))
         wc = dataclasses.replace(config.worker, threads=max(1, int(cpus)))
         config = dataclasses.replace(config, worker=wc)
         options = {

@@ -115,6 +115,21 @@ class Settings:
     # ttl_after_finished_s for logs. False: the whole cluster stays that long (shutdownAfterJobFinishes).
     delete_workers_at_end: bool = True
 
+    # rayjob: the Kueue LocalQueue the RayJob waits in (label kueue.x-k8s.io/queue-name); it is
+    # created suspended and Kueue starts it when the queue admits it.
+    kueue_queue: str | None = None
+
+    # `invoke cluster`: the most GPU workers (one GPU each) the autoscaler may add to the team's
+    # RayCluster; GPU workers start at min_gpus and go back to it when idle.
+    max_gpus: int = 4
+    # `invoke cluster`: the GPU workers that stay even when idle (0: GPUs only while jobs run).
+    min_gpus: int = 0
+    # `invoke cluster`: the most CPU-only workers (worker_cpu, worker_memory) in a group of their
+    # own; 0: no CPU group.
+    max_cpu_workers: int = 0
+    # `invoke cluster`: seconds a worker stays idle before the autoscaler removes it.
+    idle_timeout_s: int = 600
+
     # Local corpora up to this size travel with a job to a real cluster; bigger ones are refused.
     upload_limit_mib: int = 100
     # Where jobs on a real cluster write when --output is not given (a URI or a `cluster:` path).

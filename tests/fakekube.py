@@ -35,14 +35,19 @@ class FakeKube(Kube):
         self.served = None if served is None else list(served)
         self.kinds = list(kinds)
         self.connect = connect
-        # The served RayJob CRD's schema: the pinned one (deploy/crds) unless a test gives another.
-        self.schema = schema if schema is not None else served_crd_schema("rayjobs")
+        # The served CRDs' schema: the pinned ones (deploy/crds) unless a test gives another.
+        self.schema = schema
         self.created: list[dict[str, Any]] = []
         self.patches: list[dict[str, Any]] = []
         self.deleted: list[str] = []
         self.forwards: list[Forward] = []
         # Secrets and NetworkPolicies made beside a RayJob, with the owner each names.
         self.owned: list[dict[str, Any]] = []
+        # RayClusters by name (`invoke cluster`), with the status a test gives them.
+        self.rayclusters: dict[str, dict[str, Any]] = {}
+        self.deleted_secrets: list[str] = []
+        # Kueue's Workloads, or None: Kueue absent or not readable.
+        self.workload_list: list[dict[str, Any]] | None = None
 
     def served_versions(self, group: str = "ray.io") -> list[str] | None:
         return self.served
@@ -51,7 +56,7 @@ class FakeKube(Kube):
         return self.kinds
 
     def served_schema(self, crd: str) -> dict[str, Any] | None:
-        return self.schema
+        return self.schema if self.schema is not None else served_crd_schema(crd.split(".")[0])
 
     def create_rayjob(self, manifest: dict[str, Any]) -> dict[str, Any]:
         self.created.append(copy.deepcopy(manifest))
@@ -86,6 +91,35 @@ class FakeKube(Kube):
 
     def pods(self, selector: str) -> list[dict[str, Any]]:
         return self.pod_list
+
+    def create_raycluster(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        name = manifest["metadata"]["name"]
+        if name in self.rayclusters:
+            return None
+        self.rayclusters[name] = {**copy.deepcopy(manifest), "metadata": {**manifest["metadata"], "uid": "uid-1"}}
+        return self.rayclusters[name]
+
+    def raycluster(self, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.rayclusters.get(name))
+
+    def patch_raycluster(self, name: str, patch: dict[str, Any]) -> None:
+        self.patches.append(patch)
+        found = self.rayclusters[name]
+        found["spec"] = copy.deepcopy(patch["spec"])
+        found["metadata"]["annotations"] = {
+            **found["metadata"].get("annotations", {}),
+            **patch["metadata"]["annotations"],
+        }
+
+    def delete_raycluster(self, name: str) -> bool:
+        self.deleted.append(name)
+        return self.rayclusters.pop(name, None) is not None
+
+    def delete_secret(self, name: str) -> None:
+        self.deleted_secrets.append(name)
+
+    def workloads(self, owner_uid: str) -> list[dict[str, Any]] | None:
+        return self.workload_list
 
     def head_pod(self, cluster: str) -> dict[str, Any]:
         if self.connect is None:

@@ -16,10 +16,10 @@ def backend_for(settings: Settings) -> Backend:
         from raybake.clusters.address import AddressBackend
 
         if settings.cluster:
-            from raybake.clusters.address import through_port_forward
+            from raybake.clusters import team
             from raybake.kube.client import Kube
 
-            return through_port_forward(settings, Kube(settings), settings.cluster)
+            return team.backend(settings, Kube(settings), settings.cluster)
         if not settings.address:
             raise RaybakeError(
                 "the address backend needs --address URL, or --cluster NAME (and --namespace) of a RayCluster",

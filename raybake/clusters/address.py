@@ -395,11 +395,20 @@ class AddressBackend(Backend):
         return sorted(rows, key=lambda r: r["start"] or 0)
 
 
-def through_port_forward(settings: Settings, kube: Kube, cluster: str, *, token: str | None = None) -> AddressBackend:
-    """The address backend on a RayCluster, reached through its head service.
+def through_port_forward(
+    settings: Settings,
+    kube: Kube,
+    cluster: str,
+    *,
+    token: str | None = None,
+    kind: type[AddressBackend] = AddressBackend,
+    **extra: Any,
+) -> AddressBackend:
+    """The address backend (or `kind` of it, made with `extra`) on a RayCluster, reached through
+    its head service.
 
-    `token`: the cluster's own (a RayJob's Secret); None means the user's, for a --cluster they named."""
+    `token`: the cluster's own (a RayJob's or team cluster's Secret); None means the user's."""
     head = kube.head_pod(cluster)
     images = running_images(kube.pods(cluster_selector(cluster)))
     forward = kube.forward(head["metadata"]["name"], RAY_DASHBOARD_PORT)
-    return AddressBackend(settings, forward.url, token=token, forward=forward, cluster_images=images)
+    return kind(settings, forward.url, token=token, forward=forward, cluster_images=images, **extra)

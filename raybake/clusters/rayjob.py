@@ -23,7 +23,7 @@ from raybake.clusters.follow import LogPrinter
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.image.pushed import image_for
-from raybake.kube import manifests, stuck
+from raybake.kube import kueue, manifests, stuck
 from raybake.kube.client import Kube
 from raybake.kube.kuberay import MANAGED_SELECTOR, cluster_selector, submitter_selector
 from raybake.result import JobResult, ended
@@ -33,7 +33,11 @@ from raybake.versions import git_sha, origin_env, ray_version
 POLL_S = 2.0
 # KubeRay suspends only a RayJob with shutdownAfterJobFinishes, which its deletionRules exclude:
 # the same merge patch trades the rules for it (suspending deletes the cluster at once anyway).
-SUSPEND = {"spec": {"suspend": True, "shutdownAfterJobFinishes": True, "deletionStrategy": None}}
+# The annotation says raybake stopped it: a suspended RayJob with a queue label is otherwise queued.
+SUSPEND = {
+    "metadata": {"annotations": {kueue.STOPPED_ANNOTATION: "true"}},
+    "spec": {"suspend": True, "shutdownAfterJobFinishes": True, "deletionStrategy": None},
+}
 IDENTITY = "raybake.io/identity"
 LINEAGE = "raybake.io/lineage"
 
@@ -136,7 +140,12 @@ class RayJobBackend(Backend):
 
         def look() -> dict[str, Any] | None:
             """The status once it is what we wait for (or the end); None while it is not yet."""
-            status = self.kube.rayjob(name).get("status") or {}
+            found = self.kube.rayjob(name)
+            if queued := self._queued(found):
+                # Suspended by Kueue, not stopped: it starts when its queue admits it.
+                self._say(name, [queued.message], said)
+                return None
+            status = found.get("status") or {}
             lines: list[str | None] = [stuck.phase(status)]
             if until(status) or ended(stuck.result_of(name, status)):
                 self._say(name, lines, said)
@@ -182,8 +191,17 @@ class RayJobBackend(Backend):
         except RaybakeError as exc:
             console.say(f"no log ({exc}); following the RayJob's status")
 
+    def _queued(self, found: dict[str, Any]) -> JobResult | None:
+        """PENDING with Kueue's word on it, while a queue holds the RayJob."""
+        queue = kueue.queue_of(found)
+        if not queue:
+            return None
+        workloads = self.kube.workloads(found["metadata"].get("uid", ""))
+        return JobResult(found["metadata"]["name"], "PENDING", kueue.waiting_line(queue, workloads))
+
     def status(self, job_id: str) -> JobResult:
-        return stuck.result_of(job_id, self.kube.rayjob(job_id).get("status"))
+        found = self.kube.rayjob(job_id)
+        return self._queued(found) or stuck.result_of(job_id, found.get("status"))
 
     def logs(self, job_id: str) -> str:
         """From Ray while the cluster lives; afterwards what a K8sJobMode submitter pod kept, if any

@@ -16,7 +16,8 @@ from typing import Any
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.kube import crdcheck
-from raybake.kube.kuberay import GROUP, RAYJOBS, VERSION, head_service
+from raybake.kube.kuberay import GROUP, PLURALS, RAYCLUSTERS, RAYJOBS, VERSION, head_service
+from raybake.kube.kueue import KUEUE_GROUP, KUEUE_VERSION
 from raybake.kube.portforward import Forward
 from raybake.kube.stuck import api_problem, missing_kind
 from raybake.result import AlreadySubmitted
@@ -106,7 +107,7 @@ class Kube:
         With a manifest, also its fields against the served CRD's schema (raybake.kube.crdcheck).
         """
         problem = api_problem(self.served_versions()) or missing_kind(kind, self.served_kinds())
-        if not problem and manifest is not None and (schema := self.served_schema(f"{RAYJOBS}.{GROUP}")):
+        if not problem and manifest is not None and (schema := self.served_schema(f"{PLURALS[kind]}.{GROUP}")):
             problem = crdcheck.problem(schema, manifest)
         if problem:
             raise RaybakeError(problem, ExitCode.UNREACHABLE)
@@ -204,6 +205,74 @@ class Kube:
             label_selector=selector,
         )
         return found.get("items", [])
+
+    # RayClusters: a team's long-lived cluster (raybake.clusters.team)
+    @property
+    def _rayclusters(self) -> tuple[str, str, str, str]:
+        return (GROUP, VERSION, self.namespace, RAYCLUSTERS)
+
+    def create_raycluster(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """The created RayCluster; None when one of that name exists already."""
+        name = manifest["metadata"]["name"]
+        return self._call(
+            f"creating RayCluster {name!r}",
+            self.custom.create_namespaced_custom_object,
+            *self._rayclusters,
+            manifest,
+            answers={409: None},
+        )
+
+    def raycluster(self, name: str) -> dict[str, Any] | None:
+        """The RayCluster with its status; None when there is none of that name."""
+        return self._call(
+            f"reading RayCluster {name!r}",
+            self.custom.get_namespaced_custom_object,
+            *self._rayclusters,
+            name,
+            answers={404: None},
+        )
+
+    def patch_raycluster(self, name: str, patch: dict[str, Any]) -> None:
+        self._call(
+            f"updating RayCluster {name!r}", self.custom.patch_namespaced_custom_object, *self._rayclusters, name, patch
+        )
+
+    def delete_raycluster(self, name: str) -> bool:
+        """False when there was none of that name."""
+        found = self._call(
+            f"deleting RayCluster {name!r}",
+            self.custom.delete_namespaced_custom_object,
+            *self._rayclusters,
+            name,
+            answers={404: None},
+        )
+        return found is not None
+
+    def delete_secret(self, name: str) -> None:
+        """Delete a Secret; one that is gone already is no error."""
+        self._call(
+            f"deleting Secret {name!r}", self.core.delete_namespaced_secret, name, self.namespace, answers={404: None}
+        )
+
+    # Kueue: a RayJob's Workload, where this user may read it
+    def workloads(self, owner_uid: str) -> list[dict[str, Any]] | None:
+        """The Kueue Workloads that a RayJob (by uid) owns; None where Kueue or the right to read is missing."""
+        found = self._call(
+            "listing Kueue Workloads",
+            self.custom.list_namespaced_custom_object,
+            KUEUE_GROUP,
+            KUEUE_VERSION,
+            self.namespace,
+            "workloads",
+            answers={403: None, 404: None},
+        )
+        if found is None:
+            return None
+        return [
+            w
+            for w in found.get("items", [])
+            if any(o.get("uid") == owner_uid for o in w["metadata"].get("ownerReferences", []))
+        ]
 
     # DaemonSets
     def apply_daemonset(self, manifest: dict[str, Any]) -> None:

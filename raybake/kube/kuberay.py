@@ -10,6 +10,9 @@ GROUP = "ray.io"
 VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 RAYJOBS = "rayjobs"
+RAYCLUSTERS = "rayclusters"
+# The resource (plural) of each kind raybake makes.
+PLURALS = {"RayJob": RAYJOBS, "RayCluster": RAYCLUSTERS}
 
 # What raybake puts on the RayJobs it makes, so that `invoke jobs` lists only those.
 MANAGED_BY = ("app.kubernetes.io/managed-by", "raybake")

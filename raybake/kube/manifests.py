@@ -18,7 +18,7 @@ import yaml
 from raybake import urls
 from raybake.config import RAY_DASHBOARD_PORT, Settings
 from raybake.errors import ExitCode, RaybakeError
-from raybake.kube import pods
+from raybake.kube import kueue, pods
 from raybake.kube.kuberay import API_VERSION, MANAGED_BY, NODE_TYPE_LABEL
 from raybake.spec import JobSpec, shown_entrypoint
 
@@ -114,6 +114,14 @@ def worker_group(*, image: str, settings: Settings, env: list[dict], job: str) -
             raise RaybakeError(f"{name} must be at least {least}, got {getattr(settings, name)!r}", ExitCode.REFUSED)
     gpu = settings.gpus > 0
     replicas = settings.gpus if gpu else settings.cpu_workers
+    return group(image=image, settings=settings, env=env, job=job, gpu=gpu, replicas=(replicas, replicas, replicas))
+
+
+def group(
+    *, image: str, settings: Settings, env: list[dict], job: str, gpu: bool, replicas: tuple[int, int, int]
+) -> dict[str, Any]:
+    """A worker group: `gpu` pods of one GPU each, else CPU pods; `replicas` is (now, least, most),
+    all equal for a RayJob's fixed cluster, apart for an autoscaling one."""
     start: dict[str, str] = {}
     if not gpu and settings.logical_gpus:
         # Ray then schedules num_gpus=1 tasks on CPU pods: the GPU code path without a GPU (kind e2e).
@@ -122,16 +130,50 @@ def worker_group(*, image: str, settings: Settings, env: list[dict], job: str) -
         res = resources(cpu=settings.gpu_worker_cpu, memory=settings.gpu_worker_memory, gpus=1)
     else:
         res = resources(cpu=settings.worker_cpu, memory=settings.worker_memory)
+    now, least, most = replicas
     return {
         "groupName": "gpu" if gpu else "cpu",
-        "replicas": replicas,
-        "minReplicas": replicas,
-        "maxReplicas": replicas,
+        "replicas": now,
+        "minReplicas": least,
+        "maxReplicas": most,
         "rayStartParams": start,
         "template": pod_template(
             container="ray-worker", image=image, settings=settings, env=env, res=res, job=job, gpu=gpu
         ),
     }
+
+
+def head_group(*, image: str, settings: Settings, env: list[dict], job: str) -> dict[str, Any]:
+    """The head: it runs the driver and the dashboard; the workers run the model."""
+    ports = [
+        {"containerPort": 6379, "name": "gcs-server"},
+        {"containerPort": RAY_DASHBOARD_PORT, "name": "dashboard"},
+        {"containerPort": 10001, "name": "client"},
+    ]
+    return {
+        # No CPUs for Ray on the head: it runs the driver, the workers run the model.
+        "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+        "template": pod_template(
+            container="ray-head",
+            image=image,
+            settings=settings,
+            env=env,
+            res=resources(cpu=settings.head_cpu, memory=settings.head_memory),
+            job=job,
+            ports=ports,
+        ),
+    }
+
+
+def image_env(image: str) -> list[dict[str, str]]:
+    """What every pod is told it runs: the job warns in its log when it runs in another image."""
+    return [{"name": "RAYBAKE_EXPECTED_IMAGE", "value": image}]
+
+
+def token_auth(name: str) -> dict[str, str]:
+    """Ray token auth on every cluster raybake makes: KubeRay gives each pod (and a RayJob's
+    submitter) RAY_AUTH_TOKEN from this Secret, which raybake creates beside it (token_secret)."""
+    return {"mode": "token", "secretName": token_secret_name(name)}
 
 
 def lifetime(settings: Settings) -> dict[str, Any]:
@@ -143,7 +185,8 @@ def lifetime(settings: Settings) -> dict[str, Any]:
     rules beside shutdownAfterJobFinishes, so that is then false. The RayJob itself stays: its
     status is the job's record. Without it, the whole cluster stays ttl_after_finished_s.
     """
-    if not settings.delete_workers_at_end:
+    if not settings.delete_workers_at_end or settings.kueue_queue:
+        # Kueue admits only a RayJob that gives its cluster (and so its quota) back at the end.
         return {"shutdownAfterJobFinishes": True, "ttlSecondsAfterFinished": settings.ttl_after_finished_s}
     conditions = [{"jobStatus": "SUCCEEDED"}, {"jobStatus": "FAILED"}, {"jobDeploymentStatus": "Failed"}]
     rules = [
@@ -193,25 +236,18 @@ def rayjob(
             "(a URI or cluster: path); an uploaded corpus is submitted once",
             ExitCode.REFUSED,
         )
-    env = [{"name": "RAYBAKE_EXPECTED_IMAGE", "value": image}]
-    head_ports = [
-        {"containerPort": 6379, "name": "gcs-server"},
-        {"containerPort": RAY_DASHBOARD_PORT, "name": "dashboard"},
-        {"containerPort": 10001, "name": "client"},
-    ]
-    head = {
-        # No CPUs for Ray on the head: it runs the driver, the workers run the model.
-        "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-        "template": pod_template(
-            container="ray-head",
-            image=image,
-            settings=settings,
-            env=env,
-            res=resources(cpu=settings.head_cpu, memory=settings.head_memory),
-            job=name,
-            ports=head_ports,
-        ),
-    }
+    if settings.kueue_queue and (interactive or label_value(settings.kueue_queue) != settings.kueue_queue):
+        raise RaybakeError(
+            f"cannot queue in {settings.kueue_queue!r}: "
+            + (
+                "a queued RayJob needs a corpus the cluster reads itself (a URI or cluster: path); "
+                "an uploaded corpus is submitted by this machine, which would wait for the queue"
+                if interactive
+                else "a Kueue LocalQueue's name is a label value (letters, digits, '-', '_', '.')"
+            ),
+            ExitCode.REFUSED,
+        )
+    env = image_env(image)
     job: dict[str, Any] = {
         # InteractiveMode: KubeRay makes the cluster and waits; raybake submits with the upload.
         # SidecarMode: `ray job submit` runs in a container beside the head, from the head's image
@@ -221,6 +257,9 @@ def rayjob(
         **lifetime(settings),
         "backoffLimit": settings.backoff_limit,
     }
+    if settings.kueue_queue:
+        # Kueue unsuspends it when its queue admits it (raybake.kube.kueue).
+        job["suspend"] = True
     if settings.pre_running_deadline_s:
         job["preRunningDeadlineSeconds"] = settings.pre_running_deadline_s
     if settings.active_deadline_s:
@@ -229,10 +268,8 @@ def rayjob(
         job["runtimeEnvYAML"] = yaml.safe_dump(inert(runtime_env), sort_keys=True)
     job["rayClusterSpec"] = {
         "rayVersion": ray_version,
-        # Ray token auth on every cluster raybake makes: KubeRay gives each pod (and the submitter)
-        # RAY_AUTH_TOKEN from this Secret, which raybake creates per job (token_secret).
-        "authOptions": {"mode": "token", "secretName": token_secret_name(name)},
-        "headGroupSpec": head,
+        "authOptions": token_auth(name),
+        "headGroupSpec": head_group(image=image, settings=settings, env=env, job=name),
         "workerGroupSpecs": [worker_group(image=image, settings=settings, env=env, job=name)],
     }
     labels = {
@@ -241,6 +278,7 @@ def rayjob(
         "raybake.io/task": label_value(spec.task),
         "raybake.io/user": label_value(origin.user),
         "raybake.io/git-sha": label_value(origin.git_sha),
+        kueue.QUEUE_LABEL: settings.kueue_queue or "",
     }
     annotations = {
         "raybake.io/submitted-by": origin.user,
@@ -256,10 +294,11 @@ def rayjob(
         "metadata": {"name": name, "labels": {k: v for k, v in labels.items() if v}, "annotations": annotations},
         "spec": job,
     }
-    return with_object_store(manifest, settings=settings, image=image)
+    with_object_store(job["rayClusterSpec"], settings=settings)
+    return manifest
 
 
-def with_object_store(manifest: dict[str, Any], *, settings: Settings, image: str) -> dict[str, Any]:
+def with_object_store(cluster: dict[str, Any], *, settings: Settings) -> dict[str, Any]:
     """Every container of every pod raybake templates (head and workers) gets the object store:
     Secrets as envFrom, the endpoint variables, the CA bundle's mount.
 
@@ -270,14 +309,13 @@ def with_object_store(manifest: dict[str, Any], *, settings: Settings, image: st
     from raybake import objectstore
 
     container, pod = objectstore.pod_additions(settings)
-    cluster = manifest["spec"]["rayClusterSpec"]
     for template in [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]:
         for main in template["spec"]["containers"]:
             for key, values in container.items():
                 main.setdefault(key, []).extend(copy.deepcopy(values))
         for key, values in pod.items():
             template["spec"].setdefault(key, []).extend(copy.deepcopy(values))
-    return manifest
+    return cluster
 
 
 def inert(runtime_env: dict[str, Any]) -> dict[str, Any]:

@@ -35,14 +35,14 @@ POD_SIZES = {
 }
 
 
-def invoke(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+def invoke(*args: str, timeout: float = 1500, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "invoke", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **POD_SIZES},
+        env={**os.environ, **POD_SIZES, **(env or {})},
     )
 
 
@@ -98,3 +98,56 @@ def test_submit_a_rayjob_over_the_example_corpus(kind_cluster):
     assert f"job {name}: SUCCEEDED" in done.stdout
     status = invoke("status", "--backend", "rayjob", "--namespace", "default", "--job", name)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
+
+
+def test_a_team_cluster_up_submit_by_name_upgrade_and_down(kind_cluster):
+    """`invoke cluster`: an autoscaling RayCluster (a CPU group from 0, kind has no GPUs), a submit by
+    name that the autoscaler makes room for, an upgrade to a second tag of the image, and down."""
+    team = "raybake-team-e2e"
+    where = ("--name", team, "--kube-context", kind.context(kind_cluster), "--namespace", "default")
+    shape = ("--max-gpus", "0", "--max-cpu-workers", "1", "--idle-timeout", "60")
+    claim = {"INVOKE_RAYBAKE_PVC": CLAIM}
+    up = invoke("cluster", "up", *where, *shape, "--image", IMAGE, env=claim)
+    assert up.returncode == 0 and f"created RayCluster {team}" in up.stdout, up.stdout + up.stderr
+    try:
+        again = invoke("cluster", "up", *where, *shape, "--image", IMAGE, env=claim)
+        assert again.returncode == 0 and "exists" in again.stdout, again.stdout + again.stderr
+        wait_for_head(where)
+        job = f"raybake-team-{uuid.uuid4().hex[:8]}"
+        done = invoke(
+            "submit",
+            "--cluster",
+            team,
+            *where[2:],
+            "--corpus",
+            "examples/corpus",
+            "--output",
+            f"cluster:/mnt/data/{job}",
+            "--name",
+            job,
+            env=claim,
+        )
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        assert f"job {job}: SUCCEEDED" in done.stdout
+        second = f"{IMAGE.rsplit(':', 1)[0]}:e2e-upgrade"
+        subprocess.run(["docker", "tag", IMAGE, second], check=True)
+        subprocess.run(["kind", "load", "docker-image", "--name", kind_cluster, second], check=True)
+        upgraded = invoke("cluster", "upgrade", *where, *shape, "--image", second, env=claim)
+        assert upgraded.returncode == 0 and f"-> {second}" in upgraded.stdout, upgraded.stdout + upgraded.stderr
+        status = invoke("cluster", "status", *where)
+        assert status.returncode == 0 and f"image {second}" in status.stdout, status.stdout + status.stderr
+    finally:
+        down = invoke("cluster", "down", *where)
+    assert down.returncode == 0 and f"deleted RayCluster {team}" in down.stdout, down.stdout + down.stderr
+
+
+def wait_for_head(where: tuple[str, ...], timeout_s: float = 900) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = invoke("cluster", "status", *where)
+        if "head: Running" in status.stdout:
+            return
+        time.sleep(10)
+    raise AssertionError(f"the team cluster's head did not run in {timeout_s}s: {status.stdout}{status.stderr}")

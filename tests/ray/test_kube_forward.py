@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 from raybake.clusters.address import through_port_forward
 from raybake.config import Settings
-from raybake.versions import ray_version
+from raybake.versions import ROOT, ray_version
 
 IMAGE = "registry.example/raybake@sha256:" + "f" * 64
 TOKEN_ENV = "RAYBAKE_TEST_RAY_TOKEN"
@@ -40,6 +40,15 @@ def head_pod() -> dict:
             ],
         },
     }
+
+
+def team_cluster() -> dict:
+    """The RayCluster `invoke cluster up` made, as the API server returns it (with a status)."""
+    from raybake.kube.raycluster import raycluster
+
+    made = raycluster("prod", image=IMAGE, ray_version=ray_version(), settings=Settings(image=IMAGE, max_gpus=2))
+    made["metadata"].update({"namespace": "ml", "uid": "9b1c", "resourceVersion": "7"})
+    return {**made, "status": {"state": "ready", "head": {"podName": "prod-head-x7k2p"}}}
 
 
 def api_server(dashboard_port: int, seen: list[str], token: str) -> web.Application:
@@ -90,8 +99,36 @@ def api_server(dashboard_port: int, seen: list[str], token: str) -> web.Applicat
         await asyncio.gather(upstream(), downstream(), return_exceptions=True)
         return ws
 
+    async def rayclusters(request):
+        seen.append(f"{request.method} {request.path}")
+        if request.method == "PATCH":
+            seen.append(await request.text())
+        return web.json_response(team_cluster())
+
+    async def discovery(request):
+        # API discovery as an API server with KubeRay's CRDs installed answers it.
+        seen.append(request.path)
+        if request.path.rstrip("/") == "/apis":
+            version = {"groupVersion": "ray.io/v1", "version": "v1"}
+            group = {"name": "ray.io", "versions": [version], "preferredVersion": version}
+            return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]})
+        resources = [
+            {"name": plural, "singularName": plural[:-1], "namespaced": True, "kind": kind, "verbs": ["get", "patch"]}
+            for plural, kind in (("rayclusters", "RayCluster"), ("rayjobs", "RayJob"))
+        ]
+        return web.json_response({"kind": "APIResourceList", "groupVersion": "ray.io/v1", "resources": resources})
+
+    async def crd(request):
+        seen.append(request.path)
+        plural = request.match_info["name"].split(".")[0]
+        return web.json_response(yaml.safe_load((ROOT / "deploy" / "crds" / f"ray.io_{plural}.yaml").read_text()))
+
     app = web.Application()
     app[SOCKETS] = set()
+    for path in ("/apis", "/apis/", "/apis/ray.io/v1", "/apis/ray.io/v1/"):
+        app.router.add_get(path, discovery)
+    app.router.add_get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", crd)
+    app.router.add_route("*", "/apis/ray.io/v1/namespaces/{ns}/rayclusters/{name}", rayclusters)
     app.router.add_get("/api/v1/namespaces/{ns}/services/{name}", service)
     app.router.add_get("/api/v1/namespaces/{ns}/secrets/{name}", secret)
     app.router.add_get("/api/v1/namespaces/{ns}/pods", pods)
@@ -162,3 +199,58 @@ def test_a_rayjobs_head_gets_the_jobs_own_token_from_its_secret_never_the_users(
         assert ray.token != "planted-user-token-XYZ"
         assert ray.ray_version() == ray_version()  # the head accepted the job's own token
     assert "/api/v1/namespaces/ml/secrets/raybake-embed-1-ray-token" in kubeconfig
+
+
+def test_a_team_cluster_by_name_uses_its_own_token_and_image_and_sizes_the_job_to_its_gpus(kubeconfig, monkeypatch):
+    """`invoke submit --cluster prod` on a cluster `invoke cluster up` made: the token from the
+    cluster's Secret (not the user's), its image accepted though this checkout pushed another, and
+    the job asking for the GPU group's workers, which the autoscaler then adds."""
+    from raybake.clusters import team
+    from raybake.kube.client import Kube
+    from raybake.spec import JobSpec
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "planted-user-token-XYZ")
+    other = "registry.example/raybake@sha256:" + "0" * 64
+    settings = Settings(backend="address", cluster="prod", image=other)
+    with team.backend(settings, Kube(settings), "prod") as chosen:
+        assert isinstance(chosen, team.TeamClusterBackend)
+        assert chosen.token != "planted-user-token-XYZ"
+        assert chosen.expected_image == IMAGE
+        chosen.check_cluster()  # no --allow-image-mismatch: the cluster's own image is the one expected
+        placed = chosen.prepare(JobSpec(corpus="s3://bucket/c", output="s3://bucket/o", name="raybake-embed-1"))
+        assert placed.runs.job_args[-6:] == ("--workers", "2", "--cpus-per-worker", "8", "--device", "cuda")
+    assert "/api/v1/namespaces/ml/secrets/prod-ray-token" in kubeconfig
+
+
+def test_upgrade_is_refused_while_a_job_runs_on_the_cluster_and_goes_ahead_with_force(kubeconfig, ray_head):
+    """The jobs come from the real Ray head behind the port-forward; the patch goes to the API."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from raybake.clusters.team import TeamCluster
+    from raybake.errors import RaybakeError
+    from raybake.kube.client import Kube
+
+    newer = "registry.example/raybake@sha256:" + "e" * 64
+    settings = Settings(image=newer, max_gpus=2)
+    client = JobSubmissionClient(ray_head.url, headers={"Authorization": f"Bearer {ray_head.token}"})
+    job = client.submit_job(entrypoint="python -c 'import time; time.sleep(120)'")
+    try:
+        wait_for(lambda: client.get_job_status(job) == JobStatus.RUNNING)
+        with pytest.raises(RaybakeError, match=rf"refused: 1 job\(s\) still pending or running on prod \({job}\)"):
+            TeamCluster(settings, "prod", kube=Kube(settings)).upgrade()
+        assert not any(s.startswith("PATCH") for s in kubeconfig)
+        said = TeamCluster(settings, "prod", kube=Kube(settings)).upgrade(force=True)
+        assert f"image {IMAGE} -> {newer}" in said
+        assert any(s.startswith("PATCH /apis/ray.io/v1/namespaces/ml/rayclusters/prod") for s in kubeconfig)
+        assert newer in kubeconfig[-1]
+    finally:
+        client.stop_job(job)
+
+
+def wait_for(condition, timeout_s: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)

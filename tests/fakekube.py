@@ -60,12 +60,6 @@ class FakeKube(Kube):
     def create_owned(self, manifest: dict[str, Any], owner: dict[str, Any]) -> None:
         self.owned.append({**copy.deepcopy(manifest), "owner": owner["metadata"]["name"]})
 
-    def secret_value(self, name: str, key: str) -> str:
-        found = [o for o in self.owned if o["kind"] == "Secret" and o["metadata"]["name"] == name]
-        if not found:
-            raise RaybakeError(f"reading Secret {name!r} failed: HTTP 404 Not Found", 3)
-        return found[-1]["stringData"][key]
-
     def status_now(self) -> dict[str, Any]:
         """The next scripted status; the last one stays."""
         return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]

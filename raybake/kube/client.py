@@ -7,7 +7,6 @@ come back as plain dicts (the JSON the API sends), which raybake.kube.stuck read
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -164,11 +163,6 @@ class Kube:
         }
         self._call(f"creating {kind} {name!r}", create[kind], self.namespace, body)
 
-    def secret_value(self, name: str, key: str) -> str:
-        """One value of a Secret, decoded; never printed."""
-        secret = self._call(f"reading Secret {name!r}", self.core.read_namespaced_secret, name, self.namespace)
-        return base64.b64decode((secret.data or {}).get(key, "")).decode()
-
     def rayjob(self, name: str) -> dict[str, Any]:
         missing = RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", ExitCode.REFUSED)
         return self._call(
@@ -228,9 +222,6 @@ class Kube:
     def pods(self, selector: str) -> list[dict[str, Any]]:
         found = self._call("listing pods", self.core.list_namespaced_pod, self.namespace, label_selector=selector)
         return [self._json(p) for p in found.items]
-
-    def pod_log(self, name: str) -> str:
-        return self._call(f"reading the log of pod {name!r}", self.core.read_namespaced_pod_log, name, self.namespace)
 
     def head_pod(self, cluster: str) -> dict[str, Any]:
         """The running pod behind the cluster's head service, found as `kubectl port-forward svc/...` does."""

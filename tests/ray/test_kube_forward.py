@@ -9,7 +9,6 @@ relay and Ray's job API are real.
 from __future__ import annotations
 
 import asyncio
-import base64
 import struct
 import threading
 
@@ -42,13 +41,7 @@ def head_pod() -> dict:
     }
 
 
-def api_server(dashboard_port: int, seen: list[str], token: str) -> web.Application:
-    async def secret(request):
-        seen.append(request.path)
-        # A RayJob's token Secret as raybake creates it (tests/unit: manifests.token_secret).
-        data = {"auth_token": base64.b64encode(token.encode()).decode()}
-        return web.json_response({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": data})
-
+def api_server(dashboard_port: int, seen: list[str]) -> web.Application:
     async def service(request):
         seen.append(request.path)
         return web.json_response(
@@ -93,7 +86,6 @@ def api_server(dashboard_port: int, seen: list[str], token: str) -> web.Applicat
     app = web.Application()
     app[SOCKETS] = set()
     app.router.add_get("/api/v1/namespaces/{ns}/services/{name}", service)
-    app.router.add_get("/api/v1/namespaces/{ns}/secrets/{name}", secret)
     app.router.add_get("/api/v1/namespaces/{ns}/pods", pods)
     app.router.add_get("/api/v1/namespaces/{ns}/pods/{pod}/portforward", portforward)
     return app
@@ -103,7 +95,7 @@ def api_server(dashboard_port: int, seen: list[str], token: str) -> web.Applicat
 def kubeconfig(ray_head, tmp_path, monkeypatch):
     seen: list[str] = []
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(api_server(ray_head.dashboard_port, seen, ray_head.token or ""))
+    runner = web.AppRunner(api_server(ray_head.dashboard_port, seen))
     loop.run_until_complete(runner.setup())
     # Port 0 and read back: a port picked beforehand could be taken by one of Ray's processes.
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
@@ -149,16 +141,20 @@ def test_a_cluster_by_name_is_reached_through_its_head_service_and_checked(kubec
     assert any(s.endswith("portforward?ports=8265") and "/pods/prod-head-x7k2p/" in s for s in kubeconfig)
 
 
-def test_a_rayjobs_head_gets_the_jobs_own_token_from_its_secret_never_the_users(kubeconfig, monkeypatch):
+def test_a_rayjobs_head_gets_the_jobs_own_token_from_this_clients_state_never_the_users(
+    kubeconfig, monkeypatch, tmp_path, ray_head
+):
     """The user's token is for the cluster they named; a RayJob's head, whose image a workflow input
-    picks, gets the token raybake made for that job, read from the job's Secret."""
+    picks, gets the token raybake made for that job and kept in its state: no Secret is read."""
+    from raybake import state
     from raybake.clusters.rayjob import RayJobBackend
     from raybake.kube.client import Kube
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "planted-user-token-XYZ")
-    settings = Settings(backend="rayjob", image=IMAGE)
+    settings = Settings(backend="rayjob", image=IMAGE, state_file=str(tmp_path / "state.json"))
+    state.record_job_token(settings, "ml", "raybake-embed-1", ray_head.token or "")
     chosen = RayJobBackend(settings, kube=Kube(settings))
     with chosen._ray("prod", "raybake-embed-1") as ray:
         assert ray.token != "planted-user-token-XYZ"
         assert ray.ray_version() == ray_version()  # the head accepted the job's own token
-    assert "/api/v1/namespaces/ml/secrets/raybake-embed-1-ray-token" in kubeconfig
+    assert not [path for path in kubeconfig if "/secrets" in path]

@@ -10,6 +10,7 @@ import yaml
 from crd import crd_schema, kuberay_deletion_errors
 from fakekube import FakeKube
 
+from raybake import state
 from raybake.clusters import rayjob
 from raybake.clusters.rayjob import RayJobBackend
 from raybake.config import Settings
@@ -25,8 +26,10 @@ SPEC = JobSpec(corpus="s3://bucket/corpus", output="s3://bucket/out/j1", name="r
 
 
 @pytest.fixture(autouse=True)
-def no_waiting(monkeypatch):
+def no_waiting(monkeypatch, tmp_path):
     monkeypatch.setattr(rayjob, "POLL_S", 0)
+    # The state file (the jobs' tokens) under the test's own folder, never the checkout's.
+    monkeypatch.setattr(state, "ROOT", tmp_path)
 
 
 def backend(**kw) -> tuple[RayJobBackend, FakeKube]:
@@ -40,12 +43,32 @@ def test_submit_creates_a_valid_rayjob_the_operator_submits(capsys):
     assert code == 0
     (created,) = kube.created
     jsonschema.Draft7Validator(crd_schema("rayjobs")).validate(created)
-    assert created["spec"]["submissionMode"] == "SidecarMode"
+    assert created["spec"]["submissionMode"] == "HTTPMode"
     assert "created RayJob raybake-embed-1 in namespace ml" in capsys.readouterr().out
     # Token auth from a Secret raybake made for this job alone, deleted with the RayJob.
     (secret,) = kube.owned
     assert created["spec"]["rayClusterSpec"]["authOptions"]["secretName"] == secret["metadata"]["name"]
     assert secret["owner"] == "raybake-embed-1" and len(secret["stringData"]["auth_token"]) >= 32
+
+
+def test_the_jobs_token_stays_on_this_client_readable_by_its_user_alone_and_goes_with_the_rayjob():
+    chosen, kube = backend(statuses=[STATUSES["succeeded"]])
+    chosen.submit(chosen.prepare(SPEC))
+    (secret,) = kube.owned
+    assert state.job_token(SETTINGS, "ml", "raybake-embed-1") == secret["stringData"]["auth_token"]
+    assert state.path_of(SETTINGS).stat().st_mode & 0o777 == 0o600
+    # Another namespace's RayJob of that name is another job.
+    assert state.job_token(SETTINGS, "other", "raybake-embed-1") is None
+    chosen.stop("raybake-embed-1", delete=True)
+    assert state.job_token(SETTINGS, "ml", "raybake-embed-1") is None
+
+
+def test_a_rayjob_submitted_elsewhere_has_no_token_here_and_says_so_in_one_line():
+    chosen, kube = backend(statuses=[STATUSES["running"]])
+    kube.created.append(chosen.manifest(chosen.prepare(SPEC)))
+    with pytest.raises(RaybakeError, match="no Ray token for RayJob 'raybake-embed-1'.*submitted from another machine"):
+        chosen.logs("raybake-embed-1")
+    assert chosen.status("raybake-embed-1").status == "RUNNING"
 
 
 def test_follow_reports_phases_and_stuck_reasons_once_and_ends_on_the_rayjobs_status(capsys):

@@ -28,10 +28,12 @@ class FakeKube(Kube):
         kinds: tuple[str, ...] = ("RayCluster", "RayJob", "RayService"),
         connect: Callable[[], Any] | None = None,
         schema: dict[str, Any] | None = None,
+        events: list[dict[str, Any]] | None = None,
     ) -> None:
         self.namespace = "ml"
         self.statuses = list(statuses or [])
         self.pod_list = pods or []
+        self.event_list = events or []
         self.served = None if served is None else list(served)
         self.kinds = list(kinds)
         self.connect = connect
@@ -80,6 +82,9 @@ class FakeKube(Kube):
 
     def pods(self, selector: str) -> list[dict[str, Any]]:
         return self.pod_list
+
+    def events(self, *names: str) -> list[dict[str, Any]]:
+        return [e for e in self.event_list if e["involvedObject"]["name"] in names and e.get("type") == "Warning"]
 
     def head_pod(self, cluster: str) -> dict[str, Any]:
         if self.connect is None:

@@ -161,7 +161,10 @@ class RayJobBackend(Backend):
                 return status
             cluster = status.get("rayClusterName")
             pods = self.kube.pods(cluster_selector(cluster)) if cluster else []
-            lines.append(stuck.stuck_reason(status, pods, age_s=time.monotonic() - started))
+            # Until Ray's job runs, a pod that is never created shows only in its owner's events.
+            starting = status.get("jobStatus") != "RUNNING"
+            events = self.kube.events(name, *filter(None, [cluster])) if starting else []
+            lines.append(stuck.stuck_reason(status, pods, age_s=time.monotonic() - started, events=events))
             self._say(name, lines, said)
             if orphaned := stuck.no_operator(status, age_s=time.monotonic() - started):
                 raise RaybakeError(orphaned, ExitCode.UNREACHABLE)

@@ -223,6 +223,21 @@ class Kube:
         found = self._call("listing pods", self.core.list_namespaced_pod, self.namespace, label_selector=selector)
         return [self._json(p) for p in found.items]
 
+    def events(self, *names: str) -> list[dict[str, Any]]:
+        """The Warning events of the objects so named, of any kind: a RayJob, its RayCluster, the
+        Job a submitter would run in. Best effort: a Role without `list events` gets none."""
+        found: list[dict[str, Any]] = []
+        for name in names:
+            listed = self._call(
+                "listing events",
+                self.core.list_namespaced_event,
+                self.namespace,
+                field_selector=f"involvedObject.name={name},type=Warning",
+                answers={403: None},
+            )
+            found += [self._json(e) for e in (listed.items if listed else [])]
+        return found
+
     def head_pod(self, cluster: str) -> dict[str, Any]:
         """The running pod behind the cluster's head service, found as `kubectl port-forward svc/...` does."""
         service = head_service(cluster)

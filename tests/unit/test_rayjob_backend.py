@@ -21,6 +21,7 @@ from raybake.submit import submit
 SHAPES = Path(__file__).parent / "shapes"
 STATUSES = yaml.safe_load((SHAPES / "rayjobs.yaml").read_text())
 PODS = yaml.safe_load((SHAPES / "pods.yaml").read_text())
+EVENTS = yaml.safe_load((SHAPES / "events.yaml").read_text())
 SETTINGS = Settings(backend="rayjob", image="registry.example/raybake@sha256:" + "b" * 64)
 SPEC = JobSpec(corpus="s3://bucket/corpus", output="s3://bucket/out/j1", name="raybake-embed-1")
 
@@ -81,6 +82,26 @@ def test_follow_reports_phases_and_stuck_reasons_once_and_ends_on_the_rayjobs_st
     assert out.count("waits for GPUs") == 1
     assert "Initializing / -" in out and "Running / RUNNING" in out
     assert "no log (" in out  # no head to forward to: the RayJob's status still decides
+
+
+def test_a_namespace_that_refuses_the_pods_is_named_within_one_poll(capsys, monkeypatch):
+    """Pod Security admission refuses the head: no pod exists, only the RayCluster's event says why."""
+
+    def one_poll(look, every_s):
+        assert look() is None  # still starting
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rayjob.poll, "first", one_poll)
+    chosen, kube = backend(statuses=[STATUSES["initializing"]], events=list(EVENTS.values()))
+    kube.created.append(chosen.manifest(chosen.prepare(SPEC)))
+    with pytest.raises(KeyboardInterrupt):
+        chosen.follow("raybake-embed-1")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "Pod Security" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "raybake: raybake-embed-1: RayCluster raybake-embed-20261125-120000-bqgwh cannot create its pods: "
+        'the namespace enforces Pod Security "restricted:latest"'
+    )
 
 
 @pytest.mark.parametrize(("final", "code"), [("failed", 1), ("deadline", 1), ("stopped", 1), ("succeeded", 0)])

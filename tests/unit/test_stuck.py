@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import jsonschema
+import kubeshape
 import pytest
 import yaml
-import kubeshape
 from crd import crd_schema
 
 from raybake.kube.stuck import (

@@ -316,5 +316,6 @@ def test_the_role_in_deploy_grants_the_table_and_nothing_more():
 
 
 def test_the_table_parses_rows_a_later_task_adds():
-    text = "| Task | Resource | Verbs | Why |\n|---|---|---|---|\n| `cluster up` | `rayclusters.ray.io` | create, get | x |\n"
+    row = "| `cluster up` | `rayclusters.ray.io` | create, get | x |"
+    text = f"intro\n\n| Task | Resource | Verbs | Why |\n|---|---|---|---|\n{row}\n\nafter\n"
     assert documented(text) == {"cluster up": {("rayclusters.ray.io", "create"), ("rayclusters.ray.io", "get")}}

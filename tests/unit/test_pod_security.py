@@ -1,7 +1,7 @@
 """Every pod raybake makes, with what KubeRay adds to it, passes the Pod Security "restricted" profile.
 
 The checker (tests/podsecurity.py) is first shown to refuse what the standard refuses, then it
-judges the pods KubeRay v1.7.0 would create from each rendered RayJob (tests/kuberay_pods.py)
+judges the pods the pinned KubeRay would create from each rendered RayJob (tests/kuberay_pods.py)
 and the prepull DaemonSet's pod. SidecarMode, which raybake rendered before, is refused there:
 the reason raybake renders HTTPMode.
 """

@@ -1,7 +1,7 @@
 """The pods the pinned KubeRay (1.7) makes from a RayJob: raybake's templates plus what the operator adds.
 
-Read from ray-operator at the pinned tag (raybake.versions.KUBERAY), so that the Pod Security tests judge what the API server will
-be asked to admit, not only what raybake renders:
+Read from ray-operator at the pinned tag (raybake.versions.KUBERAY), so that the Pod Security
+tests judge what the API server will be asked to admit, not only what raybake renders:
 - every Ray container: the token's env (common/pod.go SetContainerTokenAuthEnvVars: RAY_AUTH_MODE,
   RAY_AUTH_TOKEN from the authOptions Secret) and /dev/shm as a Memory emptyDir (BuildPod,
   addEmptyDir);

@@ -9,13 +9,32 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from crd import served_crd_schema
 
 from raybake.errors import ExitCode, RaybakeError
 from raybake.kube.client import Kube
 from raybake.kube.portforward import Forward
+
+
+def use_stand_in_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    """A kubeconfig whose only context (namespace ml) is a stand-in API server on loopback `port`,
+    for tests that run the real kubernetes client against one."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "team", "context": {"cluster": "c", "user": "u", "namespace": "ml"}}],
+        "current-context": "team",
+    }
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
 
 
 class FakeKube(Kube):

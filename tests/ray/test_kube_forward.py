@@ -13,8 +13,8 @@ import struct
 import threading
 
 import pytest
-import yaml
 from aiohttp import WSMsgType, web
+from fakekube import use_stand_in_api
 
 from raybake.clusters.address import through_port_forward
 from raybake.config import Settings
@@ -101,17 +101,7 @@ def kubeconfig(ray_head, tmp_path, monkeypatch):
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
     port = runner.addresses[0][1]
     threading.Thread(target=loop.run_forever, daemon=True).start()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
-        "contexts": [{"name": "team", "context": {"cluster": "c", "user": "u", "namespace": "ml"}}],
-        "current-context": "team",
-    }
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    use_stand_in_api(tmp_path, monkeypatch, port)
     monkeypatch.setenv(TOKEN_ENV, ray_head.token or "")
     yield seen
 

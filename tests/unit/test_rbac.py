@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from fakekube import FakeKube
+from fakekube import FakeKube, use_stand_in_api
 from rbac import ACCESS, CLUSTER_SCOPED, DISCOVERY, documented, rbac_of, role_rules
 
 from raybake import state
@@ -92,17 +92,7 @@ def api(tmp_path, monkeypatch):
     handler = type("Handler", (Recorder,), {"seen": seen, "made": set()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
-        "contexts": [{"name": "team", "context": {"cluster": "c", "user": "u", "namespace": "ml"}}],
-        "current-context": "team",
-    }
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    use_stand_in_api(tmp_path, monkeypatch, server.server_address[1])
     yield Kube(Settings()), seen
     server.shutdown()
 

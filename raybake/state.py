@@ -1,7 +1,9 @@
-"""What raybake remembers between commands: the images it built and pushed, the cluster it started.
+"""What raybake remembers between commands: the images it built and pushed, the cluster it started,
+the Ray token of each RayJob it submitted.
 
 One small JSON file, `.raybake/state.json` (gitignored) in the project root by default, so a later `invoke
-submit` can name the image it expects and `invoke down` needs no flags.
+submit` can name the image it expects, `invoke down` needs no flags, and `invoke logs` reaches a RayJob's
+head without reading its Secret back (the tool needs no `get secrets`). It holds tokens: mode 0600.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from raybake.versions import ROOT
 IMAGES = "images"
 CLUSTERS = "clusters"
 LOCAL_HEADS = "local_ray"
+JOB_TOKENS = "job_tokens"
 
 
 def path_of(settings: Settings) -> Path:
@@ -58,6 +61,16 @@ def record_local_head(settings: Settings, port: str, entry: dict[str, Any] | Non
     _update(settings, LOCAL_HEADS, port, entry)
 
 
+def job_token(settings: Settings, namespace: str, job: str) -> str | None:
+    """The Ray token raybake made for RayJob `job` in `namespace`; None where another client made it."""
+    return _read(settings).get(JOB_TOKENS, {}).get(f"{namespace}/{job}")
+
+
+def record_job_token(settings: Settings, namespace: str, job: str, token: str | None) -> None:
+    """Keep the token of a RayJob this client submits; None forgets it (the RayJob was deleted)."""
+    _update(settings, JOB_TOKENS, f"{namespace}/{job}", token)
+
+
 def _read(settings: Settings) -> dict[str, Any]:
     try:
         return json.loads(path_of(settings).read_text())
@@ -75,6 +88,7 @@ def _update(settings: Settings, section: str, key: str, value: Any) -> None:
     else:
         entries[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp makes the file 0600, and the rename keeps that: the tokens are this user's alone.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
     with os.fdopen(fd, "w") as f:
         json.dump(state, f, indent=2, sort_keys=True)

@@ -9,13 +9,32 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from crd import served_crd_schema
 
 from raybake.errors import ExitCode, RaybakeError
 from raybake.kube.client import Kube
 from raybake.kube.portforward import Forward
+
+
+def use_stand_in_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    """A kubeconfig whose only context (namespace ml) is a stand-in API server on loopback `port`,
+    for tests that run the real kubernetes client against one."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "team", "context": {"cluster": "c", "user": "u", "namespace": "ml"}}],
+        "current-context": "team",
+    }
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
 
 
 class FakeKube(Kube):
@@ -28,10 +47,12 @@ class FakeKube(Kube):
         kinds: tuple[str, ...] = ("RayCluster", "RayJob", "RayService"),
         connect: Callable[[], Any] | None = None,
         schema: dict[str, Any] | None = None,
+        events: list[dict[str, Any]] | None = None,
     ) -> None:
         self.namespace = "ml"
         self.statuses = list(statuses or [])
         self.pod_list = pods or []
+        self.event_list = events or []
         self.served = None if served is None else list(served)
         self.kinds = list(kinds)
         self.connect = connect
@@ -68,7 +89,7 @@ class FakeKube(Kube):
     def secret_value(self, name: str, key: str) -> str:
         found = [o for o in self.owned if o["kind"] == "Secret" and o["metadata"]["name"] == name]
         if not found:
-            raise RaybakeError(f"reading Secret {name!r} failed: HTTP 404 Not Found", 3)
+            raise RaybakeError(f"reading Secret {name!r} failed: HTTP 404 Not Found", ExitCode.UNREACHABLE)
         return found[-1]["stringData"][key]
 
     def status_now(self) -> dict[str, Any]:
@@ -120,6 +141,9 @@ class FakeKube(Kube):
 
     def workloads(self, owner_uid: str) -> list[dict[str, Any]] | None:
         return self.workload_list
+
+    def events(self, *names: str) -> list[dict[str, Any]]:
+        return [e for e in self.event_list if e["involvedObject"]["name"] in names and e.get("type") == "Warning"]
 
     def head_pod(self, cluster: str) -> dict[str, Any]:
         if self.connect is None:

@@ -1,4 +1,11 @@
-"""KubeRay v1.7's submitter, as the shell sees it: one bash line from a RayJob, run by `bash -ce`.
+"""KubeRay v1.7's submitters: the operator's HTTP request (HTTPMode), and the bash line of the others.
+
+HTTPMode (what raybake renders): the operator posts the RayJob's entrypoint, runtime env and
+metadata as JSON to the head's `/api/jobs/` (dashboardclient/dashboard_httpclient.go,
+ConvertRayJobToReq and SubmitJobReq), with the cluster's token in `x-ray-authorization`, then
+polls `/api/jobs/<id>`. No container runs for it. http_submit sends that request.
+
+The other modes run a shell: `run_submitter` below.
 
 KubeRay's controller (ray-operator/controllers/ray/common/job.go, BuildJobSubmitCommand) joins
 words with spaces into a single string: a wait for the dashboard, then `ray job submit` with the
@@ -13,6 +20,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +81,44 @@ def run_submitter(
     return subprocess.run(
         ["/bin/bash", "-ce", "--", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def http_request(rayjob: dict[str, Any]) -> dict[str, Any]:
+    """ConvertRayJobToReq: the JSON body of the operator's POST (omitempty fields left out)."""
+    spec = rayjob["spec"]
+    body: dict[str, Any] = {"entrypoint": spec["entrypoint"], "submission_id": rayjob["metadata"]["name"]}
+    if spec.get("runtimeEnvYAML"):
+        body["runtime_env"] = yaml.safe_load(spec["runtimeEnvYAML"])
+    if spec.get("metadata"):
+        body["metadata"] = spec["metadata"]
+    return body
+
+
+def http_submit(rayjob: dict[str, Any], *, address: str, token: str, timeout: float = 600) -> dict[str, Any]:
+    """Submit as the operator does in HTTPMode and poll until the job ends; its final job info."""
+    headers = {"Content-Type": "application/json", "x-ray-authorization": f"Bearer {token}"}
+
+    def call(path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{address}{path}", data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{path}: HTTP {exc.code}: {exc.read().decode()[-2000:]}") from None
+
+    deadline = time.monotonic() + timeout
+    while True:
+        # A head whose job agent is not up yet answers 500; the operator requeues and submits again.
+        try:
+            job_id = call("/api/jobs/", http_request(rayjob))["job_id"]
+            break
+        except AssertionError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+    while (info := call(f"/api/jobs/{job_id}"))["status"] not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {info['status']} after {timeout}s")
+        time.sleep(1)
+    return {**info, "logs": call(f"/api/jobs/{job_id}/logs")["logs"]}

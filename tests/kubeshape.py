@@ -16,11 +16,14 @@ from kubernetes.client import ApiClient
 LIST = re.compile(r"^[Ll]ist\[(.+)\]$")
 # The client writes maps as dict(str, T) in some releases and dict[str, T] in others.
 DICT = re.compile(r"^(?:dict\(str, (.+)\)|[Dd]ict\[str, (.+)\])$")
-SCALARS = {"str": str, "int": int, "bool": bool, "float": (int, float)}
+# Times travel as RFC 3339 strings.
+SCALARS = {"str": str, "int": int, "bool": bool, "float": (int, float), "datetime": str}
 
 
 def unknown_fields(value: Any, kind: str, path: str = "") -> list[str]:
     """Paths of fields that the type `kind` (e.g. V1DaemonSet) does not have, or of the wrong type."""
+    if value is None:  # the API prints an unset optional field as null (an event's timestamps)
+        return []
     if match := LIST.match(kind):
         if not isinstance(value, list):
             return [f"{path}: not a list"]

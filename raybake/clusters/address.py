@@ -401,7 +401,7 @@ def through_port_forward(
     cluster: str,
     *,
     token: str | None = None,
-    kind: type[AddressBackend] = AddressBackend,
+    kind: type[AddressBackend] | None = None,
     **extra: Any,
 ) -> AddressBackend:
     """The address backend (or `kind` of it, made with `extra`) on a RayCluster, reached through
@@ -411,4 +411,5 @@ def through_port_forward(
     head = kube.head_pod(cluster)
     images = running_images(kube.pods(cluster_selector(cluster)))
     forward = kube.forward(head["metadata"]["name"], RAY_DASHBOARD_PORT)
-    return kind(settings, forward.url, token=token, forward=forward, cluster_images=images, **extra)
+    made = kind or AddressBackend
+    return made(settings, forward.url, token=token, forward=forward, cluster_images=images, **extra)

@@ -1,7 +1,7 @@
 """A KubeRay RayJob per submit: a cluster of the image's pods that lives as long as the job.
 
-The job id is the RayJob's name. KubeRay submits the entrypoint itself (K8sJobMode) when the
-corpus is already where the cluster reads it; a local corpus must be uploaded from here, so
+The job id is the RayJob's name. KubeRay's operator submits the entrypoint itself (HTTPMode) when
+the corpus is already where the cluster reads it; a local corpus must be uploaded from here, so
 then KubeRay only makes the cluster (InteractiveMode), raybake submits through a port-forward
 and tells the RayJob the Ray job's id. Logs come the same way; status always from the RayJob,
 which outlives the cluster.
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from raybake import console, poll
+from raybake import console, poll, state
 from raybake.clusters import transport
 from raybake.clusters.address import AddressBackend, through_port_forward
 from raybake.clusters.base import Backend, Placed
@@ -25,7 +25,7 @@ from raybake.errors import ExitCode, RaybakeError
 from raybake.image.pushed import image_for
 from raybake.kube import kueue, manifests, stuck
 from raybake.kube.client import Kube
-from raybake.kube.kuberay import MANAGED_SELECTOR, cluster_selector, submitter_selector
+from raybake.kube.kuberay import MANAGED_SELECTOR, cluster_selector
 from raybake.result import JobResult, ended
 from raybake.spec import JobSpec, shown_entrypoint
 from raybake.versions import git_sha, origin_env, ray_version
@@ -97,25 +97,33 @@ class RayJobBackend(Backend):
         created = self.kube.create_rayjob(manifest)
         name = manifest["metadata"]["name"]
         console.say(f"created RayJob {name} in namespace {self.kube.namespace}")
+        token = secrets.token_urlsafe(32)
+        # Kept here, not read back from the Secret later: this client then needs no `get secrets`.
+        state.record_job_token(self.settings, self.kube.namespace, name, token)
         try:
             # Owned by the RayJob: they go when it goes. Until the Secret exists the pods wait for it.
-            for companion in self.companions(name, secrets.token_urlsafe(32)):
+            for companion in self.companions(name, token):
                 self.kube.create_owned(companion, created)
         except RaybakeError as exc:
-            self.kube.delete_rayjob(name)
+            self._delete(name)
             raise RaybakeError(f"{exc} (RayJob {name} deleted)", exc.code) from None
         if placed.uploads:
             try:
                 self._submit_with_upload(name, placed)
             except (RaybakeError, KeyboardInterrupt) as exc:
                 # Nothing runs yet: a RayJob left Waiting would hold its pods until the deadline.
-                self.kube.delete_rayjob(name)
+                self._delete(name)
                 if isinstance(exc, KeyboardInterrupt):
                     raise RaybakeError(
                         f"interrupted before the job started; RayJob {name} deleted", ExitCode.INTERRUPTED
                     ) from None
                 raise RaybakeError(f"{exc} (RayJob {name} deleted)", exc.code) from None
         return name
+
+    def _delete(self, name: str) -> None:
+        """Delete the RayJob (its Secret goes with it) and forget its token here."""
+        self.kube.delete_rayjob(name)
+        state.record_job_token(self.settings, self.kube.namespace, name, None)
 
     def _submit_with_upload(self, name: str, placed: Placed) -> None:
         """InteractiveMode: wait for the cluster, submit with the corpus, tell KubeRay the job id."""
@@ -130,8 +138,18 @@ class RayJobBackend(Backend):
 
     def _ray(self, cluster: str, job: str) -> AddressBackend:
         """The job's head through a port-forward, with the job's own token: never the user's."""
-        token = self.kube.secret_value(manifests.token_secret_name(job), manifests.TOKEN_KEY)
-        return through_port_forward(self.settings, self.kube, cluster, token=token)
+        return through_port_forward(self.settings, self.kube, cluster, token=self._token(job))
+
+    def _token(self, job: str) -> str:
+        """The token this client made for the job (kept in its state, so no Secret is read back)."""
+        token = state.job_token(self.settings, self.kube.namespace, job)
+        if token is None:
+            raise RaybakeError(
+                f"no Ray token for RayJob {job!r} in this client's state ({state.path_of(self.settings)}): "
+                "it was submitted from another machine; read its logs there (its status works anywhere)",
+                ExitCode.REFUSED,
+            )
+        return token
 
     def _wait(self, name: str, *, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """Poll the RayJob until `until(status)` or it ends; say each new phase and why it is stuck."""
@@ -152,7 +170,10 @@ class RayJobBackend(Backend):
                 return status
             cluster = status.get("rayClusterName")
             pods = self.kube.pods(cluster_selector(cluster)) if cluster else []
-            lines.append(stuck.stuck_reason(status, pods, age_s=time.monotonic() - started))
+            # Until Ray's job runs, a pod that is never created shows only in its owner's events.
+            starting = status.get("jobStatus") != "RUNNING"
+            events = self.kube.events(name, *filter(None, [cluster])) if starting else []
+            lines.append(stuck.stuck_reason(status, pods, age_s=time.monotonic() - started, events=events))
             self._say(name, lines, said)
             if orphaned := stuck.no_operator(status, age_s=time.monotonic() - started):
                 raise RaybakeError(orphaned, ExitCode.UNREACHABLE)
@@ -204,27 +225,25 @@ class RayJobBackend(Backend):
         return self._queued(found) or stuck.result_of(job_id, found.get("status"))
 
     def logs(self, job_id: str) -> str:
-        """From Ray while the cluster lives; afterwards what a K8sJobMode submitter pod kept, if any
-        (SidecarMode's submitter goes with the head)."""
+        """From Ray while the cluster lives. HTTPMode has no submitter pod to keep a copy: once the
+        head is gone (ttl_after_finished_s) the outputs and manifest.json are the record."""
         status = self.kube.rayjob(job_id).get("status") or {}
-        if status.get("rayClusterName") and status.get("jobId"):
-            try:
-                with self._ray(status["rayClusterName"], job_id) as ray:
-                    return ray.client.get_job_logs(status["jobId"])
-            except RaybakeError:
-                pass
-        submitters = self.kube.pods(submitter_selector(job_id))
-        if not submitters:
+        if not (status.get("rayClusterName") and status.get("jobId")):
+            raise RaybakeError(f"{job_id!r} has no Ray job yet ({stuck.phase(status)})", ExitCode.REFUSED)
+        self._token(job_id)  # a token this client lacks is not a cluster that is gone
+        try:
+            with self._ray(status["rayClusterName"], job_id) as ray:
+                return ray.client.get_job_logs(status["jobId"])
+        except RaybakeError as exc:
             raise RaybakeError(
-                f"the logs of {job_id!r} are gone with its cluster (ttlSecondsAfterFinished)", ExitCode.REFUSED
-            )
-        return self.kube.pod_log(submitters[-1]["metadata"]["name"])
+                f"the logs of {job_id!r} are gone with its cluster (ttlSecondsAfterFinished): {exc}", exc.code
+            ) from None
 
     def stop(self, job_id: str, *, delete: bool = False) -> bool:
         """Suspend: KubeRay stops the Ray job and removes the cluster, the RayJob stays; or delete it all."""
         self.kube.rayjob(job_id)
         if delete:
-            self.kube.delete_rayjob(job_id)
+            self._delete(job_id)
         else:
             self.kube.patch_rayjob(job_id, SUSPEND)
         return True

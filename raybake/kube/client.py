@@ -165,11 +165,6 @@ class Kube:
         }
         self._call(f"creating {kind} {name!r}", create[kind], self.namespace, body)
 
-    def secret_value(self, name: str, key: str) -> str:
-        """One value of a Secret, decoded; never printed."""
-        secret = self._call(f"reading Secret {name!r}", self.core.read_namespaced_secret, name, self.namespace)
-        return base64.b64decode((secret.data or {}).get(key, "")).decode()
-
     def rayjob(self, name: str) -> dict[str, Any]:
         missing = RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", ExitCode.REFUSED)
         return self._call(
@@ -205,6 +200,12 @@ class Kube:
             label_selector=selector,
         )
         return found.get("items", [])
+
+    def secret_value(self, name: str, key: str) -> str:
+        """One value of a Secret, decoded; never printed. Only a team cluster's token is read so
+        (a RayJob's stays in the state of the client that made it)."""
+        secret = self._call(f"reading Secret {name!r}", self.core.read_namespaced_secret, name, self.namespace)
+        return base64.b64decode((secret.data or {}).get(key, "")).decode()
 
     # RayClusters: a team's long-lived cluster (raybake.clusters.team)
     @property
@@ -298,8 +299,20 @@ class Kube:
         found = self._call("listing pods", self.core.list_namespaced_pod, self.namespace, label_selector=selector)
         return [self._json(p) for p in found.items]
 
-    def pod_log(self, name: str) -> str:
-        return self._call(f"reading the log of pod {name!r}", self.core.read_namespaced_pod_log, name, self.namespace)
+    def events(self, *names: str) -> list[dict[str, Any]]:
+        """The Warning events of the objects so named, of any kind: a RayJob, its RayCluster, the
+        Job a submitter would run in. Best effort: a Role without `list events` gets none."""
+        found: list[dict[str, Any]] = []
+        for name in names:
+            listed = self._call(
+                "listing events",
+                self.core.list_namespaced_event,
+                self.namespace,
+                field_selector=f"involvedObject.name={name},type=Warning",
+                answers={403: None},
+            )
+            found += [self._json(e) for e in (listed.items if listed else [])]
+        return found
 
     def head_pod(self, cluster: str) -> dict[str, Any]:
         """The running pod behind the cluster's head service, found as `kubectl port-forward svc/...` does."""

@@ -6,8 +6,15 @@ lists built by pure functions, so tests check them where kind cannot run.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from raybake import console
 from raybake.errors import ExitCode, RaybakeError
@@ -16,6 +23,15 @@ from raybake.versions import HELM, KUBERAY, ROOT
 KIND_CONFIG = ROOT / "deploy" / "kind.yaml"
 CHART_REPO = ("kuberay", "https://ray-project.github.io/kuberay-helm/")
 OPERATOR_NAMESPACE = "kuberay-system"
+# Where raybake's jobs run on the kind cluster: a namespace that enforces Pod Security
+# "restricted", reached as a ServiceAccount bound only to deploy/rbac/role.yaml's Role.
+NAMESPACE = "raybake"
+ROLE = ROOT / "deploy" / "rbac" / "role.yaml"
+SERVICE_ACCOUNT = next(d for d in yaml.safe_load_all(ROLE.read_text()) if d["kind"] == "ServiceAccount")["metadata"][
+    "name"
+]
+RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+TOKEN_HOURS = 12
 
 
 def context(cluster: str) -> str:
@@ -60,6 +76,43 @@ def operator_argvs(cluster: str) -> list[list[str]]:
     ]
 
 
+def namespace() -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": RESTRICTED}}
+
+
+def apply_argv(cluster: str, *, namespace: str | None = None) -> list[str]:
+    """`kubectl apply` of stdin as the kind cluster's admin (what kind wrote)."""
+    where = ["--namespace", namespace] if namespace else []
+    return ["kubectl", "apply", "--context", context(cluster), *where, "-f", "-"]
+
+
+def token_argv(cluster: str) -> list[str]:
+    return [
+        "kubectl", "create", "token", SERVICE_ACCOUNT, "--namespace", NAMESPACE,
+        "--context", context(cluster), "--duration", f"{TOKEN_HOURS}h",
+    ]  # fmt: skip
+
+
+def kubeconfig_path(cluster: str) -> Path:
+    """The ServiceAccount's own kubeconfig: the admin's stays as kind wrote it."""
+    return ROOT / ".raybake" / f"kind-{cluster}-{SERVICE_ACCOUNT}.kubeconfig"
+
+
+def service_account_kubeconfig(admin: dict[str, Any], *, cluster: str, token: str) -> dict[str, Any]:
+    """The kind cluster's server and CA from the admin's (minified) config, the ServiceAccount's
+    token, the namespace: one context, current."""
+    name = f"{SERVICE_ACCOUNT}@{context(cluster)}"
+    server = admin["clusters"][0]
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [server],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": server["name"], "user": name, "namespace": NAMESPACE}}],
+        "current-context": name,
+    }
+
+
 def load_argv(cluster: str, image: str) -> list[str]:
     return ["kind", "load", "docker-image", image, "--name", cluster]
 
@@ -79,12 +132,13 @@ def delete_argv(cluster: str) -> list[str]:
     return ["kind", "delete", "cluster", "--name", cluster]
 
 
-def _run(argv: list[str], *, stdin: str | None = None) -> str:
+def _run(argv: list[str], *, stdin: str | None = None, quiet: bool = False) -> str:
+    """Run a command; `quiet`: its output is a credential, so neither it nor the command is shown."""
     if shutil.which(argv[0]) is None:
         raise RaybakeError(
             f"`{argv[0]}` is not installed; kind-up needs kind, helm, kubectl and Docker", ExitCode.REFUSED
         )
-    console.say(" ".join(argv))
+    console.say(" ".join(argv) if not quiet else f"{' '.join(argv[:3])} ...")
     done = subprocess.run(argv, capture_output=True, text=True, input=stdin)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -110,7 +164,28 @@ def up(cluster: str, *, image: str | None) -> None:
         _run(load_argv(cluster, image))
     else:
         console.say("no image built yet; `invoke build --variant cpu`, then `invoke kind.up` again loads it")
-    console.say(f"kind cluster {cluster!r} ready (context {context(cluster)}); `invoke submit --backend rayjob`")
+    path = least_privilege(cluster)
+    console.say(
+        f"kind cluster {cluster!r} ready (context {context(cluster)}); as raybake's Role in the restricted "
+        f"namespace {NAMESPACE!r}: KUBECONFIG={path} invoke submit --backend rayjob"
+    )
+
+
+def least_privilege(cluster: str) -> Path:
+    """The restricted namespace, the Role and its ServiceAccount, and a kubeconfig that is that account."""
+    _run(apply_argv(cluster), stdin=json.dumps(namespace()))
+    _run(apply_argv(cluster, namespace=NAMESPACE), stdin=ROLE.read_text())
+    minified = ["kubectl", "config", "view", "--raw", "--minify", "--context", context(cluster), "-o", "json"]
+    admin = json.loads(_run(minified, quiet=True))
+    token = _run(token_argv(cluster), quiet=True).strip()
+    path = kubeconfig_path(cluster)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written 0600 and renamed into place: the token is never readable by others, even briefly.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kubeconfig-")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(service_account_kubeconfig(admin, cluster=cluster, token=token), f)
+    os.replace(tmp, path)
+    return path
 
 
 def down(cluster: str) -> bool:

@@ -29,11 +29,6 @@ def cluster_selector(cluster: str) -> str:
     return f"{CLUSTER_LABEL}={cluster}"
 
 
-def submitter_selector(job: str) -> str:
-    """The pod that KubeRay's submitter Job runs for a RayJob in K8sJobMode."""
-    return f"{SUBMITTER_LABELS[0]}={job}"
-
-
 def head_service(cluster: str) -> str:
     """The Service KubeRay puts in front of a cluster's head."""
     return f"{cluster}-head-svc"

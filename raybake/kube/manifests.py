@@ -31,6 +31,8 @@ SECRET = re.compile(r"token|password|secret|credential|api[_-]?key|access[_-]?ke
 JOB_LABEL = "raybake.io/job"
 # The key of the Ray token in its Secret: KubeRay v1.7 reads this one.
 TOKEN_KEY = "auth_token"
+# KubeRay's operator submits the job over HTTP: it adds no container (docs/clusters.md).
+SUBMISSION_MODE = "HTTPMode"
 # What a runtime env value may hold: no character any shell gives a meaning to.
 SHELL_INERT = re.compile(r"[A-Za-z0-9_.:/@+=,-]*")
 
@@ -171,8 +173,8 @@ def image_env(image: str) -> list[dict[str, str]]:
 
 
 def token_auth(name: str) -> dict[str, str]:
-    """Ray token auth on every cluster raybake makes: KubeRay gives each pod (and a RayJob's
-    submitter) RAY_AUTH_TOKEN from this Secret, which raybake creates beside it (token_secret)."""
+    """Ray token auth on every cluster raybake makes: KubeRay gives each pod RAY_AUTH_TOKEN from
+    this Secret, which raybake creates beside it (token_secret); its operator sends it too."""
     return {"mode": "token", "secretName": token_secret_name(name)}
 
 
@@ -250,9 +252,10 @@ def rayjob(
     env = image_env(image)
     job: dict[str, Any] = {
         # InteractiveMode: KubeRay makes the cluster and waits; raybake submits with the upload.
-        # SidecarMode: `ray job submit` runs in a container beside the head, from the head's image
-        # that its node already holds; K8sJobMode would schedule a pod that pulls it once more.
-        "submissionMode": "InteractiveMode" if interactive else "SidecarMode",
+        # HTTPMode: the operator posts the job to the head's dashboard itself, so no submitter
+        # container or pod exists: nothing to pull again and nothing outside the restricted Pod
+        # Security profile (SidecarMode's container carries no securityContext and takes none).
+        "submissionMode": "InteractiveMode" if interactive else SUBMISSION_MODE,
         "entrypoint": spec.command(),
         **lifetime(settings),
         "backoffLimit": settings.backoff_limit,
@@ -303,8 +306,7 @@ def with_object_store(cluster: dict[str, Any], *, settings: Settings) -> dict[st
     Secrets as envFrom, the endpoint variables, the CA bundle's mount.
 
     The driver runs on the head and the workers read and write the store, so those are all the
-    job's readers. The submitter (SidecarMode) is a container KubeRay adds to the head pod from
-    its own template; it only runs `ray job submit` against the head and reads no store.
+    job's readers (in HTTPMode KubeRay adds no submitter container).
     """
     from raybake import objectstore
 
@@ -321,9 +323,11 @@ def with_object_store(cluster: dict[str, Any], *, settings: Settings) -> dict[st
 def inert(runtime_env: dict[str, Any]) -> dict[str, Any]:
     """The runtime env, refused if any value could mean something to a shell.
 
-    KubeRay's submitter puts the runtime env's JSON inside double quotes of one bash line, where
-    `$(...)`, backticks and `$VAR` still expand. So nothing user-given goes there (the job's
-    options travel in the entrypoint, base64), and this keeps it so by construction."""
+    HTTPMode sends it as JSON, but KubeRay's other modes (K8sJobMode is its default, so a
+    `--dry-run` applied by hand with the mode removed runs it) put the runtime env's JSON inside
+    double quotes of one bash line, where `$(...)`, backticks and `$VAR` still expand. So nothing
+    user-given goes there (the job's options travel in the entrypoint, base64), and this keeps it
+    so by construction."""
     for value in _strings(runtime_env):
         if not SHELL_INERT.fullmatch(value):
             raise RaybakeError(
@@ -361,7 +365,7 @@ def token_secret(job: str, token: str) -> dict[str, Any]:
 
 
 def network_policy(job: str) -> dict[str, Any]:
-    """Only the job's own pods (workers, head, KubeRay's submitter) reach its head.
+    """Only the job's own pods (workers, head) reach its head.
 
     A port-forward (the client's path, through the kubelet) is not pod traffic and still works;
     other pods of the namespace, and anything outside it, are cut off from the head's ports."""

@@ -7,6 +7,7 @@ longer makes progress is told as one line with the reason, never a silent spinne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from raybake.kube.kuberay import GROUP, VERSION
@@ -14,6 +15,10 @@ from raybake.result import JobResult
 
 PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CRASH_ERRORS = ("CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+# The Pod Security admission's refusal, as its message says it, and the events that report a
+# pod, Job or cluster that could not be created (the Job/ReplicaSet controllers', KubeRay's).
+POD_SECURITY = "violates PodSecurity"
+CREATE_FAILURES = ("FailedCreate", "FailedToCreateHeadPod", "FailedToCreateWorkerPod", "FailedToCreateRayCluster")
 # A RayJob whose status stays empty this long has no operator acting on it.
 NO_OPERATOR_AFTER_S = 60.0
 
@@ -74,6 +79,27 @@ def pod_problem(pod: dict[str, Any]) -> str | None:
     return None
 
 
+def event_problem(events: Sequence[dict[str, Any]]) -> str | None:
+    """Why pods are not even created, from the Warning events of the RayJob, its RayCluster and what
+    they own: the namespace's Pod Security admission refusing them, or another refused create."""
+    warnings = [e for e in events if e.get("type") == "Warning"]
+    for wanted in (POD_SECURITY, *CREATE_FAILURES):
+        for event in warnings:
+            message = " ".join((event.get("message") or "").split())
+            if wanted not in message and event.get("reason") != wanted:
+                continue
+            obj = event.get("involvedObject", {})
+            who = f"{obj.get('kind', '?')} {obj.get('name', '?')}"
+            if wanted == POD_SECURITY:
+                level, _, why = message.partition(f"{POD_SECURITY} ")[2].partition(": ")
+                return (
+                    f"{who} cannot create its pods: the namespace enforces Pod Security {level} and refuses "
+                    f"them ({why}); ask its admins, or see docs/clusters.md on Pod Security"
+                )
+            return f"{who} cannot create its pods ({event['reason']}): {message}"
+    return None
+
+
 def no_operator(status: dict[str, Any] | None, *, age_s: float) -> str | None:
     """The CRDs are installed but nothing acts on them: the status stays empty."""
     if (status or {}).get("jobDeploymentStatus") or age_s <= NO_OPERATOR_AFTER_S:
@@ -84,7 +110,13 @@ def no_operator(status: dict[str, Any] | None, *, age_s: float) -> str | None:
     )
 
 
-def stuck_reason(status: dict[str, Any] | None, pods: list[dict[str, Any]], *, age_s: float) -> str | None:
+def stuck_reason(
+    status: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    *,
+    age_s: float,
+    events: Sequence[dict[str, Any]] = (),
+) -> str | None:
     """The first reason the RayJob makes no progress, or None while it is merely starting."""
     if reason := no_operator(status, age_s=age_s):
         return reason
@@ -92,7 +124,7 @@ def stuck_reason(status: dict[str, Any] | None, pods: list[dict[str, Any]], *, a
         problem = pod_problem(pod)
         if problem:
             return problem
-    return None
+    return event_problem(events)
 
 
 def api_problem(served: list[str] | None) -> str | None:

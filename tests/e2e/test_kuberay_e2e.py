@@ -1,5 +1,8 @@
 """kind + the pinned KubeRay operator + the built image: `invoke submit --backend rayjob` end to end.
 
+It runs as raybake's documented Role (deploy/rbac/role.yaml, bound to a ServiceAccount) in a
+namespace that enforces Pod Security "restricted", as `invoke kind.up` makes them.
+
 Runs on GitHub-hosted runners after `invoke build --variant cpu` (e2e-kind.yml); skipped where
 kind is not installed, such as the development machine. RAYBAKE_E2E_IMAGE names another image.
 """
@@ -35,14 +38,13 @@ POD_SIZES = {
 }
 
 
-def invoke(*args: str, timeout: float = 1500, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def invoke(
+    *args: str, timeout: float = 1500, kubeconfig: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`kubeconfig`: run as that account (the ServiceAccount's) instead of the runner's admin."""
+    env = {**os.environ, **POD_SIZES, **({"KUBECONFIG": kubeconfig} if kubeconfig else {}), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **POD_SIZES, **(env or {})},
+        [sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -63,23 +65,40 @@ def kind_cluster():
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
     }
     try:
-        client.CoreV1Api().create_namespaced_persistent_volume_claim("default", claim)
+        # As the admin: the Role makes no claims, the job only mounts one.
+        client.CoreV1Api().create_namespaced_persistent_volume_claim(kind.NAMESPACE, claim)
     except ApiException as exc:
         if exc.status != 409:
             raise
     return cluster
 
 
+def test_the_namespace_enforces_restricted_and_the_account_reads_no_secret(kind_cluster):
+    from kubernetes import client
+
+    labels = client.CoreV1Api().read_namespace(kind.NAMESPACE).metadata.labels
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    as_account = {**os.environ, "KUBECONFIG": str(kind.kubeconfig_path(kind_cluster))}
+    for verb, resource, answer in (
+        ("get", "secrets", "no"),
+        ("list", "secrets", "no"),
+        ("create", "rayjobs.ray.io", "yes"),
+    ):
+        done = subprocess.run(
+            ["kubectl", "auth", "can-i", verb, resource], capture_output=True, text=True, env=as_account
+        )
+        assert done.stdout.strip() == answer, (verb, resource, done.stdout, done.stderr)
+
+
 def test_submit_a_rayjob_over_the_example_corpus(kind_cluster):
     name = f"raybake-e2e-{uuid.uuid4().hex[:8]}"
+    account = str(kind.kubeconfig_path(kind_cluster))
     done = invoke(
         "submit",
         "--backend",
         "rayjob",
-        "--kube-context",
-        kind.context(kind_cluster),
         "--namespace",
-        "default",
+        kind.NAMESPACE,
         "--image",
         IMAGE,
         "--corpus",
@@ -92,11 +111,12 @@ def test_submit_a_rayjob_over_the_example_corpus(kind_cluster):
         "1",
         "--name",
         name,
+        kubeconfig=account,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert f"done: {EXAMPLE_DOCS} ok, 0 error, 0 missing of {EXAMPLE_DOCS} documents" in done.stdout
     assert f"job {name}: SUCCEEDED" in done.stdout
-    status = invoke("status", "--backend", "rayjob", "--namespace", "default", "--job", name)
+    status = invoke("status", "--backend", "rayjob", "--namespace", kind.NAMESPACE, "--job", name, kubeconfig=account)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
 
 
@@ -104,7 +124,8 @@ def test_a_team_cluster_up_submit_by_name_upgrade_and_down(kind_cluster):
     """`invoke cluster`: an autoscaling RayCluster (a CPU group from 0, kind has no GPUs), a submit by
     name that the autoscaler makes room for, an upgrade to a second tag of the image, and down."""
     team = "raybake-team-e2e"
-    where = ("--name", team, "--kube-context", kind.context(kind_cluster), "--namespace", "default")
+    # In the namespace that enforces Pod Security restricted, as the admin (the Role is the jobs').
+    where = ("--name", team, "--kube-context", kind.context(kind_cluster), "--namespace", kind.NAMESPACE)
     shape = ("--max-gpus", "0", "--max-cpu-workers", "1", "--idle-timeout", "60")
     claim = {"INVOKE_RAYBAKE_PVC": CLAIM}
     up = invoke("cluster", "up", *where, *shape, "--image", IMAGE, env=claim)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from fakekube import FakeKube
 
+from raybake import state
 from raybake.clusters import address, rayjob
 from raybake.clusters.address import AddressBackend, through_port_forward
 from raybake.clusters.rayjob import RayJobBackend
@@ -157,13 +158,6 @@ class OperatorOverRealRay(FakeKube):
         self.head = head
         self.slow = slow
 
-    def create_owned(self, manifest, owner):
-        # KubeRay's cluster takes its token from the job's Secret; this test's head has one already,
-        # so the Secret holds that one, and raybake's port-forward must read it from there.
-        if manifest["kind"] == "Secret":
-            manifest = {**manifest, "stringData": {"auth_token": self.head.token}}
-        super().create_owned(manifest, owner)
-
     def status_now(self):
         job_ids = [p["spec"]["jobId"] for p in self.patches if "jobId" in p.get("spec", {})]
         if not job_ids:
@@ -188,6 +182,10 @@ def test_a_rayjob_with_a_local_corpus_uploads_it_through_the_port_forward(
     settings, ray_head, corpus, tmp_path, capfd, monkeypatch, slow
 ):
     monkeypatch.setattr(rayjob, "POLL_S", 0.2)
+    # KubeRay's cluster takes its token from the job's Secret; this test's head has one already, so
+    # the job's token is that one, and raybake's port-forward must send it from its own state.
+    monkeypatch.setattr(rayjob.secrets, "token_urlsafe", lambda nbytes: ray_head.token)
+    monkeypatch.setattr(state, "ROOT", tmp_path)
     kube = OperatorOverRealRay(ray_head, slow=slow)
     out = tmp_path / "out"
     name = f"rbt-interactive-{'slow' if slow else 'live'}"

@@ -16,6 +16,7 @@ import threading
 import pytest
 import yaml
 from aiohttp import WSMsgType, web
+from fakekube import use_stand_in_api
 
 from raybake.clusters.address import through_port_forward
 from raybake.config import Settings
@@ -54,7 +55,7 @@ def team_cluster() -> dict:
 def api_server(dashboard_port: int, seen: list[str], token: str) -> web.Application:
     async def secret(request):
         seen.append(request.path)
-        # A RayJob's token Secret as raybake creates it (tests/unit: manifests.token_secret).
+        # A team cluster's token Secret as `invoke cluster up` creates it (manifests.token_secret).
         data = {"auth_token": base64.b64encode(token.encode()).decode()}
         return web.json_response({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": data})
 
@@ -146,17 +147,7 @@ def kubeconfig(ray_head, tmp_path, monkeypatch):
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
     port = runner.addresses[0][1]
     threading.Thread(target=loop.run_forever, daemon=True).start()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
-        "contexts": [{"name": "team", "context": {"cluster": "c", "user": "u", "namespace": "ml"}}],
-        "current-context": "team",
-    }
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    use_stand_in_api(tmp_path, monkeypatch, port)
     monkeypatch.setenv(TOKEN_ENV, ray_head.token or "")
     yield seen
 
@@ -186,19 +177,23 @@ def test_a_cluster_by_name_is_reached_through_its_head_service_and_checked(kubec
     assert any(s.endswith("portforward?ports=8265") and "/pods/prod-head-x7k2p/" in s for s in kubeconfig)
 
 
-def test_a_rayjobs_head_gets_the_jobs_own_token_from_its_secret_never_the_users(kubeconfig, monkeypatch):
+def test_a_rayjobs_head_gets_the_jobs_own_token_from_this_clients_state_never_the_users(
+    kubeconfig, monkeypatch, tmp_path, ray_head
+):
     """The user's token is for the cluster they named; a RayJob's head, whose image a workflow input
-    picks, gets the token raybake made for that job, read from the job's Secret."""
+    picks, gets the token raybake made for that job and kept in its state: no Secret is read."""
+    from raybake import state
     from raybake.clusters.rayjob import RayJobBackend
     from raybake.kube.client import Kube
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "planted-user-token-XYZ")
-    settings = Settings(backend="rayjob", image=IMAGE)
+    settings = Settings(backend="rayjob", image=IMAGE, state_file=str(tmp_path / "state.json"))
+    state.record_job_token(settings, "ml", "raybake-embed-1", ray_head.token or "")
     chosen = RayJobBackend(settings, kube=Kube(settings))
     with chosen._ray("prod", "raybake-embed-1") as ray:
         assert ray.token != "planted-user-token-XYZ"
         assert ray.ray_version() == ray_version()  # the head accepted the job's own token
-    assert "/api/v1/namespaces/ml/secrets/raybake-embed-1-ray-token" in kubeconfig
+    assert not [path for path in kubeconfig if "/secrets" in path]
 
 
 def test_a_team_cluster_by_name_uses_its_own_token_and_image_and_sizes_the_job_to_its_gpus(kubeconfig, monkeypatch):

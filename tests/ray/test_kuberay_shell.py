@@ -1,8 +1,10 @@
-"""Hostile names through KubeRay's submitter: raybake's RayJob, the same bash line, a real Ray.
+"""Hostile names through KubeRay's submitters: raybake's RayJob, the same request or bash line, a real Ray.
 
 The corpus is named so that any shell that reads it as text runs `touch pwned...`. The RayJob
-raybake renders for it goes through KubeRay v1.7's command construction (tests/kuberay_submitter)
-against a real local head with token auth, as the submitter pod would run it. The job must read
+raybake renders for it goes through KubeRay v1.7's submission (tests/kuberay_submitter) against
+a real local head with token auth: the operator's HTTP request (HTTPMode, what raybake renders;
+Ray still runs the entrypoint through a shell), and the bash line of KubeRay's default
+K8sJobMode, which a `--dry-run` applied without its mode would get. The job must read
 exactly that path, and no `pwned*` file may appear. A control run puts the same name raw into
 the runtime env, where KubeRay's double quotes still expand `$(...)`: it does make `pwned2`, so
 the harness sees a shell that acts, and raybake's runtime env keeps such text out by construction.
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kuberay_submitter import run_submitter
+from kuberay_submitter import http_submit, run_submitter
 from raycluster import clean_environ
 
 from raybake.clusters.rayjob import RayJobBackend
@@ -36,12 +38,17 @@ def submitter_env(head) -> dict[str, str]:
     return {**clean_environ(), "PATH": path, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token}
 
 
-def rendered(spec: JobSpec) -> dict:
-    """raybake's RayJob for the spec, its runtime env plus job/ as a py_module (the image's job/ here)."""
+def rendered(spec: JobSpec, mode: str = "K8sJobMode") -> dict:
+    """raybake's RayJob for the spec, and the image's job/ as this checkout's: a py_module that
+    `ray job submit` uploads, or on PYTHONPATH for the operator's request (which uploads nothing)."""
     backend = RayJobBackend(Settings(backend="rayjob", image="raybake:test"))
     manifest = backend.manifest(backend.prepare(spec))
     runtime_env = yaml.safe_load(manifest["spec"]["runtimeEnvYAML"])
-    manifest["spec"]["runtimeEnvYAML"] = yaml.safe_dump({**runtime_env, "py_modules": [str(ROOT / "job")]})
+    if mode == "HTTPMode":
+        runtime_env["env_vars"]["PYTHONPATH"] = str(ROOT)
+    else:
+        runtime_env["py_modules"] = [str(ROOT / "job")]
+    manifest["spec"]["runtimeEnvYAML"] = yaml.safe_dump(runtime_env)
     return manifest
 
 
@@ -49,21 +56,28 @@ def pwned(*folders: Path) -> list[Path]:
     return [p for folder in folders for p in folder.rglob("pwned*")]
 
 
-@pytest.mark.parametrize("mode", ["SidecarMode", "K8sJobMode"])
-def test_a_hostile_corpus_name_reaches_the_job_as_data_through_kuberays_shell(ray_head, tmp_path, mode):
+@pytest.mark.parametrize("mode", ["HTTPMode", "K8sJobMode"])
+def test_a_hostile_corpus_name_reaches_the_job_as_data_through_kuberays_submission(ray_head, tmp_path, mode):
     corpus = tmp_path / HOSTILE
     shutil.copytree(EXAMPLE, corpus)
     out = tmp_path / f"out {HOSTILE}"
     spec = JobSpec(corpus=f"cluster:{corpus}", output=f"cluster:{out}", name=f"rbt-hostile-{mode.lower()}")
-    manifest = rendered(spec)
-    # raybake renders SidecarMode; KubeRay's default K8sJobMode wraps the same line in more shell.
+    manifest = rendered(spec, mode)
+    assert manifest["spec"]["submissionMode"] == "HTTPMode"
     manifest["spec"]["submissionMode"] = mode
-    # Nothing the user named is in the runtime env KubeRay pastes into its bash line.
+    # Nothing the user named is in the runtime env (KubeRay's other modes paste it into bash).
     assert HOSTILE not in manifest["spec"]["runtimeEnvYAML"] and "pwned" not in manifest["spec"]["runtimeEnvYAML"]
 
-    done = run_submitter(manifest, address=ray_head.url, env=submitter_env(ray_head), cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "raybake: done: 41 ok" in done.stdout, done.stdout[-3000:]
+    if mode == "HTTPMode":
+        # The operator's request; the job runs in the head's working directory, as on a cluster.
+        info = http_submit(manifest, address=ray_head.url, token=ray_head.token or "")
+        assert info["status"] == "SUCCEEDED", (info.get("message"), info["logs"][-3000:])
+        log = info["logs"]
+    else:
+        done = run_submitter(manifest, address=ray_head.url, env=submitter_env(ray_head), cwd=tmp_path)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        log = done.stdout
+    assert "raybake: done: 41 ok" in log, log[-3000:]
     assert json.loads((out / "manifest.json").read_text())["spec"]["corpus"] == str(corpus)
     assert pwned(tmp_path, ROOT, Path(ray_head.temp_dir)) == []
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -67,17 +69,38 @@ def test_the_workflow_installs_the_pinned_kind():
     assert KIND and HELM
 
 
-def test_the_charts_crds_are_applied_server_side_before_the_operator_upgrade(monkeypatch):
+ADMIN = {
+    "clusters": [
+        {"name": "kind-rb", "cluster": {"server": "https://127.0.0.1:6443", "certificate-authority-data": "Q0E="}}
+    ],
+    "users": [{"name": "kind-rb", "user": {"client-key-data": "ADMIN-KEY"}}],
+}
+
+
+def fake_tools(monkeypatch, tmp_path) -> list:
+    """kind, helm and kubectl as `_run` sees them: each command recorded, the answers it needs."""
     ran = []
 
-    def run(argv, stdin=None):
-        ran.append((argv, stdin))
-        return f"v{HELM}" if argv[1] == "version" else "crds"
+    def run(argv, stdin=None, quiet=False):
+        ran.append((argv, stdin, quiet))
+        if argv[1] == "version":
+            return f"v{HELM}"
+        if argv[1:3] == ["config", "view"]:
+            return json.dumps(ADMIN)
+        if argv[1:3] == ["create", "token"]:
+            return "SA-TOKEN\n"
+        return "crds"
 
     monkeypatch.setattr(kind, "_run", run)
     monkeypatch.setattr(kind, "exists", lambda cluster: True)
+    monkeypatch.setattr(kind, "kubeconfig_path", lambda cluster: tmp_path / f"{cluster}.kubeconfig")
+    return ran
+
+
+def test_the_charts_crds_are_applied_server_side_before_the_operator_upgrade(monkeypatch, tmp_path):
+    ran = fake_tools(monkeypatch, tmp_path)
     kind.up("rb", image=None)
-    argvs = [argv for argv, _ in ran]
+    argvs = [argv for argv, *_ in ran]
     show, apply = kind.crd_argvs("rb")
     assert show == ["helm", "show", "crds", "kuberay/kuberay-operator", "--version", KUBERAY]
     assert {"--server-side", "--force-conflicts"} <= set(apply) and apply[apply.index("--context") + 1] == "kind-rb"
@@ -94,3 +117,34 @@ def test_helm_of_another_major_is_refused(found, ok):
     else:
         with pytest.raises(RaybakeError, match="not the pinned"):
             kind.check_helm(found)
+
+
+def test_kind_up_makes_a_restricted_namespace_and_a_kubeconfig_that_is_only_the_documented_role(monkeypatch, tmp_path):
+    ran = fake_tools(monkeypatch, tmp_path)
+    kind.up("rb", image=None)
+    applied = {tuple(argv): stdin for argv, stdin, _quiet in ran if argv[1] == "apply"}
+    namespace = json.loads(applied[tuple(kind.apply_argv("rb"))])
+    assert namespace["metadata"] == {
+        "name": kind.NAMESPACE,
+        "labels": {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")},
+    }
+    assert applied[tuple(kind.apply_argv("rb", namespace=kind.NAMESPACE))] == kind.ROLE.read_text()
+    # The token and the admin's keys are never shown; the commands that return them run quiet.
+    assert all(quiet for argv, _stdin, quiet in ran if argv[1] in ("config", "create"))
+    path = tmp_path / "rb.kubeconfig"
+    config = yaml.safe_load(path.read_text())
+    assert path.stat().st_mode & 0o777 == 0o600
+    (user,) = config["users"]
+    assert user["user"] == {"token": "SA-TOKEN"}  # not the admin's client key
+    (ctx,) = config["contexts"]
+    assert config["current-context"] == ctx["name"] == f"{kind.SERVICE_ACCOUNT}@kind-rb"
+    assert ctx["context"]["namespace"] == kind.NAMESPACE and config["clusters"] == ADMIN["clusters"]
+    role_docs = {d["kind"]: d for d in yaml.safe_load_all(kind.ROLE.read_text())}
+    binding = role_docs["RoleBinding"]
+    assert binding["roleRef"]["name"] == role_docs["Role"]["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": kind.SERVICE_ACCOUNT}]
+
+
+def test_a_quiet_command_shows_neither_its_arguments_nor_its_output(capsys):
+    kind._run([sys.executable, "-c", "import sys; print(sys.argv[1] + '-OUT')", "SECRET"], quiet=True)
+    assert "SECRET" not in capsys.readouterr().out

@@ -107,7 +107,7 @@ def test_image_ray_version_entrypoint_and_lifetime():
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {IMAGE}
     assert {p["spec"]["containers"][0]["imagePullPolicy"] for p in pods} == {"IfNotPresent"}
     assert job["entrypoint"] == SPEC.command()
-    assert job["submissionMode"] == "SidecarMode"
+    assert job["submissionMode"] == "HTTPMode"
     assert yaml.safe_load(job["runtimeEnvYAML"]) == {"env_vars": {"RAYBAKE_GIT_SHA": ORIGIN.git_sha}}
 
 
@@ -330,14 +330,15 @@ def test_keeping_the_cluster_is_the_ttl_alone(validator):
     assert "stays 600s" in manifests.lifetime_note(manifest)
 
 
-def test_the_submitter_is_a_sidecar_of_the_head_not_a_pod_pulling_the_image_again(validator):
+def test_the_operator_submits_so_no_submitter_container_or_pod_pulls_the_image_again(validator):
     manifest = render(Settings(gpus=4))
     validator.validate(manifest)
     job = manifest["spec"]
-    assert job["submissionMode"] == "SidecarMode"
-    # KubeRay refuses these beside SidecarMode, and a head restartPolicy other than Never.
+    assert job["submissionMode"] == "HTTPMode"
+    # No submitter of any kind: nothing for KubeRay to build a container or pod from.
     assert "submitterPodTemplate" not in job and "submitterConfig" not in job
-    assert job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"].get("restartPolicy", "Never") == "Never"
+    head = job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert [c["name"] for c in head["containers"]] == ["ray-head"]
 
 
 @pytest.mark.parametrize(
@@ -370,7 +371,7 @@ def test_the_dry_run_of_submit_gpus_4_shows_all_of_it_and_validates(validator, t
     validator.validate(manifest)
     assert secret["kind"] == "Secret" and secret["stringData"] == {"auth_token": "<redacted>"}
     job = manifest["spec"]
-    assert job["submissionMode"] == "SidecarMode"
+    assert job["submissionMode"] == "HTTPMode"
     assert job["rayClusterSpec"]["authOptions"] == {"mode": "token", "secretName": secret["metadata"]["name"]}
     assert {"condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}, "policy": "DeleteWorkers"} in job[
         "deletionStrategy"

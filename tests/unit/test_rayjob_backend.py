@@ -10,6 +10,7 @@ import yaml
 from crd import crd_schema, kuberay_deletion_errors
 from fakekube import FakeKube
 
+from raybake import state
 from raybake.clusters import rayjob
 from raybake.clusters.rayjob import RayJobBackend
 from raybake.config import Settings
@@ -20,13 +21,16 @@ from raybake.submit import submit
 SHAPES = Path(__file__).parent / "shapes"
 STATUSES = yaml.safe_load((SHAPES / "rayjobs.yaml").read_text())
 PODS = yaml.safe_load((SHAPES / "pods.yaml").read_text())
+EVENTS = yaml.safe_load((SHAPES / "events.yaml").read_text())
 SETTINGS = Settings(backend="rayjob", image="registry.example/raybake@sha256:" + "b" * 64)
 SPEC = JobSpec(corpus="s3://bucket/corpus", output="s3://bucket/out/j1", name="raybake-embed-1")
 
 
 @pytest.fixture(autouse=True)
-def no_waiting(monkeypatch):
+def no_waiting(monkeypatch, tmp_path):
     monkeypatch.setattr(rayjob, "POLL_S", 0)
+    # The state file (the jobs' tokens) under the test's own folder, never the checkout's.
+    monkeypatch.setattr(state, "ROOT", tmp_path)
 
 
 def backend(**kw) -> tuple[RayJobBackend, FakeKube]:
@@ -40,12 +44,32 @@ def test_submit_creates_a_valid_rayjob_the_operator_submits(capsys):
     assert code == 0
     (created,) = kube.created
     jsonschema.Draft7Validator(crd_schema("rayjobs")).validate(created)
-    assert created["spec"]["submissionMode"] == "SidecarMode"
+    assert created["spec"]["submissionMode"] == "HTTPMode"
     assert "created RayJob raybake-embed-1 in namespace ml" in capsys.readouterr().out
     # Token auth from a Secret raybake made for this job alone, deleted with the RayJob.
     (secret,) = kube.owned
     assert created["spec"]["rayClusterSpec"]["authOptions"]["secretName"] == secret["metadata"]["name"]
     assert secret["owner"] == "raybake-embed-1" and len(secret["stringData"]["auth_token"]) >= 32
+
+
+def test_the_jobs_token_stays_on_this_client_readable_by_its_user_alone_and_goes_with_the_rayjob():
+    chosen, kube = backend(statuses=[STATUSES["succeeded"]])
+    chosen.submit(chosen.prepare(SPEC))
+    (secret,) = kube.owned
+    assert state.job_token(SETTINGS, "ml", "raybake-embed-1") == secret["stringData"]["auth_token"]
+    assert state.path_of(SETTINGS).stat().st_mode & 0o777 == 0o600
+    # Another namespace's RayJob of that name is another job.
+    assert state.job_token(SETTINGS, "other", "raybake-embed-1") is None
+    chosen.stop("raybake-embed-1", delete=True)
+    assert state.job_token(SETTINGS, "ml", "raybake-embed-1") is None
+
+
+def test_a_rayjob_submitted_elsewhere_has_no_token_here_and_says_so_in_one_line():
+    chosen, kube = backend(statuses=[STATUSES["running"]])
+    kube.created.append(chosen.manifest(chosen.prepare(SPEC)))
+    with pytest.raises(RaybakeError, match="no Ray token for RayJob 'raybake-embed-1'.*submitted from another machine"):
+        chosen.logs("raybake-embed-1")
+    assert chosen.status("raybake-embed-1").status == "RUNNING"
 
 
 def test_follow_reports_phases_and_stuck_reasons_once_and_ends_on_the_rayjobs_status(capsys):
@@ -58,6 +82,26 @@ def test_follow_reports_phases_and_stuck_reasons_once_and_ends_on_the_rayjobs_st
     assert out.count("waits for GPUs") == 1
     assert "Initializing / -" in out and "Running / RUNNING" in out
     assert "no log (" in out  # no head to forward to: the RayJob's status still decides
+
+
+def test_a_namespace_that_refuses_the_pods_is_named_within_one_poll(capsys, monkeypatch):
+    """Pod Security admission refuses the head: no pod exists, only the RayCluster's event says why."""
+
+    def one_poll(look, every_s):
+        assert look() is None  # still starting
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rayjob.poll, "first", one_poll)
+    chosen, kube = backend(statuses=[STATUSES["initializing"]], events=list(EVENTS.values()))
+    kube.created.append(chosen.manifest(chosen.prepare(SPEC)))
+    with pytest.raises(KeyboardInterrupt):
+        chosen.follow("raybake-embed-1")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "Pod Security" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "raybake: raybake-embed-1: RayCluster raybake-embed-20261125-120000-bqgwh cannot create its pods: "
+        'the namespace enforces Pod Security "restricted:latest"'
+    )
 
 
 @pytest.mark.parametrize(("final", "code"), [("failed", 1), ("deadline", 1), ("stopped", 1), ("succeeded", 0)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jsonschema
+import kubeshape
 import pytest
 import yaml
 from crd import crd_schema
@@ -12,6 +13,7 @@ from crd import crd_schema
 from raybake.kube.stuck import (
     NO_OPERATOR_AFTER_S,
     api_problem,
+    event_problem,
     missing_kind,
     phase,
     pod_problem,
@@ -23,6 +25,7 @@ from raybake.result import exit_code
 SHAPES = Path(__file__).parent / "shapes"
 STATUSES = yaml.safe_load((SHAPES / "rayjobs.yaml").read_text())
 PODS = yaml.safe_load((SHAPES / "pods.yaml").read_text())
+EVENTS = yaml.safe_load((SHAPES / "events.yaml").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(STATUSES))
@@ -101,3 +104,33 @@ def test_operator_missing_and_crd_version_mismatch():
     assert api_problem(["v1", "v1alpha1"]) is None
     assert "has no RayJob" in missing_kind("RayJob", ["RayCluster"])
     assert missing_kind("RayJob", ["RayCluster", "RayJob", "RayService"]) is None
+
+
+@pytest.mark.parametrize("name", sorted(EVENTS))
+def test_event_shapes_are_the_apis_own(name):
+    kubeshape.check(EVENTS[name], "CoreV1Event")
+
+
+@pytest.mark.parametrize("name", ["raycluster-podsecurity", "job-podsecurity"])
+def test_a_pod_security_refusal_is_named_in_one_line_with_what_it_refuses(name):
+    event = EVENTS[name]
+    reason = event_problem([EVENTS["rayjob-created-cluster"], event])
+    assert reason is not None and "\n" not in reason
+    obj = event["involvedObject"]
+    assert reason.startswith(f"{obj['kind']} {obj['name']} cannot create its pods: ")
+    assert 'enforces Pod Security "restricted:latest"' in reason
+    assert 'allowPrivilegeEscalation != false (container "ray-job-submitter"' in reason
+    # Also when the pods it lists are none yet: nothing else explains the wait.
+    assert stuck_reason(STATUSES["initializing"], [], age_s=30, events=[event]) == reason
+
+
+def test_another_refused_create_is_told_and_normal_events_are_not():
+    reason = event_problem([EVENTS["raycluster-quota"]])
+    assert reason.startswith(
+        "RayCluster raybake-embed-20261125-120000-bqgwh cannot create its pods (FailedToCreateWorkerPod)"
+    )
+    assert "exceeded quota: compute" in reason
+    assert event_problem([EVENTS["rayjob-created-cluster"]]) is None
+    # The Pod Security refusal is the one named, whichever came first.
+    both = [EVENTS["raycluster-quota"], EVENTS["raycluster-podsecurity"]]
+    assert "Pod Security" in event_problem(both)

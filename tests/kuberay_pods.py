@@ -11,7 +11,8 @@ tests judge what the API server will be asked to admit, not only what raybake re
   GetDefaultSubmitterContainer: image and resources only, no securityContext, and
   rayjob_controller.go getSubmitterContainer sets none), the head's restartPolicy Never;
 - K8sJobMode: a submitter pod from `submitterPodTemplate`, else the same default container;
-- HTTPMode and InteractiveMode: nothing; the operator (or raybake) submits over HTTP.
+- HTTPMode and InteractiveMode: nothing; the operator (or raybake) submits over HTTP;
+- an autoscaling RayCluster (`invoke cluster`): the autoscaler container in the head pod.
 """
 
 from __future__ import annotations
@@ -53,16 +54,33 @@ def _built(template: dict[str, Any], secret: str) -> dict[str, Any]:
     return spec
 
 
-def pods(rayjob: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each kind of pod KubeRay creates for the RayJob, by role: its spec as the API server gets it."""
-    job = rayjob["spec"]
-    cluster = job["rayClusterSpec"]
+def _autoscaler(image: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaler KubeRay adds to an autoscaling cluster's head (common/pod.go
+    BuildAutoscalerContainer): the head's image, and autoscalerOptions' resources and securityContext."""
+    container: dict[str, Any] = {
+        "name": "autoscaler",
+        "image": options.get("image", image),
+        "command": ["/bin/bash", "-lc", "--"],
+        "resources": copy.deepcopy(options.get("resources") or {"limits": {"cpu": "500m", "memory": "512Mi"}}),
+    }
+    if "securityContext" in options:
+        container["securityContext"] = copy.deepcopy(options["securityContext"])
+    return container
+
+
+def pods(made: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each kind of pod KubeRay creates for a RayJob or a RayCluster, by role: its spec as the API
+    server gets it."""
+    job = made["spec"] if made.get("kind", "RayJob") == "RayJob" else {"submissionMode": "none"}
+    cluster = job.get("rayClusterSpec") or made["spec"]
     secret = cluster["authOptions"]["secretName"]
     mode = job.get("submissionMode", "K8sJobMode")
     head_template = cluster["headGroupSpec"]["template"]
     image = head_template["spec"]["containers"][0]["image"]
 
     head = _built(head_template, secret)
+    if cluster.get("enableInTreeAutoscaling"):
+        head["containers"].append(_autoscaler(image, cluster.get("autoscalerOptions") or {}))
     if mode == "SidecarMode":
         head["containers"].append(_submitter(image, secret))
         head["restartPolicy"] = "Never"

@@ -160,3 +160,15 @@ def test_the_prepull_daemonsets_pod_is_restricted():
     for settings in (Settings(), dataclasses.replace(VARIANTS["gpus"], node_selector="pool=gpu")):
         template = prepull.daemonset(IMAGE, settings=settings)["spec"]["template"]
         assert violations(template["spec"], template["metadata"].get("annotations")) == []
+
+
+@pytest.mark.parametrize("max_cpu_workers", [0, 2])
+def test_every_pod_of_a_team_cluster_with_its_autoscaler_is_restricted(max_cpu_workers):
+    from raybake.kube.raycluster import raycluster
+    from raybake.versions import ray_version
+
+    settings = Settings(image=IMAGE, max_gpus=4, max_cpu_workers=max_cpu_workers)
+    made = pods(raycluster("team-a", image=IMAGE, ray_version=ray_version(), settings=settings))
+    assert [c["name"] for c in made["head"]["containers"]] == ["ray-head", "autoscaler"]
+    for role, pod in made.items():
+        assert violations(pod) == [], role

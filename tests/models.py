@@ -196,3 +196,14 @@ def _spread_head(model: BertForSequenceClassification, tokenizer: AutoTokenizer)
         weight *= 2.0 / ((pooled - mean) @ weight.T).std()
         model.classifier.weight.copy_(weight)
         model.classifier.bias.copy_(-(weight @ mean))
+
+
+def make_slow_tokenizer_ner_model(directory: Path) -> str:
+    """A token classifier whose tokenizer has no fast (Rust) version: ByT5's bytes, no offsets."""
+    from transformers import ByT5Tokenizer
+
+    torch.manual_seed(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    BertForTokenClassification(_bert_config(NER_TAGS)).save_pretrained(directory)
+    ByT5Tokenizer().save_pretrained(directory)
+    return str(directory)

@@ -6,7 +6,7 @@ labels change from text to text: a wrong aggregation or a wrong score function f
 
 import pytest
 import torch
-from models import make_classify_model, make_ner_model
+from models import make_classify_model, make_ner_model, make_slow_tokenizer_ner_model
 from pipeline_reference import (
     CLASSIFY_TEXTS,
     NER_TEXTS,
@@ -83,6 +83,13 @@ def test_ner_rows_hold_the_pipelines_fields_and_spans_into_the_text(ner_models):
     assert all(e["entity"] is None and e["index"] is None for e in grouped["entities"])
     assert all(e["entity_group"] is None and e["index"] >= 1 for e in tokens["entities"])
     assert all(0 <= e["start"] <= e["end"] <= len(NER_TEXTS[0]) for e in grouped["entities"] + tokens["entities"])
+
+
+def test_ner_refuses_a_slow_tokenizer_in_one_line(tmp_path):
+    model = make_slow_tokenizer_ner_model(tmp_path / "slow")
+    with pytest.raises(ValueError, match=r"^ner needs a fast tokenizer \(character offsets\)") as refused:
+        Ner(model, TaskOptions(aggregation="first"))
+    assert "\n" not in str(refused.value) and repr(model) in str(refused.value)
 
 
 @pytest.mark.parametrize("top_k", [1, 2, 10])

@@ -120,7 +120,12 @@ def _bpe_tokenizer(directory: Path) -> None:
     tok.train_from_iterator(BPE_CORPUS, trainer=trainer)
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", model_max_length=126
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=126,
     )
     fast.save_pretrained(directory)
 

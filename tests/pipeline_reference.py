@@ -69,4 +69,6 @@ def assert_same_labels(row: dict, want: list[dict], top_k: int) -> None:
 
 
 def assert_scores(got: list[float], want: list[float]) -> None:
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64), rtol=0, atol=SCORE_TOLERANCE)
+    np.testing.assert_allclose(
+        np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64), rtol=0, atol=SCORE_TOLERANCE
+    )

@@ -143,8 +143,9 @@ class Task(ABC):
 
     def encode(self, texts: list[str]) -> Encoded:
         if not texts:  # a shard of only error rows; tokenizers fail on an empty batch
-            empty = [] if self.wants_offsets else None
-            return Encoded(ids=[], truncated=[], offsets=empty, special=empty)
+            if self.wants_offsets:
+                return Encoded(ids=[], truncated=[], offsets=[], special=[])
+            return Encoded(ids=[], truncated=[], offsets=None)
         cap = self.max_length * CHARS_PER_TOKEN_CAP
         cut = [len(t) > cap for t in texts]
         if self.tokenizer.is_fast and not self.wants_offsets:

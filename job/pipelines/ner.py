@@ -62,7 +62,9 @@ class Ner(Task):
                 f"({type(self.tokenizer).__name__}): give a model directory with a tokenizer.json"
             )
         self.strategy = AggregationStrategy(options.aggregation)
-        self.pipeline = TokenClassificationPipeline(model=self.model, tokenizer=self.tokenizer, device=self.model.device)
+        self.pipeline = TokenClassificationPipeline(
+            model=self.model, tokenizer=self.tokenizer, device=self.model.device
+        )
 
     def load_model(self) -> torch.nn.Module:
         return AutoModelForTokenClassification.from_pretrained(self.model_path, **self._from_pretrained_kwargs())

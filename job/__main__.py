@@ -8,6 +8,7 @@ import json
 import sys
 
 from job.config import (
+    AGGREGATIONS,
     DEFAULT_MODEL,
     DEFAULT_TASK,
     DEFAULT_TEXT_FIELD,
@@ -53,6 +54,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top-k", type=int, default=1, help="classify: labels to keep per document")
     p.add_argument("--max-new-tokens", type=int, default=32, help="generate: new tokens per document")
+    p.add_argument(
+        "--aggregation",
+        choices=AGGREGATIONS,
+        default="simple",
+        help="ner: how token tags become entities, as transformers' token-classification pipeline's "
+        "aggregation_strategy (none: one row per tagged token; first, average, max: one tag per word; "
+        "default: %(default)s)",
+    )
     p.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16", "float16"],
@@ -135,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype,
         device=args.device,
         revision=args.revision,
+        aggregation=args.aggregation,
     )
     worker = WorkerConfig(
         task=args.task,

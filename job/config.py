@@ -29,6 +29,9 @@ DEFAULT_TEXT_FIELD: str = INTERFACE["default_text_field"]
 TOKEN_BUDGET = {"cpu": 2048, "cuda": 65536}
 CPU_REFERENCE_WIDTH = 384
 CPU_TOKEN_BUDGET_MAX = 32768
+# ner: how sub-word tags become entities; the values of transformers' AggregationStrategy
+# (tests/unit/test_ner_classify.py ties them), named here so the driver need not import transformers.
+AGGREGATIONS = ("none", "simple", "first", "average", "max")
 
 
 def token_budget(device: str, model_config: Any) -> int:
@@ -47,6 +50,7 @@ class TaskOptions:
     dtype: str = "auto"
     device: str = "auto"
     revision: str | None = None
+    aggregation: str = "simple"
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,10 @@ WAIT_STEP_S = 1.0
 WORKER_WAIT_NOTE_S = 30.0
 
 
+class ModelNotLoaded(Exception):
+    """A worker's model load failed: the job ends with the reason, in one line."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     worker: WorkerConfig
@@ -120,7 +124,11 @@ def run(config: RunConfig) -> int:
 
     _check_image()
     assert pool is not None
-    result = pool.run(todo, done_bytes=total_bytes - sum(s.bytes for s in todo), total_bytes=total_bytes)
+    try:
+        result = pool.run(todo, done_bytes=total_bytes - sum(s.bytes for s in todo), total_bytes=total_bytes)
+    except ModelNotLoaded as exc:
+        log(f"error: the workers could not load the model: {exc}")
+        return 2
     manifest = build_manifest(
         output, shards, spec, started=started, pool=result, resumed=len(shards) - len(todo), plan_seconds=plan_seconds
     )
@@ -325,7 +333,14 @@ class Pool:
         self.drop(self.actors[len(todo) :])
         actors = self.actors[: len(todo)]
         log(f"starting {len(actors)} worker(s): {'1 GPU' if self.use_gpu else f'{self.cpus} CPU'} each")
-        infos = self.ready(actors)
+        try:
+            infos = self.ready(actors)
+        except ray.exceptions.RayActorError as exc:
+            if not exc.actor_init_failed:
+                raise
+            # What the task refused (a model it cannot serve so): the worker's exception, which
+            # is the last line of the traceback Ray passes on.
+            raise ModelNotLoaded(str(exc).strip().splitlines()[-1]) from None
         ready_at, ready_clock = time.time(), time.perf_counter()
         for info in infos:
             loaded = (

@@ -270,6 +270,7 @@ class ShardWorker:
                 [encoded.ids[p] for p in positions],
                 [_text(chunk.docs[d]) for d in doc_ids],
                 [encoded.offsets[p] for p in positions] if encoded.offsets else None,
+                [encoded.special[p] for p in positions] if encoded.special else None,
             )
             columns = self.task.infer_columns(batch)
         except Exception as exc:  # noqa: BLE001 - a model failure must become rows, not a lost shard

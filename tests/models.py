@@ -82,3 +82,133 @@ def make_slow_model(directory: Path) -> str:
     BertModel(config).save_pretrained(directory)
     AutoTokenizer.from_pretrained(MINILM).save_pretrained(directory)
     return str(directory)
+
+
+# --- NER and classification heads checked against transformers' pipelines (tests/unit/test_ner_classify.py)
+
+# Tags of two types, so that B-/I- runs, type changes and "O" all occur.
+NER_TAGS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-ORG", 4: "I-ORG"}
+MULTI_LABELS = {0: "toxic", 1: "spam", 2: "sports", 3: "politics"}
+# Words the BPE vocabulary learns whole and in pieces: the test texts use them and unseen words.
+BPE_CORPUS = [
+    "Ada Lovelace met Charles Babbage in London.",
+    "The Analytical Engine computes Bernoulli numbers.",
+    "Grace Hopper wrote the first compiler at Remington Rand.",
+    "Alan Turing worked at Bletchley Park during the war.",
+] * 20
+
+
+def _loud_head(head: torch.nn.Linear, scale: float) -> None:
+    """Random heads give near-uniform logits: scaled up, each token's tag depends strongly on the
+    token, so tags change inside words and between neighbours, and the aggregations disagree."""
+    with torch.no_grad():
+        head.weight.mul_(scale)
+
+
+def _bpe_tokenizer(directory: Path) -> None:
+    """A byte-level BPE (GPT-2 and RoBERTa's kind) trained here, with RoBERTa's <s> </s>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(BPE_CORPUS, trainer=trainer)
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=126,
+    )
+    fast.save_pretrained(directory)
+
+
+def make_ner_model(directory: Path, tokenizer: str) -> str:
+    """A tiny random token classifier: `wordpiece` (BERT with MiniLM's tokenizer) or `bpe` (RoBERTa
+    with a byte-level BPE trained here)."""
+    from transformers import RobertaConfig, RobertaForTokenClassification
+
+    torch.manual_seed(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    labels = {"id2label": NER_TAGS, "label2id": {v: k for k, v in NER_TAGS.items()}}
+    if tokenizer == "wordpiece":
+        model: torch.nn.Module = BertForTokenClassification(_bert_config(NER_TAGS))
+        AutoTokenizer.from_pretrained(MINILM).save_pretrained(directory)
+    elif tokenizer == "bpe":
+        _bpe_tokenizer(directory)
+        config = RobertaConfig(
+            vocab_size=400,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=130,  # RoBERTa's positions start after the padding index
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            **labels,
+        )
+        model = RobertaForTokenClassification(config)
+    else:
+        raise ValueError(tokenizer)
+    _loud_head(model.classifier, 8.0)
+    model.save_pretrained(directory)
+    return str(directory)
+
+
+def make_classify_model(directory: Path, head: str) -> str:
+    """A tiny random sequence classifier with MiniLM's tokenizer: `single` (softmax over three),
+    `multi` (multi_label_classification: sigmoid each), `regression` (problem_type regression:
+    the raw value) or `one` (num_labels 1 without a problem type: the pipeline's sigmoid)."""
+    torch.manual_seed(0)
+    if head == "single":
+        config = _bert_config(CLASS_LABELS)
+    elif head == "multi":
+        config = _bert_config(MULTI_LABELS)
+        config.problem_type = "multi_label_classification"
+    elif head in ("regression", "one"):
+        config = _bert_config({0: "LABEL_0"})
+        config.problem_type = "regression" if head == "regression" else None
+    else:
+        raise ValueError(head)
+    # At BERT's 0.02 a tiny random model pools nearly one vector for every text; at 0.2 texts
+    # differ by about a thousand times more than batch padding changes them.
+    config.initializer_range = 0.2
+    model = BertForSequenceClassification(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    _spread_head(model, tokenizer)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def _spread_head(model: BertForSequenceClassification, tokenizer: AutoTokenizer) -> None:
+    """The head re-centred on what the model pools for a few texts and scaled so that its logits
+    spread by about 2 between texts: labels then differ from text to text."""
+    texts = ["The cat sat on the mat.", "Stocks fell sharply on Monday.", "What a wonderful game!", "x", "a b c d"]
+    with torch.no_grad():
+        pooled = model.bert(**tokenizer(texts, padding=True, return_tensors="pt")).pooler_output
+        mean = pooled.mean(dim=0)
+        weight = torch.randn(model.config.num_labels, pooled.shape[-1])
+        weight *= 2.0 / ((pooled - mean) @ weight.T).std()
+        model.classifier.weight.copy_(weight)
+        model.classifier.bias.copy_(-(weight @ mean))
+
+
+def make_slow_tokenizer_ner_model(directory: Path) -> str:
+    """A token classifier whose tokenizer has no fast (Rust) version: ByT5's bytes, no offsets."""
+    from transformers import ByT5Tokenizer
+
+    torch.manual_seed(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    BertForTokenClassification(_bert_config(NER_TAGS)).save_pretrained(directory)
+    ByT5Tokenizer().save_pretrained(directory)
+    return str(directory)

@@ -34,6 +34,8 @@ class Encoded:
     ids: list[list[int]]
     truncated: list[bool]
     offsets: list[list[tuple[int, int]]] | None
+    # With offsets: 1 where the tokenizer marks a special token ([CLS], <s>), as the pipelines read it.
+    special: list[list[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class ModelBatch:
     attention_mask: torch.Tensor
     texts: list[str]
     offsets: list[list[tuple[int, int]]] | None
+    special: list[list[int]] | None = None
 
 
 def resolve_model(name: str) -> str:
@@ -140,7 +143,9 @@ class Task(ABC):
 
     def encode(self, texts: list[str]) -> Encoded:
         if not texts:  # a shard of only error rows; tokenizers fail on an empty batch
-            return Encoded(ids=[], truncated=[], offsets=[] if self.wants_offsets else None)
+            if self.wants_offsets:
+                return Encoded(ids=[], truncated=[], offsets=[], special=[])
+            return Encoded(ids=[], truncated=[], offsets=None)
         cap = self.max_length * CHARS_PER_TOKEN_CAP
         cut = [len(t) > cap for t in texts]
         if self.tokenizer.is_fast and not self.wants_offsets:
@@ -154,15 +159,22 @@ class Task(ABC):
             truncation=True,
             max_length=self.max_length,
             return_offsets_mapping=self.wants_offsets,
+            return_special_tokens_mask=self.wants_offsets,
             return_attention_mask=False,
             return_token_type_ids=False,
         )
         truncated = [c or bool(e.overflowing) for c, e in zip(cut, enc.encodings, strict=True)]
-        offsets = [list(map(tuple, o)) for o in enc["offset_mapping"]] if self.wants_offsets else None
-        return Encoded(ids=enc["input_ids"], truncated=truncated, offsets=offsets)
+        if not self.wants_offsets:
+            return Encoded(ids=enc["input_ids"], truncated=truncated, offsets=None)
+        offsets = [list(map(tuple, o)) for o in enc["offset_mapping"]]
+        return Encoded(ids=enc["input_ids"], truncated=truncated, offsets=offsets, special=enc["special_tokens_mask"])
 
     def collate(
-        self, ids: list[list[int]], texts: list[str], offsets: list[list[tuple[int, int]]] | None
+        self,
+        ids: list[list[int]],
+        texts: list[str],
+        offsets: list[list[tuple[int, int]]] | None,
+        special: list[list[int]] | None = None,
     ) -> ModelBatch:
         width = max(len(x) for x in ids)
         padded = np.full((len(ids), width), self.tokenizer.pad_token_id, dtype=np.int64)
@@ -177,4 +189,4 @@ class Task(ABC):
             # Pinned host memory lets the copy overlap with the previous batch's kernels.
             input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
             mask = mask.pin_memory().to(self.device, non_blocking=True)
-        return ModelBatch(input_ids=input_ids, attention_mask=mask, texts=texts, offsets=offsets)
+        return ModelBatch(input_ids=input_ids, attention_mask=mask, texts=texts, offsets=offsets, special=special)

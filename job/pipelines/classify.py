@@ -1,11 +1,18 @@
-"""Sequence classification: the top label and score, and the top-k labels with scores."""
+"""Sequence classification: the top label and score, and the top-k labels with scores.
+
+Scores are what `pipeline("text-classification", top_k=None)` gives, because they come from that
+pipeline's own postprocess: its choice of function from the model's config (softmax for
+single-label, sigmoid for multi-label and for one label without a problem type, the raw value for
+regression), and its order of labels, applied to each row of raybake's batched logits.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, TextClassificationPipeline
 
+from job.config import TaskOptions
 from job.pipelines.base import ModelBatch, Task
 
 LABEL_SCORE = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
@@ -13,6 +20,10 @@ LABEL_SCORE = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.fl
 
 class Classify(Task):
     name = "classify"
+
+    def __init__(self, model: str, options: TaskOptions) -> None:
+        super().__init__(model, options)
+        self.pipeline = TextClassificationPipeline(model=self.model, tokenizer=self.tokenizer, device=self.model.device)
 
     def load_model(self) -> torch.nn.Module:
         return AutoModelForSequenceClassification.from_pretrained(self.model_path, **self._from_pretrained_kwargs())
@@ -25,14 +36,12 @@ class Classify(Task):
         ]
 
     def infer(self, batch: ModelBatch) -> list[dict]:
-        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
-        # Multi-label models score each label on its own; the rest share one distribution.
-        multi = self.config.problem_type == "multi_label_classification"
-        probs = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1)
-        k = min(self.options.top_k, probs.shape[-1])
-        scores, ids = probs.topk(k, dim=-1)
+        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float().cpu()
+        k = min(self.options.top_k, logits.shape[-1])
         rows = []
-        for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
-            top = [{"label": self.config.id2label[i], "score": s} for i, s in zip(row_ids, row_scores, strict=True)]
+        for row in logits:
+            # `_legacy=False` is what the pipeline's call passes for any explicit top_k: the labels
+            # sorted by score, best first.
+            top = self.pipeline.postprocess({"logits": row[None]}, top_k=k, _legacy=False)
             rows.append({"label": top[0]["label"], "score": top[0]["score"], "top_k": top})
         return rows

@@ -1,18 +1,27 @@
-"""Named entities: per-token labels aggregated into entity spans of the original text.
+"""Named entities: per-token tags turned into entities with character spans of the document.
 
-Aggregation follows the "simple" strategy of transformers' pipeline: consecutive tokens of the
-same entity type merge (a B- tag starts a new entity), the score is the mean of their scores,
-and spans are character offsets into the document.
+The entities are what `pipeline("token-classification", aggregation_strategy=...)` gives for the
+same model and text, because they come from that pipeline's own post-processing (which tokens are
+sub-words, how a word's tokens agree on one tag, how B-/I- tags group, the word it decodes),
+applied to the logits of raybake's length-sorted batches instead of one document at a time.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pyarrow as pa
 import torch
-from transformers import AutoModelForTokenClassification
+from transformers import AutoModelForTokenClassification, TokenClassificationPipeline
+from transformers.pipelines.token_classification import AggregationStrategy
 
+from job.config import TaskOptions
 from job.pipelines.base import ModelBatch, Task
 
+# One entity as the pipeline returns it. Grouped strategies fill `entity_group`; `none` gives one
+# row per tagged token: its tag in `entity` and its token position in `index`. The other fields
+# are the strategy's null.
 ENTITY = pa.struct(
     [
         pa.field("entity_group", pa.string()),
@@ -20,42 +29,42 @@ ENTITY = pa.struct(
         pa.field("word", pa.string()),
         pa.field("start", pa.int32()),
         pa.field("end", pa.int32()),
+        pa.field("entity", pa.string()),
+        pa.field("index", pa.int32()),
     ]
 )
+# The pipeline's default: tokens and groups tagged "O" are no entity.
+IGNORE_LABELS = ["O"]
 
 
-def aggregate(labels: list[str], scores: list[float], offsets: list[tuple[int, int]], text: str) -> list[dict]:
-    entities: list[dict] = []
-    current: dict | None = None
-    token_scores: list[float] = []
+@dataclass(frozen=True)
+class Window:
+    """One tokenized sequence of a document and the model's logits for it, padding cut off.
+    Offsets are character offsets into the document the entities are reported against."""
 
-    def close() -> None:
-        if current is not None:
-            current["score"] = sum(token_scores) / len(token_scores)
-            current["word"] = text[current["start"] : current["end"]]
-            entities.append(current)
-
-    for label, score, (start, end) in zip(labels, scores, offsets, strict=True):
-        if start == end:  # special tokens carry no text
-            continue
-        prefix, _, kind = label.partition("-") if "-" in label else ("", "", label)
-        if label == "O":
-            close()
-            current, token_scores = None, []
-            continue
-        if current is not None and current["entity_group"] == kind and prefix != "B":
-            current["end"] = end
-            token_scores.append(score)
-            continue
-        close()
-        current, token_scores = {"entity_group": kind, "start": start, "end": end}, [score]
-    close()
-    return entities
+    logits: torch.Tensor  # (tokens, labels), float32, on the CPU
+    input_ids: torch.Tensor  # (tokens,)
+    offsets: list[tuple[int, int]]
+    special: list[int]  # 1 for a special token: the pipeline skips it
 
 
 class Ner(Task):
     name = "ner"
     wants_offsets = True
+
+    def __init__(self, model: str, options: TaskOptions) -> None:
+        super().__init__(model, options)
+        if not self.tokenizer.is_fast:
+            # Spans need the offsets only a fast (Rust) tokenizer gives, and first, average and
+            # max need its word boundaries too.
+            raise ValueError(
+                f"ner needs a fast tokenizer (character offsets), and {model!r} has only a slow one "
+                f"({type(self.tokenizer).__name__}): give a model directory with a tokenizer.json"
+            )
+        self.strategy = AggregationStrategy(options.aggregation)
+        self.pipeline = TokenClassificationPipeline(
+            model=self.model, tokenizer=self.tokenizer, device=self.model.device
+        )
 
     def load_model(self) -> torch.nn.Module:
         return AutoModelForTokenClassification.from_pretrained(self.model_path, **self._from_pretrained_kwargs())
@@ -64,11 +73,39 @@ class Ner(Task):
         return [pa.field("entities", pa.list_(ENTITY))]
 
     def infer(self, batch: ModelBatch) -> list[dict]:
-        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
-        scores, ids = torch.softmax(logits, dim=-1).max(dim=-1)
+        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float().cpu()
+        input_ids = batch.input_ids.cpu()
         rows = []
-        for row, (text, offsets) in enumerate(zip(batch.texts, batch.offsets or [], strict=True)):
-            n = len(offsets)
-            labels = [self.config.id2label[i] for i in ids[row, :n].tolist()]
-            rows.append({"entities": aggregate(labels, scores[row, :n].tolist(), offsets, text)})
+        for row, (text, offsets, special) in enumerate(
+            zip(batch.texts, batch.offsets or [], batch.special or [], strict=True)
+        ):
+            n = len(offsets)  # right padding: the document's tokens come first
+            window = Window(logits=logits[row, :n], input_ids=input_ids[row, :n], offsets=offsets, special=special)
+            rows.append({"entities": self.entities(text, [window])})
         return rows
+
+    def entities(self, text: str, windows: list[Window]) -> list[dict[str, Any]]:
+        """The entities of one document from its windows, by the pipeline's own postprocess:
+        softmax, skipping special tokens, sub-word detection, the strategy, dropping "O" and, for
+        more than one window, keeping one of entities that overlap."""
+        outputs = [
+            {
+                "logits": w.logits[None],
+                "input_ids": w.input_ids[None],
+                "offset_mapping": [w.offsets],
+                "special_tokens_mask": torch.tensor(w.special)[None],
+                "sentence": text,
+            }
+            for w in windows
+        ]
+        found = self.pipeline.postprocess(outputs, aggregation_strategy=self.strategy, ignore_labels=IGNORE_LABELS)
+        return [_row(e) for e in found]
+
+
+def _row(entity: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's entity (NumPy scalars) as plain values, with every field of ENTITY."""
+    return {field.name: _plain(entity.get(field.name)) for field in ENTITY}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

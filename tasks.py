@@ -756,24 +756,34 @@ def pr_trial_check(c, head, head_sha, actor):
     print(f"raybake: trial run of pull request #{number}, asked for by {actor}")
 
 
-@task(help={"check": "only say whether requirements-client.lock is current; exit 1 if not"})
+@task(
+    help={
+        "check": "only say whether the locks are current; exit 1 if not",
+        "only": "one lock: client, image or model (default: all three)",
+    }
+)
 @user_errors
-def lock(c, check=False):
-    """Write requirements-client.lock (pip-compile --generate-hashes) from requirements-client.in.
+def lock(c, check=False, only=""):
+    """Write the hash locks: requirements-client.lock, requirements.lock (the image), requirements-model.lock.
 
-    Jobs that hold credentials install it with --require-hashes. It resolves against PyPI alone,
-    whatever this machine's pip configuration adds (local wheels, mirrors, constraints)."""
+    Jobs that hold credentials install the client's, the image build the other two, all with
+    --require-hashes. They resolve against PyPI alone, whatever this machine's pip configuration
+    adds (local wheels, mirrors, constraints)."""
     from raybake.ci import lockfile
 
+    locks = [lk for lk in lockfile.LOCKS if only in ("", lk.name)]
+    if not locks:
+        raise RaybakeError(f"--only {only!r}: choose client, image or model", ExitCode.REFUSED)
     if check:
-        stale = lockfile.stale()
+        stale = [line for lk in locks for line in lockfile.stale(lk)]
         for line in stale:
             print(f"stale: {line}")
         if stale:
-            raise Exit("raybake: requirements-client.lock is not current: run `invoke lock`", code=ExitCode.FAILED)
-        print("raybake: requirements-client.lock is current")
+            raise Exit("raybake: a lock is not current: run `invoke lock`", code=ExitCode.FAILED)
+        print(f"raybake: {', '.join(lk.lock.name for lk in locks)} current")
         return
-    lockfile.write()
+    for lk in locks:
+        lockfile.write(lk)
 
 
 @task(help={"repository": "OWNER/NAME (default: $GITHUB_REPOSITORY)"})

@@ -385,11 +385,16 @@ def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, 
 )
 @user_errors
 def push(c, variant=None, tag=None):
-    """Push the last built image to raybake.registry; print and record its digest."""
+    """Push the last built image to raybake.registry; print and record its digest.
+
+    On a runner the step output `digest` is the one the registry confirmed to this push: what
+    image.yml attests, never a later lookup of a tag that any branch could have moved since."""
+    from raybake.ci import gha
     from raybake.image import build as image
 
     settings = _settings(c, variant=variant)
-    image.push(settings, variant=settings.variant, tags=tag or [])
+    pushed = image.push(settings, variant=settings.variant, tags=tag or [])
+    gha.set_output("digest", pushed.rsplit("@", 1)[1])
 
 
 @task(
@@ -695,6 +700,21 @@ def image_ref(c, repository, ref="", pr=0):
     print(image.ref)
 
 
+@task(help={"image": "the image to run: a tag or a digest reference, e.g. the output of `invoke ci.image-ref`"})
+@user_errors
+def verify_image(c, image):
+    """Refuse an image that main's image.yml did not build and attest; print it by its verified digest.
+
+    Runs `gh attestation verify` (GH_TOKEN; registry login for a private package) and sets the step
+    outputs `ref` (REGISTRY/OWNER/NAME@sha256:...) and `digest` for the steps that run it."""
+    from raybake.ci import gha, provenance
+
+    ref = provenance.verify(image, repository=os.environ.get("GITHUB_REPOSITORY", ""))
+    gha.set_output("ref", ref)
+    gha.set_output("digest", ref.rsplit("@", 1)[1])
+    print(ref)
+
+
 @task(
     help={
         "variant": "which built image: cuda (default from invoke.yaml) or cpu",
@@ -903,6 +923,7 @@ for ci_task in (
     pr_comment,
     image_ref,
     image_summary,
+    verify_image,
     image_save,
     image_load,
     kubeconfig,

@@ -179,6 +179,7 @@ def submit(
     failed or was stopped, it runs again and resumes from the shards already done.
     """
     from raybake import identity
+    from raybake.ci import gha
     from raybake.clusters.transport import output_root
     from raybake.spec import JobSpec, with_id
     from raybake.submit import submit as run_submit
@@ -236,7 +237,9 @@ def submit(
             spec, image=chosen.image_identity(), settings=chosen.settings, strict=chosen.credentials_here
         )
         spec = with_id(spec, name=name, results_dir=root, identity=parts)
-        code = run_submit(chosen, spec, follow=not detach, new=new, dry_run=dry_run)
+        # The job's log is its code's output (a pull request's, in pr-trial.yml): never runner commands.
+        with gha.commands_stopped():
+            code = run_submit(chosen, spec, follow=not detach, new=new, dry_run=dry_run)
     if code:
         raise Exit(code=code)
 

@@ -656,6 +656,7 @@ def summary(c, job, manifest=None, output=None, status=None, backend=None, addre
     )
     gha.append_summary(markdown)
     if comment_file:
+        Path(comment_file).parent.mkdir(parents=True, exist_ok=True)
         Path(comment_file).write_text(markdown)
 
 

@@ -219,6 +219,7 @@ def trial_pull_request(*, repository: str, head: str, head_sha: str, actor: str,
             ExitCode.FAILED,
         )
     export_env("PR_NUMBER", str(number))
+    set_output("number", str(number))
     return number
 
 

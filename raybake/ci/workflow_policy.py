@@ -219,6 +219,24 @@ def _check_pull_requests(name: str, workflow: dict[str, Any]) -> Iterator[Proble
             )
 
 
+def _comment_only(workflow: dict[str, Any], job: dict[str, Any]) -> bool:
+    """A job whose one credential is a token that writes pull requests, after a job that ran the trial check.
+
+    It posts what the gated job wrote; asking the environment's reviewers a second time would
+    guard nothing more, and keeping that scope out of the gated job narrows both."""
+    needs = job.get("needs") or []
+    needed = [workflow["jobs"].get(n) or {} for n in ([needs] if isinstance(needs, str) else needs)]
+    checked = any(
+        c.startswith(TRIAL_CHECK) for other in needed for _, st in _steps(other) for c in commands(st.get("run") or "")
+    )
+    return (
+        checked
+        and not job.get("environment")
+        and _writes(job) == ["pull-requests"]
+        and not secrets_of(job) - {"GITHUB_TOKEN"}
+    )
+
+
 def _check_workflow_runs(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
     """A workflow_run job: main's code only, gated, and the trial check before any credential."""
     if "workflow_run" not in triggers(workflow):
@@ -240,7 +258,7 @@ def _check_workflow_runs(name: str, workflow: dict[str, Any]) -> Iterator[Proble
             continue
         if not expressions.requires(str(job.get("if", "true")), RUN_PASSED):
             yield Problem(name, job_id, f"a privileged workflow_run job must require `{RUN_PASSED}` in its if:")
-        if job.get("environment") in (None, "production"):
+        if job.get("environment") in (None, "production") and not _comment_only(workflow, job):
             yield Problem(
                 name, job_id, "a privileged workflow_run job needs an environment of its own (not production)"
             )

@@ -99,7 +99,8 @@ def test_triggers() -> None:
 
 WRITERS = {
     ("image.yml", "publish"): {"packages", "id-token", "attestations"},
-    ("pr-trial.yml", "trial"): {"packages", "pull-requests"},
+    ("pr-trial.yml", "trial"): {"packages"},
+    ("pr-trial.yml", "comment"): {"pull-requests"},
 }
 
 
@@ -214,3 +215,18 @@ def test_every_invoked_task_and_flag_exists() -> None:
         known = {arg.name.replace("_", "-") for arg in task.get_arguments()}
         missing |= {f"{task_name} --{flag}" for flag in flags - known}
     assert missing <= set(PENDING), sorted(missing - set(PENDING))
+
+
+def test_a_trial_has_a_deadline_and_its_rayjob_is_always_deleted() -> None:
+    jobs = workflow_policy.load(WORKFLOWS["pr-trial.yml"])["jobs"]
+    trial = jobs["trial"]
+    deadline = trial["env"]["INVOKE_RAYBAKE_ACTIVE_DEADLINE_S"].split("||")[1].strip(" }")
+    assert int(deadline) < trial["timeout-minutes"] * 60
+    names = [s.get("name", "") for s in trial["steps"]]
+    cleanup = trial["steps"][-1]
+    assert cleanup["run"] == 'invoke stop --job "$JOB_NAME" --backend rayjob --delete'
+    assert cleanup["if"].startswith("always()") and names.index("Result to the job summary") < len(names) - 1
+    # The comment is its own job: only it may write to pull requests, and only main's code runs there.
+    comment = jobs["comment"]
+    assert comment["needs"] == "trial" and comment["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert "pull-requests" not in {k for k, v in trial["permissions"].items() if v == "write"}

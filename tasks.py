@@ -901,7 +901,7 @@ FLAG_ALIASES = {
     ("kind.up", "name"): "kind_cluster",
     ("kind.down", "name"): "kind_cluster",
 }
-NOT_SETTINGS = {("up", "image"), ("bench-start", "image"), ("ci.image-summary", "image")}
+NOT_SETTINGS = {("up", "image"), ("bench-start", "image"), ("ci.image-summary", "image"), ("ci.verify-image", "image")}
 
 
 def _setting_flags() -> dict[str, dict[str, list[str]]]:

@@ -172,13 +172,13 @@ def test_docs_name_every_workflow_input_secret_and_variable() -> None:
     names |= set(_triggers("submit.yml")["workflow_dispatch"]["inputs"])
     names |= set(re.findall(r"secrets\.([A-Z0-9_]+)", texts)) - {"GITHUB_TOKEN"}
     names |= set(re.findall(r"vars\.([A-Z0-9_]+)", texts))
-    # An environment chosen by an expression names each choice as a string literal.
+    # An environment chosen by an expression (`cond && 'a' || 'b'`) names each choice after && or ||.
     names |= {
         name
         for path in WORKFLOWS.values()
         for job in workflow_policy.load(path)["jobs"].values()
         if "environment" in job
-        for name in (re.findall(r"'([\w-]+)'", job["environment"]) or [job["environment"]])
+        for name in (re.findall(r"(?:&&|\|\|)\s*'([\w-]+)'", job["environment"]) or [job["environment"]])
     }
     assert not [n for n in sorted(names) if f"`{n}`" not in section]
 

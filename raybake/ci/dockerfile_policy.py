@@ -85,14 +85,18 @@ def check_text(text: str) -> list[Problem]:
                 )
             )
         if "--extra-index-url" in rest or "PIP_EXTRA_INDEX_URL" in rest:
-            problems.append(Problem(line, "a second index (--extra-index-url): give each package one, with --index-url"))
+            problems.append(
+                Problem(line, "a second index (--extra-index-url): give each package one, with --index-url")
+            )
         if keyword == "RUN":
             for found in _PIP_INSTALL.finditer(rest):
                 options = found.group(1)
                 hashed = "--require-hashes" in options.split() and re.search(r"(?:^|\s)(?:-r|--requirement)\s", options)
                 if not hashed and TORCH_REQUIREMENT not in options:
                     problems.append(
-                        Problem(line, f"unhashed {found.group(0).strip()!r}: install a hash lock with --require-hashes -r")
+                        Problem(
+                            line, f"unhashed {found.group(0).strip()!r}: install a hash lock with --require-hashes -r"
+                        )
                     )
     return problems
 

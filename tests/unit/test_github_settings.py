@@ -106,7 +106,12 @@ CASES = {
     ),
     # What the supply chain relies on (issue 24): releases, Ray secrets, forks, stale approvals.
     "environment 'release' deploys from branch 'main'; allow tag 'v*' only": lambda a: a.update(
-        {f"/repos/{REPO}/environments/release/deployment-branch-policies": (200, recorded("deployment-branch-policies"))}
+        {
+            f"/repos/{REPO}/environments/release/deployment-branch-policies": (
+                200,
+                recorded("deployment-branch-policies"),
+            )
+        }
     ),
     "environment 'release' has no required reviewers": lambda a: a[f"/repos/{REPO}/environments/release"][1].update(
         protection_rules=[]

@@ -34,7 +34,9 @@ def test_a_lock_without_hashes_or_naming_an_index_is_stale(tmp_path: Path):
     text = lock.lock.read_text()
     first = text.index("invoke==3.0.3")
     end = text.index("# via", first)
-    lock.lock.write_text("--extra-index-url file:///opt/pypi/simple\n" + text[:first] + "invoke==3.0.3\n    " + text[end:])
+    lock.lock.write_text(
+        "--extra-index-url file:///opt/pypi/simple\n" + text[:first] + "invoke==3.0.3\n    " + text[end:]
+    )
     assert lockfile.stale(lock) == [
         "requirements-client.lock: invoke==3.0.3 has no hash",
         "requirements-client.lock: the lock names an index or wheel folder: '--extra-index-url file:///opt/pypi/simple'",

@@ -17,9 +17,9 @@ from raybake.ci import provenance
 from raybake.errors import RaybakeError
 
 RECORDED = Path(__file__).parent / "fixtures" / "github" / "attestation-verify.json"
-DIGEST = "sha256:" + json.loads(RECORDED.read_text())[0]["verificationResult"]["statement"]["subject"][0]["digest"][
-    "sha256"
-]
+DIGEST = (
+    "sha256:" + json.loads(RECORDED.read_text())[0]["verificationResult"]["statement"]["subject"][0]["digest"]["sha256"]
+)
 REPO = "octo-org/raybake"
 IMAGE = "registry.invalid/octo-org/raybake"
 
@@ -44,7 +44,9 @@ def test_a_tag_main_attested_becomes_its_digest(gh: Path):
     assert provenance.verify(f"{IMAGE}:sha-abc", repository=REPO) == f"{IMAGE}@{DIGEST}"
     argv = json.loads((gh / "argv.json").read_text())
     assert argv[:3] == ["attestation", "verify", f"oci://{IMAGE}:sha-abc"]
-    flags = dict(zip(argv[3::2], argv[4::2]))
+    flags = {
+        flag: argv[i + 1] for i, flag in enumerate(argv) if flag in ("--repo", "--signer-workflow", "--source-ref")
+    }
     assert flags["--repo"] == REPO
     assert flags["--signer-workflow"] == f"{REPO}/.github/workflows/image.yml"
     assert flags["--source-ref"] == "refs/heads/main"

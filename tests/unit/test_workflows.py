@@ -22,7 +22,6 @@ EXPECTED = {"ci.yml", "e2e-kind.yml", "image.yml", "submit.yml", "pr-image.yml",
 # those, so a typo in a workflow still fails. Empty it once they are merged.
 PENDING = {
     "build": "issue 3: invoke build --variant cpu|cuda [--push]",
-    "build --cache-ref": "issue 3: registry layer cache (REPOSITORY:buildcache, mode=max)",
     "push": "issue 3: invoke push --variant cuda",
     "push --tag": "issue 3: extra tags (sha-<commit>, the release tag) on the pushed image",
 }

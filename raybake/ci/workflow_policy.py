@@ -3,7 +3,8 @@
 actionlint and the workflow JSON schema catch what is malformed; these rules catch what is
 well-formed but unsafe or against the project's conventions: logic that lives only in YAML,
 script injection, credentials within reach of a pull request's code, unpinned actions, jobs
-that can hang for six hours, and a second copy of a pinned version. Conditions are parsed
+that can hang for six hours, a second copy of a pinned version, a layer cache any branch can
+write, and a production job that runs an image main's image.yml did not attest. Conditions are parsed
 (raybake/expressions.py), never searched as text: `A || true` guards nothing.
 
 The trust model (docs/github-actions.md): a `pull_request` workflow runs the pull request's
@@ -40,6 +41,11 @@ _USES_LINE = re.compile(r"^\s*-?\s*uses:\s*(\S+)")
 RUN_PASSED = "github.event.workflow_run.conclusion == 'success'"
 # The step that refuses a trial run started by its pull request's author or a non-writer.
 TRIAL_CHECK = "invoke ci.pr-trial-check"
+# The step that turns an image reference into the digest main's image.yml attested.
+VERIFY_IMAGE = "invoke ci.verify-image"
+PRODUCTION = "production"
+_STEP_REF = re.compile(r"^\$\{\{\s*steps\.([\w-]+)\.outputs\.ref\s*\}\}$")
+_IMAGE_FLAG = re.compile(r"--image[=\s]+\"?\$\{?(\w+)\}?\"?")
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,24 @@ def _check_pull_requests(name: str, workflow: dict[str, Any]) -> Iterator[Proble
             )
 
 
+def _comment_only(workflow: dict[str, Any], job: dict[str, Any]) -> bool:
+    """A job whose one credential is a token that writes pull requests, after a job that ran the trial check.
+
+    It posts what the gated job wrote; asking the environment's reviewers a second time would
+    guard nothing more, and keeping that scope out of the gated job narrows both."""
+    needs = job.get("needs") or []
+    needed = [workflow["jobs"].get(n) or {} for n in ([needs] if isinstance(needs, str) else needs)]
+    checked = any(
+        c.startswith(TRIAL_CHECK) for other in needed for _, st in _steps(other) for c in commands(st.get("run") or "")
+    )
+    return (
+        checked
+        and not job.get("environment")
+        and _writes(job) == ["pull-requests"]
+        and not secrets_of(job) - {"GITHUB_TOKEN"}
+    )
+
+
 def _check_workflow_runs(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
     """A workflow_run job: main's code only, gated, and the trial check before any credential."""
     if "workflow_run" not in triggers(workflow):
@@ -234,7 +258,7 @@ def _check_workflow_runs(name: str, workflow: dict[str, Any]) -> Iterator[Proble
             continue
         if not expressions.requires(str(job.get("if", "true")), RUN_PASSED):
             yield Problem(name, job_id, f"a privileged workflow_run job must require `{RUN_PASSED}` in its if:")
-        if job.get("environment") in (None, "production"):
+        if job.get("environment") in (None, "production") and not _comment_only(workflow, job):
             yield Problem(
                 name, job_id, "a privileged workflow_run job needs an environment of its own (not production)"
             )
@@ -275,6 +299,48 @@ def _check_pr_images(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
                     yield Problem(name, where, "a pull request's image must be named with `invoke ci.image-ref --pr`")
 
 
+def _check_caches(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
+    """A layer cache is code the next build trusts: only a job in an environment may name one.
+
+    GITHUB_TOKEN's `packages: write` is any branch's for the asking, so a cache written with it
+    is a branch's to poison; the environment must hold the cache's own credential too. (A pull
+    request's workflows may name none at all: _check_pr_images.)"""
+    if {"pull_request", "workflow_run"} & triggers(workflow):
+        return
+    for job_id, job in _jobs(workflow):
+        if job.get("environment"):
+            continue
+        for step_name, step in _steps(job):
+            if any("--cache-ref" in command for command in commands(step.get("run") or "")):
+                yield Problem(
+                    name, f"{job_id}/{step_name}", "a layer cache outside an environment: any branch can write it"
+                )
+
+
+def _check_production_images(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
+    """A production submit runs `--image "$VAR"` with VAR = the ref `invoke ci.verify-image` output."""
+    for job_id, job in _jobs(workflow):
+        if job.get("environment") != PRODUCTION:
+            continue
+        verified: set[str] = set()
+        for step_name, step in _steps(job):
+            for command in commands(step.get("run") or ""):
+                if command.startswith(VERIFY_IMAGE) and step.get("id"):
+                    verified.add(step["id"])
+                if not command.startswith("invoke submit"):
+                    continue
+                flag = _IMAGE_FLAG.search(command)
+                value = str((step.get("env") or {}).get(flag.group(1), "")) if flag else ""
+                source = _STEP_REF.match(value.strip())
+                if not (source and source.group(1) in verified):
+                    yield Problem(
+                        name,
+                        f"{job_id}/{step_name}",
+                        f"a production submit must run the digest an earlier `{VERIFY_IMAGE}` step verified "
+                        '(--image "$IMAGE" with IMAGE: ${{ steps.<its id>.outputs.ref }})',
+                    )
+
+
 def _check_pins(name: str, text: str) -> Iterator[Problem]:
     for number, line in enumerate(text.splitlines(), 1):
         used = _USES_LINE.match(line)
@@ -303,6 +369,8 @@ def check(path: Path) -> list[Problem]:
         *_check_workflow_runs(name, workflow),
         *_check_installs(name, workflow),
         *_check_pr_images(name, workflow),
+        *_check_caches(name, workflow),
+        *_check_production_images(name, workflow),
         *_check_secret_scope(name, workflow),
         *_check_pins(name, text),
         *_check_version_copies(name, text),

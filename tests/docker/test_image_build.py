@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import subprocess
 
 import pytest
@@ -104,3 +106,31 @@ def test_the_base_digest_is_in_the_plan_and_the_image_label(cpu_image: Built, ba
 def test_a_missing_base_image_is_refused_before_the_build_with_a_hint(settings: Settings):
     with pytest.raises(RaybakeError, match=r"'raybake-test/absent:0' is not on this engine.*docker-engine.sh"):
         image.plan(settings, variant="cpu", base_image="raybake-test/absent:0", torch_index="")
+
+
+def test_no_credential_of_the_remote_or_index_reaches_the_image(
+    settings: Settings, cpu_image: Built, base_image: str, tmp_path, monkeypatch
+):
+    """A checkout cloned as `https://user:SECRET@...` (some CI systems do): the built image's
+    labels, environment and history (where every build argument a RUN saw is kept) hold no
+    SECRET; and an index with a credential is refused before anything is built."""
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    git = ["git", "-C", str(tmp_path / "repo")]
+    subprocess.run([*git, "remote", "add", "origin", "https://user:SECRET@example.invalid/x.git"], check=True)
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "repo" / ".git"))
+    with pytest.raises(RaybakeError, match="carries a credential"):
+        image.plan(settings, variant="cpu", base_image=base_image, torch_index="https://user:SECRET@example.invalid/")
+    plan = image.plan(settings, variant="cpu", base_image=base_image, torch_index="", bake_model=True)
+    # Its own name and state: the session's image stays as it is; only the label layers are new.
+    plan = dataclasses.replace(plan, repository="raybake-credential-check")
+    own = dataclasses.replace(settings, state_file=str(tmp_path / "state.json"))
+    try:
+        assert image.build(own, plan, out=io.StringIO()) is True
+        found = inspect(plan.ref)
+        assert found["Config"]["Labels"]["org.opencontainers.image.source"] == "https://example.invalid/x.git"
+        history = image.docker_api().history(plan.ref)
+        assert any("TORCH_REQUIREMENT" in step["CreatedBy"] for step in history), "history shows no build args"
+        shown = json.dumps([found["Config"], found.get("ContainerConfig"), history])
+        assert "SECRET" not in shown
+    finally:
+        image.docker_api().remove_image(plan.ref, force=True)

@@ -1,4 +1,4 @@
-"""docker/Dockerfile: hadolint-clean, and its versions come from requirements.txt only."""
+"""docker/Dockerfile: hadolint-clean, every input pinned by content, versions from requirements.txt only."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from raybake.ci import dockerfile_policy
 from raybake.versions import ROOT, pins
 
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -29,3 +30,39 @@ def test_the_build_context_names_only_files_that_exist():
     assert allowed
     for path in allowed:
         assert (ROOT / path).exists(), f".dockerignore lets in {path!r}, which does not exist"
+
+
+def test_the_dockerfile_pins_every_input_by_content():
+    assert [str(p) for p in dockerfile_policy.check()] == []
+
+
+def _broken(old: str, new: str) -> list[str]:
+    text = DOCKERFILE.read_text()
+    assert old in text, old
+    return [str(p) for p in dockerfile_policy.check_text(text.replace(old, new, 1))]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        # A base by tag, as the Dockerfile had it: the tag may name another image tomorrow.
+        ("FROM ${BASE_IMAGE}", "FROM rayproject/ray:2-py311-cpu", "FROM 'rayproject/ray:2-py311-cpu' is not pinned"),
+        ("ARG BASE_IMAGE\n", "ARG BASE_IMAGE=rayproject/ray:2-py311-cu128\n", "FROM '${BASE_IMAGE}' is not pinned"),
+        ("pip install --require-hashes --no-deps --only-binary=:all:", "pip install", "unhashed 'pip install"),
+        ("pip install --require-hashes --no-deps -r requirements-model.lock", "pip install gt-x==1", "unhashed"),
+        ('--index-url "$TORCH_INDEX_URL"', '--extra-index-url "$TORCH_INDEX_URL"', "a second index"),
+    ],
+    ids=["from-tag", "from-arg-with-a-tag-default", "unhashed-lock-step", "unhashed-model", "extra-index"],
+)
+def test_each_unpinned_input_is_refused(old: str, new: str, expected: str):
+    found = _broken(old, new)
+    assert len(found) == 1 and expected in found[0], found
+
+
+def test_a_literal_digest_and_a_hashed_install_in_any_shell_form_pass():
+    text = (
+        "FROM base@sha256:" + "a" * 64 + " AS deps\nFROM deps\n"
+        "RUN set -e; python -m pip install --require-hashes --requirement r.lock && echo done\n"
+    )
+    assert dockerfile_policy.check_text(text) == []
+    assert len(dockerfile_policy.check_text(text + "RUN true && pip3 install ray==1 | tee log\n")) == 1

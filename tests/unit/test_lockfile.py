@@ -1,42 +1,58 @@
-"""requirements-client.lock is current: every pin of its inputs locked at that version, with hashes."""
+"""The hash locks are current: every pin of their inputs locked at that version, with hashes."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 
 from raybake.ci import lockfile
-from raybake.versions import ROOT
+from raybake.versions import ROOT, pins
 
 
-def test_the_lock_is_current():
-    assert lockfile.stale() == []
+@pytest.mark.parametrize("lock", lockfile.LOCKS, ids=lambda lk: lk.name)
+def test_the_lock_is_current(lock: lockfile.Lock):
+    assert lockfile.stale(lock) == []
 
 
-@pytest.fixture()
-def copies(tmp_path: Path, monkeypatch) -> Path:
-    for name in ("requirements.txt", "requirements-client.in", "requirements-client.lock"):
+def copy(lock: lockfile.Lock, tmp_path: Path) -> lockfile.Lock:
+    for name in ("requirements.txt", lock.source.name, lock.lock.name):
         shutil.copy(ROOT / name, tmp_path / name)
-    monkeypatch.setattr(lockfile, "SOURCE", tmp_path / "requirements-client.in")
-    monkeypatch.setattr(lockfile, "LOCK", tmp_path / "requirements-client.lock")
-    return tmp_path
+    return dataclasses.replace(lock, source=tmp_path / lock.source.name, lock=tmp_path / lock.lock.name)
 
 
-def test_a_pin_bumped_without_a_new_lock_is_stale(copies: Path):
-    source = copies / "requirements-client.in"
-    source.write_text(source.read_text().replace("invoke==3.0.3", "invoke==3.0.4"))
-    assert lockfile.stale() == ["invoke==3.0.4 is locked as 3.0.3"]
+def test_a_pin_bumped_without_a_new_lock_is_stale(tmp_path: Path):
+    lock = copy(lockfile.CLIENT, tmp_path)
+    lock.source.write_text(lock.source.read_text().replace("invoke==3.0.3", "invoke==3.0.4"))
+    assert lockfile.stale(lock) == ["requirements-client.lock: invoke==3.0.4 is locked as 3.0.3"]
 
 
-def test_a_lock_without_hashes_or_naming_an_index_is_stale(copies: Path):
-    lock = copies / "requirements-client.lock"
-    text = lock.read_text()
+def test_a_lock_without_hashes_or_naming_an_index_is_stale(tmp_path: Path):
+    lock = copy(lockfile.CLIENT, tmp_path)
+    text = lock.lock.read_text()
     first = text.index("invoke==3.0.3")
     end = text.index("# via", first)
-    lock.write_text("--extra-index-url file:///opt/pypi/simple\n" + text[:first] + "invoke==3.0.3\n    " + text[end:])
-    assert lockfile.stale() == [
-        "invoke==3.0.3 has no hash",
-        "the lock names an index or wheel folder: '--extra-index-url file:///opt/pypi/simple'",
+    lock.lock.write_text(
+        "--extra-index-url file:///opt/pypi/simple\n" + text[:first] + "invoke==3.0.3\n    " + text[end:]
+    )
+    assert lockfile.stale(lock) == [
+        "requirements-client.lock: invoke==3.0.3 has no hash",
+        "requirements-client.lock: the lock names an index or wheel folder: '--extra-index-url file:///opt/pypi/simple'",
     ]
+
+
+def test_the_image_lock_follows_requirements_txt_but_torch(tmp_path: Path):
+    lock = copy(lockfile.IMAGE, tmp_path)
+    assert "torch" not in lockfile.inputs(lock) and pins()["ray"] == lockfile.inputs(lock)["ray"]
+    lock.source.write_text(lock.source.read_text().replace(f"ray[default]=={pins()['ray']}", "ray[default]==9.9.9"))
+    assert lockfile.stale(lock) == [f"requirements.lock: ray==9.9.9 is locked as {pins()['ray']}"]
+    # torch comes from its own index: locked here it would be installed from PyPI's, beside it.
+    lock.lock.write_text(lock.lock.read_text() + f"torch=={pins()['torch']} \\\n    --hash=sha256:{'0' * 64}\n")
+    assert "requirements.lock: torch comes from its own index, not this lock" in lockfile.stale(lock)
+
+
+def test_the_pip_compile_input_of_the_image_lock_has_no_torch():
+    assert lockfile.compile_command(lockfile.IMAGE)[-1] == "-"
+    assert "torch" not in lockfile.image_input() and "transformers==" in lockfile.image_input()

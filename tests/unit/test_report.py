@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,14 +29,33 @@ def test_job_report_has_counts_throughput_and_links() -> None:
     text = report.job_markdown(
         job="j1", status="SUCCEEDED", manifest=MANIFEST, output="s3://b/out", links={"logs": "https://l", "none": ""}
     )
-    assert "✅ raybake job `j1`: SUCCEEDED" in text
+    assert "✅ raybake job `j1`: `SUCCEEDED`" in text
     assert "| 120 | 118 | 2 | 0 | 5 | 4.0 | 30.0 |" in text
     assert "- outputs: `s3://b/out`" in text and "- [logs](https://l)" in text and "[none]" not in text
 
 
 def test_job_report_without_a_manifest_says_why() -> None:
     text = report.job_markdown(job="j1", status="FAILED", note="manifest not readable")
-    assert "❌" in text and "> manifest not readable" in text and "| documents" not in text
+    assert "❌" in text and "> `manifest not readable`" in text and "| documents" not in text
+
+
+def test_manifest_fields_are_inert_in_the_comment() -> None:
+    """A pull request's job writes its own manifest: its fields must not mention, link, inject
+    HTML, break the table or close their code span."""
+    hostile = {
+        **MANIFEST,
+        "counts": {**MANIFEST["counts"], "error": "2 | <img src=x onerror=alert(1)>"},
+        "model": {"name": "x` @octo-org/maintainers [click](https://evil.invalid) ``y"},
+        "git_sha": "abc\n\n## Approved by @admin",
+    }
+    text = report.job_markdown(job="j1", status="SUCCEEDED", manifest=hostile, note="@admin <b>look</b>")
+    assert "Model ```x` @octo-org/maintainers [click](https://evil.invalid) ``y```" in text
+    assert "`2 \\| <img src=x onerror=alert(1)>`" in text
+    assert "git `abc ## Approved by @admin`." in text and "\n## " not in text
+    assert "> `@admin <b>look</b>`" in text
+    # Outside code spans nothing of theirs is left.
+    outside = re.sub(r"(`+) ?.*? ?\1", "", text)
+    assert not [s for s in ("@", "<", "](") if s in outside.replace("](https://", "")], outside
 
 
 def test_read_manifest(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ EXPECTED = {"ci.yml", "e2e-kind.yml", "image.yml", "submit.yml", "pr-image.yml",
 # those, so a typo in a workflow still fails. Empty it once they are merged.
 PENDING = {
     "build": "issue 3: invoke build --variant cpu|cuda [--push]",
-    "build --cache-ref": "issue 3: registry layer cache (REPOSITORY:buildcache, mode=max)",
     "push": "issue 3: invoke push --variant cuda",
     "push --tag": "issue 3: extra tags (sha-<commit>, the release tag) on the pushed image",
 }
@@ -97,7 +96,11 @@ def test_triggers() -> None:
     assert inputs == {"corpus", "task", "model", "image", "backend", "gpus", "output"}
 
 
-WRITERS = {("image.yml", "publish"): {"packages"}, ("pr-trial.yml", "trial"): {"packages", "pull-requests"}}
+WRITERS = {
+    ("image.yml", "publish"): {"packages", "id-token", "attestations"},
+    ("pr-trial.yml", "trial"): {"packages"},
+    ("pr-trial.yml", "comment"): {"pull-requests"},
+}
 
 
 def test_publishing_jobs_alone_can_write() -> None:
@@ -117,6 +120,22 @@ def test_a_pull_requests_code_builds_without_credentials_and_runs_only_in_the_sa
     runs = [s.get("run", "") for s in trial["steps"]]
     assert runs[2] == workflow_policy.LOCKED_INSTALL and runs[3].startswith(workflow_policy.TRIAL_CHECK)
     assert any("invoke ci.image-ref" in r and "--pr" in r for r in runs)
+
+
+def test_main_attests_what_it_pushes_and_production_runs_that_digest() -> None:
+    publish = workflow_policy.load(WORKFLOWS["image.yml"])["jobs"]["publish"]
+    steps = publish["steps"]
+    attest = [s for s in steps if str(s.get("uses", "")).startswith("actions/attest-build-provenance@")]
+    pushed = next(s for s in steps if s.get("id") == "pushed")
+    assert pushed["run"].startswith("invoke push ")
+    assert attest and attest[0]["with"]["subject-digest"] == "${{ steps.pushed.outputs.digest }}"
+    assert not [s for s in steps if "--cache-ref" in s.get("run", "")]
+    # A release tag's run goes through the `release` environment.
+    assert publish["environment"] == "${{ github.ref_type == 'tag' && 'release' || 'image' }}"
+    dispatch = workflow_policy.load(WORKFLOWS["submit.yml"])["jobs"]["dispatch"]
+    verify = next(s for s in dispatch["steps"] if s.get("run", "").startswith(workflow_policy.VERIFY_IMAGE))
+    submit = next(s for s in dispatch["steps"] if s.get("run", "").startswith("invoke submit"))
+    assert submit["env"]["IMAGE"] == f"${{{{ steps.{verify['id']}.outputs.ref }}}}"
 
 
 def test_dispatch_reruns_attach_and_the_rayjob_backend_gets_no_ray_token() -> None:
@@ -152,11 +171,13 @@ def test_docs_name_every_workflow_input_secret_and_variable() -> None:
     names |= set(_triggers("submit.yml")["workflow_dispatch"]["inputs"])
     names |= set(re.findall(r"secrets\.([A-Z0-9_]+)", texts)) - {"GITHUB_TOKEN"}
     names |= set(re.findall(r"vars\.([A-Z0-9_]+)", texts))
+    # An environment chosen by an expression (`cond && 'a' || 'b'`) names each choice after && or ||.
     names |= {
-        job["environment"]
+        name
         for path in WORKFLOWS.values()
         for job in workflow_policy.load(path)["jobs"].values()
         if "environment" in job
+        for name in (re.findall(r"(?:&&|\|\|)\s*'([\w-]+)'", job["environment"]) or [job["environment"]])
     }
     assert not [n for n in sorted(names) if f"`{n}`" not in section]
 
@@ -193,3 +214,18 @@ def test_every_invoked_task_and_flag_exists() -> None:
         known = {arg.name.replace("_", "-") for arg in task.get_arguments()}
         missing |= {f"{task_name} --{flag}" for flag in flags - known}
     assert missing <= set(PENDING), sorted(missing - set(PENDING))
+
+
+def test_a_trial_has_a_deadline_and_its_rayjob_is_always_deleted() -> None:
+    jobs = workflow_policy.load(WORKFLOWS["pr-trial.yml"])["jobs"]
+    trial = jobs["trial"]
+    deadline = trial["env"]["INVOKE_RAYBAKE_ACTIVE_DEADLINE_S"].split("||")[1].strip(" }")
+    assert int(deadline) < trial["timeout-minutes"] * 60
+    names = [s.get("name", "") for s in trial["steps"]]
+    cleanup = trial["steps"][-1]
+    assert cleanup["run"] == 'invoke stop --job "$JOB_NAME" --backend rayjob --delete'
+    assert cleanup["if"].startswith("always()") and names.index("Result to the job summary") < len(names) - 1
+    # The comment is its own job: only it may write to pull requests, and only main's code runs there.
+    comment = jobs["comment"]
+    assert comment["needs"] == "trial" and comment["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert "pull-requests" not in {k for k, v in trial["permissions"].items() if v == "write"}

@@ -47,6 +47,8 @@ class TaskOptions:
     dtype: str = "auto"
     device: str = "auto"
     revision: str | None = None
+    prompt: str | None = None  # embed: text before each document (None: the model's default prompt)
+    prompt_name: str | None = None  # embed: one of the model's own prompts, by name
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,11 @@ def run(config: RunConfig) -> int:
 
     _check_image()
     assert pool is not None
-    result = pool.run(todo, done_bytes=total_bytes - sum(s.bytes for s in todo), total_bytes=total_bytes)
+    try:
+        result = pool.run(todo, done_bytes=total_bytes - sum(s.bytes for s in todo), total_bytes=total_bytes)
+    except ModelNotLoaded as exc:
+        log(f"error: {exc}")
+        return 2
     manifest = build_manifest(
         output, shards, spec, started=started, pool=result, resumed=len(shards) - len(todo), plan_seconds=plan_seconds
     )
@@ -152,6 +156,11 @@ def _difference(output: str, previous: dict[str, Any], spec: dict[str, Any]) -> 
     return f"{what}; choose another --output or delete it"
 
 
+class ModelNotLoaded(Exception):
+    """A worker refused the model as asked (job.pipelines.base.ModelRefused): every worker would
+    refuse alike, so the job ends with the reason in one line."""
+
+
 class PoolWorker:
     """The Ray actor around ShardWorker: torch and transformers are imported in the worker
     process only, so the driver starts without them.
@@ -164,9 +173,16 @@ class PoolWorker:
         # The fast tokenizer's thread pool, made at its first batch: as wide as this worker's CPUs,
         # not the whole machine's (Ray sets OMP_NUM_THREADS alike, for torch).
         os.environ.setdefault("RAYON_NUM_THREADS", str(config.threads))
+        from job.pipelines.base import ModelRefused
         from job.worker import ShardWorker
 
-        self.worker = ShardWorker(config, started=started)
+        self.refused: str | None = None
+        try:
+            self.worker = ShardWorker(config, started=started)
+        except ModelRefused as exc:
+            # Told to the driver by info(), which says it in one line: raised here, it would be
+            # Ray's traceback of a failed actor in the job's log.
+            self.refused = str(exc)
         self.keep_warm_s, self.loaded_at = keep_warm_s, time.time()
         self.busy, self.jobs, self.last_used = 0, 0, time.monotonic()
         self.lock = threading.Lock()
@@ -175,6 +191,8 @@ class PoolWorker:
 
     def info(self, config: WorkerConfig) -> dict[str, Any]:
         """This worker as the job `config` gets it (its token budget, say, is that job's)."""
+        if self.refused is not None:
+            return {"refused": self.refused}
         with self.lock:
             self._in_service()
             self.jobs, self.last_used = self.jobs + 1, time.monotonic()
@@ -246,6 +264,10 @@ class Pool:
                     raise
                 actors[index] = self.actor_class.remote(self.config.worker)
                 infos.append(ray.get(actors[index].info.remote(self.config.worker)))
+            if "refused" in infos[-1]:
+                for actor in self.actors:  # warm or not, each would refuse every job of its settings
+                    ray.kill(actor)
+                raise ModelNotLoaded(infos[-1]["refused"])
         return infos
 
     @classmethod

@@ -110,7 +110,9 @@ def make_st_model(
     torch.manual_seed(0)
     base = directory / "base"
     if decoder:
-        config = GPT2Config(vocab_size=30522, n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=101, eos_token_id=102)
+        config = GPT2Config(
+            vocab_size=30522, n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=101, eos_token_id=102
+        )
         model = GPT2LMHeadModel(config)
     else:
         model = BertModel(_bert_config({0: "LABEL_0", 1: "LABEL_1"}))

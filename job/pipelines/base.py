@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 CHARS_PER_TOKEN_CAP = 32
 
 
+class ModelRefused(ValueError):
+    """The model cannot run as asked (an option it does not have): the message says why, naming
+    the value, and what to do; the job says it in one line (job/run.py)."""
+
+
 @dataclass(frozen=True)
 class Encoded:
     ids: list[list[int]]

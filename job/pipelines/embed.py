@@ -18,11 +18,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 from sentence_transformers.util import is_sentence_transformer_model
 
-from job.pipelines.base import Encoded, ModelBatch, Task
-
-
-class ModelRefused(ValueError):
-    """The model or its options cannot be embedded as asked: the message says why and what to do."""
+from job.pipelines.base import Encoded, ModelBatch, ModelRefused, Task
 
 
 class Embed(Task):
@@ -41,7 +37,9 @@ class Embed(Task):
         self.use_tokenizer(first.tokenizer)
         self.prompt = self._prompt()
         # Pooling with include_prompt=False leaves out the prompt's tokens; the library counts them.
-        self.prompt_length = self.encoder.preprocess([""], prompt=self.prompt).get("prompt_length") if self.prompt else None
+        self.prompt_length = (
+            self.encoder.preprocess([""], prompt=self.prompt).get("prompt_length") if self.prompt else None
+        )
         self.dimension = self.encoder.get_embedding_dimension()
         # The library feeds the model every input its tokenizer makes. A single text's token types
         # are all 0, which is a model's default only where it has a token-type embedding of its own.
@@ -52,7 +50,9 @@ class Embed(Task):
         revision = self.options.revision
         device = str(self.device)
         if is_sentence_transformer_model(self.model_path, revision=revision):
-            return SentenceTransformer(self.model_path, device=device, revision=revision, model_kwargs={"dtype": self.dtype})
+            return SentenceTransformer(
+                self.model_path, device=device, revision=revision, model_kwargs={"dtype": self.dtype}
+            )
         hub = {"revision": revision}
         transformer = Transformer(
             self.model_path, model_kwargs={**hub, "dtype": self.dtype}, processor_kwargs=hub, config_kwargs=hub

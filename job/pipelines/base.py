@@ -98,7 +98,6 @@ class Task(ABC):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
-        self._rust: Tokenizer | None = None  # made from it on first use
 
     @abstractmethod
     def load_model(self) -> torch.nn.Module: ...

@@ -74,7 +74,7 @@ class Embed(Task):
                 f"--prompt-name {name!r}: model {self.model_name!r} has no such prompt; "
                 f"its prompts are {sorted(prompts)!r} (or give the text with --prompt)"
             )
-        return prompts[name]
+        return prompts[name] or ""
 
     def columns(self) -> list[pa.Field]:
         return [pa.field("embedding", pa.list_(pa.float32(), self.dimension))]

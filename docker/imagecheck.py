@@ -14,7 +14,7 @@ import ray
 import torch
 import transformers
 
-import job  # noqa: F401 - the job code must import with the image's dependencies
+import job.pipelines  # noqa: F401 - the job code, its model libraries included, must import with the image's dependencies
 
 
 def cuda_problems(torch_version: str, torch_cuda: str | None, base_cuda: str) -> list[str]:

@@ -40,6 +40,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASK_NAMES, default=DEFAULT_TASK, help="model task (default: %(default)s)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local directory (default: %(default)s)")
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
+    prompts = p.add_mutually_exclusive_group()
+    prompts.add_argument(
+        "--prompt",
+        default=None,
+        help="embed: text put before each document, as sentence-transformers' encode(prompt=...) "
+        "(default: the model's default prompt, if its configuration names one)",
+    )
+    prompts.add_argument(
+        "--prompt-name",
+        default=None,
+        help="embed: the model's own prompt of that name (config_sentence_transformers.json), e.g. query",
+    )
     p.add_argument(
         "--text-field",
         default=DEFAULT_TEXT_FIELD,
@@ -137,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--output is required (or --check to only check the corpus)")
     numbers = ("max_length", "top_k", "max_new_tokens", "split_bytes", "max_record_bytes", "token_budget")
     positive(p, args, *numbers, "max_batch_size", "workers")
+    if args.task != "embed" and (args.prompt is not None or args.prompt_name is not None):
+        p.error(f"--prompt and --prompt-name are options of --task embed, not of --task {args.task}")
     options = TaskOptions(
         max_length=args.max_length,
         top_k=args.top_k,
@@ -145,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         revision=args.revision,
         aggregation=args.aggregation,
+        prompt=args.prompt,
+        prompt_name=args.prompt_name,
     )
     worker = WorkerConfig(
         task=args.task,

@@ -51,6 +51,8 @@ class TaskOptions:
     device: str = "auto"
     revision: str | None = None
     aggregation: str = "simple"
+    prompt: str | None = None  # embed: text before each document (None: the model's default prompt)
+    prompt_name: str | None = None  # embed: one of the model's own prompts, by name
 
 
 @dataclass(frozen=True)

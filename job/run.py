@@ -48,7 +48,8 @@ WORKER_WAIT_NOTE_S = 30.0
 
 
 class ModelNotLoaded(Exception):
-    """A worker's model load failed: the job ends with the reason, in one line."""
+    """A worker's model load failed, or it refused the model as asked (job.pipelines.base.ModelRefused):
+    every worker would fail alike, so the job ends with the reason in one line."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def run(config: RunConfig) -> int:
     try:
         result = pool.run(todo, done_bytes=total_bytes - sum(s.bytes for s in todo), total_bytes=total_bytes)
     except ModelNotLoaded as exc:
-        log(f"error: the workers could not load the model: {exc}")
+        log(f"error: {exc}")
         return 2
     manifest = build_manifest(
         output, shards, spec, started=started, pool=result, resumed=len(shards) - len(todo), plan_seconds=plan_seconds
@@ -174,9 +175,16 @@ class PoolWorker:
         # The fast tokenizer's thread pool, made at its first batch: as wide as this worker's CPUs,
         # not the whole machine's (Ray sets OMP_NUM_THREADS alike, for torch).
         os.environ.setdefault("RAYON_NUM_THREADS", str(config.threads))
+        from job.pipelines.base import ModelRefused
         from job.worker import ShardWorker
 
-        self.worker = ShardWorker(config, started=started)
+        self.refused: str | None = None
+        try:
+            self.worker = ShardWorker(config, started=started)
+        except ModelRefused as exc:
+            # Told to the driver by info(), which says it in one line: raised here, it would be
+            # Ray's traceback of a failed actor in the job's log.
+            self.refused = str(exc)
         self.keep_warm_s, self.loaded_at = keep_warm_s, time.time()
         self.busy, self.jobs, self.last_used = 0, 0, time.monotonic()
         self.lock = threading.Lock()
@@ -185,6 +193,8 @@ class PoolWorker:
 
     def info(self, config: WorkerConfig) -> dict[str, Any]:
         """This worker as the job `config` gets it (its token budget, say, is that job's)."""
+        if self.refused is not None:
+            return {"refused": self.refused}
         with self.lock:
             self._in_service()
             self.jobs, self.last_used = self.jobs + 1, time.monotonic()
@@ -257,6 +267,10 @@ class Pool:
                     raise
                 actors[index] = self.actor_class.remote(self.config.worker)
                 infos.append(ray.get(actors[index].info.remote(self.config.worker)))
+            if "refused" in infos[-1]:
+                for actor in self.actors:  # warm or not, each would refuse every job of its settings
+                    ray.kill(actor)
+                raise ModelNotLoaded(infos[-1]["refused"])
         return infos
 
     @staticmethod
@@ -340,7 +354,7 @@ class Pool:
                 raise
             # What the task refused (a model it cannot serve so): the worker's exception, which
             # is the last line of the traceback Ray passes on.
-            raise ModelNotLoaded(str(exc).strip().splitlines()[-1]) from None
+            raise ModelNotLoaded(f"the workers could not load the model: {str(exc).strip().splitlines()[-1]}") from None
         ready_at, ready_clock = time.time(), time.perf_counter()
         for info in infos:
             loaded = (

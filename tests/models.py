@@ -212,3 +212,48 @@ def make_slow_tokenizer_ner_model(directory: Path) -> str:
     BertForTokenClassification(_bert_config(NER_TAGS)).save_pretrained(directory)
     ByT5Tokenizer().save_pretrained(directory)
     return str(directory)
+
+
+# --- sentence-transformers models: each a real ST save, so raybake reads what ST itself reads ---
+
+ST_PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+
+def make_st_model(
+    directory: Path,
+    *,
+    pooling: str,
+    dense: int | None = None,
+    normalize: bool = True,
+    decoder: bool = False,
+    prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
+    include_prompt: bool = True,
+    max_seq_length: int | None = None,
+) -> str:
+    """A tiny random encoder (BERT, or GPT-2 for `decoder`) with MiniLM's tokenizer, saved with
+    `SentenceTransformer(modules=[...]).save`: its pooling mode, an optional Dense layer to `dense`
+    dimensions, an optional Normalize, prompts and a max_seq_length."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
+    torch.manual_seed(0)
+    base = directory / "base"
+    if decoder:
+        config = GPT2Config(
+            vocab_size=30522, n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=101, eos_token_id=102
+        )
+        model = GPT2LMHeadModel(config)
+    else:
+        model = BertModel(_bert_config({0: "LABEL_0", 1: "LABEL_1"}))
+    model.save_pretrained(base)
+    AutoTokenizer.from_pretrained(MINILM).save_pretrained(base)
+    transformer = Transformer(str(base), max_seq_length=max_seq_length)
+    modules: list[torch.nn.Module] = [transformer, Pooling(32, pooling_mode=pooling, include_prompt=include_prompt)]
+    if dense:
+        modules.append(Dense(32, dense, activation_function=torch.nn.Tanh()))
+    if normalize:
+        modules.append(Normalize())
+    st = SentenceTransformer(modules=modules, prompts=prompts, default_prompt_name=default_prompt_name, device="cpu")
+    st.save(str(directory / "st"))
+    return str(directory / "st")

@@ -149,6 +149,7 @@ def _start_head(num_cpus: int, auth_mode: str, timeout: float, env: dict[str, st
     return _launch(command, environment, ports, temp_dir, auth_mode, timeout)
 
 
+AGENT_HEALTH = "/api/local_raylet_healthz"
 # Ray's default port for a head's dashboard agent: every plain `ray start` takes it.
 DEFAULT_AGENT_PORT = 52365
 
@@ -178,7 +179,10 @@ def _launch(command: list[str], env: dict[str, str], ports: dict[str, int], temp
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     head = RayHead(process, ports["dashboard-port"], ports["port"], temp_dir, auth_mode)
     deadline = time.monotonic() + timeout
-    while not answers(head.url):
+    # The job API takes jobs once the head's job agent answers too ("No available agent" before):
+    # on a busy machine that is well after the dashboard (raybake's embedded Ray waits alike).
+    agent = ports.get("dashboard-agent-listen-port")
+    while not (answers(head.url) and (agent is None or answers(f"http://127.0.0.1:{agent}", path=AGENT_HEALTH))):
         if process.poll() is not None or time.monotonic() > deadline:
             text = log.read_text()[-2000:]
             head.stop()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from job.config import DEFAULT_MODEL, TaskOptions
 
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 # A document longer than this many characters per allowed token cannot fit anyway; cutting it
 # first keeps a 10 MB document from costing a full tokenization of text that will be dropped.
 CHARS_PER_TOKEN_CAP = 32
+
+
+class ModelRefused(ValueError):
+    """The model cannot run as asked (an option it does not have): the message says why, naming
+    the value, and what to do; the job says it in one line (job/run.py)."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +90,17 @@ class Task(ABC):
         self.device = pick_device(options.device)
         self.dtype = pick_dtype(self.device, options.dtype)
         self.config = AutoConfig.from_pretrained(self.model_path, revision=options.revision)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, revision=options.revision)
-        self.tokenizer.padding_side = self.padding_side
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.use_tokenizer(AutoTokenizer.from_pretrained(self.model_path, revision=options.revision))
         self.model = self.load_model().to(self.device).eval()
         self.max_length = self._max_length()
+
+    def use_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Tokenize with `tokenizer`: a task whose model library loads its own (sentence-transformers
+        sets its truncation limit and lower-casing) swaps it in while loading the model."""
+        tokenizer.padding_side = self.padding_side
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
 
     @abstractmethod
     def load_model(self) -> torch.nn.Module: ...

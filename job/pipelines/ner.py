@@ -17,7 +17,7 @@ from transformers import AutoModelForTokenClassification, TokenClassificationPip
 from transformers.pipelines.token_classification import AggregationStrategy
 
 from job.config import TaskOptions
-from job.pipelines.base import ModelBatch, Task
+from job.pipelines.base import ModelBatch, ModelRefused, Task
 
 # One entity as the pipeline returns it. Grouped strategies fill `entity_group`; `none` gives one
 # row per tagged token: its tag in `entity` and its token position in `index`. The other fields
@@ -57,7 +57,7 @@ class Ner(Task):
         if not self.tokenizer.is_fast:
             # Spans need the offsets only a fast (Rust) tokenizer gives, and first, average and
             # max need its word boundaries too.
-            raise ValueError(
+            raise ModelRefused(
                 f"ner needs a fast tokenizer (character offsets), and {model!r} has only a slow one "
                 f"({type(self.tokenizer).__name__}): give a model directory with a tokenizer.json"
             )

@@ -133,9 +133,9 @@ def plain_loop(texts: list[str], *, path: str, device: str, dtype: str) -> tuple
     """What a user writes first: batches of 32 in corpus order, padded to the longest, on the
     device, tokenizing inline. Returns its rates, the embeddings and each document's real tokens."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = bench.st_tokenizer(path)
     model = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
 
     def embed(chunk: list[str]) -> tuple[np.ndarray, Any]:

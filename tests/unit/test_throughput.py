@@ -1,6 +1,8 @@
 import json
 
-from raybake.bench.throughput import make_corpus, median_run
+import numpy as np
+
+from raybake.bench.throughput import baseline, make_corpus, median_run, model_dir
 
 
 def test_generated_corpora_are_seeded_and_shaped(tmp_path):
@@ -17,3 +19,12 @@ def test_generated_corpora_are_seeded_and_shaped(tmp_path):
 def test_median_run_is_one_real_run_with_all_rates_beside_it():
     runs = [{"docs_per_s": 5.0, "x": 1}, {"docs_per_s": 1.0, "x": 2}, {"docs_per_s": 3.0, "x": 3}]
     assert median_run(runs) == {"docs_per_s": 3.0, "x": 3, "docs_per_s_runs": [5.0, 1.0, 3.0]}
+
+
+def test_the_baseline_loop_embeds_what_sentence_transformers_does_past_minilms_256_tokens():
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["a short one", "cats sit on mats and spread work over GPUs " * 60]  # ~540 tokens
+    _, got = baseline(texts, threads=1)
+    expected = SentenceTransformer(model_dir(), device="cpu").encode(texts)
+    assert np.sum(got * expected, axis=1).min() >= 0.9999

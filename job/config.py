@@ -47,6 +47,13 @@ class TaskOptions:
     dtype: str = "auto"
     device: str = "auto"
     revision: str | None = None
+    # generate (job/pipelines/generate.py): the chat template rule, the sampling and the stops.
+    chat: str = "auto"  # auto: where the tokenizer has a chat template; on: required; off: never
+    system: str | None = None
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
 
 
 @dataclass(frozen=True)

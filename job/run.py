@@ -540,6 +540,7 @@ def build_manifest(
     parts: list[dict[str, Any]] = []
     totals: collections.Counter[str] = collections.Counter()
     reasons: collections.Counter[str] = collections.Counter()
+    sums: collections.Counter[str] = collections.Counter()  # a task's counted columns: generate's tokens
     missing_shards, missing_bytes = 0, 0
     ids = []
     for shard in shards:
@@ -554,6 +555,7 @@ def build_manifest(
         for key in ("documents", "ok", "error", "truncated", "real_tokens", "padded_tokens", "bytes_read"):
             totals[key] += stats[key]
         reasons.update(stats["errors_by_reason"])
+        sums.update(stats.get("column_sums", {}))
         for key in ("read", "tokenize", "compute", "write", "wait"):
             totals[f"{key}_seconds"] += stats[f"{key}_seconds"]
     all_ids = pa.chunked_array(ids, type=pa.string())
@@ -592,6 +594,7 @@ def build_manifest(
             "padding_efficiency": round(totals["real_tokens"] / totals["padded_tokens"], 4)
             if totals["padded_tokens"]
             else None,
+            **sums,
         },
         "timings": {
             "started": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(),

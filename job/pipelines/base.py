@@ -42,6 +42,7 @@ class ModelBatch:
     attention_mask: torch.Tensor
     texts: list[str]
     offsets: list[list[tuple[int, int]]] | None
+    doc_ids: tuple[str, ...] = ()  # each row's document id, where the caller gives them
 
 
 def resolve_model(name: str) -> str:
@@ -74,6 +75,11 @@ class Task(ABC):
     name: ClassVar[str]
     padding_side: ClassVar[str] = "right"
     wants_offsets: ClassVar[bool] = False
+    # Whether encode adds the tokenizer's special tokens (BOS, CLS ...): not to a text a chat
+    # template made, which writes its own.
+    add_special_tokens: bool = True
+    # Integer columns whose totals a part's stats and the manifest's `tokens` carry.
+    summed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: str, options: TaskOptions) -> None:
         self.options = options
@@ -146,13 +152,16 @@ class Task(ABC):
         if self.tokenizer.is_fast and not self.wants_offsets:
             # The Rust tokenizer directly, without offsets: the same ids, and on a worker where
             # tokenizing is the critical path, about a third less time than the wrapper's call.
-            encodings = self._backend().encode_batch_fast([t[:cap] for t in texts])
+            encodings = self._backend().encode_batch_fast(
+                [t[:cap] for t in texts], add_special_tokens=self.add_special_tokens
+            )
             truncated = [c or bool(e.overflowing) for c, e in zip(cut, encodings, strict=True)]
             return Encoded(ids=[e.ids for e in encodings], truncated=truncated, offsets=None)
         enc = self.tokenizer(
             [t[:cap] for t in texts],
             truncation=True,
             max_length=self.max_length,
+            add_special_tokens=self.add_special_tokens,
             return_offsets_mapping=self.wants_offsets,
             return_attention_mask=False,
             return_token_type_ids=False,
@@ -162,7 +171,11 @@ class Task(ABC):
         return Encoded(ids=enc["input_ids"], truncated=truncated, offsets=offsets)
 
     def collate(
-        self, ids: list[list[int]], texts: list[str], offsets: list[list[tuple[int, int]]] | None
+        self,
+        ids: list[list[int]],
+        texts: list[str],
+        offsets: list[list[tuple[int, int]]] | None,
+        doc_ids: tuple[str, ...] = (),
     ) -> ModelBatch:
         width = max(len(x) for x in ids)
         padded = np.full((len(ids), width), self.tokenizer.pad_token_id, dtype=np.int64)
@@ -177,4 +190,4 @@ class Task(ABC):
             # Pinned host memory lets the copy overlap with the previous batch's kernels.
             input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
             mask = mask.pin_memory().to(self.device, non_blocking=True)
-        return ModelBatch(input_ids=input_ids, attention_mask=mask, texts=texts, offsets=offsets)
+        return ModelBatch(input_ids=input_ids, attention_mask=mask, texts=texts, offsets=offsets, doc_ids=doc_ids)

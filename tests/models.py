@@ -151,7 +151,15 @@ def make_chat_lm(directory: Path, *, arch: str = "gpt2", chat_template: bool = T
     torch.manual_seed(0)
     model: GPT2LMHeadModel | LlamaForCausalLM
     if arch == "gpt2":
-        config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=256, initializer_range=INIT_RANGE, **special)
+        config = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=256,
+            initializer_range=INIT_RANGE,
+            **special,
+        )
         model = GPT2LMHeadModel(config)
         norm, head = model.transformer.ln_f, model.lm_head
     elif arch == "llama":

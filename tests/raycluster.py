@@ -178,7 +178,16 @@ def _launch(command: list[str], env: dict[str, str], ports: dict[str, int], temp
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     head = RayHead(process, ports["dashboard-port"], ports["port"], temp_dir, auth_mode)
     deadline = time.monotonic() + timeout
-    while not answers(head.url):
+    # The job API takes jobs once its agent answers too ("No available agent" before), as
+    # raybake's embedded head waits for it: a test that submits first thing must not race it.
+    agent = ports.get("dashboard-agent-listen-port")
+    auth = {"Authorization": f"Bearer {head.token}"} if head.token else {}
+
+    def ready() -> bool:
+        health = "/api/local_raylet_healthz"
+        return answers(head.url) and (agent is None or answers(f"http://127.0.0.1:{agent}", headers=auth, path=health))
+
+    while not ready():
         if process.poll() is not None or time.monotonic() > deadline:
             text = log.read_text()[-2000:]
             head.stop()

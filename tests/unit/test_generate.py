@@ -117,9 +117,7 @@ def test_a_documents_greedy_text_is_the_same_alone_and_in_a_mixed_length_batch(t
     assert batched == alone
 
 
-def test_seeded_samples_are_the_same_in_any_batch_and_equal_model_generate_sampling_alone(
-    tmp_path, chat_lm, reference
-):
+def test_seeded_samples_are_the_same_in_any_batch_and_equal_model_generate_sampling_alone(tmp_path, chat_lm, reference):
     sampling = {"temperature": 0.8, "top_p": 0.9, "seed": 7}
     _, batched = generate(tmp_path, chat_lm, records(), token_budget=10_000, max_batch_size=64, **sampling)
     _, alone = generate(tmp_path, chat_lm, records(), max_batch_size=1, **sampling)

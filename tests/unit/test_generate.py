@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
-from models import make_chat_lm
+from models import make_chat_lm, make_seq2seq_lm
 from test_pipelines import process_corpus
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from job.__main__ import main
 from job.config import TaskOptions, WorkerConfig
@@ -210,3 +210,16 @@ def test_the_spec_of_a_generate_run_reads_back_equal_so_a_rerun_resumes(tmp_path
     worker = WorkerConfig("generate", "m", options, Fields(template="Q: {text}"), str(corpus), "o", None, 8, 1)
     spec = _spec(RunConfig(worker, 1 << 20, None, None, 0, False), files)
     assert json.loads(json.dumps(spec)) == spec and spec["options"]["stop"] == ["\n\n", "END"]
+
+
+def test_an_encoder_decoders_greedy_text_equals_model_generate(tmp_path):
+    t5 = make_seq2seq_lm(tmp_path / "t5")
+    _, rows = generate(tmp_path, t5, records())
+    tokenizer, model = AutoTokenizer.from_pretrained(t5), AutoModelForSeq2SeqLM.from_pretrained(t5).eval()
+    for i, text in enumerate(TEXTS):
+        inputs = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            new = model.generate(**inputs, max_new_tokens=NEW, do_sample=False)[0, 1:].tolist()  # after the start token
+        row = rows[f"doc-{i}"]
+        assert row["generated_text"] == tokenizer.decode(new, skip_special_tokens=True), text
+        assert (row["completion_tokens"], row["prompt_tokens"]) == (len(new), inputs["input_ids"].shape[1])

@@ -273,7 +273,7 @@ class ShardWorker:
                 [encoded.ids[p] for p in positions],
                 [_text(chunk.docs[d]) for d in doc_ids],
                 [encoded.offsets[p] for p in positions] if encoded.offsets else None,
-                tuple(chunk.docs[d].id for d in doc_ids),
+                doc_ids=tuple(chunk.docs[d].id for d in doc_ids),
             )
             columns = self.task.infer_columns(batch)
         except Exception as exc:  # noqa: BLE001 - a model failure must become rows, not a lost shard

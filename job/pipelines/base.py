@@ -175,6 +175,7 @@ class Task(ABC):
         ids: list[list[int]],
         texts: list[str],
         offsets: list[list[tuple[int, int]]] | None,
+        *,
         doc_ids: tuple[str, ...] = (),
     ) -> ModelBatch:
         width = max(len(x) for x in ids)

@@ -17,7 +17,14 @@ from job.config import (
     TaskOptions,
     WorkerConfig,
 )
-from job.corpus import MAX_RECORD_BYTES, SHARDS_PER_CORPUS, SPLIT_BYTES_MAX, SPLIT_BYTES_MIN, Fields
+from job.corpus import (
+    MAX_RECORD_BYTES,
+    SHARDS_PER_CORPUS,
+    SPLIT_BYTES_MAX,
+    SPLIT_BYTES_MIN,
+    Fields,
+    template_names,
+)
 from job.run import RunConfig, run
 
 SPEC_FLAG = "--spec-b64"
@@ -113,6 +120,37 @@ def parser() -> argparse.ArgumentParser:
         "model and settings (raybake's embedded local Ray sets it; default: they end with the job)",
     )
     p.add_argument("--check", action="store_true", help="only read and plan the corpus; refuse bad input")
+    p.add_argument(
+        "--prompt-template",
+        default=None,
+        help='generate: the prompt, a str.format template of the record\'s fields, e.g. "Summarise: {text}" '
+        "({text} is --text-field's value); a record without a named field is an error row",
+    )
+    p.add_argument(
+        "--chat",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="generate: wrap the prompt in the tokenizer's chat template as the user's turn "
+        "(auto: where it has one; on: refuse a tokenizer without one) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--system", default=None, help="generate: a system message before the prompt (needs a chat template)"
+    )
+    p.add_argument("--temperature", type=float, default=0.0, help="generate: sampling temperature; 0 is greedy")
+    p.add_argument("--top-p", type=float, default=1.0, help="generate: nucleus sampling mass, in (0, 1] (default: 1)")
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        help="generate: end a completion at this string, left out of the text (repeatable)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="generate: sampling seed; with the document id it seeds each document's own sample, "
+        "so a sample does not depend on its batch (default: %(default)s)",
+    )
     return p
 
 
@@ -121,6 +159,25 @@ def positive(p: argparse.ArgumentParser, args: argparse.Namespace, *names: str) 
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {value!r}")
+
+
+def generation(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse generation options that cannot work, before any worker starts."""
+    if args.prompt_template is not None:
+        if args.task != "generate":
+            p.error(f"--prompt-template is for --task generate, not {args.task!r}")
+        try:
+            template_names(args.prompt_template)
+        except ValueError as exc:
+            p.error(str(exc))
+    if not args.temperature >= 0:  # also NaN
+        p.error(f"--temperature must be >= 0 (0 is greedy), got {args.temperature!r}")
+    if not 0 < args.top_p <= 1:
+        p.error(f"--top-p must be in (0, 1], got {args.top_p!r}")
+    if "" in args.stop:
+        p.error("--stop needs a non-empty string, got ''")
+    if args.system is not None and args.chat == "off":
+        p.error("--system needs the model's chat template: drop --chat off (or put the text in --prompt-template)")
 
 
 def expand_spec(argv: list[str]) -> list[str]:
@@ -151,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     positive(p, args, *numbers, "max_batch_size", "workers")
     if args.task != "embed" and (args.prompt is not None or args.prompt_name is not None):
         p.error(f"--prompt and --prompt-name are options of --task embed, not of --task {args.task}")
+    generation(p, args)
     options = TaskOptions(
         max_length=args.max_length,
         top_k=args.top_k,
@@ -161,12 +219,18 @@ def main(argv: list[str] | None = None) -> int:
         aggregation=args.aggregation,
         prompt=args.prompt,
         prompt_name=args.prompt_name,
+        chat=args.chat,
+        system=args.system,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        stop=tuple(args.stop),
+        seed=args.seed,
     )
     worker = WorkerConfig(
         task=args.task,
         model=args.model,
         options=options,
-        fields=Fields(text=args.text_field, id=args.id_field),
+        fields=Fields(text=args.text_field, id=args.id_field, template=args.prompt_template),
         corpus=args.corpus,
         output=args.output,
         token_budget=args.token_budget,

@@ -53,6 +53,13 @@ class TaskOptions:
     aggregation: str = "simple"
     prompt: str | None = None  # embed: text before each document (None: the model's default prompt)
     prompt_name: str | None = None  # embed: one of the model's own prompts, by name
+    # generate (job/pipelines/generate.py): the chat template rule, the sampling and the stops.
+    chat: str = "auto"  # auto: where the tokenizer has a chat template; on: required; off: never
+    system: str | None = None
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import json
+import string
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +87,44 @@ class CorpusError(Exception):
 class Fields:
     text: str = "text"
     id: str | None = None
+    # --prompt-template: the document's text is this str.format template filled from its record,
+    # `{text}` with the text field's value and any other `{name}` with the field `name`.
+    template: str | None = None
+
+    def record_fields(self) -> dict[str, str]:
+        """Template name -> the record field that fills it; without a template, the text alone."""
+        names = template_names(self.template) if self.template is not None else ("text",)
+        return {name: self.text if name == "text" else name for name in names}
+
+
+@functools.cache
+def template_names(template: str) -> tuple[str, ...]:
+    """The names a prompt template fills, once each, in order; ValueError for one that cannot work:
+    a malformed template, a positional `{}` or `{0}`, or attribute and index access (`{a.b}`,
+    `{a[0]}`), which would reach into a record's values."""
+    names: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(
+            f"prompt template {template!r} is malformed ({exc}); write a literal brace as {{{{ or }}}}"
+        ) from None
+    for _, name, spec, _ in parsed:
+        if name is None:
+            continue
+        if name == "" or name.isdigit():
+            raise ValueError(
+                f"prompt template {template!r} has a positional field {{{name}}}; name a field, e.g. {{text}}"
+            )
+        if "." in name or "[" in name:
+            raise ValueError(f"prompt template {template!r}: {{{name}}} reaches into a value; name a whole field")
+        if spec and "{" in spec:
+            raise ValueError(f"prompt template {template!r}: nested fields in {{{name}:{spec}}} are not supported")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError(f"prompt template {template!r} names no field; include {{text}} or another field")
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -330,7 +370,8 @@ def check(fs: fsspec.AbstractFileSystem, files: list[CorpusFile], fields: Fields
         names, records, whole = _first_names(fs, f)
         found = found or records
         sampled_all = sampled_all and whole
-        for wanted, flag in ((fields.text, "--text-field"), (fields.id, "--id-field")):
+        named = [(c, "--text-field" if n == "text" else "--prompt-template") for n, c in fields.record_fields().items()]
+        for wanted, flag in (*named, (fields.id, "--id-field")):
             if names is not None and wanted is not None and wanted not in names:
                 raise CorpusError(
                     f"{f.rel!r} has no field {wanted!r} (it has {', '.join(map(repr, names[:10]))}); "
@@ -482,11 +523,34 @@ def _from_fields(record: object, source: str, fields: Fields) -> Document:
         if record.get(fields.id) is None:
             return Document(source, source, None, f"no id field {fields.id!r}")
         doc_id = str(record[fields.id])
-    text = record.get(fields.text)
-    if text is None:
-        return Document(doc_id, source, None, f"no text field {fields.text!r}")
-    if not isinstance(text, str):
-        return Document(doc_id, source, None, f"text field {fields.text!r} is {type(text).__name__}")
+    values = {}
+    for name, field in fields.record_fields().items():
+        value = record.get(field)
+        if value is None:
+            what = "text field" if name == "text" else "field"
+            return Document(
+                doc_id,
+                source,
+                None,
+                f"no {what} {field!r}" + ("" if fields.template is None else " (the prompt template names it)"),
+            )
+        if name == "text" and not isinstance(value, str):
+            return Document(doc_id, source, None, f"text field {field!r} is {type(value).__name__}")
+        values[name] = value
+    return _document(doc_id, source, values, fields)
+
+
+def _document(doc_id: str, source: str, values: dict[str, object], fields: Fields) -> Document:
+    """The document whose text is its text field's value, or its prompt template filled in."""
+    text = values.get("text")
+    if isinstance(text, str) and not text.strip():
+        return Document(doc_id, source, None, "empty document")
+    if fields.template is not None:
+        try:
+            text = fields.template.format_map(values)
+        except (ValueError, TypeError) as exc:  # a format spec the value cannot take: {n:.2f} of a string
+            return Document(doc_id, source, None, f"prompt template: {exc}")
+    assert isinstance(text, str)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # surrogates: undecodable bytes kept by the CSV reader
@@ -603,7 +667,9 @@ def _read_parquet(
     f = piece.file
     import pyarrow.parquet as pq
 
-    columns = [fields.text] + ([fields.id] if fields.id else [])
+    # A template's column that this file lacks is left out of the read: its rows are errors that say so.
+    named = [c for c in fields.record_fields().values() if c == fields.text or c in f.columns]
+    columns = named + ([fields.id] if fields.id and fields.id not in named else [])
     with fs.open(f.path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         if not f.row_groups:  # the plan could not read the footer: it fails here, as an error row
@@ -633,7 +699,11 @@ def _read_txt(
         yield Document(rel, rel, None, _too_long(limit))
         return
     text, error = decode(raw)
-    yield Document(rel, rel, text, error)
+    if text is None or fields.template is None:
+        yield Document(rel, rel, text, error)
+        return
+    # The file is its record's text field; a template that names other fields gets error rows.
+    yield _from_fields({fields.text: text}, rel, Fields(text=fields.text, template=fields.template))
 
 
 READERS = {"txt": _read_txt, "jsonl": _read_jsonl, "csv": _read_csv, "tsv": _read_csv, "parquet": _read_parquet}

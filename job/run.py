@@ -540,7 +540,7 @@ def _spec(config: RunConfig, files: list[CorpusFile]) -> dict[str, Any]:
     """What determines the results: a rerun into the same output must match it exactly.
     Each file's size and version (etag or mtime) say whether the corpus is still the same."""
     wc = config.worker
-    return {
+    spec = {
         "corpus": urls.redact(wc.corpus),
         "files": [[f.rel, f.size, f.version] for f in files],
         "task": wc.task,
@@ -550,6 +550,8 @@ def _spec(config: RunConfig, files: list[CorpusFile]) -> dict[str, Any]:
         "split_bytes": config.split_bytes,
         "max_record_bytes": wc.max_record_bytes,
     }
+    # As spec.json holds it (a tuple of --stop strings reads back as a list): a rerun compares equal.
+    return json.loads(json.dumps(spec))
 
 
 def _versions() -> dict[str, str | None]:
@@ -589,6 +591,7 @@ def build_manifest(
     parts: list[dict[str, Any]] = []
     totals: collections.Counter[str] = collections.Counter()
     reasons: collections.Counter[str] = collections.Counter()
+    sums: collections.Counter[str] = collections.Counter()  # a task's counted columns: generate's tokens
     missing_shards, missing_bytes = 0, 0
     ids = []
     for shard in shards:
@@ -603,6 +606,7 @@ def build_manifest(
         for key in ("documents", "ok", "error", "truncated", "real_tokens", "padded_tokens", "bytes_read"):
             totals[key] += stats[key]
         reasons.update(stats["errors_by_reason"])
+        sums.update(stats.get("column_sums", {}))
         for key in ("read", "tokenize", "compute", "write", "wait"):
             totals[f"{key}_seconds"] += stats[f"{key}_seconds"]
     all_ids = pa.chunked_array(ids, type=pa.string())
@@ -641,6 +645,7 @@ def build_manifest(
             "padding_efficiency": round(totals["real_tokens"] / totals["padded_tokens"], 4)
             if totals["padded_tokens"]
             else None,
+            **sums,
         },
         "timings": {
             "started": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(),

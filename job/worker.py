@@ -183,6 +183,7 @@ class ShardWorker:
                     "real_tokens": totals["real_tokens"],
                     "padded_tokens": totals["padded_tokens"],
                     "batches": totals["batches"],
+                    "column_sums": {name: totals[name] for name in self.task.summed},
                     "bytes_planned": shard.bytes,
                     "bytes_read": tally.bytes_read,
                     "seconds": round(time.perf_counter() - started, 4),
@@ -229,6 +230,8 @@ class ShardWorker:
         totals["real_tokens"] += sum(lengths)
         totals["padded_tokens"] += sum(b.padded_tokens for b in batches)
         totals["batches"] += len(batches)
+        for name in self.task.summed:
+            totals[name] += sum(int(np.sum(columns[name])) for _, columns in done)
         reasons.update(_reason(e) for e in errors.values())
         return table
 
@@ -271,6 +274,7 @@ class ShardWorker:
                 [_text(chunk.docs[d]) for d in doc_ids],
                 [encoded.offsets[p] for p in positions] if encoded.offsets else None,
                 [encoded.special[p] for p in positions] if encoded.special else None,
+                doc_ids=tuple(chunk.docs[d].id for d in doc_ids),
             )
             columns = self.task.infer_columns(batch)
         except Exception as exc:  # noqa: BLE001 - a model failure must become rows, not a lost shard

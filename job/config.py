@@ -29,6 +29,17 @@ DEFAULT_TEXT_FIELD: str = INTERFACE["default_text_field"]
 TOKEN_BUDGET = {"cpu": 2048, "cuda": 65536}
 CPU_REFERENCE_WIDTH = 384
 CPU_TOKEN_BUDGET_MAX = 32768
+# Long documents (--long-documents): `truncate` keeps one row per document, cut at the model's
+# length and marked `truncated` (what sentence-transformers' encode and transformers' pipelines
+# do by default); `chunk` cuts it into overlapping windows of the model's length. The tasks
+# where a window's result means something: embed (a row per window, or their mean per document)
+# and ner (the entities of all windows, as the token-classification pipeline's `stride` does).
+LONG_DOCUMENTS = ("truncate", "chunk")
+CHUNK_TASKS = ("embed", "ner")
+# Tokens shared by consecutive windows: two or three sentences, so that a sentence or an entity
+# cut at one window's end is whole in the next. On a 512-token window it costs 14% more tokens.
+DEFAULT_STRIDE = 64
+DOCUMENT_POOLING = ("none", "mean")
 
 
 def token_budget(device: str, model_config: Any) -> int:
@@ -47,6 +58,9 @@ class TaskOptions:
     dtype: str = "auto"
     device: str = "auto"
     revision: str | None = None
+    long_documents: str = "truncate"
+    stride: int = DEFAULT_STRIDE
+    document_pooling: str = "none"
 
 
 @dataclass(frozen=True)

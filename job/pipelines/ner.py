@@ -7,6 +7,7 @@ and spans are character offsets into the document.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import torch
 from transformers import AutoModelForTokenClassification
@@ -53,6 +54,20 @@ def aggregate(labels: list[str], scores: list[float], offsets: list[tuple[int, i
     return entities
 
 
+def merge_windows(windows: list[list[dict]]) -> list[dict]:
+    """A document's entities from those of its windows (each window's aggregated on its own, with
+    offsets into the document), each entity once where windows overlap: the token-classification
+    pipeline's own rule under `stride`, called, not copied (it uses nothing of the pipeline: among
+    entities that overlap the longest stays, on a tie the higher score)."""
+    entities = [entity for window in windows for entity in window]
+    if len(windows) < 2:
+        return entities
+    # Here: transformers' pipelines package takes a second to import, and only chunk needs it.
+    from transformers import TokenClassificationPipeline
+
+    return TokenClassificationPipeline.aggregate_overlapping_entities(None, entities)  # type: ignore[arg-type]
+
+
 class Ner(Task):
     name = "ner"
     wants_offsets = True
@@ -72,3 +87,8 @@ class Ner(Task):
             labels = [self.config.id2label[i] for i in ids[row, :n].tolist()]
             rows.append({"entities": aggregate(labels, scores[row, :n].tolist(), offsets, text)})
         return rows
+
+    def merge_windows(self, columns: dict[str, pa.Array], starts: np.ndarray) -> dict[str, pa.Array]:
+        windows = columns["entities"].to_pylist()
+        merged = [merge_windows(windows[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        return {"entities": pa.array(merged, pa.list_(ENTITY))}

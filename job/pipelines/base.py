@@ -185,7 +185,9 @@ class Task(ABC):
             # tokenizing is the critical path, about a third less time than the wrapper's call.
             encodings = self._backend().encode_batch_fast([t[:cap] for t in texts])
             truncated = [c or bool(e.overflowing) for c, e in zip(cut, encodings, strict=True)]
-            return Encoded(ids=[e.ids for e in encodings], truncated=truncated, offsets=None, text_of=list(range(len(texts))))
+            return Encoded(
+                ids=[e.ids for e in encodings], truncated=truncated, offsets=None, text_of=list(range(len(texts)))
+            )
         enc = self.tokenizer(
             [t[:cap] for t in texts],
             truncation=True,

@@ -549,9 +549,19 @@ def build_manifest(
             missing_bytes += shard.bytes
             continue
         stats, part_ids = output.part_summary(name)
-        parts.append({"file": f"parts/{name}", "rows": stats["documents"], "shard": shard.id})
+        parts.append({"file": f"parts/{name}", "rows": len(part_ids), "shard": shard.id})
         ids.append(part_ids)
-        for key in ("documents", "ok", "error", "truncated", "real_tokens", "padded_tokens", "bytes_read"):
+        for key in (
+            "documents",
+            "ok",
+            "error",
+            "truncated",
+            "chunks",
+            "chunked",
+            "real_tokens",
+            "padded_tokens",
+            "bytes_read",
+        ):
             totals[key] += stats[key]
         reasons.update(stats["errors_by_reason"])
         for key in ("read", "tokenize", "compute", "write", "wait"):
@@ -569,11 +579,14 @@ def build_manifest(
             # Documents of unfinished shards were never read: nobody knows how many there are.
             "missing": 0 if missing_shards == 0 else None,
             "truncated": totals["truncated"],
-            # Rows whose --id-field value an earlier row already has: both rows are kept
-            # (`source` tells them apart), and this says the ids are not keys.
-            "duplicate_ids": len(all_ids) - pc.count_distinct(all_ids).as_py(),
+            # Documents whose --id-field value an earlier document already has: both are kept
+            # (`source` tells them apart), and this says the ids are not keys. Documents, not rows:
+            # under --long-documents chunk a document's id repeats on each of its chunk rows.
+            "duplicate_ids": totals["documents"] - pc.count_distinct(all_ids).as_py(),
         },
         "errors_by_reason": dict(reasons),
+        # --long-documents chunk: the windows made, and the documents longer than one window.
+        "chunks": {"total": totals["chunks"], "documents_chunked": totals["chunked"]},
         "shards": {"total": len(shards), "resumed": resumed, "failed": pool.failed, "missing": missing_shards},
         "bytes": {
             "corpus": corpus_bytes,

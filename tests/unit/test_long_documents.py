@@ -4,12 +4,11 @@ each window's text."""
 
 import itertools
 import json
-import random
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from models import NER_WORDS, WINDOW, make_window_embed_model, make_window_ner_model
+from models import NER_WORDS, WINDOW, long_text, make_window_embed_model, make_window_ner_model
 from sentence_transformers import SentenceTransformer
 from transformers import pipeline
 
@@ -21,23 +20,6 @@ from job.pipelines import TASKS
 from job.worker import ShardWorker
 
 STRIDE = 16
-# Words of one token each: a window's text tokenizes again to the window's own tokens.
-COMMON = "the a of river house cat sat on mat went to city and with from over under near big small old new"
-
-
-def long_text(n_words: int, seed: int = 0) -> str:
-    """About n_words tokens of plain words, the tagged names among them from start to end."""
-    rng = random.Random(seed)
-    words: list[str] = []
-    while len(words) < n_words:
-        roll = rng.random()
-        if roll < 0.03:
-            words += ["alice", "smith"]
-        else:
-            words.append(rng.choice(("bob", "paris", "london") if roll < 0.05 else COMMON.split()))
-    return " ".join(words)
-
-
 LONG = long_text(2900)  # about 3,000 tokens: 27 windows of 128 at stride 16
 SHORT = "alice smith went to paris"
 

@@ -118,7 +118,11 @@ def run(config: RunConfig) -> int:
 
     _check_image()
     assert pool is not None
-    result = pool.run(todo, done_bytes=total_bytes - sum(s.bytes for s in todo), total_bytes=total_bytes)
+    try:
+        result = pool.run(todo, done_bytes=total_bytes - sum(s.bytes for s in todo), total_bytes=total_bytes)
+    except WorkerStartError as exc:
+        log(f"error: the workers could not load the model: {exc}")
+        return 2
     manifest = build_manifest(
         output, shards, spec, started=started, pool=result, resumed=len(shards) - len(todo), plan_seconds=plan_seconds
     )
@@ -214,6 +218,21 @@ class PoolWorker:
             time.sleep(min(self.keep_warm_s, 5.0))
 
 
+# What Ray's error says of an actor whose constructor raised (the model could not be loaded, or
+# the options do not fit it): every worker would fail alike, so the job stops in one line.
+CREATION_FAILED = "error raised in its creation task"
+
+
+class WorkerStartError(Exception):
+    """The workers' constructor failed: the reason, in one line."""
+
+
+def _last_line(exc: BaseException) -> str:
+    """The constructor's own exception: the last line of Ray's traceback of it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else repr(exc)
+
+
 @dataclass
 class PoolRun:
     """What the worker pool did: who worked, what failed, and when processing ran."""
@@ -241,9 +260,9 @@ class Pool:
         for index, ref in enumerate(self.infos[: len(actors)]):
             try:
                 infos.append(ray.get(ref))
-            except ray.exceptions.RayError:
-                if not self.config.keep_warm_s:
-                    raise
+            except ray.exceptions.RayError as exc:
+                if not self.config.keep_warm_s or CREATION_FAILED in str(exc):
+                    raise WorkerStartError(_last_line(exc)) from exc
                 actors[index] = self.actor_class.remote(self.config.worker)
                 infos.append(ray.get(actors[index].info.remote(self.config.worker)))
         return infos

@@ -3,6 +3,8 @@ and ner against sentence-transformers and transformers' token-classification pip
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,6 +13,8 @@ from models import long_text, make_window_embed_model, make_window_ner_model
 from raycluster import invoke
 from sentence_transformers import SentenceTransformer
 from transformers import pipeline
+
+from raybake.versions import ROOT
 
 STRIDE = 16
 
@@ -64,3 +68,17 @@ def test_embed_and_ner_chunk_long_documents_through_invoke_submit(ray_head, tmp_
         assert [(e["entity_group"], e["start"], e["end"]) for e in row["entities"]] == expected
     long_entities = next(r["entities"] for r in rows if r["id"] == "long")
     assert long_entities[-1]["end"] > len(texts["long"]) * 19 // 20
+
+
+def test_a_stride_the_models_window_cannot_take_stops_the_job_in_one_line(ray_head, tmp_path, corpus):
+    model = make_window_embed_model(tmp_path / "embed")
+    done = subprocess.run(
+        [sys.executable, "-m", "job", "--corpus", str(corpus[0]), "--output", str(tmp_path / "out"),
+         "--model", model, "--long-documents", "chunk", "--stride", "200"],
+        cwd=ROOT, env=ray_head.job_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        "raybake: error: the workers could not load the model: ValueError: --stride 200 must be less than the "
+        "126 text tokens of a window of" in done.stdout
+    )

@@ -99,9 +99,9 @@ def parser() -> argparse.ArgumentParser:
         "--long-documents",
         choices=LONG_DOCUMENTS,
         default="truncate",
-        help="a document longer than the model's limit: truncate it (marked `truncated`, one row per "
-        "document, as sentence-transformers and transformers' pipelines do) or chunk it into windows "
-        f"of the model's length, overlapping by --stride ({', '.join(CHUNK_TASKS)}; default: %(default)s)",
+        help="a document longer than the model's limit: truncate (the default, as sentence-transformers and "
+        "transformers' pipelines do: one row per document, each cut one marked `truncated` and counted) or "
+        f"chunk ({' and '.join(CHUNK_TASKS)} only): windows of the model's length that overlap by --stride",
     )
     p.add_argument(
         "--stride",

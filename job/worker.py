@@ -286,7 +286,8 @@ class ShardWorker:
         # A failed document still counts its tokens, where it had any.
         doc_tokens = np.bincount(seq_doc, weights=seq_len, minlength=n).astype(np.int32)
         has_tokens = np.bincount(seq_doc, minlength=n) > 0
-        n_tokens = np.where(null, doc_tokens[row_doc], np.r_[result_len, 0][row_result].astype(np.int32))
+        # (An error row's -1 picks the 0 appended to the results' lengths; np.where takes the other.)
+        n_tokens = np.where(null, doc_tokens[row_doc], np.r_[result_len, 0][row_result])
         truncated = np.zeros(n, dtype=bool)
         truncated[chunk.valid] = encoded.truncated
         doc_index = pa.array(row_doc)

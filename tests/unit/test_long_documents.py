@@ -31,7 +31,7 @@ def models(tmp_path_factory):
 
 
 def process(tmp_path, task, model, records, **options):
-    """A one-shard corpus of `records` through a worker: its stats and the part's rows."""
+    """A worker for `task` with `options`, and a one-shard corpus of `records` through it."""
     tmp_path.mkdir(exist_ok=True)
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -47,10 +47,15 @@ def process(tmp_path, task, model, records, **options):
         threads=1,
     )
     worker = ShardWorker(config)
+    return worker, *through(worker, corpus)
+
+
+def through(worker, corpus):
+    """A one-shard corpus through a worker: its stats and the part's rows."""
     _, files = scan(str(corpus))
     (shard,) = plan_shards(files, 1 << 20)
     stats = worker.process(shard)
-    return worker, stats, pq.read_table(f"{config.output}/parts/{part_name(shard)}").to_pylist()
+    return stats, pq.read_table(f"{worker.config.output}/parts/{part_name(shard)}").to_pylist()
 
 
 def test_ner_chunk_finds_entities_to_the_documents_end_each_once_as_the_pipeline_with_stride(tmp_path, models):
@@ -132,16 +137,17 @@ def test_a_window_that_fails_makes_its_document_one_error_row(tmp_path, models, 
     monkeypatch.setattr(worker.task, "infer_columns", infer)
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in [SHORT, LONG + " poison", SHORT]))
-    _, files = scan(str(corpus))
-    (shard,) = plan_shards(files, 1 << 20)
-    stats = worker.process(shard)
-    rows = pq.read_table(f"{worker.config.output}/parts/{part_name(shard)}").to_pylist()
+    stats, rows = through(worker, corpus)
     assert [(r["chunk"], r["error"]) for r in rows] == [
         (0, None),
         (None, "model failed: RuntimeError: boom"),
         (0, None),
     ]
     assert rows[1]["n_tokens"] > WINDOW and stats["error"] == 1 and stats["ok"] == 2
+
+    corpus.write_text('{"body": "a shard of errors only"}\n')
+    _, (row,) = through(worker, corpus)
+    assert row["error"] == "no text field 'text'" and row["chunk"] is None and row["n_tokens"] is None
 
 
 def test_a_stride_that_leaves_a_window_no_room_is_refused_in_one_line(models):

@@ -4,6 +4,7 @@ each window's text."""
 
 import itertools
 import json
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,8 +16,9 @@ from transformers import pipeline
 from job.__main__ import main
 from job.config import TaskOptions, WorkerConfig
 from job.corpus import Fields, plan_shards, scan
-from job.output import part_name
+from job.output import Output, part_name
 from job.pipelines import TASKS
+from job.run import PoolRun, _spec, build_manifest
 from job.worker import ShardWorker
 
 STRIDE = 16
@@ -58,6 +60,14 @@ def through(worker, corpus):
     return stats, pq.read_table(f"{worker.config.output}/parts/{part_name(shard)}").to_pylist()
 
 
+def manifest_of(worker):
+    """The manifest of the worker's output, as the driver reconciles it from the parts."""
+    _, files = scan(worker.config.corpus)
+    spec = {"files": [[f.rel, f.size, f.version] for f in files], "model": worker.config.model}
+    shards = plan_shards(files, 1 << 20)
+    return build_manifest(Output(worker.config.output), shards, spec, started=time.time(), pool=PoolRun(), resumed=0)
+
+
 def test_ner_chunk_finds_entities_to_the_documents_end_each_once_as_the_pipeline_with_stride(tmp_path, models):
     _, stats, rows = process(
         tmp_path, "ner", models["ner"], [{"text": LONG}, {"text": SHORT}], long_documents="chunk", stride=STRIDE
@@ -90,7 +100,7 @@ def test_ner_truncate_keeps_the_first_window_only_and_says_so(tmp_path, models):
 
 def test_embed_chunk_rows_are_sentence_transformers_vectors_of_each_chunks_text(tmp_path, models):
     records = [{"text": LONG}, {"text": SHORT}, {"body": "no text field"}]
-    _, stats, rows = process(tmp_path, "embed", models["embed"], records, long_documents="chunk", stride=STRIDE)
+    worker, stats, rows = process(tmp_path, "embed", models["embed"], records, long_documents="chunk", stride=STRIDE)
     long_rows = [r for r in rows if r["source"] == rows[0]["source"]]
     assert [r["chunk"] for r in long_rows] == list(range(len(long_rows))) and len(long_rows) > 20
     assert rows[len(long_rows)]["chunk"] == 0 and rows[len(long_rows)]["char_end"] == len(SHORT)
@@ -101,6 +111,10 @@ def test_embed_chunk_rows_are_sentence_transformers_vectors_of_each_chunks_text(
     # An error is one row of its document, with no chunk.
     assert rows[-1]["error"] == "no text field 'text'" and rows[-1]["chunk"] is None
     assert stats["documents"] == 3 and stats["chunks"] == len(rows) - 1 and stats["chunked"] == 1
+    manifest = manifest_of(worker)
+    assert manifest["counts"]["documents"] == 3 and manifest["counts"]["duplicate_ids"] == 0
+    assert manifest["chunks"] == {"total": len(rows) - 1, "documents_chunked": 1}
+    assert manifest["parts"][0]["rows"] == len(rows)
 
     texts = [LONG if r["source"] == rows[0]["source"] else SHORT for r in rows[:-1]]
     chunk_texts = [text[r["char_start"] : r["char_end"]] for text, r in zip(texts, rows[:-1], strict=True)]
@@ -178,3 +192,15 @@ def test_chunk_options_that_mean_nothing_are_refused_in_one_line(tmp_path, capsy
         main(["--check", "--corpus", str(tmp_path), *args])
     assert refused.value.code == 2
     assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_the_chunk_options_reach_the_workers_and_the_jobs_identity(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr("job.__main__.run", ran.append)
+    args = ["--long-documents", "chunk", "--stride", "32", "--document-pooling", "mean"]
+    main(["--corpus", str(tmp_path), "--output", str(tmp_path / "out"), *args])
+    (config,) = ran
+    options = config.worker.options
+    assert (options.long_documents, options.stride, options.document_pooling) == ("chunk", 32, "mean")
+    # A rerun into the same output with another value is another job: spec.json differs.
+    assert _spec(config, [])["options"]["stride"] == 32

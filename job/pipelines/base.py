@@ -175,8 +175,13 @@ class Task(ABC):
 
     def encode(self, texts: list[str]) -> Encoded:
         if not texts:  # a shard of only error rows; tokenizers fail on an empty batch
-            offsets = [] if self.wants_offsets else None
-            return Encoded(ids=[], truncated=[], offsets=offsets, text_of=[], spans=[] if self.chunked else None)
+            return Encoded(
+                ids=[],
+                truncated=[],
+                offsets=[] if self.wants_offsets else None,
+                text_of=[],
+                spans=[] if self.chunked else None,
+            )
         if self.chunked:
             return self._windows(texts)
         cap = self.max_length * CHARS_PER_TOKEN_CAP

@@ -9,9 +9,13 @@ import sys
 
 from job.config import (
     AGGREGATIONS,
+    CHUNK_TASKS,
     DEFAULT_MODEL,
+    DEFAULT_STRIDE,
     DEFAULT_TASK,
     DEFAULT_TEXT_FIELD,
+    DOCUMENT_POOLING,
+    LONG_DOCUMENTS,
     TASK_NAMES,
     TOKEN_BUDGET,
     TaskOptions,
@@ -119,6 +123,27 @@ def parser() -> argparse.ArgumentParser:
         help="keep the workers, model loaded, this long after the job for the next job of the same "
         "model and settings (raybake's embedded local Ray sets it; default: they end with the job)",
     )
+    p.add_argument(
+        "--long-documents",
+        choices=LONG_DOCUMENTS,
+        default="truncate",
+        help="a document longer than the model's limit: truncate (the default, as sentence-transformers and "
+        "transformers' pipelines do: one row per document, each cut one marked `truncated` and counted) or "
+        f"chunk ({' and '.join(CHUNK_TASKS)} only): windows of the model's length that overlap by --stride",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=DEFAULT_STRIDE,
+        help="chunk: tokens shared by consecutive windows, fewer than a window holds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--document-pooling",
+        choices=DOCUMENT_POOLING,
+        default="none",
+        help="embed, chunk: none (a row per chunk, with its span) or mean (a row per document, the mean "
+        "of its chunks' vectors, normalised again if the model normalises) (default: %(default)s)",
+    )
     p.add_argument("--check", action="store_true", help="only read and plan the corpus; refuse bad input")
     p.add_argument(
         "--prompt-template",
@@ -209,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.task != "embed" and (args.prompt is not None or args.prompt_name is not None):
         p.error(f"--prompt and --prompt-name are options of --task embed, not of --task {args.task}")
     generation(p, args)
+    if args.long_documents == "chunk" and args.task not in CHUNK_TASKS:
+        p.error(f"--long-documents chunk is for {' and '.join(CHUNK_TASKS)}, not --task {args.task!r}; use truncate")
+    if args.document_pooling != "none" and (args.task, args.long_documents) != ("embed", "chunk"):
+        p.error(f"--document-pooling {args.document_pooling} is for --task embed --long-documents chunk")
+    if args.stride < 0 or (args.max_length is not None and args.stride >= args.max_length):
+        p.error(f"--stride must be >= 0 and less than a window's tokens (--max-length), got {args.stride!r}")
     options = TaskOptions(
         max_length=args.max_length,
         top_k=args.top_k,
@@ -225,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         top_p=args.top_p,
         stop=tuple(args.stop),
         seed=args.seed,
+        long_documents=args.long_documents,
+        stride=args.stride,
+        document_pooling=args.document_pooling,
     )
     worker = WorkerConfig(
         task=args.task,

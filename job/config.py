@@ -32,6 +32,17 @@ CPU_TOKEN_BUDGET_MAX = 32768
 # ner: how sub-word tags become entities; the values of transformers' AggregationStrategy
 # (tests/unit/test_ner_classify.py ties them), named here so the driver need not import transformers.
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
+# Long documents (--long-documents): `truncate` keeps one row per document, cut at the model's
+# length and marked `truncated` (what sentence-transformers' encode and transformers' pipelines
+# do by default); `chunk` cuts it into overlapping windows of the model's length. The tasks
+# where a window's result means something: embed (a row per window, or their mean per document)
+# and ner (the entities of all windows, as the token-classification pipeline's `stride` does).
+LONG_DOCUMENTS = ("truncate", "chunk")
+CHUNK_TASKS = ("embed", "ner")
+# Tokens shared by consecutive windows: two or three sentences, so that a sentence or an entity
+# cut at one window's end is whole in the next. On a 512-token window it costs 14% more tokens.
+DEFAULT_STRIDE = 64
+DOCUMENT_POOLING = ("none", "mean")
 
 
 def token_budget(device: str, model_config: Any) -> int:
@@ -60,6 +71,9 @@ class TaskOptions:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int = 0
+    long_documents: str = "truncate"
+    stride: int = DEFAULT_STRIDE
+    document_pooling: str = "none"
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,17 @@ class PoolWorker:
             time.sleep(min(self.keep_warm_s, 5.0))
 
 
+# What Ray's error says of an actor whose constructor raised (the model could not be loaded, or
+# the options do not fit it): every worker would fail alike, so the job stops in one line.
+CREATION_FAILED = "error raised in its creation task"
+
+
+def _last_line(exc: BaseException) -> str:
+    """The constructor's own exception: the last line of Ray's traceback of it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else repr(exc)
+
+
 @dataclass
 class PoolRun:
     """What the worker pool did: who worked, what failed, and when processing ran."""
@@ -262,9 +273,9 @@ class Pool:
         for index, ref in enumerate(self.infos[: len(actors)]):
             try:
                 infos.append(ray.get(ref))
-            except ray.exceptions.RayError:
-                if not self.config.keep_warm_s:
-                    raise
+            except ray.exceptions.RayError as exc:
+                if not self.config.keep_warm_s or CREATION_FAILED in str(exc):
+                    raise ModelNotLoaded(f"the workers could not load the model: {_last_line(exc)}") from exc
                 actors[index] = self.actor_class.remote(self.config.worker)
                 infos.append(ray.get(actors[index].info.remote(self.config.worker)))
             if "refused" in infos[-1]:
@@ -347,14 +358,7 @@ class Pool:
         self.drop(self.actors[len(todo) :])
         actors = self.actors[: len(todo)]
         log(f"starting {len(actors)} worker(s): {'1 GPU' if self.use_gpu else f'{self.cpus} CPU'} each")
-        try:
-            infos = self.ready(actors)
-        except ray.exceptions.RayActorError as exc:
-            if not exc.actor_init_failed:
-                raise
-            # What the task refused (a model it cannot serve so): the worker's exception, which
-            # is the last line of the traceback Ray passes on.
-            raise ModelNotLoaded(f"the workers could not load the model: {str(exc).strip().splitlines()[-1]}") from None
+        infos = self.ready(actors)
         ready_at, ready_clock = time.time(), time.perf_counter()
         for info in infos:
             loaded = (
@@ -601,9 +605,19 @@ def build_manifest(
             missing_bytes += shard.bytes
             continue
         stats, part_ids = output.part_summary(name)
-        parts.append({"file": f"parts/{name}", "rows": stats["documents"], "shard": shard.id})
+        parts.append({"file": f"parts/{name}", "rows": len(part_ids), "shard": shard.id})
         ids.append(part_ids)
-        for key in ("documents", "ok", "error", "truncated", "real_tokens", "padded_tokens", "bytes_read"):
+        for key in (
+            "documents",
+            "ok",
+            "error",
+            "truncated",
+            "chunks",
+            "chunked",
+            "real_tokens",
+            "padded_tokens",
+            "bytes_read",
+        ):
             totals[key] += stats[key]
         reasons.update(stats["errors_by_reason"])
         sums.update(stats.get("column_sums", {}))
@@ -622,11 +636,14 @@ def build_manifest(
             # Documents of unfinished shards were never read: nobody knows how many there are.
             "missing": 0 if missing_shards == 0 else None,
             "truncated": totals["truncated"],
-            # Rows whose --id-field value an earlier row already has: both rows are kept
-            # (`source` tells them apart), and this says the ids are not keys.
-            "duplicate_ids": len(all_ids) - pc.count_distinct(all_ids).as_py(),
+            # Documents whose --id-field value an earlier document already has: both are kept
+            # (`source` tells them apart), and this says the ids are not keys. Documents, not rows:
+            # under --long-documents chunk a document's id repeats on each of its chunk rows.
+            "duplicate_ids": totals["documents"] - pc.count_distinct(all_ids).as_py(),
         },
         "errors_by_reason": dict(reasons),
+        # --long-documents chunk: the windows made, and the documents longer than one window.
+        "chunks": {"total": totals["chunks"], "documents_chunked": totals["chunked"]},
         "shards": {"total": len(shards), "resumed": resumed, "failed": pool.failed, "missing": missing_shards},
         "bytes": {
             "corpus": corpus_bytes,

@@ -40,6 +40,13 @@ BASE_COLUMNS = [
     pa.field("n_tokens", pa.int32()),
     pa.field("truncated", pa.bool_()),
 ]
+# Under --long-documents chunk, where a task keeps a row per window: which window of the
+# document (0..n-1) and the characters of the document it covers.
+WINDOW_COLUMNS = [
+    pa.field("chunk", pa.int32()),
+    pa.field("char_start", pa.int32()),
+    pa.field("char_end", pa.int32()),
+]
 # Documents per chunk, and the text bytes at which a chunk closes early: what a worker holds
 # of a shard at a time. Big enough for length-sorted batches and cheap row groups.
 CHUNK_DOCS = 8192
@@ -49,7 +56,7 @@ READ_AHEAD = 2
 TIMERS = ("read", "tokenize", "compute", "write", "wait")
 
 
-# A batch's results: the chunk positions of its documents, and its task columns in that order.
+# A batch's results: the positions of its sequences (Encoded's), and its task columns in that order.
 _Result = tuple[list[int], dict[str, Any]]
 
 
@@ -70,7 +77,8 @@ class ShardWorker:
         transformers.utils.logging.disable_progress_bar()
         self.config = config
         self.task = TASKS[config.task](config.model, config.options)
-        self.schema = pa.schema(BASE_COLUMNS + self.task.columns())
+        windows = WINDOW_COLUMNS if self.task.window_rows else []
+        self.schema = pa.schema(BASE_COLUMNS + windows + self.task.columns())
         self.budget = token_budget(self.task.device.type, self.task.config)
         self.model_lock = threading.Lock()
         self.filesystems: dict[str, fsspec.AbstractFileSystem] = {}
@@ -179,6 +187,9 @@ class ShardWorker:
                     "ok": totals["ok"],
                     "error": totals["error"],
                     "truncated": totals["truncated"],
+                    # --long-documents chunk: the windows made, and the documents cut into more than one.
+                    "chunks": totals["chunks"],
+                    "chunked": totals["chunked"],
                     "errors_by_reason": dict(reasons),
                     "real_tokens": totals["real_tokens"],
                     "padded_tokens": totals["padded_tokens"],
@@ -227,6 +238,9 @@ class ShardWorker:
         totals["ok"] += len(docs) - len(errors)
         totals["error"] += len(errors)
         totals["truncated"] += sum(encoded.truncated)
+        if self.task.chunked:
+            totals["chunks"] += len(lengths)
+            totals["chunked"] += int((np.bincount(encoded.text_of, minlength=1) > 1).sum())
         totals["real_tokens"] += sum(lengths)
         totals["padded_tokens"] += sum(b.padded_tokens for b in batches)
         totals["batches"] += len(batches)
@@ -236,38 +250,65 @@ class ShardWorker:
         return table
 
     def _table(self, chunk: _Chunk, lengths: list[int], done: list[_Result], errors: dict[int, str]) -> pa.Table:
-        """Columns straight from NumPy buffers: results come back in batch order and are put
-        in document order with one `take`; error rows take a null."""
-        docs, n = chunk.docs, len(chunk.docs)
-        n_tokens = np.zeros(n, dtype=np.int32)
-        truncated = np.zeros(n, dtype=bool)
-        has_tokens = np.zeros(n, dtype=bool)
-        if chunk.valid:
-            at = np.asarray(chunk.valid)
-            n_tokens[at] = lengths
-            truncated[at] = chunk.encoded.truncated
-            has_tokens[at] = True
-        order = np.concatenate([np.asarray(rows, dtype=np.int64) for rows, _ in done]) if done else np.zeros(0, int)
-        take = np.full(n, -1, dtype=np.int64)
-        take[order] = np.arange(len(order))
-        indices = pa.array(take, mask=take < 0)
-        columns = [
-            pa.array([d.id for d in docs], pa.string()),
-            pa.array([d.source for d in docs], pa.string()),
-            pa.array([errors.get(i) for i in range(n)], pa.string()),
-            pa.array(n_tokens, mask=~has_tokens),
-            pa.array(truncated),
-        ]
+        """Columns straight from NumPy buffers: results come back in batch order and are put in
+        sequence order with one `take`. A row per document, or per window of one where the task
+        keeps those; a document that failed is one row, its error, with nulls."""
+        docs, encoded, n = chunk.docs, chunk.encoded, len(chunk.docs)
+        seq_doc = np.asarray(chunk.valid, dtype=np.int64)[np.asarray(encoded.text_of, dtype=np.int64)]
+        seq_len = np.asarray(lengths, dtype=np.int64)
+        failed = np.zeros(n, dtype=bool)
+        failed[list(errors)] = True
+        # Sequences of the documents that have a result: every one of them was computed.
+        kept = np.flatnonzero(~failed[seq_doc])
+        order = np.concatenate([np.asarray(seqs, dtype=np.int64) for seqs, _ in done]) if done else np.zeros(0, int)
+        at = np.full(len(seq_doc), -1, dtype=np.int64)
+        at[order] = np.arange(len(order))
+        results = {}
         for field in self.task.columns():
             parts = [_to_arrow(cols[field.name], field.type) for _, cols in done]
             values = pa.concat_arrays(parts) if parts else pa.array([], field.type)
-            columns.append(values.take(indices))
+            results[field.name] = values.take(pa.array(at[kept]))
+        result_doc, result_len = seq_doc[kept], seq_len[kept]
+        windows: list[pa.Array] = []
+        if self.task.window_rows:
+            first = np.searchsorted(encoded.text_of, encoded.text_of, side="left")
+            spans = np.asarray(encoded.spans, dtype=np.int32).reshape(-1, 2)[kept]
+            windows = [(np.arange(len(seq_doc)) - first)[kept].astype(np.int32), spans[:, 0], spans[:, 1]]
+        elif self.task.chunked and len(kept):
+            starts = np.flatnonzero(np.r_[True, result_doc[1:] != result_doc[:-1]])
+            results = self.task.merge_windows(results, np.r_[starts, len(kept)])
+            result_doc, result_len = result_doc[starts], np.add.reduceat(result_len, starts)
+        # Rows in document order: each result, and one row per failed document.
+        failed_docs = np.flatnonzero(failed)
+        row_doc = np.concatenate([result_doc, failed_docs])
+        row_result = np.concatenate([np.arange(len(result_doc)), np.full(len(failed_docs), -1)])
+        by_doc = np.argsort(row_doc, kind="stable")
+        row_doc, row_result = row_doc[by_doc], row_result[by_doc]
+        null = row_result < 0
+        index = pa.array(row_result, mask=null)
+        # A failed document still counts its tokens, where it had any.
+        doc_tokens = np.bincount(seq_doc, weights=seq_len, minlength=n).astype(np.int32)
+        has_tokens = np.bincount(seq_doc, minlength=n) > 0
+        # (An error row's -1 picks the 0 appended to the results' lengths; np.where takes the other.)
+        n_tokens = np.where(null, doc_tokens[row_doc], np.r_[result_len, 0][row_result])
+        truncated = np.zeros(n, dtype=bool)
+        truncated[chunk.valid] = encoded.truncated
+        doc_index = pa.array(row_doc)
+        columns = [
+            pa.array([d.id for d in docs], pa.string()).take(doc_index),
+            pa.array([d.source for d in docs], pa.string()).take(doc_index),
+            pa.array([errors.get(i) for i in range(n)], pa.string()).take(doc_index),
+            pa.array(n_tokens.astype(np.int32), mask=null & ~has_tokens[row_doc]),
+            pa.array(truncated[row_doc]),
+            *(pa.array(values, pa.int32()).take(index) for values in windows),
+            *(results[field.name].take(index) for field in self.task.columns()),
+        ]
         return pa.Table.from_arrays(columns, schema=self.schema)
 
     def _infer(self, positions: list[int], chunk: _Chunk, done: list[_Result], errors: dict[int, str]) -> None:
         """Run one batch; on failure split it, so one bad document costs only its own row."""
         encoded = chunk.encoded
-        doc_ids = [chunk.valid[p] for p in positions]
+        doc_ids = [chunk.valid[encoded.text_of[p]] for p in positions]
         try:
             batch = self.task.collate(
                 [encoded.ids[p] for p in positions],
@@ -287,7 +328,7 @@ class ShardWorker:
             for part in (positions[:half], positions[half:]):
                 self._infer(part, chunk, done, errors)
             return
-        done.append((doc_ids, columns))
+        done.append((positions, columns))
 
 
 class ShardCancelled(Exception):

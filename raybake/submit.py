@@ -76,12 +76,17 @@ def summarize(placed: Placed, result: JobResult, *, why_new: str | None = None) 
     manifest_path = Path(placed.runs.output) / "manifest.json"
     if is_local_path(output) and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        counts, timings = manifest["counts"], manifest["timings"]
+        counts, timings, chunks = manifest["counts"], manifest["timings"], manifest.get("chunks") or {}
         rate = throughput(manifest)
         lines.append(
             f"documents: {counts['documents']} ({counts['ok']} ok, {counts['error']} error, "
             f"{'unknown' if counts['missing'] is None else counts['missing']} missing, {counts['truncated']} truncated"
             + (f", {counts['duplicate_ids']} duplicate ids" if counts.get("duplicate_ids") else "")
+            + (
+                f", {chunks['total']} chunks ({chunks['documents_chunked']} in more than one)"
+                if chunks.get("total")
+                else ""
+            )
             + (f") in {timings['wall_seconds']:.1f}s, {rate:.1f} docs/s" if rate else "), all done before")
         )
         for reason, n in sorted(manifest["errors_by_reason"].items(), key=lambda kv: -kv[1])[:5]:

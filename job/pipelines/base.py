@@ -36,9 +36,15 @@ class ModelRefused(ValueError):
 
 @dataclass(frozen=True)
 class Encoded:
+    """Texts as token sequences: one per text, or (--long-documents chunk) one per window of a
+    text, a text's windows in a row. `ids`, `offsets`, `text_of` and `spans` are per sequence;
+    `truncated` is per text."""
+
     ids: list[list[int]]
     truncated: list[bool]
     offsets: list[list[tuple[int, int]]] | None
+    text_of: list[int]  # the text each sequence is of (transformers' overflow_to_sample_mapping)
+    spans: list[tuple[int, int]] | None = None  # chunk: the characters of the text a window covers
     # With offsets: 1 where the tokenizer marks a special token ([CLS], <s>), as the pipelines read it.
     special: list[list[int]] | None = None
 
@@ -99,6 +105,8 @@ class Task(ABC):
         self.use_tokenizer(AutoTokenizer.from_pretrained(self.model_path, revision=options.revision))
         self.model = self.load_model().to(self.device).eval()
         self.max_length = self._max_length()
+        if self.chunked:
+            self._check_windows()
 
     def use_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Tokenize with `tokenizer`: a task whose model library loads its own (sentence-transformers
@@ -124,6 +132,32 @@ class Task(ABC):
         where a task can, which goes to Arrow without a Python object per value."""
         rows = self.infer(batch)
         return {field.name: [row[field.name] for row in rows] for field in self.columns()}
+
+    @property
+    def chunked(self) -> bool:
+        return self.options.long_documents == "chunk"
+
+    @property
+    def window_rows(self) -> bool:
+        """Under --long-documents chunk: a row per window (with its span) instead of per document."""
+        return False
+
+    def merge_windows(self, columns: dict[str, pa.Array], starts: np.ndarray) -> dict[str, pa.Array]:
+        """Under --long-documents chunk, unless window_rows: each document's columns from its
+        windows' (document k's are rows starts[k]:starts[k + 1] of `columns`)."""
+        raise NotImplementedError(f"--long-documents chunk has no meaning for {self.name}")
+
+    def _check_windows(self) -> None:
+        # The pipelines' own rule: windows come from a fast tokenizer's overflow, and a stride
+        # must leave each window room to advance.
+        if not self.tokenizer.is_fast:
+            raise ValueError(f"--long-documents chunk needs a fast tokenizer; {self.model_name!r} has a slow one only")
+        room = self.max_length - self.tokenizer.num_special_tokens_to_add()
+        if self.options.stride >= room:
+            raise ValueError(
+                f"--stride {self.options.stride!r} must be less than the {room} text tokens of a window of "
+                f"{self.model_name!r} ({self.max_length} tokens with its special ones); give a smaller --stride"
+            )
 
     @property
     def reserved_tokens(self) -> int:
@@ -153,15 +187,23 @@ class Task(ABC):
         if getattr(self, "_rust", None) is None:
             backend = copy.copy(self.tokenizer.backend_tokenizer)
             backend.no_padding()
-            backend.enable_truncation(self.max_length)
+            # Under chunk, the overflow past max_length is kept as further windows, `stride` apart.
+            backend.enable_truncation(self.max_length, stride=self.options.stride if self.chunked else 0)
             self._rust = backend
         return self._rust
 
     def encode(self, texts: list[str]) -> Encoded:
         if not texts:  # a shard of only error rows; tokenizers fail on an empty batch
-            if self.wants_offsets:
-                return Encoded(ids=[], truncated=[], offsets=[], special=[])
-            return Encoded(ids=[], truncated=[], offsets=None)
+            return Encoded(
+                ids=[],
+                truncated=[],
+                offsets=[] if self.wants_offsets else None,
+                text_of=[],
+                spans=[] if self.chunked else None,
+                special=[] if self.wants_offsets else None,
+            )
+        if self.chunked:
+            return self._windows(texts)
         cap = self.max_length * CHARS_PER_TOKEN_CAP
         cut = [len(t) > cap for t in texts]
         if self.tokenizer.is_fast and not self.wants_offsets:
@@ -171,7 +213,9 @@ class Task(ABC):
                 [t[:cap] for t in texts], add_special_tokens=self.add_special_tokens
             )
             truncated = [c or bool(e.overflowing) for c, e in zip(cut, encodings, strict=True)]
-            return Encoded(ids=[e.ids for e in encodings], truncated=truncated, offsets=None)
+            return Encoded(
+                ids=[e.ids for e in encodings], truncated=truncated, offsets=None, text_of=list(range(len(texts)))
+            )
         enc = self.tokenizer(
             [t[:cap] for t in texts],
             truncation=True,
@@ -183,10 +227,43 @@ class Task(ABC):
             return_token_type_ids=False,
         )
         truncated = [c or bool(e.overflowing) for c, e in zip(cut, enc.encodings, strict=True)]
+        text_of = list(range(len(texts)))
         if not self.wants_offsets:
-            return Encoded(ids=enc["input_ids"], truncated=truncated, offsets=None)
+            return Encoded(ids=enc["input_ids"], truncated=truncated, offsets=None, text_of=text_of)
         offsets = [list(map(tuple, o)) for o in enc["offset_mapping"]]
-        return Encoded(ids=enc["input_ids"], truncated=truncated, offsets=offsets, special=enc["special_tokens_mask"])
+        return Encoded(
+            ids=enc["input_ids"],
+            truncated=truncated,
+            offsets=offsets,
+            text_of=text_of,
+            special=enc["special_tokens_mask"],
+        )
+
+    def _windows(self, texts: list[str]) -> Encoded:
+        """Each text whole, as windows of max_length tokens that share `stride` tokens with the
+        next: the Rust tokenizer's overflow, what transformers' pipelines get from
+        `return_overflowing_tokens=True, stride=...`. Nothing is cut, so nothing is truncated."""
+        ids, offsets, text_of, spans, specials = [], [], [], [], []
+        for index, encoding in enumerate(self._backend().encode_batch(texts)):
+            for window in (encoding, *encoding.overflowing):
+                ids.append(window.ids)
+                offsets.append(window.offsets)
+                text_of.append(index)
+                special = window.special_tokens_mask
+                specials.append(special)
+                if 0 in special:  # the text tokens lie between the special ones
+                    first, last = special.index(0), len(special) - 1 - special[::-1].index(0)
+                    spans.append((window.offsets[first][0], window.offsets[last][1]))
+                else:  # an empty text
+                    spans.append((0, 0))
+        return Encoded(
+            ids=ids,
+            truncated=[False] * len(texts),
+            offsets=offsets if self.wants_offsets else None,
+            text_of=text_of,
+            spans=spans,
+            special=specials if self.wants_offsets else None,
+        )
 
     def collate(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 from sentence_transformers import SentenceTransformer
@@ -36,6 +37,14 @@ class Embed(Task):
         # sentence-transformers' tokenizer: its model_max_length is the model's max_seq_length.
         self.use_tokenizer(first.tokenizer)
         self.prompt = self._prompt()
+        if self.prompt and self.chunked:
+            # Each window would need the prompt before its own text, and its span would count it.
+            raise ModelRefused(
+                f"--long-documents chunk with a prompt ({self.prompt!r}) is not supported yet: each window "
+                "would need it; pass --prompt '' to embed the chunks without one, or --long-documents truncate"
+            )
+        # A document's mean of its chunks' vectors is normalised again where the model normalises.
+        self.normalizes = any(isinstance(module, Normalize) for module in self.encoder)
         # Pooling with include_prompt=False leaves out the prompt's tokens; the library counts them.
         self.prompt_length = (
             self.encoder.preprocess([""], prompt=self.prompt).get("prompt_length") if self.prompt else None
@@ -95,3 +104,17 @@ class Embed(Task):
             features["prompt_length"] = self.prompt_length
         vectors = self.encoder(features)["sentence_embedding"]
         return {"embedding": vectors.float().cpu().numpy()}
+
+    @property
+    def window_rows(self) -> bool:
+        return self.chunked and self.options.document_pooling == "none"
+
+    def merge_windows(self, columns: dict[str, pa.Array], starts: np.ndarray) -> dict[str, pa.Array]:
+        """--document-pooling mean: a document's vector is the mean of its chunks' vectors."""
+        vectors = columns["embedding"]
+        flat = vectors.flatten().to_numpy().reshape(len(vectors), -1)
+        mean = np.add.reduceat(flat, starts[:-1]) / np.diff(starts)[:, None]
+        if self.normalizes:
+            mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        values = pa.array(mean.astype(np.float32).reshape(-1), pa.float32())
+        return {"embedding": pa.FixedSizeListArray.from_arrays(values, vectors.type.list_size)}

@@ -8,9 +8,11 @@ applied to the logits of raybake's length-sorted batches instead of one document
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 from transformers import AutoModelForTokenClassification, TokenClassificationPipeline
@@ -46,6 +48,20 @@ class Window:
     input_ids: torch.Tensor  # (tokens,)
     offsets: list[tuple[int, int]]
     special: list[int]  # 1 for a special token: the pipeline skips it
+
+
+def merge_windows(windows: list[list[dict]]) -> list[dict]:
+    """A document's entities from those of its windows (each window's aggregated on its own, with
+    offsets into the document), each entity once where windows overlap: the token-classification
+    pipeline's own rule under `stride`, called, not copied (it uses nothing of the pipeline: among
+    entities that overlap the longest stays, on a tie the higher score)."""
+    entities = [entity for window in windows for entity in window]
+    if len(windows) < 2:
+        return entities
+    # Here: transformers' pipelines package takes a second to import, and only chunk needs it.
+    from transformers import TokenClassificationPipeline
+
+    return TokenClassificationPipeline.aggregate_overlapping_entities(None, entities)  # type: ignore[arg-type]
 
 
 class Ner(Task):
@@ -100,6 +116,11 @@ class Ner(Task):
         ]
         found = self.pipeline.postprocess(outputs, aggregation_strategy=self.strategy, ignore_labels=IGNORE_LABELS)
         return [_row(e) for e in found]
+
+    def merge_windows(self, columns: dict[str, pa.Array], starts: np.ndarray) -> dict[str, pa.Array]:
+        windows = columns["entities"].to_pylist()
+        merged = [merge_windows(windows[a:b]) for a, b in itertools.pairwise(starts)]
+        return {"entities": pa.array(merged, pa.list_(ENTITY))}
 
 
 def _row(entity: dict[str, Any]) -> dict[str, Any]:

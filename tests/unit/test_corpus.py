@@ -1,11 +1,16 @@
+import errno
 import gzip
 import json
 
+import aiohttp
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yarl
+from fsspec.exceptions import FSTimeoutError
+from fsspec.implementations.local import LocalFileSystem
 
-from job.corpus import CorpusError, Fields, Tally, check, file_format, plan_shards, read_shard, scan
+from job.corpus import CorpusError, FileChanged, Fields, Tally, check, file_format, plan_shards, read_shard, scan
 
 
 def checked(corpus, fields=None):
@@ -184,3 +189,137 @@ def test_parquet_is_split_by_row_group_from_its_footer(tmp_path):
     docs = [d for s in shards for d in read_shard(fs, s, Fields())]
     assert [d.source for d in docs] == [f"a.parquet:{i}" for i in range(1000)]
     assert [d.text for d in docs] == [f"row {i}" for i in range(1000)]
+
+
+class _FailingFile:
+    """A file whose stream raises `error` (or ends, when None) after `after` lines."""
+
+    def __init__(self, f, after: int, error: BaseException | None) -> None:
+        self.f, self.after, self.error, self.lines = f, after, error, 0
+
+    def readline(self, limit=-1):
+        if self.lines >= self.after:
+            if self.error is None:
+                return b""
+            raise self.error
+        self.lines += 1
+        return self.f.readline(limit)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+class FlakyFS(LocalFileSystem):
+    """The local filesystem, whose first `fails` opens fail after `after` lines with `error`."""
+
+    cachable = False
+
+    def __init__(self, *, fails: int, after: int, error: BaseException | None) -> None:
+        super().__init__()
+        self.fails, self.after, self.error = fails, after, error
+
+    def _open(self, path, mode="rb", **kwargs):
+        handle = super()._open(path, mode, **kwargs)
+        if self.fails <= 0:
+            return handle
+        self.fails -= 1
+        return _FailingFile(handle, self.after, self.error)
+
+
+def _http_error(status: int) -> aiohttp.ClientResponseError:
+    url = yarl.URL("http://127.0.0.1/bucket/a.jsonl")
+    return aiohttp.ClientResponseError(aiohttp.RequestInfo(url, "GET", {}, url), (), status=status, message="x")
+
+
+TRANSIENT = {
+    "timeout": TimeoutError("read timed out"),
+    "fsspec-timeout": FSTimeoutError(),
+    "connection-reset": ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+    "s3fs-eio": OSError(errno.EIO, "Input/output error"),
+    "aiohttp-client-os": aiohttp.ClientOSError(errno.ECONNRESET, "Connection reset by peer"),
+    "aiohttp-payload": aiohttp.ClientPayloadError("Response payload is not completed"),
+    "server-disconnected": aiohttp.ServerDisconnectedError(),
+    "http-408": _http_error(408),
+    "http-429": _http_error(429),
+    "http-500": _http_error(500),
+    "http-503": _http_error(503),
+}
+
+
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
+def test_a_stream_that_fails_mid_file_with_a_transient_error_fails_the_piece_and_its_retry_reads_it_all(
+    tmp_path, error
+):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"document {i}"} for i in range(1000)])
+    _, files = checked(tmp_path)
+    (shard,) = plan_shards(files, 1 << 20)
+    fs = FlakyFS(fails=1, after=5, error=error)
+    read = []
+    with pytest.raises(type(error)):
+        read.extend(read_shard(fs, shard, Fields()))
+    assert len(read) == 5 and all(d.error is None for d in read)  # no `file unreadable` row
+    tally = Tally()
+    again = list(read_shard(fs, shard, Fields(), tally=tally))  # the shard's retry
+    assert [d.text for d in again] == [f"document {i}" for i in range(1000)]
+    assert all(d.error is None for d in again) and tally.short == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [FileNotFoundError(errno.ENOENT, "gone"), PermissionError(errno.EACCES, "denied"), _http_error(403)],
+    ids=["not-found", "permission", "http-403"],
+)
+def test_a_lasting_read_error_ends_the_file_in_one_error_row(tmp_path, error):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"document {i}"} for i in range(1000)])
+    _, files = checked(tmp_path)
+    (shard,) = plan_shards(files, 1 << 20)
+    docs = list(read_shard(FlakyFS(fails=1, after=5, error=error), shard, Fields()))
+    assert [d.error for d in docs[:5]] == [None] * 5 and len(docs) == 6
+    assert docs[5].error.startswith(f"file unreadable: {type(error).__name__}")
+
+
+def test_a_damaged_gzip_that_changed_since_the_plan_fails_the_shard_and_an_unchanged_one_is_an_error_row(tmp_path):
+    whole = gzip.compress(b"".join(json.dumps({"text": f"t{i}"}).encode() + b"\n" for i in range(1000)))
+    (tmp_path / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    fs, files = checked(tmp_path)
+    (shard,) = plan_shards(files, 1 << 20)
+    assert read_shard_errors(fs, shard) == ["file unreadable"]
+    (tmp_path / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2 + 10])
+    with pytest.raises(FileChanged, match=r"'a\.jsonl\.gz' changed while the job read it \(EOFError"):
+        list(read_shard(fs, shard, Fields()))
+
+
+def read_shard_errors(fs, shard):
+    return [d.error.split(":")[0] for d in read_shard(fs, shard, Fields()) if d.error]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "txt"])
+def test_a_stream_that_ends_before_its_planned_bytes_is_recorded_as_short(tmp_path, fmt):
+    body = "".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(1000)).encode()
+    if fmt == "csv":
+        body = b"text\n" + b"".join(f"document {i}\n".encode() for i in range(1000))
+    path = tmp_path / f"a.{fmt}"
+    path.write_bytes(body)
+    fs, files = checked(tmp_path)
+    (shard,) = plan_shards(files, 1 << 30)
+    with path.open("r+b") as f:  # cut while the job runs: the stream ends early, with no error
+        f.truncate(len(body) // 2)
+    tally = Tally()
+    list(read_shard(fs, shard, Fields(), tally=tally))
+    (short,) = tally.short
+    assert short["file"] == f"a.{fmt}" and short["planned"] == len(body) and short["read"] < len(body)
+
+
+def test_a_parquet_row_group_streams_in_record_batches(tmp_path):
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(5000)]}), tmp_path / "a.parquet")
+    fs, files = checked(tmp_path)
+    (shard,) = plan_shards(files, 1 << 20)
+    tally = Tally()
+    assert [d.text for d in read_shard(fs, shard, Fields(), tally=tally)] == [f"row {i}" for i in range(5000)]
+    assert tally.short == []

@@ -34,7 +34,7 @@ import json
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, TextIO, cast
 
 import fsspec
@@ -167,16 +167,24 @@ class Shard:
 
 @dataclass
 class Tally:
-    """What a reader read: its bytes, for the read amplification the manifest reports, and the
-    pieces whose stream ended before the bytes (or Parquet rows) the plan has for them."""
+    """What a reader read: its bytes, for the read amplification the manifest reports."""
 
     bytes_read: int = 0
-    short: list[dict[str, object]] = field(default_factory=list)
 
-    def reached(self, piece: Piece, read: int, planned: int) -> None:
-        """A piece's reader came to its end having read `read` of its `planned` bytes or rows."""
-        if read < planned:
-            self.short.append({"file": piece.file.rel, "start": piece.start, "read": read, "planned": planned})
+
+class ShortRead(OSError):
+    """A piece's stream ended, with no error, before the bytes (Parquet: rows) the plan has for
+    it: a connection closed early, or a file cut while it was read. The shard fails, so its part
+    is never written short; it is retried, and a rerun redoes it if every retry came up short."""
+
+
+def _reached(piece: Piece, read: int, planned: int, unit: str = "bytes") -> None:
+    """A piece's reader came to its end having read `read` of its `planned` bytes (or rows)."""
+    if read < planned:
+        raise ShortRead(
+            errno.EIO,
+            f"{piece.file.rel!r} (from {piece.start}) ended after {read} of the {planned} {unit} planned for it",
+        )
 
 
 def file_format(name: str) -> tuple[str, bool] | None:
@@ -565,7 +573,7 @@ def _read_jsonl(
                 yield Document(source, source, None, "malformed JSON: nested too deeply to parse")
                 continue
             yield _from_fields(record, source, fields)
-        tally.reached(piece, raw.tell(), f.size if utf16 or f.gzip else piece.stop)
+        _reached(piece, raw.tell(), f.size if utf16 or f.gzip else piece.stop)
     if f.gzip:
         tally.bytes_read = f.size  # what came off the disk is the compressed file, once
 
@@ -630,7 +638,7 @@ def _read_csv(
                 source = f"{f.rel}:{first}"
                 reason = "record too long" if "field larger" in str(exc) else "malformed CSV"
                 yield Document(source, source, None, f"{reason}: {exc}")
-        tally.reached(piece, raw.tell(), f.size)
+        _reached(piece, raw.tell(), f.size)
     tally.bytes_read += f.size
 
 
@@ -659,7 +667,7 @@ def _read_parquet(
                         yield _from_fields(record, source, fields)
                     row += 1
             tally.bytes_read += f.row_groups[group][1]
-            tally.reached(piece, row - first, f.row_groups[group][0])
+            _reached(piece, row - first, f.row_groups[group][0], "rows")
 
 
 def _read_txt(
@@ -669,7 +677,7 @@ def _read_txt(
     with _open(fs, piece.file) as (handle, file):
         raw = handle.read(limit + 1)
         if len(raw) <= limit:
-            tally.reached(piece, file.tell(), piece.file.size)
+            _reached(piece, file.tell(), piece.file.size)
     tally.bytes_read += piece.file.size
     if len(raw) > limit:
         yield Document(rel, rel, None, _too_long(limit))

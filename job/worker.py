@@ -272,9 +272,9 @@ class ShardWorker:
                 [encoded.offsets[p] for p in positions] if encoded.offsets else None,
             )
             columns = self.task.infer_columns(batch)
-        except Exception as exc:  # noqa: BLE001 - a model failure must become rows, not a lost shard
+        except Exception as exc:  # a model failure becomes rows, unless the device itself broke
             if _sticky(exc, batch_size=len(positions)):
-                raise DeviceFailed(f"the device failed and every later batch on it would: {type(exc).__name__}: {exc}")
+                raise DeviceFailed(f"the device failed, every later batch would: {type(exc).__name__}: {exc}") from exc
             if self.task.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(positions) == 1:

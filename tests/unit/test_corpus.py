@@ -1,6 +1,9 @@
 import errno
 import gzip
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import aiohttp
 import pyarrow as pa
@@ -22,6 +25,8 @@ from job.corpus import (
     read_shard,
     scan,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def checked(corpus, fields=None):
@@ -331,3 +336,35 @@ def test_a_parquet_row_group_streams_in_record_batches(tmp_path):
     fs, files = checked(tmp_path)
     (shard,) = plan_shards(files, 1 << 20)
     assert [d.text for d in read_shard(fs, shard, Fields())] == [f"row {i}" for i in range(5000)]
+
+
+WRITE_BIG_GROUP = """
+import sys
+import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+rows = 300_000
+numbers = pc.utf8_lpad(pc.cast(pa.array(range(rows)), pa.string()), 9, "0")
+text = pc.binary_join_element_wise(numbers, "the quick brown fox jumps over the lazy dog " * 46, "")
+pq.write_table(pa.table({"text": text}), sys.argv[1], row_group_size=rows, use_dictionary=False)
+"""
+READ_PIECE = """
+import resource, sys
+from job.corpus import Fields, plan_shards, read_shard, scan
+fs, files = scan(sys.argv[1])
+(shard,) = plan_shards(files, 1 << 40)
+count = sum(1 for doc in read_shard(fs, shard, Fields()) if doc.error is None and len(doc.text) > 2000)
+print(count, len(files[0].row_groups), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
+"""
+
+
+def test_one_row_group_of_300k_2kb_records_is_read_in_bounded_memory(tmp_path):
+    """600 MB of text in one row group (pandas writes one per file): streamed in record batches,
+    the reader's peak stays far below it, where reading the group whole would hold it twice over."""
+    path = tmp_path / "big.parquet"
+    subprocess.run([sys.executable, "-c", WRITE_BIG_GROUP, path], check=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", READ_PIECE, path], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    count, groups, peak_mib = map(int, done.stdout.split())
+    assert (count, groups) == (300_000, 1)
+    assert peak_mib < 600, f"reading one row group peaked at {peak_mib} MiB"

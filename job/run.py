@@ -325,12 +325,24 @@ class Pool:
     def ready(self, actors: list[Any]) -> list[dict[str, Any]]:
         """Each worker's info once its model is loaded. A warm worker that ended itself between
         the lookup and now (it had been idle for exactly its time) is replaced by a new one.
-        Workers that wait for CPUs another job's warm workers hold ask those to retire again
-        now and then: that job may have ended meanwhile."""
+
+        Warm workers that wait for CPUs another job's warm workers hold ask those to retire
+        again now and then (that job may have ended); once some of this job's workers are up,
+        those still waiting are given up, so two jobs that each got part of the CPUs both run."""
         import ray
 
         refs = self.infos[: len(actors)]
-        while self.config.keep_warm_s and ray.wait(refs, num_returns=len(refs), timeout=RETIRE_WAIT_S)[1]:
+        while self.config.keep_warm_s:
+            up, waiting = ray.wait(refs, num_returns=len(refs), timeout=RETIRE_WAIT_S)
+            if not waiting:
+                break
+            if up:
+                for ref in waiting:
+                    ray.kill(actors[refs.index(ref)])
+                keep = [i for i, ref in enumerate(refs) if ref not in waiting]
+                actors[:] = [actors[i] for i in keep]
+                refs = [refs[i] for i in keep]
+                break
             retire_other_pools(keep=self.keep)
         infos = []
         for index, ref in enumerate(refs):

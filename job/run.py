@@ -356,10 +356,13 @@ class Pool:
         return infos
 
     def release(self) -> None:
-        """This job holds its warm workers no longer: they wait for the next one, or retire."""
+        """This job holds its warm workers no longer: they wait for the next one, or retire.
+        Waited for (briefly): a driver that ends at once would otherwise drop the calls."""
+        import ray
+
         if self.config.keep_warm_s:
-            for actor in self.actors:
-                actor.release.remote(self.job)
+            released = [actor.release.remote(self.job) for actor in self.actors]
+            ray.wait(released, num_returns=len(released), timeout=RETIRE_WAIT_S)
 
     @classmethod
     def start(cls, config: RunConfig) -> Pool:

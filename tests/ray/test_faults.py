@@ -228,60 +228,15 @@ def test_a_cluster_that_cannot_be_used_fails_in_one_line_and_writes_nothing(
     assert invoke(ray_head.invoke_env(tmp_path), "jobs").stdout == jobs_before
 
 
-# A corpus filesystem whose first stream of the run fails after a few lines with a read timeout
-# (an OSError, as s3fs or fsspec's http raise them), in whichever worker reads first: fsspec
-# finds it by its entry point, in a folder the Ray workers get on their PYTHONPATH.
-FLAKY_FS = """
-import os
-from fsspec.implementations.local import LocalFileSystem
-
-
-class _Failing:
-    def __init__(self, f):
-        self.f, self.lines = f, 0
-
-    def readline(self, limit=-1):
-        self.lines += 1
-        if self.lines > 5:
-            try:
-                os.close(os.open(os.environ["FLAKY_MARKER"], os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                pass
-            else:
-                raise TimeoutError("read timed out (injected)")
-        return self.f.readline(limit)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
-
-
-class FlakyFileSystem(LocalFileSystem):
-    protocol = ("flaky",)
-
-    @classmethod
-    def _strip_protocol(cls, path):
-        return super()._strip_protocol(str(path).removeprefix("flaky://"))
-
-    def _open(self, path, mode="rb", **kwargs):
-        return _Failing(super()._open(path, mode, **kwargs))
-"""
-
-
 def flaky_env(ray_head, tmp_path) -> tuple[dict[str, str], str]:
-    """The job's environment, and the marker file whose existence says the fault was injected."""
+    """The job's environment, and the marker file whose existence says the fault was injected:
+    tests/flakyfs.py's `flaky://` filesystem, found by fsspec through an entry point."""
     site = tmp_path / "flaky-site"
     (site / "flakyfs-0.dist-info").mkdir(parents=True)
-    (site / "flakyfs.py").write_text(FLAKY_FS)
     (site / "flakyfs-0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: flakyfs\nVersion: 0\n")
     (site / "flakyfs-0.dist-info" / "entry_points.txt").write_text("[fsspec.specs]\nflaky = flakyfs:FlakyFileSystem\n")
     marker = str(tmp_path / "fault-injected")
-    env_vars = {"PYTHONPATH": f"{site}:{ROOT}", "FLAKY_MARKER": marker}
+    env_vars = {"PYTHONPATH": f"{site}:{ROOT / 'tests'}:{ROOT}", "FLAKY_MARKER": marker}
     job_config = {"runtime_env": {"env_vars": env_vars}}
     return {**ray_head.job_env(), **env_vars, "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job_config)}, marker
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yarl
+from flakyfs import FlakyFS
 from fsspec.exceptions import FSTimeoutError
-from fsspec.implementations.local import LocalFileSystem
 
 from job.corpus import (
     CorpusError,
@@ -205,47 +205,6 @@ def test_parquet_is_split_by_row_group_from_its_footer(tmp_path):
     docs = [d for s in shards for d in read_shard(fs, s, Fields())]
     assert [d.source for d in docs] == [f"a.parquet:{i}" for i in range(1000)]
     assert [d.text for d in docs] == [f"row {i}" for i in range(1000)]
-
-
-class _FailingFile:
-    """A file whose stream raises `error` (or ends, when None) after `after` lines."""
-
-    def __init__(self, f, after: int, error: BaseException | None) -> None:
-        self.f, self.after, self.error, self.lines = f, after, error, 0
-
-    def readline(self, limit=-1):
-        if self.lines >= self.after:
-            if self.error is None:
-                return b""
-            raise self.error
-        self.lines += 1
-        return self.f.readline(limit)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
-
-
-class FlakyFS(LocalFileSystem):
-    """The local filesystem, whose first `fails` opens fail after `after` lines with `error`."""
-
-    cachable = False
-
-    def __init__(self, *, fails: int, after: int, error: BaseException | None) -> None:
-        super().__init__()
-        self.fails, self.after, self.error = fails, after, error
-
-    def _open(self, path, mode="rb", **kwargs):
-        handle = super()._open(path, mode, **kwargs)
-        if self.fails <= 0:
-            return handle
-        self.fails -= 1
-        return _FailingFile(handle, self.after, self.error)
 
 
 def _http_error(status: int) -> aiohttp.ClientResponseError:

@@ -326,17 +326,19 @@ class Pool:
         """Each worker's info once its model is loaded. A warm worker that ended itself between
         the lookup and now (it had been idle for exactly its time) is replaced by a new one.
 
-        Warm workers that wait for CPUs another job's warm workers hold ask those to retire
-        again now and then (that job may have ended); once some of this job's workers are up,
+        Workers that wait for CPUs another job's warm workers hold ask those to retire again
+        now and then (that job may have ended); once some of this job's warm workers are up,
         those still waiting are given up, so two jobs that each got part of the CPUs both run."""
         import ray
 
         refs = self.infos[: len(actors)]
-        while self.config.keep_warm_s:
+        while True:
             up, waiting = ray.wait(refs, num_returns=len(refs), timeout=RETIRE_WAIT_S)
             if not waiting:
                 break
-            if up:
+            # Only warm workers (raybake's own embedded Ray) give up: elsewhere an autoscaler
+            # may be adding the nodes they wait for.
+            if up and self.config.keep_warm_s:
                 for ref in waiting:
                     ray.kill(actors[refs.index(ref)])
                 keep = [i for i, ref in enumerate(refs) if ref not in waiting]
@@ -392,11 +394,11 @@ class Pool:
         }
         worker_class = ray.remote(PoolWorker)
         actor_class = worker_class.options(**options)
-        if not config.keep_warm_s:
-            return cls(config, [actor_class.remote(wc) for _ in range(count)], use_gpu, cpus, actor_class, None)
-        # Only with keep-warm on (raybake's own embedded Ray): other pools' idle workers are ended.
-        pool = warm_pool_name(wc, use_gpu=use_gpu, cpus=cpus)
+        pool = warm_pool_name(wc, use_gpu=use_gpu, cpus=cpus) if config.keep_warm_s else None
+        # Warm pools exist only where jobs ran with keep-warm on (raybake's own embedded Ray).
         retire_other_pools(keep=pool)
+        if pool is None:
+            return cls(config, [actor_class.remote(wc) for _ in range(count)], use_gpu, cpus, actor_class, None)
         warm = {"namespace": WARM_NAMESPACE, "lifetime": "detached", "get_if_exists": True}
         actors = [
             worker_class.options(**options, **warm, name=f"{pool}-{i}").remote(wc, config.keep_warm_s)

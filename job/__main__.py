@@ -29,7 +29,7 @@ from job.corpus import (
     Fields,
     template_names,
 )
-from job.run import RunConfig, run
+from job.run import DEFAULT_MAX_ERROR_RATE, RunConfig, run
 
 SPEC_FLAG = "--spec-b64"
 
@@ -115,7 +115,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=256, help="documents per batch at most")
     p.add_argument("--workers", type=int, default=None, help="default: one per GPU, else per CPU group")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs (torch threads) per worker")
-    p.add_argument("--retries", type=int, default=3, help="attempts per shard after a failure")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="attempts per shard after a failure (a timeout, a dropped connection, a 5xx, a worker that died), "
+        "each after a longer wait (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=DEFAULT_MAX_ERROR_RATE,
+        help="fail the job when more than this share of the documents read failed in the model "
+        "('model failed' rows): a broken model or device, not a bad document (default: %(default)s)",
+    )
     p.add_argument(
         "--keep-warm-seconds",
         type=float,
@@ -281,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             retries=args.retries,
             check_only=args.check,
             keep_warm_s=max(0.0, args.keep_warm_seconds),
+            max_error_rate=args.max_error_rate,
         )
     )
 

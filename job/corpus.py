@@ -24,8 +24,11 @@ from 0), and `rel` for .txt.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import errno
 import functools
+import gzip
 import hashlib
 import io
 import json
@@ -34,7 +37,7 @@ import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, TextIO, cast
 
 import fsspec
 
@@ -56,6 +59,19 @@ UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # What reading a damaged file raises: I/O and permission errors, a gzip cut short (EOFError),
 # corrupt deflate data (zlib.error), a file that is not what its name says (ValueError).
 READ_ERRORS = (OSError, EOFError, zlib.error, ValueError)
+# Of those, what a retry cannot change, so the file ends in an error row: it is not there or may
+# not be read, or its bytes are damaged (a gzip cut short or not gzip at all, a Parquet file that
+# is not Parquet). Everything else a read raises (a timeout, a reset connection, s3fs's EIO once
+# its own retries on 503 SlowDown are spent) fails the shard, which is retried whole.
+ABSENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile, ValueError)
+# HTTP statuses a retry can change: a request timeout and too many requests (and every 5xx).
+RETRIED_STATUS = (408, 429)
+# Rows per Parquet record batch: a row group (pandas writes one per file, Spark 128 MB+) streams
+# through in batches of this many rows, never whole.
+PARQUET_BATCH_ROWS = 1024
+# Bytes a Parquet column chunk is read in: without it pyarrow reads a whole column chunk at once.
+PARQUET_BUFFER_BYTES = 1 << 20
 # The longest record a worker reads. A longer one is an error row and is skipped in bounded
 # reads, so no input (a gzip bomb, a file with no newline) can exhaust a worker's memory. It is
 # 16 MiB rather than a few: a whole book as one .txt file is a real document.
@@ -81,6 +97,11 @@ SKIP_CHUNK = 1 << 20
 
 class CorpusError(Exception):
     """The corpus as a whole cannot be used: the submit is refused with this message."""
+
+
+class FileChanged(OSError):
+    """A file's bytes are damaged, but its size or version is not what the plan saw: it changed
+    while the job read it, so its error is no fact about the file the plan has. The shard fails."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +210,21 @@ class Tally:
     """What a reader read: its bytes, for the read amplification the manifest reports."""
 
     bytes_read: int = 0
+
+
+class ShortRead(OSError):
+    """A piece's stream ended, with no error, before the bytes (Parquet: rows) the plan has for
+    it: a connection closed early, or a file cut while it was read. The shard fails, so its part
+    is never written short; it is retried, and a rerun redoes it if every retry came up short."""
+
+
+def _reached(piece: Piece, read: int, planned: int, unit: str = "bytes") -> None:
+    """A piece's reader came to its end having read `read` of its `planned` bytes (or rows)."""
+    if read < planned:
+        raise ShortRead(
+            errno.EIO,
+            f"{piece.file.rel!r} (from {piece.start}) ended after {read} of the {planned} {unit} planned for it",
+        )
 
 
 def file_format(name: str) -> tuple[str, bool] | None:
@@ -389,7 +425,7 @@ def _first_names(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> tuple[list[str
         row_count = sum(r for r, _ in f.row_groups)
         return (list(f.columns) if f.row_groups else None), row_count > 0, True
     try:
-        with _open(fs, f) as handle:
+        with _open(fs, f) as (handle, _):
             head = handle.read(SAMPLE_BYTES + 1)
     except READ_ERRORS:
         return None, True, True  # the worker turns it into an error row
@@ -418,14 +454,21 @@ def _first_names(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> tuple[list[str
     return None, bool(records), whole
 
 
-def _open(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> BinaryIO:
-    # gzip decompresses as it is read, a buffer at a time: never a whole file in memory.
-    handle = fs.open(f.path, "rb", compression="gzip" if f.gzip else None)
-    if isinstance(handle, fsspec.spec.AbstractBufferedFile):
-        # An object store's file (s3fs, http) reads a line whole, with no limit: a BufferedReader
-        # over it gives the bounded readline(limit) that keeps a huge line out of memory.
-        return io.BufferedReader(handle)
-    return handle
+@contextlib.contextmanager
+def _open(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> Iterator[tuple[BinaryIO, BinaryIO]]:
+    """(the file's bytes, decompressed; the file itself): where the file is when its reader
+    ends says whether the stream gave all the bytes the plan has for it."""
+    with fs.open(f.path, "rb") as raw:
+        if f.gzip:
+            # gzip decompresses as it is read, a buffer at a time: never a whole file in memory.
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield cast(BinaryIO, unzipped), raw
+        elif isinstance(raw, fsspec.spec.AbstractBufferedFile):
+            # An object store's file (s3fs, http) reads a line whole, with no limit: a BufferedReader
+            # over it gives the bounded readline(limit) that keeps a huge line out of memory.
+            yield cast(BinaryIO, io.BufferedReader(raw)), raw
+        else:
+            yield raw, raw
 
 
 def decode(raw: bytes) -> tuple[str | None, str | None]:
@@ -564,7 +607,7 @@ def _read_jsonl(
     fs: fsspec.AbstractFileSystem, piece: Piece, fields: Fields, limit: int, tally: Tally
 ) -> Iterator[Document]:
     f = piece.file
-    with _open(fs, f) as handle:
+    with _open(fs, f) as (handle, raw):
         utf16 = handle.read(2) in UTF16_BOMS
         if utf16 and piece.start > 0:
             return  # the first piece reads a UTF-16 file whole: its bytes cannot be cut at 0x0A
@@ -594,6 +637,7 @@ def _read_jsonl(
                 yield Document(source, source, None, "malformed JSON: nested too deeply to parse")
                 continue
             yield _from_fields(record, source, fields)
+        _reached(piece, raw.tell(), f.size if utf16 or f.gzip else piece.stop)
     if f.gzip:
         tally.bytes_read = f.size  # what came off the disk is the compressed file, once
 
@@ -629,7 +673,7 @@ def _read_csv(
 ) -> Iterator[Document]:
     f = piece.file
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    with _open(fs, f) as handle:
+    with _open(fs, f) as (handle, raw):
         utf16 = handle.read(2) in UTF16_BOMS
         handle.seek(0)
         # surrogateescape keeps undecodable bytes visible per row instead of failing the file.
@@ -658,6 +702,7 @@ def _read_csv(
                 source = f"{f.rel}:{first}"
                 reason = "record too long" if "field larger" in str(exc) else "malformed CSV"
                 yield Document(source, source, None, f"{reason}: {exc}")
+        _reached(piece, raw.tell(), f.size)
     tally.bytes_read += f.size
 
 
@@ -671,29 +716,34 @@ def _read_parquet(
     named = [c for c in fields.record_fields().values() if c == fields.text or c in f.columns]
     columns = named + ([fields.id] if fields.id and fields.id not in named else [])
     with fs.open(f.path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
+        parquet = pq.ParquetFile(handle, buffer_size=PARQUET_BUFFER_BYTES)
         if not f.row_groups:  # the plan could not read the footer: it fails here, as an error row
             parquet.metadata  # noqa: B018
         row = sum(rows for rows, _ in f.row_groups[: piece.start])
         for group in range(piece.start, piece.stop):
-            table = parquet.read_row_group(group, columns=columns)
+            first = row
+            # In record batches: a row group of any size streams through (pandas writes one per file).
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[group], columns=columns):
+                for record in batch.to_pylist():
+                    source = f"{f.rel}:{row}"
+                    text = record.get(fields.text)
+                    if isinstance(text, str) and len(text) > limit:
+                        yield Document(source, source, None, _too_long(limit))
+                    else:
+                        yield _from_fields(record, source, fields)
+                    row += 1
             tally.bytes_read += f.row_groups[group][1]
-            for record in table.to_pylist():
-                source = f"{f.rel}:{row}"
-                text = record.get(fields.text)
-                if isinstance(text, str) and len(text) > limit:
-                    yield Document(source, source, None, _too_long(limit))
-                else:
-                    yield _from_fields(record, source, fields)
-                row += 1
+            _reached(piece, row - first, f.row_groups[group][0], "rows")
 
 
 def _read_txt(
     fs: fsspec.AbstractFileSystem, piece: Piece, fields: Fields, limit: int, tally: Tally
 ) -> Iterator[Document]:
     rel = piece.file.rel
-    with _open(fs, piece.file) as handle:
+    with _open(fs, piece.file) as (handle, file):
         raw = handle.read(limit + 1)
+        if len(raw) <= limit:
+            _reached(piece, file.tell(), piece.file.size)
     tally.bytes_read += piece.file.size
     if len(raw) > limit:
         yield Document(rel, rel, None, _too_long(limit))
@@ -717,7 +767,9 @@ def read_piece(
     max_record_bytes: int = MAX_RECORD_BYTES,
     tally: Tally | None = None,
 ) -> Iterator[Document]:
-    """The documents of a piece; a file that breaks midway ends in one error row saying so."""
+    """The documents of a piece; a file that cannot be read, now or ever, ends in one error row
+    saying so. A fault a retry may clear (a timeout, a reset connection, a 503) is raised: the
+    shard fails and is retried whole, and no document of the piece is lost to it."""
     tally = tally if tally is not None else Tally()
     last = None
     try:
@@ -725,19 +777,39 @@ def read_piece(
             last = doc.source
             yield doc
     except Exception as exc:
-        if not isinstance(exc, READ_ERRORS) and not _refused(exc):
-            raise  # transient (a dropped connection, a 503): the shard fails and is retried whole
+        if not lasting(exc):
+            raise
+        if isinstance(exc, DAMAGED) and _changed(fs, piece.file):
+            raise FileChanged(
+                errno.ESTALE,
+                f"{piece.file.rel!r} changed while the job read it ({type(exc).__name__}: {exc}); "
+                "its results would mix two versions of it: run the job again into a new --output",
+            ) from exc
         # Unique: after the last record read, or at the piece's start when none was.
         source = f"{last}+unreadable" if last else f"{piece.file.rel}@{piece.start}"
         # An fsspec or aiohttp error quotes the URL: a presigned one's signature is masked.
         yield Document(source, source, None, urls.shown(f"file unreadable: {type(exc).__name__}: {exc}"))
 
 
-def _refused(exc: Exception) -> bool:
-    """An HTTP server's 4xx for a file (aiohttp's ClientResponseError under fsspec's http): as lasting
-    as a local permission error, e.g. a presigned URL whose signature expired mid-run."""
-    status = getattr(exc, "status", None)
-    return isinstance(status, int) and 400 <= status < 500
+def lasting(exc: BaseException) -> bool:
+    """Whether a read error says something about the file that a retry cannot change: it is not
+    there, may not be read (an HTTP 4xx, e.g. a presigned URL that expired mid-run; not 408 or
+    429), or its bytes are damaged. A timeout, a reset connection, EIO, a 5xx are not."""
+    if isinstance(exc, FileChanged):
+        return False
+    status = getattr(exc, "status", None)  # aiohttp's ClientResponseError under fsspec's http
+    if isinstance(status, int):
+        return 400 <= status < 500 and status not in RETRIED_STATUS
+    return isinstance(exc, ABSENT + DAMAGED)
+
+
+def _changed(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> bool:
+    """Whether the file is no longer the one the plan listed (its size or version differ)."""
+    try:
+        info = fs.info(f.path)
+    except Exception:  # noqa: BLE001 - gone, or not to be asked: it is not the file the plan saw
+        return True
+    return (int(info.get("size") or 0), _version(info)) != (f.size, f.version)
 
 
 def read_shard(

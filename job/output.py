@@ -1,13 +1,16 @@
 """Atomic Parquet parts and JSON files under the job's output directory (a path or fsspec URI).
 
-A part is written under a temporary name and renamed once complete, so a part that exists is a
-finished shard: that is what makes a rerun resume safely.
+A part is written under a temporary name, flushed to disk (fsync) and renamed once complete, so a
+part that exists is a finished shard: that is what makes a rerun resume safely. A part that is
+there but cannot be read (a node that crashed before the data reached its disk, a stray file with
+a planned name) is moved aside, and its shard is done again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -21,6 +24,12 @@ if TYPE_CHECKING:
     from job.corpus import Shard
 
 STATS_KEY = b"raybake"
+# Where a finished part that cannot be read goes: hidden, so readers of parts/ skip it.
+DAMAGED_DIR = ".damaged"
+
+
+class DamagedPart(Exception):
+    """A finished part that cannot be read: empty, cut short, or not a part of this job."""
 
 
 def part_name(shard: Shard) -> str:
@@ -35,6 +44,8 @@ class Output:
         self.root = self.root.rstrip("/")
         self.parts = f"{self.root}/parts"
         self.fs.makedirs(self.parts, exist_ok=True)
+        # An object store's write is durable once it returns; a file system's only after fsync.
+        self.local = "file" in self.fs.protocol
 
     def finished(self) -> set[str]:
         try:
@@ -51,10 +62,27 @@ class Output:
         try:
             with self.fs.open(tmp, "wb") as handle:
                 write(handle)
+                self._sync(handle)
             self.fs.mv(tmp, path)
+            self._sync_dir(folder)
         finally:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
+
+    def _sync(self, handle: Any) -> None:
+        """The file's bytes on disk before its rename makes it count: else a node crash can leave a
+        finished part (or spec.json) empty under its final name."""
+        if self.local:
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _sync_dir(self, folder: str) -> None:
+        if self.local:
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     @contextlib.contextmanager
     def part_writer(self, name: str, schema: pa.Schema) -> Iterator[_Part]:
@@ -75,22 +103,73 @@ class Output:
             yield part
             writer.add_key_value_metadata({STATS_KEY.decode(): json.dumps(part.stats)})
             writer.close()
+            self._sync(handle)
             handle.close()
             self.fs.mv(tmp, f"{folder}/{name}")
+            self._sync_dir(folder)
         finally:
             if not handle.closed:
                 handle.close()
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
 
-    def part_summary(self, name: str) -> tuple[dict[str, Any], pa.Array]:
-        """A part's counts (from its footer) and its id column, in one open of the file."""
+    def part_stats(self, name: str) -> dict[str, Any]:
+        """A part's counts, from its footer alone; DamagedPart if it cannot be read."""
+        import pyarrow.parquet as pq
+
+        try:
+            with self.fs.open(f"{self.parts}/{name}", "rb") as handle:
+                footer = pq.ParquetFile(handle).metadata
+                # Rows, not documents: under --long-documents chunk a document has a row per chunk.
+                return {**json.loads(footer.metadata[STATS_KEY]), "rows": footer.num_rows}
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # ArrowInvalid is a ValueError
+            raise DamagedPart(f"{name}: {type(exc).__name__}: {exc}") from exc
+
+    def document_ids(self, name: str) -> pa.Array:
+        """The id of each document of a part: one per document, however many rows it has (a
+        document cut into chunks has a row per chunk, numbered in `chunk` from 0)."""
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         with self.fs.open(f"{self.parts}/{name}", "rb") as handle:
             part = pq.ParquetFile(handle)
-            stats = json.loads(part.metadata.metadata[STATS_KEY])
-            return stats, part.read(columns=["id"]).column("id").combine_chunks()
+            chunked = "chunk" in part.schema_arrow.names
+            table = part.read(columns=["id", "chunk"] if chunked else ["id"])
+        if chunked:
+            chunk = table.column("chunk")
+            table = table.filter(pc.or_kleene(pc.is_null(chunk), pc.equal(chunk, 0)))
+        return table.column("id").combine_chunks()
+
+    def move_aside(self, name: str) -> str:
+        """Move a damaged part out of parts/ (kept, for a post-mortem): its shard is redone."""
+        aside = f"{self.parts}/{DAMAGED_DIR}/{name}.{uuid.uuid4().hex[:8]}"
+        self.fs.makedirs(f"{self.parts}/{DAMAGED_DIR}", exist_ok=True)
+        self.fs.mv(f"{self.parts}/{name}", aside)
+        return aside
+
+    def create_json(self, name: str, data: dict[str, Any]) -> bool:
+        """Write `name` only if it does not exist, in one step no other writer can come between
+        (O_EXCL on a file system, `If-None-Match: *` on S3); False if it was there already."""
+        body = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
+        path = f"{self.root}/{name}"
+        if not self.local:
+            try:
+                self.fs.pipe_file(path, body, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        tmp = f"{self.root}/.{name}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as handle:
+            handle.write(body)
+            self._sync(handle)
+        try:
+            os.link(tmp, path)  # whole or not at all, and refused where the name exists
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        self._sync_dir(self.root)
+        return True
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         body = json.dumps(data, indent=2, sort_keys=True, default=str).encode()

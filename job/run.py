@@ -1,7 +1,8 @@
 """The driver: plan shards, skip finished ones, feed a pool of workers, write the manifest.
 
-Exit codes: 0 every document has a row; 1 some shards failed (rerun resumes them);
-2 the input was refused before anything ran.
+Exit codes: 0 every document has a row; 1 some shards failed (rerun resumes them), or more
+documents failed in the model than --max-error-rate allows; 2 the input was refused before
+anything ran.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from job import urls
 from job.config import WorkerConfig
 from job.corpus import CorpusError, CorpusFile, Shard, auto_split_bytes, check, plan_shards, scan
-from job.output import Output, part_name
+from job.output import DamagedPart, Output, part_name
 
 PROGRESS_PREFIX = "raybake-progress"
 SPEC_FILE = "spec.json"
@@ -43,6 +47,16 @@ WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
 WARM_NAMESPACE = "raybake-warm"
 RETIRE_WAIT_S = 10.0
 WAIT_STEP_S = 1.0
+# A failed shard waits this long before its retry, doubled each attempt up to the cap: a store
+# answering 503 SlowDown, or a worker restarting, gets time to recover.
+RETRY_BACKOFF_S = 1.0
+RETRY_BACKOFF_MAX_S = 30.0
+# Ids counted at once in memory when the manifest checks their uniqueness; more are spread over
+# hash buckets of about this many on local disk, so the count's memory does not grow with the
+# corpus (50M ids: 378 MiB peak, under a 1 GiB address space; tests/unit/test_reconcile.py).
+DISTINCT_BUCKET_ROWS = 2_000_000
+DEFAULT_MAX_ERROR_RATE = 0.05
+MODEL_FAILED = "model failed"
 # How often a job says that its workers have not started yet.
 WORKER_WAIT_NOTE_S = 30.0
 
@@ -62,6 +76,8 @@ class RunConfig:
     check_only: bool
     # Workers stay this long after the job for the next one of the same model (0: they end with it).
     keep_warm_s: float = 0
+    # More `model failed` rows than this share of the documents read fails the job.
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
 
 
 def log(message: str) -> None:
@@ -85,6 +101,15 @@ def run(config: RunConfig) -> int:
     urls.hide(wc.corpus, wc.output)
     # The workers start (and load the model) while the driver lists and plans the corpus.
     pool = None if config.check_only else Pool.start(config)
+    try:
+        return _run(config, pool, started)
+    finally:
+        if pool is not None:
+            pool.release()
+
+
+def _run(config: RunConfig, pool: Pool | None, started: float) -> int:
+    wc = config.worker
     try:
         files, shards, split, plan_seconds = plan(config)
     except CorpusError as exc:
@@ -112,13 +137,14 @@ def run(config: RunConfig) -> int:
 
     output = Output(wc.output)
     spec = _spec(config, files)
-    previous = output.read_json(SPEC_FILE)
-    if previous is not None and previous != spec:
-        log(f"error: {_difference(wc.output, previous, spec)}")
-        return 2
-    output.write_json(SPEC_FILE, spec)
+    # Created exclusively: of two jobs started together on one output, the second finds the first's.
+    if not output.create_json(SPEC_FILE, spec):
+        previous = output.read_json(SPEC_FILE) or {}
+        if _identity(previous) != _identity(spec):
+            log(f"error: {_difference(wc.output, previous, spec)}")
+            return 2
 
-    done = output.finished()
+    done = _finished(output, shards)
     todo = [s for s in shards if part_name(s) not in done]
     if len(todo) < len(shards):
         log(f"resuming: {len(shards) - len(todo)} shard(s) already done, {len(todo)} to go")
@@ -142,9 +168,45 @@ def run(config: RunConfig) -> int:
     if result.failed:
         for shard_id, reason in result.failed.items():
             log(f"shard {shard_id} failed: {reason}")
-        log(f"error: {len(result.failed)} shard(s) failed; run the same command again to retry only those")
+        log(
+            f"error: {len(result.failed)} shard(s) failed, the output is {manifest['status']}; "
+            "run the same command again to retry only those"
+        )
+        return 1
+    if manifest["status"] != "complete":
+        log(f"error: the output is {manifest['status']}: {manifest['shards']['missing']} shard(s) missing")
+        return 1
+    if why := too_many_errors(manifest, max_rate=config.max_error_rate):
+        log(f"error: {why}")
         return 1
     return 0
+
+
+def too_many_errors(manifest: dict[str, Any], *, max_rate: float) -> str | None:
+    """Why the job fails for its `model failed` rows, or None: a model that fails on more than
+    `max_rate` of the documents is broken (a damaged device, a wrong model), not unlucky."""
+    documents, failed = manifest["counts"]["documents"], manifest["errors_by_reason"].get(MODEL_FAILED, 0)
+    if not documents or failed / documents <= max_rate:
+        return None
+    return (
+        f"{failed} of {documents} documents ({failed / documents:.1%}) failed in the model, over "
+        f"--max-error-rate {max_rate!r}; see their `error` column, fix the cause and run again into a new --output"
+    )
+
+
+def _finished(output: Output, shards: list[Shard]) -> set[str]:
+    """The parts of planned shards that are done. One that cannot be read (empty, cut short) is
+    moved aside, so its shard is done again rather than make every rerun fail on it."""
+    planned = {part_name(s) for s in shards}
+    done = set()
+    for name in sorted(output.finished() & planned):
+        try:
+            output.part_stats(name)
+        except DamagedPart as exc:
+            log(f"note: finished part {name} cannot be read ({exc}); moved to {output.move_aside(name)}, redoing it")
+            continue
+        done.add(name)
+    return done
 
 
 def _difference(output: str, previous: dict[str, Any], spec: dict[str, Any]) -> str:
@@ -152,13 +214,14 @@ def _difference(output: str, previous: dict[str, Any], spec: dict[str, Any]) -> 
     before = {rel: (size, version) for rel, size, version in previous.get("files", [])}
     after = {rel: (size, version) for rel, size, version in spec["files"]}
     changed = sorted(rel for rel in before.keys() | after.keys() if before.get(rel) != after.get(rel))
-    if changed and all(previous.get(k) == spec.get(k) for k in spec if k != "files"):
+    old, new = _identity(previous), _identity(spec)
+    if changed and all(old.get(k) == new.get(k) for k in new if k != "files"):
         return (
             f"the corpus changed since {output!r} was started ({len(changed)} file(s) added, removed or modified: "
             f"{', '.join(map(repr, changed[:10]))}{' ...' if len(changed) > 10 else ''}); "
             "its results would mix two corpora: choose another --output or delete it"
         )
-    keys = sorted(k for k in spec.keys() | previous.keys() if spec.get(k) != previous.get(k))
+    keys = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k))
     what = f"{output!r} holds results of a different job (changed: {', '.join(keys)})"
     return f"{what}; choose another --output or delete it"
 
@@ -187,37 +250,58 @@ class PoolWorker:
             self.refused = str(exc)
         self.keep_warm_s, self.loaded_at = keep_warm_s, time.time()
         self.busy, self.jobs, self.last_used = 0, 0, time.monotonic()
+        # The jobs that hold this worker, from their start (while they plan, it is idle but
+        # theirs) to their end: no other job retires it meanwhile.
+        self.claims: set[str] = set()
         self.lock = threading.Lock()
         if keep_warm_s > 0:
             threading.Thread(target=self._expire, name="keep-warm", daemon=True).start()
 
-    def info(self, config: WorkerConfig) -> dict[str, Any]:
-        """This worker as the job `config` gets it (its token budget, say, is that job's)."""
+    def info(self, config: WorkerConfig, job: str = "") -> dict[str, Any]:
+        """This worker as the job `config` gets it (its token budget, say, is that job's),
+        claimed by `job` until it calls `release`."""
         if self.refused is not None:
             return {"refused": self.refused}
         with self.lock:
             self._in_service()
             self.jobs, self.last_used = self.jobs + 1, time.monotonic()
+            self.claims.add(job)
         # `warm`: loaded for an earlier job, and this one did not wait for it.
         return {**self.worker.info(config), "warm": self.jobs > 1, "loaded_at": self.loaded_at}
 
     def process(self, shard: Shard, config: WorkerConfig) -> dict[str, Any]:
         import ray
 
+        from job.worker import DeviceFailed
+
         with self.lock:
             self._in_service()
             self.busy += 1
         try:
             return self.worker.process(shard, config, cancelled=ray.get_runtime_context().is_canceled)
+        except DeviceFailed as exc:
+            # Its device gives nothing right any more: the process ends, Ray starts a fresh one
+            # (max_restarts) and runs this worker's shards again there (max_task_retries).
+            print(f"raybake: worker pid {os.getpid()} ends: {exc}", flush=True)
+            os._exit(1)
         finally:
             with self.lock:
                 self.busy, self.last_used = self.busy - 1, time.monotonic()
 
-    def retire(self, *, idle_s: float = 0) -> bool:
-        """End this worker if it has had nothing to do for `idle_s` (a job that is using it is
-        never cut short); True if it ends."""
+    def release(self, job: str) -> None:
+        """`job` has ended: it holds this worker no longer."""
         with self.lock:
-            if self.busy or time.monotonic() - self.last_used < idle_s:
+            self.claims.discard(job)
+            self.last_used = time.monotonic()
+
+    def retire(self, *, idle_s: float = 0) -> bool:
+        """End this worker if it has had nothing to do for `idle_s` and (asked by another job,
+        `idle_s` 0) no job holds it: a job that is using it, or still planning, is never cut
+        short. A claim lapses once the worker has been idle for its keep-warm time (its job's
+        driver was killed). True if it ends."""
+        with self.lock:
+            idle = time.monotonic() - self.last_used
+            if self.busy or idle < idle_s or (self.claims and idle < self.keep_warm_s):
                 return False
             self.busy = -1  # ending: nothing more starts here
         import ray
@@ -258,46 +342,73 @@ class PoolRun:
 class Pool:
     """The workers: started before the plan exists, so their model load overlaps planning."""
 
-    def __init__(self, config: RunConfig, actors: list[Any], use_gpu: bool, cpus: float, actor_class: Any) -> None:
+    def __init__(
+        self, config: RunConfig, actors: list[Any], use_gpu: bool, cpus: float, actor_class: Any, keep: str | None
+    ) -> None:
+        import ray
+
         self.config, self.actors, self.use_gpu, self.cpus = config, actors, use_gpu, cpus
-        self.actor_class = actor_class
-        self.infos = [a.info.remote(config.worker) for a in actors]
+        self.actor_class, self.keep = actor_class, keep
+        self.job = ray.get_runtime_context().get_job_id()
+        # Claimed now, before the plan: a warm worker of this job is never retired while it plans.
+        self.infos = [a.info.remote(config.worker, self.job) for a in actors]
 
     def ready(self, actors: list[Any]) -> list[dict[str, Any]]:
         """Each worker's info once its model is loaded. A warm worker that ended itself between
-        the lookup and now (it had been idle for exactly its time) is replaced by a new one."""
+        the lookup and now (it had been idle for exactly its time) is replaced by a new one.
+
+        Workers that wait for CPUs another job's warm workers hold ask those to retire again
+        now and then (that job may have ended); once some of this job's warm workers are up,
+        those still waiting are given up, so two jobs that each got part of the CPUs both run."""
         import ray
 
-        self.wait_started(self.infos[: len(actors)])
+        refs = self.infos[: len(actors)]
+        noted = time.monotonic()
+        while True:
+            up, waiting = ray.wait(refs, num_returns=len(refs), timeout=RETIRE_WAIT_S)
+            if not waiting:
+                break
+            # Only warm workers (raybake's own embedded Ray) give up: elsewhere an autoscaler
+            # may be adding the nodes they wait for.
+            if up and self.config.keep_warm_s:
+                for ref in waiting:
+                    ray.kill(actors[refs.index(ref)])
+                keep = [i for i, ref in enumerate(refs) if ref not in waiting]
+                actors[:] = [actors[i] for i in keep]
+                refs = [refs[i] for i in keep]
+                break
+            retire_other_pools(keep=self.keep)
+            if time.monotonic() - noted >= WORKER_WAIT_NOTE_S:
+                # On a cluster that must first add nodes for them (an autoscaler, a queue) the wait
+                # takes minutes and must not look like a hang.
+                noted = time.monotonic()
+                log(
+                    f"waiting for {len(waiting)} of {len(refs)} worker(s) to start: the cluster has no room for "
+                    "them yet (an autoscaling cluster is adding nodes; else lower --workers)"
+                )
         infos = []
-        for index, ref in enumerate(self.infos[: len(actors)]):
+        for index, ref in enumerate(refs):
             try:
                 infos.append(ray.get(ref))
             except ray.exceptions.RayError as exc:
                 if not self.config.keep_warm_s or CREATION_FAILED in str(exc):
                     raise ModelNotLoaded(f"the workers could not load the model: {_last_line(exc)}") from exc
                 actors[index] = self.actor_class.remote(self.config.worker)
-                infos.append(ray.get(actors[index].info.remote(self.config.worker)))
+                infos.append(ray.get(actors[index].info.remote(self.config.worker, self.job)))
             if "refused" in infos[-1]:
                 for actor in self.actors:  # warm or not, each would refuse every job of its settings
                     ray.kill(actor)
                 raise ModelNotLoaded(infos[-1]["refused"])
         return infos
 
-    @staticmethod
-    def wait_started(refs: list[Any]) -> None:
-        """Say, now and then, how many workers are still to start: on a cluster that must first add
-        nodes for them (an autoscaler, a queue) the wait takes minutes and must not look like a hang."""
+    def release(self) -> None:
+        """This job holds its warm workers no longer: they wait for the next one, or retire.
+        Waited for (briefly): a driver that ends at once would otherwise drop the calls."""
         import ray
 
-        waiting = list(refs)
-        while waiting:
-            _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=WORKER_WAIT_NOTE_S)
-            if waiting:
-                log(
-                    f"waiting for {len(waiting)} of {len(refs)} worker(s) to start: the cluster has no room for "
-                    "them yet (an autoscaling cluster is adding nodes; else lower --workers)"
-                )
+        if self.config.keep_warm_s:
+            released = [actor.release.remote(self.job) for actor in self.actors]
+            ray.wait(released, num_returns=len(released), timeout=RETIRE_WAIT_S)
 
     @classmethod
     def start(cls, config: RunConfig) -> Pool:
@@ -330,15 +441,16 @@ class Pool:
         worker_class = ray.remote(PoolWorker)
         actor_class = worker_class.options(**options)
         pool = warm_pool_name(wc, use_gpu=use_gpu, cpus=cpus) if config.keep_warm_s else None
+        # Warm pools exist only where jobs ran with keep-warm on (raybake's own embedded Ray).
         retire_other_pools(keep=pool)
         if pool is None:
-            return cls(config, [actor_class.remote(wc) for _ in range(count)], use_gpu, cpus, actor_class)
+            return cls(config, [actor_class.remote(wc) for _ in range(count)], use_gpu, cpus, actor_class, None)
         warm = {"namespace": WARM_NAMESPACE, "lifetime": "detached", "get_if_exists": True}
         actors = [
             worker_class.options(**options, **warm, name=f"{pool}-{i}").remote(wc, config.keep_warm_s)
             for i in range(count)
         ]
-        return cls(config, actors, use_gpu, cpus, actor_class)
+        return cls(config, actors, use_gpu, cpus, actor_class, pool)
 
     def drop(self, actors: list[Any]) -> None:
         """Workers this job does not need: ended, unless warm (they wait for the next job)."""
@@ -369,6 +481,7 @@ class Pool:
             log(f"worker on {info['host']} (pid {info['pid']}): {info['device']} {info['dtype']}, {loaded}")
         retries = self.config.retries
         queue = collections.deque(todo)
+        delayed: list[tuple[float, Shard]] = []  # (when, shard): retries waiting out their backoff
         attempts: collections.Counter[str] = collections.Counter()
         pending: dict[Any, tuple[Any, Shard]] = {}
         failed: dict[str, str] = {}
@@ -390,10 +503,25 @@ class Pool:
                     attempts[shard.id] += 1
                     pending[actors[index].process.remote(shard, self.config.worker)] = (actors[index], shard)
 
+        def retry_or_fail(shard: Shard, reason: str) -> None:
+            if attempts[shard.id] > retries:
+                failed[shard.id] = reason
+                return
+            wait = min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_S * 2 ** (attempts[shard.id] - 1))
+            log(f"shard {shard.index} ({shard.id}) failed, retrying in {wait:.0f}s: {reason}")
+            delayed.append((time.monotonic() + wait, shard))
+
         alive = set(range(len(actors)))
         top_up()
         try:
-            while pending:
+            while pending or delayed:
+                now = time.monotonic()
+                queue.extend(shard for when, shard in delayed if when <= now)
+                delayed[:] = [(when, shard) for when, shard in delayed if when > now]
+                top_up()
+                if not pending:
+                    time.sleep(min(WAIT_STEP_S, max(0.0, min(when for when, _ in delayed) - now)))
+                    continue
                 # In steps: Ray's SIGTERM handler (a stopped job) runs between them.
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_STEP_S)
                 if not ready:
@@ -404,13 +532,15 @@ class Pool:
                 except ray.exceptions.RayActorError as exc:
                     # Restarts exhausted: this worker is gone for good; its shards go to the others.
                     alive.discard(actors.index(actor))
-                    _retry_or_fail(shard, str(exc).splitlines()[0], queue, attempts, failed, retries)
+                    retry_or_fail(shard, str(exc).splitlines()[0])
                     if not alive:
-                        failed.update({s.id: "no worker left" for s in queue})
+                        failed.update({s.id: "no worker left" for s in [*queue, *(s for _, s in delayed)]})
                         queue.clear()
+                        delayed.clear()
                 except ray.exceptions.RayTaskError as exc:
-                    cause = str(exc.cause if exc.cause else exc).splitlines()[0][:300]
-                    _retry_or_fail(shard, cause, queue, attempts, failed, retries)
+                    cause = exc.cause if exc.cause else exc
+                    first = (str(cause).splitlines() or [""])[0]
+                    retry_or_fail(shard, urls.shown(f"{type(cause).__name__}: {first}"[:300]))
                 else:
                     spent = timers[actors.index(actor)]
                     spent.update({k: v for k, v in stats.items() if k.endswith("_seconds")})
@@ -489,21 +619,6 @@ def _check_image() -> None:
         )
 
 
-def _retry_or_fail(
-    shard: Shard,
-    reason: str,
-    queue: collections.deque[Shard],
-    attempts: collections.Counter[str],
-    failed: dict[str, str],
-    retries: int,
-) -> None:
-    if attempts[shard.id] <= retries:
-        log(f"shard {shard.index} ({shard.id}) failed, retrying: {reason}")
-        queue.append(shard)
-    else:
-        failed[shard.id] = reason
-
-
 class Progress:
     """Progress lines on stdout; the client turns them into a bar, a human reads them as they are.
 
@@ -542,20 +657,52 @@ class Progress:
 
 def _spec(config: RunConfig, files: list[CorpusFile]) -> dict[str, Any]:
     """What determines the results: a rerun into the same output must match it exactly.
-    Each file's size and version (etag or mtime) say whether the corpus is still the same."""
+    Each file's size and version (etag or mtime) say whether the corpus is still the same; the
+    image, the job's code, the frameworks and the model's files whether the job is."""
     wc = config.worker
     spec = {
         "corpus": urls.redact(wc.corpus),
         "files": [[f.rel, f.size, f.version] for f in files],
         "task": wc.task,
         "model": wc.model,
+        "model_files": _model_digest(wc.model),
         "options": asdict(wc.options),
         "fields": asdict(wc.fields),
         "split_bytes": config.split_bytes,
         "max_record_bytes": wc.max_record_bytes,
+        "image": os.environ.get("RAYBAKE_IMAGE"),
+        "code": _code_digest(),
+        "versions": _versions(),
     }
     # As spec.json holds it (a tuple of --stop strings reads back as a list): a rerun compares equal.
     return json.loads(json.dumps(spec))
+
+
+def _identity(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec as two jobs are compared: a presigned corpus URL counts without its signature and
+    its dates (signed again, it names the same files, whose identities are in `files`)."""
+    return {**spec, "corpus": urls.unsigned(str(spec.get("corpus", "")))}
+
+
+def _digest(entries: Iterable[Any]) -> str:
+    return hashlib.sha256(json.dumps(list(entries), default=str).encode()).hexdigest()[:16]
+
+
+def _code_digest() -> str:
+    """The job's own code, by content: another job/ may give other results."""
+    root = Path(__file__).parent
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts)
+    return _digest((str(p.relative_to(root)), hashlib.sha256(p.read_bytes()).hexdigest()) for p in files)
+
+
+def _model_digest(model: str) -> str | None:
+    """A model directory's files by name, size and mtime (weights are too big to hash on every
+    run); None for a hub id, whose name and --revision the spec holds."""
+    root = Path(model).expanduser()
+    if not root.is_dir():
+        return None
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return _digest((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
 
 
 def _versions() -> dict[str, str | None]:
@@ -574,6 +721,67 @@ def _versions() -> dict[str, str | None]:
     return {"python": platform.python_version(), **packages}
 
 
+def count_distinct(parts: Iterable[Any], *, rows: int) -> int:
+    """Distinct values over the id arrays of `parts` (about `rows` in all), exactly, in memory
+    that does not grow with them: up to DISTINCT_BUCKET_ROWS in memory at once; more are
+    spread over hash buckets on local disk (an equal id always lands in the same bucket), and
+    the buckets are counted one at a time."""
+    # Here, not at the top: `python -m job --check`, the client's pre-submit check, starts faster.
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    buckets = -(-rows // DISTINCT_BUCKET_ROWS)
+    if buckets <= 1:
+        return int(pc.count_distinct(pa.chunked_array(list(parts), type=pa.string())).as_py())
+    schema = pa.schema([("id", pa.string())])
+    with tempfile.TemporaryDirectory(prefix="raybake-ids-") as spill:
+        paths = [f"{spill}/{b}.arrow" for b in range(buckets)]
+        sinks = [pa.OSFile(path, "wb") for path in paths]
+        writers = [pa.ipc.new_stream(sink, schema) for sink in sinks]
+        for ids in parts:
+            bucket = _buckets(ids, buckets)
+            order = np.argsort(bucket, kind="stable")
+            ordered = ids.take(pa.array(order))
+            bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+            for b, writer in enumerate(writers):
+                if bounds[b + 1] > bounds[b]:
+                    part = ordered.slice(bounds[b], bounds[b + 1] - bounds[b])
+                    writer.write_batch(pa.record_batch([part], schema=schema))
+        for writer, sink in zip(writers, sinks, strict=True):
+            writer.close()
+            sink.close()
+        total = 0
+        for path in paths:
+            with pa.OSFile(path, "rb") as source:
+                total += pc.count_distinct(pa.ipc.open_stream(source).read_all().column("id")).as_py()
+        return total
+
+
+def _buckets(ids: Any, buckets: int) -> Any:
+    """Each id's bucket, from a hash of its bytes computed on the Arrow buffers (no Python per id):
+    a sum over its bytes, each times a fixed random odd number for its position (mod 64), mixed."""
+    import numpy as np
+    import pyarrow as pa
+
+    weights = np.random.default_rng(0x5EED).integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+
+    ids = ids.cast(pa.large_string())
+    n = len(ids)
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset : ids.offset + n + 1]
+    data = ids.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
+    starts = offsets - offsets[0]
+    position = np.arange(len(raw), dtype=np.int64) - np.repeat(starts[:-1], np.diff(starts))
+    mixed = (raw.astype(np.uint64) + np.uint64(1)) * weights[position % 64]
+    sums = np.concatenate([np.zeros(1, np.uint64), np.cumsum(mixed, dtype=np.uint64)])
+    h = sums[starts[1:]] - sums[starts[:-1]]
+    h ^= h >> np.uint64(31)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(29)
+    return (h % np.uint64(buckets)).astype(np.int64)
+
+
 def build_manifest(
     output: Output,
     shards: list[Shard],
@@ -585,11 +793,8 @@ def build_manifest(
     plan_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The run's account, reconciled from the parts' footers: the documents are those the workers
-    read (nobody counted them before), and a shard without a part is missing as a whole."""
-    # Here, not at the top: `python -m job --check`, the client's pre-submit check, starts faster.
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    read (nobody counted them before), and a shard without a part is missing as a whole. Ids are
+    counted part by part, in memory that does not grow with the corpus (`count_distinct`)."""
     finished = output.finished()
     planned = {part_name(s) for s in shards}
     parts: list[dict[str, Any]] = []
@@ -597,16 +802,14 @@ def build_manifest(
     reasons: collections.Counter[str] = collections.Counter()
     sums: collections.Counter[str] = collections.Counter()  # a task's counted columns: generate's tokens
     missing_shards, missing_bytes = 0, 0
-    ids = []
     for shard in shards:
         name = part_name(shard)
         if name not in finished:
             missing_shards += 1
             missing_bytes += shard.bytes
             continue
-        stats, part_ids = output.part_summary(name)
-        parts.append({"file": f"parts/{name}", "rows": len(part_ids), "shard": shard.id})
-        ids.append(part_ids)
+        stats = output.part_stats(name)
+        parts.append({"file": f"parts/{name}", "rows": stats["rows"], "shard": shard.id})
         for key in (
             "documents",
             "ok",
@@ -623,7 +826,8 @@ def build_manifest(
         sums.update(stats.get("column_sums", {}))
         for key in ("read", "tokenize", "compute", "write", "wait"):
             totals[f"{key}_seconds"] += stats[f"{key}_seconds"]
-    all_ids = pa.chunked_array(ids, type=pa.string())
+    ids = (output.document_ids(part["file"].removeprefix("parts/")) for part in parts)
+    distinct = count_distinct(ids, rows=totals["documents"])
     wall = time.time() - started
     corpus_bytes = sum(size for _, size, _ in spec["files"])
     return {
@@ -639,7 +843,7 @@ def build_manifest(
             # Documents whose --id-field value an earlier document already has: both are kept
             # (`source` tells them apart), and this says the ids are not keys. Documents, not rows:
             # under --long-documents chunk a document's id repeats on each of its chunk rows.
-            "duplicate_ids": totals["documents"] - pc.count_distinct(all_ids).as_py(),
+            "duplicate_ids": totals["documents"] - distinct,
         },
         "errors_by_reason": dict(reasons),
         # --long-documents chunk: the windows made, and the documents longer than one window.

@@ -18,6 +18,15 @@ MASK = "***"
 SECRET_PARAM = re.compile(r"sig|signature|credential|token|secret|passw|key|auth|sas", re.IGNORECASE)
 
 
+# Query parameters that sign a URL rather than say what it names: S3's X-Amz-* (the date and
+# expiry too), GCS's X-Goog-*, S3 SigV2's Expires, Azure SAS's fields. A URL signed again is
+# the same corpus.
+SIGNING_PARAM = re.compile(
+    rf"^(x-amz-|x-goog-)|^(expires|awsaccesskeyid|signature|sv|ss|srt|sp|se|st|spr|sr|sig|sk\w*)=|{SECRET_PARAM.pattern}",
+    re.IGNORECASE,
+)
+
+
 def is_url(value: str) -> bool:
     return "://" in value
 
@@ -65,6 +74,17 @@ def redact(url: str) -> str:
     for pair, value in _secret_params(url):
         shown = shown.replace(pair, pair[: len(pair) - len(value)] + MASK, 1)
     return shown
+
+
+def unsigned(url: str) -> str:
+    """The URL without its signature: no userinfo, no signing or secret query parameters."""
+    if not is_url(url):
+        return url
+    parts = urlsplit(url)
+    pairs = parts.query.split("&") if parts.query else []
+    names = [unquote(pair.partition("=")[0]) for pair in pairs]
+    kept = [pair for pair, name in zip(pairs, names, strict=True) if not SIGNING_PARAM.search(name + "=")]
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="&".join(kept)).geturl()
 
 
 # The secrets of the URLs this process was given: every line the job prints passes through

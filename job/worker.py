@@ -318,7 +318,9 @@ class ShardWorker:
                 doc_ids=tuple(chunk.docs[d].id for d in doc_ids),
             )
             columns = self.task.infer_columns(batch)
-        except Exception as exc:  # noqa: BLE001 - a model failure must become rows, not a lost shard
+        except Exception as exc:  # a model failure becomes rows, unless the device itself broke
+            if _sticky(exc, batch_size=len(positions)):
+                raise DeviceFailed(f"the device failed, every later batch would: {type(exc).__name__}: {exc}") from exc
             if self.task.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(positions) == 1:
@@ -333,6 +335,20 @@ class ShardWorker:
 
 class ShardCancelled(Exception):
     """The job that asked for the shard is gone; its part is not written."""
+
+
+class DeviceFailed(Exception):
+    """The worker's device is damaged (a CUDA error, an OOM with one document): every later
+    batch on it fails too, so the shard fails rather than turn into `model failed` rows, and
+    the worker process ends (job/run.py) so that the shard is retried on a fresh one."""
+
+
+def _sticky(exc: Exception, *, batch_size: int) -> bool:
+    """An error after which the device gives nothing right: a CUDA error (a device-side assert
+    poisons the context for good), or running out of memory on a batch of one document."""
+    if "CUDA error" in str(exc) or type(exc).__name__ == "AcceleratorError":
+        return True
+    return isinstance(exc, torch.OutOfMemoryError) and batch_size == 1
 
 
 def _text(doc: Document) -> str:

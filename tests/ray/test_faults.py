@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,3 +226,51 @@ def test_a_cluster_that_cannot_be_used_fails_in_one_line_and_writes_nothing(
     assert re.fullmatch(rf"raybake: {message}[^\n]*\n", done.stderr), done.stderr
     assert not (tmp_path / "results").exists()
     assert invoke(ray_head.invoke_env(tmp_path), "jobs").stdout == jobs_before
+
+
+def flaky_env(ray_head, tmp_path) -> tuple[dict[str, str], str]:
+    """The job's environment, and the marker file whose existence says the fault was injected:
+    tests/flakyfs.py's `flaky://` filesystem, found by fsspec through an entry point."""
+    site = tmp_path / "flaky-site"
+    (site / "flakyfs-0.dist-info").mkdir(parents=True)
+    (site / "flakyfs-0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: flakyfs\nVersion: 0\n")
+    (site / "flakyfs-0.dist-info" / "entry_points.txt").write_text("[fsspec.specs]\nflaky = flakyfs:FlakyFileSystem\n")
+    marker = str(tmp_path / "fault-injected")
+    env_vars = {"PYTHONPATH": f"{site}:{ROOT / 'tests'}:{ROOT}", "FLAKY_MARKER": marker}
+    job_config = {"runtime_env": {"env_vars": env_vars}}
+    return {**ray_head.job_env(), **env_vars, "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job_config)}, marker
+
+
+def test_a_shard_whose_stream_times_out_is_retried_and_a_damaged_part_or_changed_model_is_caught_on_rerun(
+    ray_head, corpus, slow_model, baseline, tmp_path
+):
+    model = tmp_path / "model"
+    shutil.copytree(slow_model, model)
+    env, marker = flaky_env(ray_head, tmp_path)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "job", "--corpus", f"flaky://{corpus}", "--output", out, *SPLIT, "--model", model]
+
+    def job() -> subprocess.CompletedProcess:
+        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    first = job()
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert os.path.exists(marker), "no fault was injected"
+    assert re.search(r"failed, retrying in 1s: TimeoutError: read timed out \(injected\)", first.stdout), first.stdout
+    assert_same_results(results(out), baseline)  # every document once, no `file unreadable` row
+
+    # A finished part left empty (a node crash before its data reached the disk) is redone.
+    parts = sorted((out / "parts").glob("part-*.parquet"))
+    parts[1].write_bytes(b"")
+    again = job()
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"finished part {parts[1].name} cannot be read" in again.stdout
+    assert f"resuming: {len(parts) - 1} shard(s) already done, 1 to go" in again.stdout
+    assert_same_results(results(out), baseline)
+
+    # The same --output after the model's weights changed in place: refused, naming what changed.
+    weights = next(model.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())
+    changed = job()
+    assert changed.returncode == 2, changed.stdout[-3000:] + changed.stderr[-3000:]
+    assert f"error: {str(out)!r} holds results of a different job (changed: model_files)" in changed.stdout

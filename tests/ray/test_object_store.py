@@ -189,3 +189,16 @@ def test_a_changed_entrypoint_script_runs_anew_and_an_unchanged_one_attaches(hea
     assert second_id != first_id
     assert f"code changed since {first_id} ran" in done.stdout
     assert "version two" in invoke(env, "logs", "--job", second_id).stdout
+
+
+def test_spec_json_on_s3_is_created_by_one_of_two_jobs(s3, monkeypatch):
+    """`If-None-Match: *` on the store: the second create is refused, not a silent overwrite."""
+    from job.output import Output
+
+    for name, value in {**s3.credentials(), "AWS_ENDPOINT_URL_S3": s3.endpoint}.items():
+        monkeypatch.setenv(name, value)
+    s3.fs().mkdir("exclusive")
+    output = Output("s3://exclusive/out")
+    assert output.create_json("spec.json", {"job": 1}) is True
+    assert output.create_json("spec.json", {"job": 2}) is False
+    assert output.read_json("spec.json") == {"job": 1}

@@ -147,3 +147,29 @@ def test_a_stopped_job_leaves_no_shard_running_on_its_warm_workers(ray_head, cor
     again = job(ray_head, corpus, tmp_path / "out", "--model", slow, "--split-bytes", "5000", *KEEP)
     assert {how for _, how in again} == {"model warm"}
     assert len(embeddings(tmp_path / "out")) == 60
+
+
+def test_two_jobs_of_different_models_started_together_both_succeed(ray_head, corpus, tmp_path):
+    """Each job claims its warm workers before it plans: the other job's start retires only idle
+    workers no job holds, and waits for the CPUs until the first job is done with them."""
+    other = make_tiny_model("classify", tmp_path / "classify-model")
+    argvs = [
+        ["--model", MINILM, "--output", tmp_path / "embed"],
+        ["--task", "classify", "--model", other, "--output", tmp_path / "classify"],
+    ]
+    jobs = [
+        subprocess.Popen(
+            list(map(str, [sys.executable, "-m", "job", "--corpus", corpus, *argv, *KEEP])),
+            cwd=ROOT,
+            env=ray_head.job_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for argv in argvs
+    ]
+    logs = [job.communicate(timeout=600)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], [log[-3000:] for log in logs]
+    for out in ("embed", "classify"):
+        manifest = json.loads((tmp_path / out / "manifest.json").read_text())
+        assert manifest["status"] == "complete" and manifest["counts"]["ok"] == 60

@@ -1,11 +1,32 @@
+import errno
 import gzip
 import json
+import subprocess
+import sys
+from pathlib import Path
 
+import aiohttp
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yarl
+from flakyfs import FlakyFS
+from fsspec.exceptions import FSTimeoutError
 
-from job.corpus import CorpusError, Fields, Tally, check, file_format, plan_shards, read_shard, scan
+from job.corpus import (
+    CorpusError,
+    Fields,
+    FileChanged,
+    ShortRead,
+    Tally,
+    check,
+    file_format,
+    plan_shards,
+    read_shard,
+    scan,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def checked(corpus, fields=None):
@@ -212,3 +233,129 @@ def test_a_record_without_a_templates_field_is_an_error_row_and_a_sample_without
     assert [(d.text, d.error) for d in docs] == [("T", None), (None, "no field 'title' (the prompt template names it)")]
     with pytest.raises(CorpusError, match="has no field 'titel' .*choose one with --prompt-template"):
         read_all(corpus, Fields(template="{titel}: {text}"))
+
+
+def _http_error(status: int) -> aiohttp.ClientResponseError:
+    url = yarl.URL("http://127.0.0.1/bucket/a.jsonl")
+    return aiohttp.ClientResponseError(aiohttp.RequestInfo(url, "GET", {}, url), (), status=status, message="x")
+
+
+TRANSIENT = {
+    "timeout": TimeoutError("read timed out"),
+    "fsspec-timeout": FSTimeoutError(),
+    "connection-reset": ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+    "s3fs-eio": OSError(errno.EIO, "Input/output error"),
+    "aiohttp-client-os": aiohttp.ClientOSError(errno.ECONNRESET, "Connection reset by peer"),
+    "aiohttp-payload": aiohttp.ClientPayloadError("Response payload is not completed"),
+    "server-disconnected": aiohttp.ServerDisconnectedError(),
+    "http-408": _http_error(408),
+    "http-429": _http_error(429),
+    "http-500": _http_error(500),
+    "http-503": _http_error(503),
+}
+
+
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
+def test_a_stream_that_fails_mid_file_with_a_transient_error_fails_the_piece_and_its_retry_reads_it_all(
+    tmp_path, error
+):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"document {i}"} for i in range(1000)])
+    _, files = checked(tmp_path)
+    (shard,) = plan_shards(files, 1 << 20)
+    fs = FlakyFS(fails=1, after=5, error=error)
+    read = []
+    with pytest.raises(type(error)):
+        read.extend(read_shard(fs, shard, Fields()))
+    assert len(read) == 5 and all(d.error is None for d in read)  # no `file unreadable` row
+    tally = Tally()
+    again = list(read_shard(fs, shard, Fields(), tally=tally))  # the shard's retry
+    assert [d.text for d in again] == [f"document {i}" for i in range(1000)]
+    assert all(d.error is None for d in again)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [FileNotFoundError(errno.ENOENT, "gone"), PermissionError(errno.EACCES, "denied"), _http_error(403)],
+    ids=["not-found", "permission", "http-403"],
+)
+def test_a_lasting_read_error_ends_the_file_in_one_error_row(tmp_path, error):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"document {i}"} for i in range(1000)])
+    _, files = checked(tmp_path)
+    (shard,) = plan_shards(files, 1 << 20)
+    docs = list(read_shard(FlakyFS(fails=1, after=5, error=error), shard, Fields()))
+    assert [d.error for d in docs[:5]] == [None] * 5 and len(docs) == 6
+    assert docs[5].error.startswith(f"file unreadable: {type(error).__name__}")
+
+
+def test_a_damaged_gzip_that_changed_since_the_plan_fails_the_shard_and_an_unchanged_one_is_an_error_row(tmp_path):
+    whole = gzip.compress(b"".join(json.dumps({"text": f"t{i}"}).encode() + b"\n" for i in range(1000)))
+    (tmp_path / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    fs, files = checked(tmp_path)
+    (shard,) = plan_shards(files, 1 << 20)
+    assert read_shard_errors(fs, shard) == ["file unreadable"]
+    (tmp_path / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2 + 10])
+    with pytest.raises(FileChanged, match=r"'a\.jsonl\.gz' changed while the job read it \(EOFError"):
+        list(read_shard(fs, shard, Fields()))
+
+
+def read_shard_errors(fs, shard):
+    return [d.error.split(":")[0] for d in read_shard(fs, shard, Fields()) if d.error]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "txt"])
+def test_a_stream_that_ends_before_its_planned_bytes_fails_the_piece(tmp_path, fmt):
+    body = "".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(1000)).encode()
+    if fmt == "csv":
+        body = b"text\n" + b"".join(f"document {i}\n".encode() for i in range(1000))
+    path = tmp_path / f"a.{fmt}"
+    path.write_bytes(body)
+    fs, files = checked(tmp_path)
+    (shard,) = plan_shards(files, 1 << 30)
+    with path.open("r+b") as f:  # cut while the job runs: the stream ends early, with no error
+        f.truncate(len(body) // 2)
+    cut = len(body) // 2
+    with pytest.raises(ShortRead, match=rf"'a\.{fmt}' \(from 0\) ended after {cut} of the {len(body)} bytes"):
+        list(read_shard(fs, shard, Fields()))
+
+
+def test_a_parquet_row_group_streams_in_record_batches(tmp_path):
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(5000)]}), tmp_path / "a.parquet")
+    fs, files = checked(tmp_path)
+    (shard,) = plan_shards(files, 1 << 20)
+    assert [d.text for d in read_shard(fs, shard, Fields())] == [f"row {i}" for i in range(5000)]
+
+
+WRITE_BIG_GROUP = """
+import sys
+import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+rows = 300_000
+numbers = pc.utf8_lpad(pc.cast(pa.array(range(rows)), pa.string()), 9, "0")
+text = pc.binary_join_element_wise(numbers, "the quick brown fox jumps over the lazy dog " * 46, "")
+pq.write_table(pa.table({"text": text}), sys.argv[1], row_group_size=rows, use_dictionary=False)
+"""
+# The peak is VmHWM, this process's own: ru_maxrss would carry over the pytest process's peak
+# from before the exec.
+READ_PIECE = """
+import re, sys
+from pathlib import Path
+from job.corpus import Fields, plan_shards, read_shard, scan
+fs, files = scan(sys.argv[1])
+(shard,) = plan_shards(files, 1 << 40)
+count = sum(1 for doc in read_shard(fs, shard, Fields()) if doc.error is None and len(doc.text) > 2000)
+peak_kib = int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1))
+print(count, len(files[0].row_groups), peak_kib >> 10)
+"""
+
+
+def test_one_row_group_of_300k_2kb_records_is_read_in_bounded_memory(tmp_path):
+    """600 MB of text in one row group (pandas writes one per file): streamed in record batches,
+    the reader's peak stays far below it, where reading the group whole would hold it twice over."""
+    path = tmp_path / "big.parquet"
+    subprocess.run([sys.executable, "-c", WRITE_BIG_GROUP, path], check=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", READ_PIECE, path], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    count, groups, peak_mib = map(int, done.stdout.split())
+    assert (count, groups) == (300_000, 1)
+    assert peak_mib < 600, f"reading one row group peaked at {peak_mib} MiB"

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ from job.config import TaskOptions, WorkerConfig
 from job.corpus import Fields, plan_shards, scan
 from job.output import part_name
 from job.pipelines import TASKS
-from job.worker import ShardWorker
+from job.worker import DeviceFailed, ShardWorker
 
 TEXTS = ["The cat sat on the mat.", "Ray spreads work over GPUs.", "x", "A much longer sentence " * 20]
 
@@ -120,3 +121,31 @@ def test_a_model_failure_costs_only_the_failing_documents(tmp_path, monkeypatch)
     stats, rows = process_corpus(worker, tmp_path / "corpus.jsonl")
     assert [r["error"] for r in rows] == [None, "model failed: RuntimeError: boom", None, None]
     assert stats["ok"] == 3 and stats["error"] == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("CUDA error: device-side assert triggered"), torch.OutOfMemoryError("CUDA out of memory")],
+    ids=["cuda-assert", "oom"],
+)
+def test_a_sticky_device_error_fails_the_shard_instead_of_turning_into_model_failed_rows(tmp_path, monkeypatch, error):
+    worker, _, _ = run_worker(tmp_path, "embed", MINILM, ["warm up"])
+    shutil.rmtree(tmp_path / "out")
+    real_infer, calls = worker.task.infer_columns, []
+
+    def infer(batch):
+        calls.append(len(batch.texts))
+        if len(calls) >= 2:  # from its second batch on, as a device-side assert does
+            raise error
+        return real_infer(batch)
+
+    monkeypatch.setattr(worker.task, "infer_columns", infer)
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"text": f"doc {i} " * 9}) + "\n" for i in range(40)))
+    with pytest.raises(DeviceFailed, match=f"the device failed, every later batch would: {type(error).__name__}"):
+        process_corpus(worker, tmp_path / "corpus.jsonl")
+    assert not list((tmp_path / "out" / "parts").glob("part-*.parquet"))  # no part: the shard is not done
+    # A CUDA error fails at once; an OOM only once its batch was split down to one document.
+    if isinstance(error, torch.OutOfMemoryError):
+        assert calls[-1] == 1
+    else:
+        assert len(calls) == 2 and calls[-1] > 1

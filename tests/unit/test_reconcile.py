@@ -27,6 +27,8 @@ STATS = {
     "ok": 0,
     "error": 0,
     "truncated": 0,
+    "chunks": 0,
+    "chunked": 0,
     "errors_by_reason": {},
     "real_tokens": 0,
     "padded_tokens": 0,

@@ -72,9 +72,13 @@ class RayHead:
 
     def invoke_env(self, results_dir: Path, **extra: str) -> dict[str, str]:
         """Environment for `invoke` tasks whose local backend is this cluster, results under results_dir."""
+        # The token as a file named for raybake: the local backend sends none from the
+        # environment to a Ray it did not start.
+        token = {"INVOKE_RAYBAKE_TOKEN_FILE": str(self.token_file)} if self.token_file else {}
         return {
             **clean_environ(),
             **self.auth_env(),
+            **token,
             "INVOKE_RAYBAKE_LOCAL_DASHBOARD_PORT": str(self.dashboard_port),
             "INVOKE_RAYBAKE_RESULTS_DIR": str(results_dir),
             # Not the checkout's .raybake/: what raybake remembers stays with the test.

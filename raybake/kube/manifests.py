@@ -20,7 +20,7 @@ from raybake.config import RAY_DASHBOARD_PORT, Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.kube import pods
 from raybake.kube.kuberay import API_VERSION, MANAGED_BY, NODE_TYPE_LABEL
-from raybake.spec import JobSpec, shown_entrypoint
+from raybake.spec import SPEC_VARIABLE, JobSpec, shown_entrypoint
 
 # KubeRay names the cluster and its services after the RayJob: a DNS-1035 label of at most 47.
 MAX_NAME = 47
@@ -31,6 +31,8 @@ SECRET = re.compile(r"token|password|secret|credential|api[_-]?key|access[_-]?ke
 JOB_LABEL = "raybake.io/job"
 # The key of the Ray token in its Secret: KubeRay v1.7 reads this one.
 TOKEN_KEY = "auth_token"
+# The key of the job's options in their Secret.
+SPEC_KEY = "spec"
 # What a runtime env value may hold: no character any shell gives a meaning to.
 SHELL_INERT = re.compile(r"[A-Za-z0-9_.:/@+=,-]*")
 
@@ -194,6 +196,9 @@ def rayjob(
             ExitCode.REFUSED,
         )
     env = [{"name": "RAYBAKE_EXPECTED_IMAGE", "value": image}]
+    # The driver runs on the head: its options come from the job's Secret, never the entrypoint,
+    # which etcd keeps in the RayJob and KubeRay copies into the submitter's args.
+    head_env = env if spec.entrypoint else [*env, spec_env(name)]
     head_ports = [
         {"containerPort": 6379, "name": "gcs-server"},
         {"containerPort": RAY_DASHBOARD_PORT, "name": "dashboard"},
@@ -206,7 +211,7 @@ def rayjob(
             container="ray-head",
             image=image,
             settings=settings,
-            env=env,
+            env=head_env,
             res=resources(cpu=settings.head_cpu, memory=settings.head_memory),
             job=name,
             ports=head_ports,
@@ -322,6 +327,27 @@ def token_secret(job: str, token: str) -> dict[str, Any]:
     }
 
 
+def spec_secret_name(job: str) -> str:
+    return f"{job}-spec"
+
+
+def spec_env(job: str) -> dict[str, Any]:
+    """The head's variable that holds the job's options, read from the job's own Secret."""
+    return {"name": SPEC_VARIABLE, "valueFrom": {"secretKeyRef": {"name": spec_secret_name(job), "key": SPEC_KEY}}}
+
+
+def spec_secret(job: str, spec: JobSpec) -> dict[str, Any]:
+    """The Secret that carries the job's options to its driver: a presigned URL's signature or a
+    `user:pass@` in them is readable only where the namespace's Secrets are."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _owned(spec_secret_name(job), job),
+        "type": "Opaque",
+        "stringData": {SPEC_KEY: spec.encoded()},
+    }
+
+
 def network_policy(job: str) -> dict[str, Any]:
     """Only the job's own pods (workers, head, KubeRay's submitter) reach its head.
 
@@ -348,6 +374,8 @@ def network_policy(job: str) -> dict[str, Any]:
 
 def redacted(value: Any, key: str = "") -> Any:
     """A copy with secret-looking values replaced: environment entries, keys, embedded runtime envs."""
+    if key == "stringData" and isinstance(value, dict):
+        return dict.fromkeys(value, REDACTED)
     if isinstance(value, dict):
         if SECRET.search(str(value.get("name", ""))) and "value" in value:
             return {**value, "value": REDACTED}
@@ -358,8 +386,6 @@ def redacted(value: Any, key: str = "") -> Any:
         return shown_entrypoint(value)
     if isinstance(value, str) and key == "runtimeEnvYAML":
         return yaml.safe_dump(redacted(yaml.safe_load(value)), sort_keys=True)
-    if key == "stringData" and isinstance(value, dict):
-        return dict.fromkeys(value, REDACTED)
     # A Secret's name (authOptions.secretName) says where a secret is, not what it is; a boolean
     # is a switch (automountServiceAccountToken), never a secret.
     if SECRET.search(key) and not key.endswith("Name") and value not in (None, "") and not isinstance(value, bool):

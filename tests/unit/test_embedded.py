@@ -15,9 +15,13 @@ CLIENT = {
     "LC_ALL": "C.UTF-8",
     "HF_HOME": "/data/hf",
     "HF_HUB_OFFLINE": "1",
-    "AWS_PROFILE": "research",
     "RAY_DEDUP_LOGS": "0",
-    # What must stay behind: the client's secrets and the Ray it talks to elsewhere.
+    # What must stay behind: the client's secrets, its object stores (each job gets those of its
+    # own URIs, raybake/clusters/local.py) and the Ray it talks to elsewhere.
+    "AWS_PROFILE": "research",
+    "AWS_SHARED_CREDENTIALS_FILE": "/home/ada/.aws/research",
+    "GOOGLE_APPLICATION_CREDENTIALS": "/home/ada/gcp.json",
+    "AZURE_STORAGE_ACCOUNT_KEY": "azure-key",
     "RAY_AUTH_TOKEN": "production-ray-token",
     "RAY_AUTH_TOKEN_PATH": "/home/ada/prod.token",
     "RAY_AUTH_MODE": "disabled",
@@ -38,7 +42,7 @@ def test_the_head_gets_the_kept_settings_and_its_own_auth_only(tmp_path):
     token = tmp_path / "local.token"
     env = head_environ(CLIENT, token_file=token)
     assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == str(token)
-    kept = {"HOME", "LC_ALL", "HF_HOME", "HF_HUB_OFFLINE", "AWS_PROFILE", "RAY_DEDUP_LOGS"}
+    kept = {"HOME", "LC_ALL", "HF_HOME", "HF_HUB_OFFLINE", "RAY_DEDUP_LOGS"}
     assert {k: env[k] for k in kept} == {k: CLIENT[k] for k in kept}
     assert set(env) == kept | {"PATH", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"}
     secrets = [v for k, v in CLIENT.items() if k not in kept and k != "PATH"]

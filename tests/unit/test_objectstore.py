@@ -69,7 +69,7 @@ def test_a_ca_bundle_from_a_configmap_or_secret_is_mounted_read_only_and_named_b
     jsonschema.Draft7Validator(crd_schema("rayjobs")).validate(manifest)
     key = source.rsplit("/", 1)[1]
     head = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    env = {e["name"]: e["value"] for e in head["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in head["containers"][0]["env"]}
     assert env["AWS_CA_BUNDLE"] == f"{objectstore.CA_MOUNT}/{key}"
     assert json.loads(env["FSSPEC_S3"]) == {"config_kwargs": {"s3": {"addressing_style": "path"}}}
     assert head["containers"][0]["volumeMounts"][-1] == {

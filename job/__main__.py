@@ -10,6 +10,7 @@ import shlex
 import sys
 import traceback
 
+from job import credentials, failure, urls
 from job.config import (
     DEFAULT_MODEL,
     DEFAULT_TASK,
@@ -21,7 +22,6 @@ from job.config import (
     TaskOptions,
     WorkerConfig,
 )
-from job import credentials, failure, urls
 from job.corpus import MAX_RECORD_BYTES, SHARDS_PER_CORPUS, SPLIT_BYTES_MAX, SPLIT_BYTES_MIN, Fields
 from job.run import RunConfig, run
 

@@ -10,8 +10,9 @@ RAY_AUTH_TOKEN_PATH. Whether ~/.ray/auth_token exists, or RAY_AUTH_TOKEN is set 
 production cluster, changes nothing: the head gets an environment that names neither.
 
 It listens on loopback only (`--node-ip-address`, `--dashboard-host`), on ports it chose: the
-dashboard and GCS ports of the settings, free ports for every other service (Ray's defaults, such as the dashboard agent's 52365, would collide with any
-other Ray on the machine, and the job API fails with "No available agent").
+dashboard and GCS ports of the settings, free ports for every other service (Ray's defaults,
+such as the dashboard agent's 52365, would collide with any other Ray on the machine, and the
+job API fails with "No available agent").
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from raycluster import clean_environ, free_port, start_users_head
+from raycluster import clean_environ, free_port, listening, start_users_head
 
 from raybake.clusters.embedded import SERVICE_PORTS, answers
 from raybake.versions import ROOT
@@ -137,6 +137,11 @@ def test_the_local_ray_has_a_token_of_its_own_and_binds_only_ports_it_chose(firs
     command = Path(f"/proc/{head['pid']}/cmdline").read_bytes().decode().split("\0")
     assert {arg.split("=")[0].removeprefix("--") for arg in command if arg.startswith("--")} >= set(SERVICE_PORTS)
     assert "--dashboard-agent-listen-port=52365" not in command
+    # Loopback means loopback: every socket the head's processes listen on (GCS, raylet, object
+    # manager, metrics, agents, dashboard, workers) is bound to 127.0.0.1, none to all interfaces.
+    bound = listening(head["pid"])
+    assert bound and {ip for ip, _ in bound} == {"127.0.0.1"}, sorted(bound)
+    assert head["dashboard_port"] in {port for _, port in bound}
     # The job ran on the interpreter that started the head, not on a `python` from PATH.
     entrypoint = run(env_for(machine, "home-without"), "jobs").stdout.split(maxsplit=2)[2]
     assert Path(entrypoint.split()[0]).parent == Path(sys.executable).parent

@@ -35,8 +35,6 @@ def command() -> list[str]:
         "--no-header",
         "--no-emit-index-url",
         "--no-emit-find-links",
-        "--index-url",
-        "https://pypi.org/simple",
         "--output-file",
         str(LOCK.relative_to(ROOT)),
         str(SOURCE.relative_to(ROOT)),
@@ -44,8 +42,9 @@ def command() -> list[str]:
 
 
 def write() -> None:
-    # PyPI alone: a local wheel (torch's CPU build) or a mirror would lock files GitHub cannot get.
-    ignored = ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_CONSTRAINT")
+    # pip's default index alone (PyPI): a local wheel (torch's CPU build) or a mirror named by the
+    # environment or a pip config would lock files GitHub cannot get.
+    ignored = ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_CONSTRAINT", "PIP_NO_INDEX")
     env = {**{k: v for k, v in os.environ.items() if k not in ignored}, "PIP_CONFIG_FILE": os.devnull}
     done = subprocess.run(command(), cwd=ROOT, env=env, check=False)
     if done.returncode != 0:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kuberay_submitter import run_submitter
-from raycluster import clean_environ
+from raycluster import clean_environ, start_head
 
 from raybake.clusters.rayjob import RayJobBackend
 from raybake.config import Settings
@@ -36,13 +36,24 @@ def submitter_env(head) -> dict[str, str]:
     return {**clean_environ(), "PATH": path, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token}
 
 
-def rendered(spec: JobSpec) -> dict:
-    """raybake's RayJob for the spec, its runtime env plus job/ as a py_module (the image's job/ here)."""
+def rendered(spec: JobSpec) -> tuple[dict, dict[str, str]]:
+    """raybake's RayJob for the spec, its runtime env plus job/ as a py_module (the image's job/ here),
+    and the head container's environment as the kubelet gives it, secretKeyRefs resolved from the
+    job's own Secrets."""
     backend = RayJobBackend(Settings(backend="rayjob", image="raybake:test"))
-    manifest = backend.manifest(backend.prepare(spec))
+    placed = backend.prepare(spec)
+    manifest = backend.manifest(placed)
     runtime_env = yaml.safe_load(manifest["spec"]["runtimeEnvYAML"])
     manifest["spec"]["runtimeEnvYAML"] = yaml.safe_dump({**runtime_env, "py_modules": [str(ROOT / "job")]})
-    return manifest
+    secrets = {
+        s["metadata"]["name"]: s["stringData"] for s in backend.companions(placed, "t0ken") if s["kind"] == "Secret"
+    }
+    (head,) = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    env = {}
+    for entry in head["env"]:
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        env[entry["name"]] = secrets[ref["name"]][ref["key"]] if ref else entry["value"]
+    return manifest, env
 
 
 def pwned(*folders: Path) -> list[Path]:
@@ -55,22 +66,28 @@ def test_a_hostile_corpus_name_reaches_the_job_as_data_through_kuberays_shell(ra
     shutil.copytree(EXAMPLE, corpus)
     out = tmp_path / f"out {HOSTILE}"
     spec = JobSpec(corpus=f"cluster:{corpus}", output=f"cluster:{out}", name=f"rbt-hostile-{mode.lower()}")
-    manifest = rendered(spec)
+    manifest, head_env = rendered(spec)
     # raybake renders SidecarMode; KubeRay's default K8sJobMode wraps the same line in more shell.
     manifest["spec"]["submissionMode"] = mode
-    # Nothing the user named is in the runtime env KubeRay pastes into its bash line.
-    assert HOSTILE not in manifest["spec"]["runtimeEnvYAML"] and "pwned" not in manifest["spec"]["runtimeEnvYAML"]
+    # Nothing the user named is in the entrypoint or the runtime env KubeRay pastes into its bash line.
+    for text in (manifest["spec"]["entrypoint"], manifest["spec"]["runtimeEnvYAML"]):
+        assert HOSTILE not in text and "pwned" not in text
 
-    done = run_submitter(manifest, address=ray_head.url, env=submitter_env(ray_head), cwd=tmp_path)
+    # The head pod's environment, as the kubelet sets it from the job's Secret: the driver's.
+    head = start_head(num_cpus=2, auth_mode="token", env=head_env)
+    try:
+        done = run_submitter(manifest, address=head.url, env=submitter_env(head), cwd=tmp_path)
+    finally:
+        head.stop()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "raybake: done: 41 ok" in done.stdout, done.stdout[-3000:]
     assert json.loads((out / "manifest.json").read_text())["spec"]["corpus"] == str(corpus)
-    assert pwned(tmp_path, ROOT, Path(ray_head.temp_dir)) == []
+    assert pwned(tmp_path, ROOT, Path(head.temp_dir)) == []
 
 
 def test_the_harness_sees_a_shell_act_on_a_name_in_the_runtime_env(ray_head, tmp_path):
     """The control: the same line with the name raw in the runtime env does run `touch pwned2`."""
-    manifest = rendered(JobSpec(corpus="cluster:/nonexistent", output="cluster:/tmp/x", name="rbt-hostile-control"))
+    manifest, _ = rendered(JobSpec(corpus="cluster:/nonexistent", output="cluster:/tmp/x", name="rbt-hostile-control"))
     manifest["spec"]["runtimeEnvYAML"] = yaml.safe_dump({"env_vars": {"CORPUS": HOSTILE}})
     manifest["spec"]["entrypoint"] = "python -c pass"
     run_submitter(manifest, address=ray_head.url, env=submitter_env(ray_head), cwd=tmp_path)

@@ -19,6 +19,8 @@ from job.config import (
     SPEC_VARIABLE,
     TASK_NAMES,
     TOKEN_BUDGET,
+    TRACEBACK_BEGIN,
+    TRACEBACK_END,
     TaskOptions,
     WorkerConfig,
 )
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(config)
     except Exception as exc:  # noqa: BLE001 - every cause ends as one line and a code; its traceback stays in the log
-        print(urls.shown(traceback.format_exc()), file=sys.stderr, flush=True)
+        print(TRACEBACK_BEGIN, urls.shown(traceback.format_exc()).rstrip("\n"), TRACEBACK_END, sep="\n", flush=True)
         code, reason = failure.explain(exc)
         print(f"raybake: error: {urls.shown(reason)}", flush=True)
         return code

@@ -62,7 +62,10 @@ BY_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
 MODEL = re.compile(
     r"is not a local folder and is not a valid model identifier|Can't load|does not appear to have a file named"
     r"|Unrecognized model|not a valid JSON file|Error no file named|safetensors_rust\.SafetensorError"
+    r"|Repo id must be|HFValidationError|RepositoryNotFoundError|RevisionNotFoundError|is not a valid git identifier"
 )
+# Ray colours what it writes of a remote error; a line shown to the user has no escape codes.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # What ExpiredToken needs besides new credentials: a source that renews them.
 EXPIRED = re.compile(r"ExpiredToken|RequestExpired|TokenRefreshRequired|expired", re.IGNORECASE)
 
@@ -81,7 +84,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")[:300]
+    return next((line.strip() for line in ANSI.sub("", text).splitlines() if line.strip()), "")[:300]
 
 
 def explain(exc: BaseException) -> tuple[int, str]:
@@ -108,7 +111,7 @@ def explain_text(text: str) -> tuple[int, str]:
 
 
 def _model(text: str) -> tuple[int, str]:
-    detail = next((line.strip() for line in text.splitlines() if MODEL.search(line)), "")[:300]
+    detail = next((line.strip() for line in ANSI.sub("", text).splitlines() if MODEL.search(line)), "")[:300]
     return REFUSED, f"the model cannot be loaded ({detail}); check --model and --revision, and that it is reachable"
 
 

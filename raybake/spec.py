@@ -92,6 +92,8 @@ SPEC_FLAG: str = JOB_INTERFACE["spec_flag"]
 SPEC_VARIABLE: str = JOB_INTERFACE["spec_variable"]
 # The variable naming a file of object-store credentials for this job alone (job/credentials.py).
 CREDENTIALS_VARIABLE: str = JOB_INTERFACE["credentials_variable"]
+# The lines the job puts around a failure's traceback (raybake/clusters/follow.py hides what is between).
+TRACEBACK_BEGIN, TRACEBACK_END = JOB_INTERFACE["traceback_markers"]
 
 
 def shown_options(arguments: list[str]) -> str:

@@ -61,7 +61,7 @@ def preflight(spec: JobSpec, *, strict: bool = False) -> None:
     unreached = checked.returncode == ExitCode.UNREACHABLE or reason.startswith(UNREACHED)
     if remote and strict and verdict and checked.returncode == ExitCode.UNREACHABLE:
         raise RaybakeError(reason, ExitCode.UNREACHABLE)
-    if remote and (not verdict or unreached):
+    if remote and not strict and (not verdict or unreached):
         console.aside(f"note: cannot read the corpus from here ({reason}); the cluster reads it")
         return
     raise RaybakeError(f"refused: {reason}", ExitCode.REFUSED)

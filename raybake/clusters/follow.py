@@ -17,6 +17,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from raybake import console
+from raybake.spec import TRACEBACK_BEGIN, TRACEBACK_END
 
 PROGRESS = re.compile(
     r"raybake-progress bytes=(?P<done>\d+)/(?P<total>\d+) docs=(?P<docs>\d+) "
@@ -27,8 +28,9 @@ CATCH_UP_CHECK = 4096
 # The job measures its own rate and ETA; log lines reach us in bursts, so a rate timed here
 # would be off by orders of magnitude.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
-# Ray prefixes a worker's lines with where they come from: `(PoolWorker pid=12, ip=10.0.0.3) `.
-SOURCE = re.compile(r"^\([^)]*pid=\d+[^)]*\) ")
+# Ray prefixes a worker's lines with where they come from, coloured: `(PoolWorker pid=12, ip=10.0.0.3) `.
+COLOUR = r"(?:\x1b\[[0-9;]*m)*"
+SOURCE = re.compile(rf"^{COLOUR}\([^)]*pid=\d+[^)]*\){COLOUR} ")
 TRACEBACK = "Traceback (most recent call last):"
 # The lines between two tracebacks of one chain.
 CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
@@ -46,7 +48,8 @@ class LogPrinter:
         self.partial = ""
         # How much of the log was fed, and its last characters: what `catch_up` checks against.
         self.fed, self.fed_tail = 0, ""
-        # "inside" a traceback, just "after" one (a chained one may follow), or "": its lines are skipped.
+        # Inside the job's "marked" traceback, "inside" another, just "after" one (a chained one may
+        # follow), or "": its lines are skipped.
         self.traceback = ""
 
     def feed(self, chunk: str) -> None:
@@ -100,7 +103,16 @@ class LogPrinter:
         self._print(line)
 
     def _traceback(self, text: str) -> bool:
-        """Whether the line belongs to a traceback (and is not printed); one note stands for it."""
+        """Whether the line belongs to a traceback (and is not printed); one note stands for it.
+        The job's own comes between its markers; another process's (a worker's, forwarded by
+        Ray) is known by Python's header and its indented lines."""
+        if text == TRACEBACK_BEGIN:
+            self._print(HIDDEN)
+            self.traceback = "marked"
+            return True
+        if self.traceback == "marked":
+            self.traceback = "" if text == TRACEBACK_END else "marked"
+            return True
         if text.startswith(TRACEBACK):
             if not self.traceback:
                 self._print(HIDDEN)

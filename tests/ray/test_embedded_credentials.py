@@ -161,7 +161,7 @@ def test_a_second_job_without_credentials_finds_them_nowhere(s3, shell, tmp_path
     [
         ("wrong secret", "s3://corpus/c/docs.jsonl", "s3://results/x", 3, "refused access to --corpus"),
         ("another bucket's", "examples/corpus", "s3://results/other", 3, "refused the credentials (403"),
-        ("no such bucket", "examples/corpus", "s3://no-such-bucket/out", 2, "no such bucket or key"),
+        ("no such bucket", "s3://no-such-bucket/c.jsonl", "s3://results/y", 2, "corpus not found"),
         ("no such key", "s3://corpus/c/none.jsonl", "s3://results/y", 2, "corpus not found"),
     ],
 )

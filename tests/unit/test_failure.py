@@ -45,6 +45,14 @@ def client_error(code: str, status: int) -> ClientError:
         (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), 3, "cannot reach the object store"),
         (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 1, "CUDA out of memory"),
         (OSError("/m is not a local folder and is not a valid model identifier"), 2, "the model cannot be loaded"),
+        # A worker that died loading it: Ray's ActorDiedError carries the cause as coloured text.
+        (
+            RuntimeError(
+                "The actor died ... \x1b[36mray::PoolWorker.__init__()\x1b[39m\nOSError: Repo id must be in the form"
+            ),
+            2,
+            "the model cannot be loaded (OSError: Repo id must be in the form)",
+        ),
     ],
 )
 def test_each_cause_is_one_line_with_its_remedy_and_code(exc, code, says):

@@ -63,8 +63,8 @@ def named(text: str) -> list[str]:
 
 
 def tracked_files() -> list[str]:
-    return subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split(
-        "\0"
+    return (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
     )
 
 

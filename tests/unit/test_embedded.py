@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import sys
 import threading
 from pathlib import Path
@@ -91,3 +92,59 @@ def test_a_users_own_ray_on_the_local_port_gets_no_warm_workers(tmp_path):
         server.shutdown()
         server.server_close()
     assert "--keep-warm-seconds" not in placed.runs.job_args
+
+
+def test_a_listener_raybake_did_not_start_gets_no_token_from_the_environment(tmp_path, monkeypatch):
+    """Something else answers on the local port (a squatter, a user's own Ray): $RAY_AUTH_TOKEN,
+    a production cluster's as a rule, is not handed to it; a token file named for it is."""
+    from raybake.clusters.local import LocalBackend
+    from raybake.config import Settings
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "production-ray-token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "prod.token"))
+    (tmp_path / "prod.token").write_text("production-token-file")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    port = server.server_address[1]
+    try:
+        settings = Settings(local_dashboard_port=port, state_file=str(tmp_path / "state.json"))
+        assert LocalBackend(settings).headers is None
+        (tmp_path / "mine.token").write_text("the-local-rays-token\n")
+        named = Settings(
+            local_dashboard_port=port, state_file=settings.state_file, token_file=str(tmp_path / "mine.token")
+        )
+        assert LocalBackend(named).headers == {"Authorization": "Bearer the-local-rays-token"}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_jobs_own_store_credentials_go_to_raybakes_ray_in_a_file_its_runtime_env_names(tmp_path, monkeypatch):
+    from raybake.clusters.local import LocalBackend, credentials_file
+    from raybake.config import Settings
+    from raybake.spec import CREDENTIALS_VARIABLE, JobSpec
+
+    for name in [n for n in os.environ if n.startswith(("AWS_", "GOOGLE_", "AZURE_"))]:
+        monkeypatch.delenv(name)
+    for name, value in CLIENT.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
+    settings = Settings(local_dashboard_port=free_port(), state_file=str(tmp_path / "state.json"))
+    backend = LocalBackend(settings)  # nothing answers on the port: raybake's head will run the job
+    spec = JobSpec(corpus="s3://corpus/c.jsonl", output=str(tmp_path / "out"), name="raybake-embed-1")
+    placed = backend.prepare(spec)
+    assert backend.credentials(placed) == {
+        "AWS_PROFILE": "research",
+        "AWS_SHARED_CREDENTIALS_FILE": "/home/ada/.aws/research",
+        "AWS_ACCESS_KEY_ID": "AKIA0000",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "AWS_SESSION_TOKEN": "aws-session",
+        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000",
+    }
+    env = backend.runtime_env(placed)["env_vars"]
+    assert env[CREDENTIALS_VARIABLE] == str(credentials_file(settings, "raybake-embed-1"))
+    assert "aws-secret" not in str(backend.runtime_env(placed)) and "aws-secret" not in backend.describe(placed)
+    # A local corpus and output name no store: nothing goes.
+    local = backend.prepare(JobSpec(corpus=str(tmp_path), output=str(tmp_path / "o"), name="raybake-embed-2"))
+    assert backend.credentials(local) == {} and CREDENTIALS_VARIABLE not in backend.runtime_env(local)["env_vars"]

@@ -64,6 +64,8 @@ MODEL = re.compile(
     r"|Unrecognized model|not a valid JSON file|Error no file named|safetensors_rust\.SafetensorError"
     r"|Repo id must be|HFValidationError|RepositoryNotFoundError|RevisionNotFoundError|is not a valid git identifier"
 )
+# A traceback's last line: the exception's class and message.
+RAISED = re.compile(r"^[\w.]*(Error|Exception)\b.*: ")
 # Ray colours what it writes of a remote error; a line shown to the user has no escape codes.
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # What ExpiredToken needs besides new credentials: a source that renews them.
@@ -111,7 +113,9 @@ def explain_text(text: str) -> tuple[int, str]:
 
 
 def _model(text: str) -> tuple[int, str]:
-    detail = next((line.strip() for line in ANSI.sub("", text).splitlines() if MODEL.search(line)), "")[:300]
+    # The exception's own line (`OSError: ...`), not a source line of a traceback that names it.
+    lines = [line.strip() for line in ANSI.sub("", text).splitlines() if MODEL.search(line)]
+    detail = next((line for line in lines if RAISED.match(line)), lines[0] if lines else "")[:300]
     return REFUSED, f"the model cannot be loaded ({detail}); check --model and --revision, and that it is reachable"
 
 

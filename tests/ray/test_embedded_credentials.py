@@ -186,5 +186,5 @@ def test_a_model_that_cannot_be_loaded_is_one_line(shell, tmp_path):
     # (its C++ abort dump) is Ray's.
     assert "(a traceback: `invoke logs --job ID` shows it)" in done.stdout and "raybake-traceback" not in done.stdout
     (line,) = [line for line in done.stdout.splitlines() if ": FAILED (" in line]
-    assert "the model cannot be loaded (OSError: " in line and "check --model" in line, line
+    assert "the model cannot be loaded (" in line and "Repo id must be" in line and "check --model" in line, line
     assert "Traceback" in invoke(shell, "logs", "--job", re.search(r"submitted (\S+);", done.stdout).group(1)).stdout

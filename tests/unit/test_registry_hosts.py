@@ -46,8 +46,8 @@ HOSTS = [
     ("mcr", "microsoft", "com"),
     ("docker", "pkg", "github", "com"),
 ]
-# Docker Hub's short name counts where it is a reference's registry (`docker.io/library/x`), not
-# where it names Debian's package of the engine (`apt-get install docker.io`).
+# Docker Hub's short name counts where it is a reference's registry (followed by `/library/x`),
+# not where it names Debian's package of the engine (`apt-get install` it).
 REFERENCE_ONLY = [("docker", "io")]
 
 

@@ -68,6 +68,10 @@ KEPT_NAMES = frozenset(
         *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"),
     }
 )
+# Ray turns `--node-ip-address=127.0.0.1` into the machine's own address unless it is told the
+# cluster is this machine alone (its switch for laptops); only a node whose address is loopback
+# binds its GCS, raylet and agents to loopback instead of every interface.
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 KEPT_PREFIXES = ("LC_", "XDG_", "HF_", "TRANSFORMERS_", "TORCH_", "NVIDIA_", "RAY_")
 # Under a kept prefix, a name that says it holds a secret or an address stays behind all the same
 # (HF_TOKEN, RAY_AUTH_TOKEN, RAY_AUTH_MODE, RAY_ADDRESS).
@@ -142,7 +146,7 @@ def head_environ(environ: Mapping[str, str], *, token_file: Path) -> dict[str, s
     }
     interpreter_bin = str(Path(sys.executable).parent)
     kept["PATH"] = os.pathsep.join([interpreter_bin, *(p for p in kept.get("PATH", "").split(os.pathsep) if p)])
-    return {**kept, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    return {**kept, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file), **LOOPBACK}
 
 
 def _command_line(pid: int) -> str:

@@ -45,7 +45,7 @@ def test_the_head_gets_the_kept_settings_and_its_own_auth_only(tmp_path):
     assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == str(token)
     kept = {"HOME", "LC_ALL", "HF_HOME", "HF_HUB_OFFLINE", "RAY_DEDUP_LOGS"}
     assert {k: env[k] for k in kept} == {k: CLIENT[k] for k in kept}
-    assert set(env) == kept | {"PATH", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"}
+    assert set(env) == kept | {"PATH", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     secrets = [v for k, v in CLIENT.items() if k not in kept and k != "PATH"]
     assert not [s for s in secrets if s in "\n".join(env.values()).replace(str(token), "")]
 

@@ -96,8 +96,8 @@ CREDENTIALS_VARIABLE: str = JOB_INTERFACE["credentials_variable"]
 TRACEBACK_BEGIN, TRACEBACK_END = JOB_INTERFACE["traceback_markers"]
 
 
-def shown_options(arguments: list[str]) -> str:
-    return shlex.join(["python", "-m", "job", *(urls.redact(str(a)) for a in arguments)])
+def shown_options(arguments: list[str], *, python: str = "python") -> str:
+    return shlex.join([python, "-m", "job", *(urls.redact(str(a)) for a in arguments)])
 
 
 def shown_entrypoint(entrypoint: str, env_vars: dict[str, str] | None = None) -> str:
@@ -113,7 +113,7 @@ def shown_entrypoint(entrypoint: str, env_vars: dict[str, str] | None = None) ->
             arguments = json.loads(base64.b64decode(encoded, validate=True))
         except ValueError:
             return entrypoint
-        return shown_options(arguments)
+        return shown_options(arguments, python=words[0])
     return entrypoint
 
 

@@ -164,7 +164,7 @@ def test_a_presigned_url_corpus_runs_to_succeeded_and_its_signature_shows_nowher
     assert manifest["spec"]["corpus"] == url.replace(
         store.query, "X-Amz-Credential=***&X-Amz-Signature=***&x-id=GetObject"
     )
-    assert manifest["command"].startswith("python -m job --corpus http://127.0.0.1:")
+    assert manifest["command"].startswith("python -m job --corpus 'http://127.0.0.1:")
     seen = {
         "submit output": done.stdout + done.stderr,
         "invoke logs": invoke(env, "logs", *flags, "--job", job_id).stdout,

@@ -121,9 +121,14 @@ def expand_spec(argv: list[str], *, stdin: str | None = None) -> list[str]:
         return argv
     at = argv.index(SPEC_FLAG)
     source = argv[at + 1] if at + 1 < len(argv) else None
-    if source not in SPEC_SOURCES:
-        parser().error(f"{SPEC_FLAG} takes one of {', '.join(SPEC_SOURCES)}, got {source!r}")
-    encoded = os.environ.get(SPEC_VARIABLE, "") if source == "env" else (sys.stdin.read() if stdin is None else stdin)
+    if source is None or (source not in SPEC_SOURCES and not os.path.isabs(source)):
+        parser().error(f"{SPEC_FLAG} takes one of {', '.join(SPEC_SOURCES)} or a file's absolute path, got {source!r}")
+    if source == "env":
+        encoded = os.environ.get(SPEC_VARIABLE, "")
+    elif source == "stdin":
+        encoded = sys.stdin.read() if stdin is None else stdin
+    else:
+        encoded = _read_once(source)
     try:
         spec = json.loads(base64.b64decode(encoded.strip(), validate=True))
     except ValueError as exc:
@@ -131,6 +136,18 @@ def expand_spec(argv: list[str], *, stdin: str | None = None) -> list[str]:
     if not isinstance(spec, list) or not all(isinstance(a, str) for a in spec):
         parser().error(f"{SPEC_FLAG} {source} must hold a JSON list of strings")
     return [*argv[:at], *spec, *argv[at + 2 :]]
+
+
+def _read_once(path: str) -> str:
+    """A spec file's options, and the file gone: it may hold a URL's signature (raybake's
+    embedded Ray writes one per job, mode 0600)."""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError as exc:
+        parser().error(f"{SPEC_FLAG} {path!r}: {exc.strerror or exc}")
+    os.unlink(path)
+    return text
 
 
 def shown(argv: list[str]) -> str:

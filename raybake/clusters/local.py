@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from raybake.clusters.transport import UPLOAD_EXCLUDES, on_cluster
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.result import AlreadySubmitted, JobResult
-from raybake.spec import CREDENTIALS_VARIABLE, JobSpec, is_local_path
+from raybake.spec import CREDENTIALS_VARIABLE, SPEC_VARIABLE, JobSpec, is_local_path
 
 # Where Ray's own CLI keeps its token: the token of a Ray the user started on the local port.
 RAY_TOKEN_FILE = Path("~/.ray/auth_token")
@@ -52,7 +53,13 @@ def token(settings: Settings) -> str | None:
 def credentials_file(settings: Settings, job_id: str) -> Path:
     """Where a job on raybake's head finds the client's credentials: beside the state file, in a
     folder of mode 0700 (the head's own temp dir may not exist yet when a dry run names it)."""
-    return state.path_of(settings).with_name("credentials") / f"{job_id}.json"
+    return state.path_of(settings).with_name("jobs") / f"{job_id}.credentials.json"
+
+
+def spec_file(settings: Settings, job_id: str) -> Path:
+    """Where the job's driver reads its options, and deletes them: on this machine a file of mode
+    0600, not a runtime-env variable, which Ray writes into its workers' command lines."""
+    return state.path_of(settings).with_name("jobs") / f"{job_id}.spec"
 
 
 class LocalBackend(AddressBackend):
@@ -77,21 +84,25 @@ class LocalBackend(AddressBackend):
 
     def runtime_env(self, placed: Placed) -> dict[str, Any]:
         env = super().runtime_env(placed)
+        env["env_vars"].pop(SPEC_VARIABLE, None)  # the spec file carries them (entrypoint)
         if self.credentials(placed):
             env["env_vars"][CREDENTIALS_VARIABLE] = str(credentials_file(self.settings, placed.name))
         return env
 
     def submit(self, placed: Placed) -> str:
         found = self.credentials(placed)
-        path = credentials_file(self.settings, placed.name)
+        paths = [credentials_file(self.settings, placed.name), spec_file(self.settings, placed.name)]
         if found:
-            embedded.write_private(path, json.dumps(found))
+            embedded.write_private(paths[0], json.dumps(found))
+        if not placed.runs.entrypoint:
+            embedded.write_private(paths[1], placed.runs.encoded())
         try:
             return super().submit(placed)
         except AlreadySubmitted:
-            raise  # that job, submitted before under this id, reads the same file
+            raise  # that job, submitted before under this id, reads the same files
         except BaseException:
-            path.unlink(missing_ok=True)
+            for path in paths:
+                path.unlink(missing_ok=True)
             raise
 
     def follow(self, job_id: str) -> JobResult:
@@ -111,8 +122,11 @@ class LocalBackend(AddressBackend):
 
     def entrypoint(self, spec: JobSpec) -> str:
         """The job runs on this client's interpreter, the one the head runs on, not on whichever
-        `python` comes first on PATH (a venv's `invoke` run by its path has no venv on PATH)."""
-        return spec.command(python=sys.executable)
+        `python` comes first on PATH (a venv's `invoke` run by its path has no venv on PATH);
+        its options from the spec file (submit writes it)."""
+        if spec.entrypoint:
+            return spec.entrypoint
+        return shlex.join([*spec.job_argv(python=sys.executable)[:-1], str(spec_file(self.settings, spec.name))])
 
     def prepare(self, spec: JobSpec) -> Placed:
         """The cluster is this machine: `cluster:` paths are plain paths here, and nothing travels

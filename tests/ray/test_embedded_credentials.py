@@ -118,7 +118,8 @@ def test_exported_credentials_reach_the_job_and_never_the_head(s3, shell):
     secret = s3.secret_key
     assert not [pid for pid in group_members(head["pid"]) if secret in environ_of(pid)]
     # The job deleted its file as it ended.
-    assert not (Path(shell["INVOKE_RAYBAKE_STATE_FILE"]).parent / "credentials" / f"{job_id}.json").exists()
+    jobs = Path(shell["INVOKE_RAYBAKE_STATE_FILE"]).parent / "jobs"
+    assert not (jobs / f"{job_id}.credentials.json").exists() and not (jobs / f"{job_id}.spec").exists()
 
 
 def test_no_credentials_end_in_one_line_on_a_ray_started_without_them(s3, shell):

@@ -156,7 +156,7 @@ def test_a_presigned_url_corpus_runs_to_succeeded_and_its_signature_shows_nowher
     assert store.seen and all(path == f"/bucket/c.jsonl?{store.query}" for path in store.seen)
     # The client's check and the driver ran while the process list was read.
     assert [c for c in processes.seen if "-m job --check --spec-from stdin" in c]
-    assert [c for c in processes.seen if "-m job --spec-from env" in c]
+    assert [c for c in processes.seen if "-m job --spec-from " in c]
 
     job_id = re.search(r"submitted (\S+);", done.stdout).group(1)
     out = tmp_path / "results" / job_id
@@ -179,7 +179,9 @@ def test_a_presigned_url_corpus_runs_to_succeeded_and_its_signature_shows_nowher
         },
     }
     assert "raybake: done: 40 ok" in seen["invoke logs"]
-    assert job_id in seen["invoke jobs"] and "X-Amz-Signature=***" in seen["invoke jobs"]
+    assert job_id in seen["invoke jobs"]
+    if backend == "address":  # the options, decoded from the job's runtime env, masked
+        assert "X-Amz-Signature=***" in seen["invoke jobs"]
     planted = ["planted-sig-", "AKIAPLANTED", ray_head.token]
     assert not leaks(seen, planted)
 

@@ -121,9 +121,9 @@ def test_a_listener_raybake_did_not_start_gets_no_token_from_the_environment(tmp
 
 
 def test_the_jobs_own_store_credentials_go_to_raybakes_ray_in_a_file_its_runtime_env_names(tmp_path, monkeypatch):
-    from raybake.clusters.local import LocalBackend, credentials_file
+    from raybake.clusters.local import LocalBackend, credentials_file, spec_file
     from raybake.config import Settings
-    from raybake.spec import CREDENTIALS_VARIABLE, JobSpec
+    from raybake.spec import CREDENTIALS_VARIABLE, SPEC_VARIABLE, JobSpec
 
     for name in [n for n in os.environ if n.startswith(("AWS_", "GOOGLE_", "AZURE_"))]:
         monkeypatch.delenv(name)
@@ -144,6 +144,10 @@ def test_the_jobs_own_store_credentials_go_to_raybakes_ray_in_a_file_its_runtime
     }
     env = backend.runtime_env(placed)["env_vars"]
     assert env[CREDENTIALS_VARIABLE] == str(credentials_file(settings, "raybake-embed-1"))
+    # The options too stay out of the runtime env, which Ray writes into its workers' command
+    # lines: the entrypoint names a file of this job's, the driver reads it once.
+    assert SPEC_VARIABLE not in env
+    assert backend.entrypoint(placed.runs).endswith(f"-m job --spec-from {spec_file(settings, 'raybake-embed-1')}")
     assert "aws-secret" not in str(backend.runtime_env(placed)) and "aws-secret" not in backend.describe(placed)
     # A local corpus and output name no store: nothing goes.
     local = backend.prepare(JobSpec(corpus=str(tmp_path), output=str(tmp_path / "o"), name="raybake-embed-2"))

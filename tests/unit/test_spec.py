@@ -29,7 +29,15 @@ def test_a_spec_from_nowhere_is_refused_in_one_line(monkeypatch, capsys):
     for argv in (["--spec-from", "argv"], ["--spec-from", "env"]):
         with pytest.raises(SystemExit):
             expand_spec(argv)
-    assert "--spec-from takes one of env, stdin, got 'argv'" in capsys.readouterr().err
+    assert "--spec-from takes one of env, stdin or a file's absolute path, got 'argv'" in capsys.readouterr().err
+
+
+def test_a_spec_file_is_read_once_and_gone(tmp_path):
+    spec = JobSpec(corpus="https://h/c.jsonl?X-Amz-Signature=s1g", output="out")
+    path = tmp_path / "job.spec"
+    path.write_text(spec.encoded())
+    assert expand_spec(["--spec-from", str(path)]) == spec.arguments()
+    assert not path.exists()
 
 
 def test_a_credentialed_corpus_url_reaches_the_job_intact_and_shows_masked(monkeypatch):

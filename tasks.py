@@ -251,7 +251,7 @@ def _ended(result, *, why=False):
     """Print a job's status (and `why`, its message); exit with its code: 0 only for SUCCEEDED."""
     from raybake.result import exit_code
 
-    print(f"{result.job_id}: {result.status}" + (f" ({result.message})" if why and result.message else ""))
+    print(f"{result.job_id}: {result.status}" + (f" ({result.reason})" if why and result.reason else ""))
     if exit_code(result):
         raise Exit(code=exit_code(result))
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
+import shlex
 import sys
+import traceback
 
+from job import credentials, failure, urls
 from job.config import (
     AGGREGATIONS,
     CHUNK_TASKS,
@@ -16,8 +20,12 @@ from job.config import (
     DEFAULT_TEXT_FIELD,
     DOCUMENT_POOLING,
     LONG_DOCUMENTS,
+    SPEC_FLAG,
+    SPEC_VARIABLE,
     TASK_NAMES,
     TOKEN_BUDGET,
+    TRACEBACK_BEGIN,
+    TRACEBACK_END,
     TaskOptions,
     WorkerConfig,
 )
@@ -31,7 +39,10 @@ from job.corpus import (
 )
 from job.run import DEFAULT_MAX_ERROR_RATE, RunConfig, run
 
-SPEC_FLAG = "--spec-b64"
+# Where the options come from when raybake sends them (SPEC_FLAG): the variable SPEC_VARIABLE, or
+# stdin; either way base64 of their JSON list. Never the command line: it is in every process list
+# and job listing, and the options may hold a presigned URL's signature.
+SPEC_SOURCES = ("env", "stdin")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m job",
         description="Run a transformers model over a text corpus on Ray; write Parquet parts and "
         "manifest.json. Rerunning with the same arguments resumes: finished shards are skipped. "
-        f"{SPEC_FLAG} B64 stands for the options as base64 of their JSON list (what raybake sends).",
+        f"{SPEC_FLAG} env|stdin stands for the options as base64 of their JSON list, in ${SPEC_VARIABLE} "
+        "or on stdin (what raybake sends).",
     )
     p.add_argument(
         "--corpus",
@@ -218,28 +230,51 @@ def generation(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--system needs the model's chat template: drop --chat off (or put the text in --prompt-template)")
 
 
-def expand_spec(argv: list[str]) -> list[str]:
-    """`--spec-b64 X` replaced by the options it holds: base64 of their JSON list of strings.
-
-    The client sends its options so (raybake/spec.py): no shell on the way, Ray's or KubeRay's
-    submitter, can read a corpus name as shell text. Options beside it (`--check`) still apply."""
+def expand_spec(argv: list[str], *, stdin: str | None = None) -> list[str]:
+    """`--spec-from SOURCE` replaced by the options it names: base64 of their JSON list of strings,
+    in $RAYBAKE_SPEC (`env`) or on stdin. Options beside it (`--check`) still apply."""
     if SPEC_FLAG not in argv:
         return argv
     at = argv.index(SPEC_FLAG)
-    if at + 1 >= len(argv):
-        parser().error(f"{SPEC_FLAG} needs a value")
+    source = argv[at + 1] if at + 1 < len(argv) else None
+    if source is None or (source not in SPEC_SOURCES and not os.path.isabs(source)):
+        parser().error(f"{SPEC_FLAG} takes one of {', '.join(SPEC_SOURCES)} or a file's absolute path, got {source!r}")
+    if source == "env":
+        encoded = os.environ.get(SPEC_VARIABLE, "")
+    elif source == "stdin":
+        encoded = sys.stdin.read() if stdin is None else stdin
+    else:
+        encoded = _read_once(source)
     try:
-        spec = json.loads(base64.b64decode(argv[at + 1], validate=True))
+        spec = json.loads(base64.b64decode(encoded.strip(), validate=True))
     except ValueError as exc:
-        parser().error(f"{SPEC_FLAG} is not base64 of a JSON list: {exc}")
+        parser().error(f"{SPEC_FLAG} {source}: not base64 of a JSON list: {exc}")
     if not isinstance(spec, list) or not all(isinstance(a, str) for a in spec):
-        parser().error(f"{SPEC_FLAG} must hold a JSON list of strings")
+        parser().error(f"{SPEC_FLAG} {source} must hold a JSON list of strings")
     return [*argv[:at], *spec, *argv[at + 2 :]]
+
+
+def _read_once(path: str) -> str:
+    """A spec file's options, and the file gone: it may hold a URL's signature (raybake's
+    embedded Ray writes one per job, mode 0600)."""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError as exc:
+        parser().error(f"{SPEC_FLAG} {path!r}: {exc.strerror or exc}")
+    os.unlink(path)
+    return text
+
+
+def shown(argv: list[str]) -> str:
+    """The command as the manifest records it: the options, URL credentials masked."""
+    return shlex.join(["python", "-m", "job", *(urls.redact(a) for a in argv)])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    args = p.parse_args(expand_spec(sys.argv[1:] if argv is None else argv))
+    options = expand_spec(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(options)
     if args.output is None and not args.check:
         p.error("--output is required (or --check to only check the corpus)")
     numbers = ("max_length", "top_k", "max_new_tokens", "split_bytes", "max_record_bytes", "token_budget")
@@ -253,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--document-pooling {args.document_pooling} is for --task embed --long-documents chunk")
     if args.stride < 0 or (args.max_length is not None and args.stride >= args.max_length):
         p.error(f"--stride must be >= 0 and less than a window's tokens (--max-length), got {args.stride!r}")
-    options = TaskOptions(
+    task = TaskOptions(
         max_length=args.max_length,
         top_k=args.top_k,
         max_new_tokens=args.max_new_tokens,
@@ -276,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = WorkerConfig(
         task=args.task,
         model=args.model,
-        options=options,
+        options=task,
         fields=Fields(text=args.text_field, id=args.id_field, template=args.prompt_template),
         corpus=args.corpus,
         output=args.output,
@@ -285,18 +320,27 @@ def main(argv: list[str] | None = None) -> int:
         threads=1,
         max_record_bytes=args.max_record_bytes,
     )
-    return run(
-        RunConfig(
-            worker=worker,
-            split_bytes=args.split_bytes,
-            workers=args.workers,
-            cpus_per_worker=args.cpus_per_worker,
-            retries=args.retries,
-            check_only=args.check,
-            keep_warm_s=max(0.0, args.keep_warm_seconds),
-            max_error_rate=args.max_error_rate,
-        )
+    config = RunConfig(
+        worker=worker,
+        split_bytes=args.split_bytes,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        retries=args.retries,
+        check_only=args.check,
+        keep_warm_s=max(0.0, args.keep_warm_seconds),
+        command=shown(options),
+        max_error_rate=args.max_error_rate,
     )
+    credentials.load()
+    try:
+        return run(config)
+    except Exception as exc:  # noqa: BLE001 - every cause ends as one line and a code; its traceback stays in the log
+        print(TRACEBACK_BEGIN, urls.shown(traceback.format_exc()).rstrip("\n"), TRACEBACK_END, sep="\n", flush=True)
+        code, reason = failure.explain(exc)
+        print(f"raybake: error: {urls.shown(reason)}", flush=True)
+        return code
+    finally:
+        credentials.discard()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,12 @@ TASK_NAMES: tuple[str, ...] = tuple(INTERFACE["tasks"])
 DEFAULT_TASK: str = INTERFACE["default_task"]
 DEFAULT_MODEL: str = INTERFACE["default_model"]
 DEFAULT_TEXT_FIELD: str = INTERFACE["default_text_field"]
+# How the client hands the job what no command line may show (job/__main__.py, job/credentials.py).
+SPEC_FLAG: str = INTERFACE["spec_flag"]
+SPEC_VARIABLE: str = INTERFACE["spec_variable"]
+CREDENTIALS_VARIABLE: str = INTERFACE["credentials_variable"]
+# The lines around the traceback of a failure: the log keeps it, a follower shows the last line only.
+TRACEBACK_BEGIN, TRACEBACK_END = INTERFACE["traceback_markers"]
 # Padded tokens per batch when --token-budget is not given. A GPU needs big batches to stay
 # busy. On a CPU the cost per token is flat once a batch fills the matrix units, and the cost per
 # batch (Python, dispatch) is fixed: a small model needs more tokens per batch to amortise it.

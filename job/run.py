@@ -2,7 +2,8 @@
 
 Exit codes: 0 every document has a row; 1 some shards failed (rerun resumes them), or more
 documents failed in the model than --max-error-rate allows; 2 the input was refused before
-anything ran.
+anything ran; 3 the store could not be reached or refused the credentials. A failure ends with
+one line, `raybake: error: ...` (job/failure.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job import urls
-from job.config import WorkerConfig
+from job import credentials, failure, urls
+from job.config import SPEC_VARIABLE, WorkerConfig
 from job.corpus import CorpusError, CorpusFile, Shard, auto_split_bytes, check, plan_shards, scan
 from job.output import DamagedPart, Output, part_name
 
@@ -78,6 +78,8 @@ class RunConfig:
     keep_warm_s: float = 0
     # More `model failed` rows than this share of the documents read fails the job.
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    # The command as the manifest shows it: options decoded, URL credentials masked.
+    command: str = ""
 
 
 def log(message: str) -> None:
@@ -114,11 +116,6 @@ def _run(config: RunConfig, pool: Pool | None, started: float) -> int:
         files, shards, split, plan_seconds = plan(config)
     except CorpusError as exc:
         log(f"error: {exc}")
-        return 2
-    except PermissionError as exc:
-        # An object store that refuses the credentials: one line, before any shard is read.
-        reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        log(f"error: access to corpus {urls.redact(wc.corpus)!r} refused ({reason})")
         return 2
     gzipped = [f for f in files if f.gzip]
     if gzipped:
@@ -157,7 +154,14 @@ def _run(config: RunConfig, pool: Pool | None, started: float) -> int:
         log(f"error: {exc}")
         return 2
     manifest = build_manifest(
-        output, shards, spec, started=started, pool=result, resumed=len(shards) - len(todo), plan_seconds=plan_seconds
+        output,
+        shards,
+        spec,
+        started=started,
+        pool=result,
+        resumed=len(shards) - len(todo),
+        plan_seconds=plan_seconds,
+        command=config.command,
     )
     output.write_json(MANIFEST_FILE, manifest)
     counts = manifest["counts"]
@@ -179,6 +183,9 @@ def _run(config: RunConfig, pool: Pool | None, started: float) -> int:
     if why := too_many_errors(manifest, max_rate=config.max_error_rate):
         log(f"error: {why}")
         return 1
+        code, reason = failure.explain_text("\n".join(result.failed.values()))
+        log(f"error: {len(result.failed)} shard(s) failed: {reason}; run the same command again to retry only those")
+        return code
     return 0
 
 
@@ -238,6 +245,7 @@ class PoolWorker:
         # The fast tokenizer's thread pool, made at its first batch: as wide as this worker's CPUs,
         # not the whole machine's (Ray sets OMP_NUM_THREADS alike, for torch).
         os.environ.setdefault("RAYON_NUM_THREADS", str(config.threads))
+        credentials.load()
         from job.pipelines.base import ModelRefused
         from job.worker import ShardWorker
 
@@ -582,8 +590,11 @@ def warm_pool_name(worker: WorkerConfig, *, use_gpu: bool, cpus: float) -> str:
     another job's code or settings."""
     import ray
 
+    runtime_env = dict(ray.get_runtime_context().runtime_env)
+    # The options are this job's, not the worker's: the next job of the same model has others.
+    env_vars = {k: v for k, v in (runtime_env.get("env_vars") or {}).items() if k != SPEC_VARIABLE}
     what = {
-        "runtime_env": ray.get_runtime_context().runtime_env,
+        "runtime_env": {**runtime_env, "env_vars": env_vars},
         "model": repr(worker.model_settings()),
         "gpu": use_gpu,
         "cpus": cpus,
@@ -791,6 +802,7 @@ def build_manifest(
     pool: PoolRun,
     resumed: int,
     plan_seconds: float | None = None,
+    command: str = "",
 ) -> dict[str, Any]:
     """The run's account, reconciled from the parts' footers: the documents are those the workers
     read (nobody counted them before), and a shard without a part is missing as a whole. Ids are
@@ -889,5 +901,5 @@ def build_manifest(
         "git_sha": os.environ.get("RAYBAKE_GIT_SHA"),
         "image": os.environ.get("RAYBAKE_IMAGE"),
         "expected_image": os.environ.get("RAYBAKE_EXPECTED_IMAGE"),
-        "argv": sys.argv,
+        "command": command,
     }

@@ -1,10 +1,16 @@
-"""Object storage for the job: credentials from Secrets, and an S3 endpoint, CA bundle and style.
+"""Object storage for the job: whose credentials, and an S3 endpoint, CA bundle and style.
 
-Credentials never pass through raybake: a RayJob's containers get them with `envFrom` from the
-Secrets named in `env_from_secret` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY ...), and the
-other backends' Ray nodes have them in the environment they were started in. What raybake does
-carry is not secret: where the store is and how to talk to it, as the variables botocore and
-fsspec read themselves, so the job, a user's own script and every Ray worker see the same store:
+Whose credentials, by backend (docs/inputs-outputs.md#credentials):
+- the embedded local Ray: the client's own, those it listed the corpus with. The variables of
+  the stores the job's URIs name (`credentials`) go to that job alone, in a file of mode 0600
+  that its runtime env names (raybake/clusters/local.py, job/credentials.py); never to the head,
+  whose environment every job inherits;
+- a RayJob: its containers get them with `envFrom` from the Secrets named in `env_from_secret`;
+- an existing cluster (`--address`, `--cluster`): the environment its nodes were started in;
+  the client's never go there.
+What raybake carries to every backend is not secret: where the store is and how to talk to it,
+as the variables botocore and fsspec read themselves, so the job, a user's own script and every
+Ray worker see the same store:
 
 - AWS_ENDPOINT_URL_S3: botocore's endpoint for S3 only (STS and the rest keep theirs);
 - AWS_CA_BUNDLE: the CA that signed the endpoint's certificate (in-cluster stores often have
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +39,14 @@ CA_KINDS = {"configmap": "configMap", "secret": "secret"}
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 PATH_STYLE = {"config_kwargs": {"s3": {"addressing_style": "path"}}}
+# The variables each store's client reads its credentials, profile and their files from, by URI scheme:
+# botocore's AWS_* (keys, session token, profile, shared config and credentials files, endpoint),
+# google-auth's key file, adlfs's AZURE_STORAGE_*.
+STORE_VARIABLES = {
+    ("s3", "s3a"): ("AWS_",),
+    ("gs", "gcs"): ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"),
+    ("az", "abfs", "abfss", "adl"): ("AZURE_STORAGE_",),
+}
 
 
 @dataclass(frozen=True)
@@ -104,6 +119,25 @@ def job_env(settings: Settings) -> dict[str, str]:
     if settings.s3_path_style:
         env["FSSPEC_S3"] = json.dumps(PATH_STYLE, sort_keys=True)
     return env
+
+
+def credentials(uris: list[str], environ: Mapping[str, str], *, settings: Settings) -> dict[str, str]:
+    """The client's variables for the stores these URIs name, and only those: what the client
+    lists them with, so what the job on the embedded local Ray reads them with. The store's
+    location from the settings (job_env) stays the settings'."""
+    prefixes = {
+        prefix
+        for uri in uris
+        for schemes, names in STORE_VARIABLES.items()
+        if urlsplit(uri).scheme in schemes
+        for prefix in names
+    }
+    given = job_env(settings)
+    return {
+        name: value
+        for name, value in environ.items()
+        if value and name not in given and any(name == p or (p.endswith("_") and name.startswith(p)) for p in prefixes)
+    }
 
 
 def storage_options(url: str, settings: Settings) -> dict[str, Any]:

@@ -62,15 +62,19 @@ class JobSpec:
             argv += ["--id-field", self.id_field]
         return argv + list(self.job_args)
 
-    def job_argv(self, *, python: str = "python") -> list[str]:
-        """`python -m job --spec-b64 X`: the options as base64 of their JSON list; `python` is the
-        cluster's interpreter on PATH unless named.
+    def encoded(self) -> str:
+        """The options as base64 of their JSON list: what `SPEC_VARIABLE` holds for the job.
 
-        Ray runs the entrypoint through a shell, and KubeRay's submitter pastes it into one bash
-        line; base64's alphabet means nothing to any shell, quoted or not, so whatever the corpus,
-        output or model is called it reaches the job as data, byte for byte."""
-        encoded = base64.b64encode(json.dumps(self.arguments()).encode()).decode()
-        return [python, "-m", "job", SPEC_FLAG, encoded]
+        They travel out of band, never in the entrypoint or an argv: the entrypoint is listed by
+        anyone who can list jobs, kept in a RayJob in etcd and in every process list, and the
+        options may hold a presigned URL's signature or a `user:pass@`. base64's alphabet means
+        nothing to any shell on the way, so whatever a path is called it reaches the job as data."""
+        return base64.b64encode(json.dumps(self.arguments()).encode()).decode()
+
+    def job_argv(self, *, python: str = "python", source: str = "env") -> list[str]:
+        """`python -m job --spec-from SOURCE`: the options from `SPEC_VARIABLE` (env) or stdin;
+        `python` is the cluster's interpreter on PATH unless named."""
+        return [python, "-m", "job", SPEC_FLAG, source]
 
     def command(self, *, python: str = "python") -> str:
         """The entrypoint as Ray runs it: the built-in job's, or the user's own command."""
@@ -80,25 +84,36 @@ class JobSpec:
         """The entrypoint as people see it: the options readable, URL credentials masked."""
         if self.entrypoint:
             return self.entrypoint
-        return shlex.join(["python", "-m", "job", *(urls.redact(a) for a in self.arguments())])
+        return shown_options(self.arguments())
 
 
-# The job's flag for its options as base64 JSON (job/__main__.py).
-SPEC_FLAG = "--spec-b64"
+# The job's flag naming where its options come from, and the variable that holds them (job/__main__.py).
+SPEC_FLAG: str = JOB_INTERFACE["spec_flag"]
+SPEC_VARIABLE: str = JOB_INTERFACE["spec_variable"]
+# The variable naming a file of object-store credentials for this job alone (job/credentials.py).
+CREDENTIALS_VARIABLE: str = JOB_INTERFACE["credentials_variable"]
+# The lines the job puts around a failure's traceback (raybake/clusters/follow.py hides what is between).
+TRACEBACK_BEGIN, TRACEBACK_END = JOB_INTERFACE["traceback_markers"]
 
 
-def shown_entrypoint(entrypoint: str) -> str:
-    """An entrypoint read back from a cluster, as people see it: a spec decoded, URLs masked."""
+def shown_options(arguments: list[str], *, python: str = "python") -> str:
+    return shlex.join([python, "-m", "job", *(urls.redact(str(a)) for a in arguments)])
+
+
+def shown_entrypoint(entrypoint: str, env_vars: dict[str, str] | None = None) -> str:
+    """An entrypoint read back from a cluster, as people see it: the options its runtime env
+    carried decoded, URLs masked; any other entrypoint as it is."""
     try:
         words = shlex.split(entrypoint)
     except ValueError:
         return entrypoint
-    if len(words) == 5 and words[1:4] == ["-m", "job", SPEC_FLAG]:
+    encoded = (env_vars or {}).get(SPEC_VARIABLE)
+    if encoded and words[1:] == ["-m", "job", SPEC_FLAG, "env"]:
         try:
-            arguments = json.loads(base64.b64decode(words[4], validate=True))
+            arguments = json.loads(base64.b64decode(encoded, validate=True))
         except ValueError:
             return entrypoint
-        return shlex.join([words[0], "-m", "job", *(urls.redact(str(a)) for a in arguments)])
+        return shown_options(arguments, python=words[0])
     return entrypoint
 
 

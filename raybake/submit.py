@@ -24,21 +24,28 @@ URI_CHECK_S = 60.0
 UNREACHED = ("cannot open corpus", "corpus not found")
 
 
-def preflight(spec: JobSpec) -> None:
+def preflight(spec: JobSpec, *, strict: bool = False) -> None:
     """Refuse bad input before anything is submitted, with the job's own reading of the corpus.
 
-    The client never imports job/: it runs `python -m job --check` on the same arguments, the
-    one contract the two sides share. A local corpus is checked whole; a URI as far as this
-    machine reaches it (a cluster may read what the client cannot: its network, its credentials);
-    a `cluster:` path only there.
+    The client never imports job/: it runs `python -m job --check` on the same options (on its
+    stdin: a process list shows every argv), the one contract the two sides share. A local corpus
+    is checked whole; a URI as far as this machine reaches it (a cluster may read what the client
+    cannot: its network, its credentials), unless `strict`: the job reads it with this machine's
+    credentials (the embedded local Ray), so a store that refuses them here refuses the job too.
+    A `cluster:` path is checked only there.
     """
     if spec.entrypoint or spec.corpus.startswith(CLUSTER_PREFIX):
         return
     remote = urls.is_url(spec.corpus)
-    argv = [sys.executable, "-m", "job", "--check", *spec.job_argv()[3:]]
+    argv = [sys.executable, "-m", "job", "--check", *spec.job_argv(source="stdin")[3:]]
     try:
         checked = subprocess.run(
-            argv, cwd=ROOT, capture_output=True, text=True, timeout=URI_CHECK_S if remote else None
+            argv,
+            cwd=ROOT,
+            input=spec.encoded(),
+            capture_output=True,
+            text=True,
+            timeout=URI_CHECK_S if remote else None,
         )
     except subprocess.TimeoutExpired:
         console.aside(f"note: the corpus did not answer here within {URI_CHECK_S:.0f}s; the cluster reads it")
@@ -49,8 +56,12 @@ def preflight(spec: JobSpec) -> None:
     verdict = next((ln for ln in reversed(lines) if ln.startswith("raybake: error: ")), "")
     reason = verdict or next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "")
     reason = urls.scrub(reason.removeprefix("raybake: ").removeprefix("error: "), spec.corpus)
-    # The job's verdict on a corpus it read is final; failing to reach a URI from here is not.
-    if remote and (not verdict or reason.startswith(UNREACHED)):
+    # The job's verdict on a corpus it read is final; failing to reach a URI from here is not,
+    # unless the job would reach it from here, with the same credentials.
+    unreached = checked.returncode == ExitCode.UNREACHABLE or reason.startswith(UNREACHED)
+    if remote and strict and verdict and checked.returncode == ExitCode.UNREACHABLE:
+        raise RaybakeError(reason, ExitCode.UNREACHABLE)
+    if remote and not strict and (not verdict or unreached):
         console.aside(f"note: cannot read the corpus from here ({reason}); the cluster reads it")
         return
     raise RaybakeError(f"refused: {reason}", ExitCode.REFUSED)
@@ -68,7 +79,7 @@ def summarize(placed: Placed, result: JobResult, *, why_new: str | None = None) 
     `why_new` why this ran anew instead of attaching to an earlier job."""
     lines = [
         f"job {result.job_id}: {result.status}"
-        + (f" ({result.message})" if result.message and result.status != "SUCCEEDED" else "")
+        + (f" ({result.reason})" if result.reason and result.status != "SUCCEEDED" else "")
     ]
     if why_new:
         lines.append(f"ran anew: {why_new}")
@@ -167,7 +178,7 @@ def submit(
 
     The corpus is checked as the user named it: the backend may move it (an upload's root).
     """
-    preflight(spec)
+    preflight(spec, strict=backend.credentials_here)
     placed = backend.prepare(spec)
     if dry_run:
         console.line(backend.describe(placed), end="")

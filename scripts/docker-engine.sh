@@ -38,9 +38,22 @@ fi
 # The stand-in for rayproject/ray:<ray>-py311-cpu, shaped like it: a non-root user `ray`
 # (uid 1000, gid 100) that owns the Python on PATH, so docker/Dockerfile serves both.
 if ! docker image inspect "$base_image" >/dev/null 2>&1; then
-    # Debian's archive keyring: on an Ubuntu runner debootstrap has only Ubuntu's, and its
-    # default mirror is Ubuntu's, so both are named here (the same as Debian's own defaults).
+    # Debian's archive keyring: on an Ubuntu runner debootstrap has only Ubuntu's.
     keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    # Debian's mirror as this host's apt sources name it (one-line or deb822), else debootstrap's
+    # default, which is Debian's on Debian. An Ubuntu runner pulls the real base instead; where it
+    # cannot, its debootstrap defaults to Ubuntu's archive: RAYBAKE_DEBIAN_MIRROR names Debian's.
+    sources=()
+    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -f "$file" ] && sources+=("$file")
+    done
+    mirror="${RAYBAKE_DEBIAN_MIRROR:-}"
+    if [ -z "$mirror" ] && [ ${#sources[@]} -gt 0 ]; then
+        mirror="$(awk '
+            /^URIs:/ { for (i = 2; i <= NF; i++) if ($i ~ /\/debian\/?$/) { print $i; exit } }
+            /^deb[ \t]/ { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { if ($i ~ /\/debian\/?$/) { print $i; exit } break } }
+        ' "${sources[@]}")"
+    fi
     needed=""
     command -v debootstrap >/dev/null || needed="debootstrap"
     [ -f "$keyring" ] || needed="$needed debian-archive-keyring"
@@ -52,7 +65,7 @@ if ! docker image inspect "$base_image" >/dev/null 2>&1; then
     trap 'as_root rm -rf "$rootfs"' EXIT
     chmod 755 "$rootfs"  # it becomes the image's /, which every user must traverse
     as_root debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-        --keyring="$keyring" bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+        --keyring="$keyring" bookworm "$rootfs" ${mirror:+"$mirror"} >/dev/null
     # Outbound TLS goes through an inspecting proxy here: the host's bundle carries its CA.
     as_root cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
     as_root chroot "$rootfs" useradd --uid 1000 --gid 100 --create-home --shell /bin/bash ray

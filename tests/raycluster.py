@@ -72,9 +72,13 @@ class RayHead:
 
     def invoke_env(self, results_dir: Path, **extra: str) -> dict[str, str]:
         """Environment for `invoke` tasks whose local backend is this cluster, results under results_dir."""
+        # The token as a file named for raybake: the local backend sends none from the
+        # environment to a Ray it did not start.
+        token = {"INVOKE_RAYBAKE_TOKEN_FILE": str(self.token_file)} if self.token_file else {}
         return {
             **clean_environ(),
             **self.auth_env(),
+            **token,
             "INVOKE_RAYBAKE_LOCAL_DASHBOARD_PORT": str(self.dashboard_port),
             "INVOKE_RAYBAKE_RESULTS_DIR": str(results_dir),
             # Not the checkout's .raybake/: what raybake remembers stays with the test.
@@ -197,3 +201,37 @@ def invoke(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
     return subprocess.run(
         [sys.executable, "-m", "invoke", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def listening(group: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket that a process of the group listens on, from /proc:
+    the kernel's socket tables (state 0A: LISTEN) joined to the processes' open sockets."""
+    tables = {}
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] != "0A":
+                continue
+            address, port = fields[1].split(":")
+            packed = b"".join(bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, len(address), 8))
+            tables[fields[9]] = (socket.inet_ntop(family, packed), int(port, 16))
+    bound = set()
+    for pid in group_members(group):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:[") and link[8:-1] in tables:
+                        bound.add(tables[link[8:-1]])
+    return bound
+
+
+def group_members(group: int) -> list[int]:
+    """The live processes of a process group (the head's: GCS, raylet, agents, workers, drivers)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry.name)) == group:
+                    members.append(int(entry.name))
+    return members

@@ -15,16 +15,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from raycluster import free_port
 
-# create_user, put_user_policy, create_access_key: the requests before auth is enforced.
+# create_user, put_user_policy, create_access_key, per user: the requests before auth is enforced.
 SETUP_REQUESTS = 3
 REGION = "us-east-1"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "corpus" / "articles.jsonl"
 POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+
+
+def bucket_policy(bucket: str) -> dict:
+    """Everything on one bucket and its keys, nothing on any other."""
+    resources = [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
+    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": resources}]}
 
 
 @dataclass
@@ -33,12 +39,16 @@ class S3Server:
     endpoint: str
     access_key: str
     secret_key: str
+    # Keys of users that may use one bucket only: bucket -> (access key, secret key).
+    narrow: dict[str, tuple[str, str]] = field(default_factory=dict)
 
-    def credentials(self, *, secret: str | None = None) -> dict[str, str]:
-        """AWS-style variables, as a Kubernetes Secret would hold them."""
+    def credentials(self, *, secret: str | None = None, only: str | None = None) -> dict[str, str]:
+        """AWS-style variables, as a Kubernetes Secret would hold them; `only`: a user's that may
+        use that bucket alone (start(narrow=...))."""
+        key, default = self.narrow[only] if only else (self.access_key, self.secret_key)
         return {
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": secret or self.secret_key,
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret or default,
             "AWS_DEFAULT_REGION": REGION,
         }
 
@@ -76,8 +86,9 @@ def put_mixed_corpus(server: S3Server, folder: str) -> int:
     return 2 * len(records)
 
 
-def start(host: str = "127.0.0.1", timeout: float = 60) -> S3Server:
-    """moto_server on `host` (loopback, or a bridge address the test's own containers reach)."""
+def start(host: str = "127.0.0.1", timeout: float = 60, *, narrow: tuple[str, ...] = ()) -> S3Server:
+    """moto_server on `host` (loopback, or a bridge address the test's own containers reach);
+    `narrow`: buckets that each get a user of their own, allowed on that bucket only."""
     import boto3
 
     port = free_port()
@@ -88,7 +99,7 @@ def start(host: str = "127.0.0.1", timeout: float = 60) -> S3Server:
             [str(Path(sys.executable).parent / "moto_server"), "-H", host, "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_REQUESTS)},
+            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_REQUESTS * (1 + len(narrow)))},
             start_new_session=True,
         )
     deadline = time.monotonic() + timeout
@@ -105,7 +116,11 @@ def start(host: str = "127.0.0.1", timeout: float = 60) -> S3Server:
     iam = boto3.client(
         "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="setup", aws_secret_access_key="setup"
     )
-    iam.create_user(UserName="raybake")
-    iam.put_user_policy(UserName="raybake", PolicyName="s3", PolicyDocument=json.dumps(POLICY))
-    key = iam.create_access_key(UserName="raybake")["AccessKey"]
-    return S3Server(process, endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+    keys = {}
+    for user, policy in [("raybake", POLICY), *((f"only-{b}", bucket_policy(b)) for b in narrow)]:
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+    narrowed = {b: keys[f"only-{b}"] for b in narrow}
+    return S3Server(process, endpoint, *keys["raybake"], narrow=narrowed)

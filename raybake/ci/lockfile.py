@@ -29,7 +29,6 @@ from pathlib import Path
 from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import ROOT
 
-INDEX = "https://pypi.org/simple"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;#\\]+)", re.MULTILINE)
 # Installed in the image from its own index (docker/Dockerfile), so never in the image's lock.
 OWN_INDEX = ("torch",)
@@ -50,8 +49,9 @@ LOCKS = (CLIENT, IMAGE, MODEL)
 
 
 def _env() -> dict[str, str]:
-    # The index alone: a local wheel (torch's CPU build) or a mirror would lock files GitHub cannot get.
-    ignored = ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_CONSTRAINT")
+    # pip's default index alone (PyPI): a local wheel (torch's CPU build) or a mirror named by the
+    # environment or a pip config would lock files GitHub cannot get.
+    ignored = ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_CONSTRAINT", "PIP_NO_INDEX")
     return {**{k: v for k, v in os.environ.items() if k not in ignored}, "PIP_CONFIG_FILE": os.devnull}
 
 
@@ -70,8 +70,6 @@ def compile_command(lock: Lock) -> list[str]:
         "--no-header",
         "--no-emit-index-url",
         "--no-emit-find-links",
-        "--index-url",
-        INDEX,
         "--output-file",
         str(lock.lock.relative_to(ROOT)),
         source,
@@ -105,8 +103,6 @@ def _write_model() -> None:
                 "--quiet",
                 "--no-deps",
                 "--only-binary=:all:",
-                "--index-url",
-                INDEX,
                 "-d",
                 folder,
                 requirement,
@@ -125,9 +121,32 @@ def write(lock: Lock) -> None:
         _run(compile_command(lock), stdin=image_input(lock))
         # pip-compile names stdin `-`; the lock says where its pins come from.
         text = re.sub(r"(#\s+(?:via )?-r) -$", rf"\1 {lock.source.name}", lock.lock.read_text(), flags=re.MULTILINE)
-        lock.lock.write_text(text)
+        lock.lock.write_text(without_own_index(text))
     else:
         _run(compile_command(lock))
+
+
+_BLOCK = re.compile(r"^(?=[A-Za-z0-9])", re.MULTILINE)
+
+
+def without_own_index(text: str) -> str:
+    """The image lock less what comes from its own index: torch (a dependency of another pin,
+    sentence-transformers, so pip-compile locks it) and every package only it needs (its CUDA
+    wheels), which its own Dockerfile step installs with it from that index."""
+    blocks = {_block_name(b): b for b in _BLOCK.split(text) if b.strip()}
+    # What each package is there for: `# via NAME`, or one `#   NAME` per line under `# via`.
+    vias = {
+        name: set(re.findall(r"#\s+(?:via\s+)?([A-Za-z0-9][A-Za-z0-9._-]*|-r \S+)\s*$", block, re.MULTILINE)) - {"via"}
+        for name, block in blocks.items()
+    }
+    dropped = set(OWN_INDEX)
+    while more := {n for n, via in vias.items() if n not in dropped and via and via <= dropped}:
+        dropped |= more
+    return "".join(b for name, b in blocks.items() if name not in dropped)
+
+
+def _block_name(block: str) -> str:
+    return block.split("==", 1)[0].strip().lower().replace("_", "-")
 
 
 def _pins(text: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from raybake.kube.kuberay import cluster_selector
 from raybake.kube.manifests import to_yaml
 from raybake.kube.portforward import Forward
 from raybake.result import AlreadySubmitted, JobResult, ended
-from raybake.spec import JobSpec, shown_entrypoint
+from raybake.spec import SPEC_VARIABLE, JobSpec, shown_entrypoint
 from raybake.versions import ROOT, origin_env, ray_version
 
 if TYPE_CHECKING:
@@ -45,10 +45,20 @@ def read_token(settings: Settings, default_file: Path | None = None) -> str | No
     token = os.environ.get(settings.token_env)
     if token:
         return token.strip()
-    for path in (settings.token_file, os.environ.get("RAY_AUTH_TOKEN_PATH"), default_file):
+    return read_token_file(settings.token_file, os.environ.get("RAY_AUTH_TOKEN_PATH"), default_file)
+
+
+def read_token_file(*paths: str | Path | None) -> str | None:
+    """The token in the first of these files that exists."""
+    for path in paths:
         if path and Path(path).expanduser().is_file():
             return Path(path).expanduser().read_text().strip()
     return None
+
+
+def shown_env(env_vars: dict[str, str]) -> dict[str, str]:
+    """A runtime env's variables as a dry run prints them: the options stand under `options`."""
+    return {k: "<the options above>" if k == SPEC_VARIABLE else v for k, v in env_vars.items()}
 
 
 def check_reachable(url: str, timeout: float) -> None:
@@ -256,6 +266,10 @@ class AddressBackend(Backend):
         # Where the object store is (not who may use it: credentials are the nodes' environment).
         store = objectstore.job_env(self.settings)
         env: dict[str, Any] = {**placed.uploads, "env_vars": {**origin_env(), **store}}
+        if not placed.runs.entrypoint:
+            # The options, out of the entrypoint that every job listing and process list shows:
+            # the job's runtime env opens only to this cluster's token.
+            env["env_vars"][SPEC_VARIABLE] = placed.runs.encoded()
         if self.ships_job:
             env["py_modules"] = [str(ROOT / "job")]
             # Bytecode caches change the package's hash, and with it the job's warm workers' pool.
@@ -273,11 +287,13 @@ class AddressBackend(Backend):
         return spec.command()
 
     def describe(self, placed: Placed) -> str:
+        runtime_env = self.runtime_env(placed)
         return to_yaml(
             {
                 "url": self.url,
-                "entrypoint": shown_entrypoint(self.entrypoint(placed.runs)),
-                "runtime_env": self.runtime_env(placed),
+                "entrypoint": self.entrypoint(placed.runs),
+                "options": shown_entrypoint(self.entrypoint(placed.runs), runtime_env["env_vars"]),
+                "runtime_env": {**runtime_env, "env_vars": shown_env(runtime_env["env_vars"])},
             }
         )
 
@@ -387,7 +403,7 @@ class AddressBackend(Backend):
                     "id": job.submission_id or job.job_id,
                     "status": str(job.status.value),
                     "start": job.start_time,
-                    "entrypoint": shown_entrypoint(job.entrypoint),
+                    "entrypoint": shown_entrypoint(job.entrypoint, (job.runtime_env or {}).get("env_vars")),
                     "lineage": (job.metadata or {}).get("raybake.lineage", ""),
                     "identity": json.loads((job.metadata or {}).get("raybake.identity") or "{}"),
                 }

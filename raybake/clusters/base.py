@@ -36,8 +36,11 @@ class Placed:
 
 
 class Backend(ABC):
-    # Whether this machine's object-store credentials are the job's: a RayJob's come from its Secret.
-    credentials_here = True
+    @property
+    def credentials_here(self) -> bool:
+        """Whether this machine's object-store credentials are the job's: on raybake's embedded
+        Ray only; a RayJob's come from its Secret, an existing cluster's from its nodes."""
+        return False
 
     def image_identity(self) -> str:
         """What the job's code comes from, for its id (raybake/identity.py); default: not known."""

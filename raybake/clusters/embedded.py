@@ -9,9 +9,10 @@ start, in a file of its own (mode 0600, beside the state file), given to `ray st
 RAY_AUTH_TOKEN_PATH. Whether ~/.ray/auth_token exists, or RAY_AUTH_TOKEN is set for a
 production cluster, changes nothing: the head gets an environment that names neither.
 
-It binds only ports it chose: the dashboard and GCS ports of the settings, free ports for every
-other service (Ray's defaults, such as the dashboard agent's 52365, would collide with any
-other Ray on the machine, and the job API fails with "No available agent").
+It listens on loopback only (`--node-ip-address`, `--dashboard-host`), on ports it chose: the
+dashboard and GCS ports of the settings, free ports for every other service (Ray's defaults,
+such as the dashboard agent's 52365, would collide with any other Ray on the machine, and the
+job API fails with "No available agent").
 """
 
 from __future__ import annotations
@@ -57,18 +58,20 @@ WORKER_PORTS = 200
 # head outlives the shell that started it and its jobs see its environment, and a deny-list
 # passes whatever secret nobody listed (a company's API key, a database URL with its password);
 # an allow-list can only miss a setting, which shows as a job that fails, not as a leak.
-# Credentials a job needs come from files: ~/.aws, GOOGLE_APPLICATION_CREDENTIALS, Hugging
-# Face's token file.
+# No object store's variables: the credentials of a job's own URIs go to that job alone
+# (raybake/clusters/local.py), and Hugging Face's token is its file under HOME.
 KEPT_NAMES = frozenset(
     {
         *("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM"),
         *("VIRTUAL_ENV", "PYTHONPATH", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS"),
         *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
         *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"),
-        *("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"),
-        *("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS"),
     }
 )
+# Ray turns `--node-ip-address=127.0.0.1` into the machine's own address unless it is told the
+# cluster is this machine alone (its switch for laptops); only a node whose address is loopback
+# binds its GCS, raylet and agents to loopback instead of every interface.
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 KEPT_PREFIXES = ("LC_", "XDG_", "HF_", "TRANSFORMERS_", "TORCH_", "NVIDIA_", "RAY_")
 # Under a kept prefix, a name that says it holds a secret or an address stays behind all the same
 # (HF_TOKEN, RAY_AUTH_TOKEN, RAY_AUTH_MODE, RAY_ADDRESS).
@@ -143,7 +146,7 @@ def head_environ(environ: Mapping[str, str], *, token_file: Path) -> dict[str, s
     }
     interpreter_bin = str(Path(sys.executable).parent)
     kept["PATH"] = os.pathsep.join([interpreter_bin, *(p for p in kept.get("PATH", "").split(os.pathsep) if p)])
-    return {**kept, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    return {**kept, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file), **LOOPBACK}
 
 
 def _command_line(pid: int) -> str:
@@ -215,12 +218,13 @@ def ensure_running(settings: Settings) -> Head | None:
         raise AssertionError("unreachable")
 
 
-def _write_token(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_private(path: Path, text: str) -> None:
+    """A file only this user reads (mode 0600 from its creation), in a folder only this user lists."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32))
+        handle.write(text)
 
 
 def _start(settings: Settings) -> Head:
@@ -229,7 +233,7 @@ def _start(settings: Settings) -> Head:
     # Under /tmp, not the project: Ray's socket paths inside it must fit in 107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="raybake-ray-", dir="/tmp")
     token_file = state.path_of(settings).with_name(f"local-ray-{dashboard}.token")
-    _write_token(token_file)
+    write_private(token_file, secrets.token_hex(32))
     command = [
         sys.executable,  # the client's interpreter: the head, its workers and its jobs run on it
         "-m",
@@ -238,6 +242,9 @@ def _start(settings: Settings) -> Head:
         "--head",
         "--block",
         f"--temp-dir={temp_dir}",
+        # Every service of the node on loopback: without it the GCS, raylet, object manager,
+        # metrics and agent ports bind every interface.
+        f"--node-ip-address={HOST}",
         f"--dashboard-host={HOST}",
         f"--dashboard-port={dashboard}",
         f"--port={gcs}",

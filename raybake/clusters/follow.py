@@ -3,7 +3,9 @@
 The job prints progress lines in the format documented once, on job.run.Progress:
 `raybake-progress bytes=B/T docs=D shards=S/N rate=R/s eta=Es`. The bar counts corpus bytes
 (known from the plan before any document is read) and shows documents, their rate and the ETA;
-every other line passes through unchanged.
+every other line passes through unchanged, but for a Python traceback: the job ends a failure
+with one line that names its cause (job/failure.py), and the traceback stays in its log, for
+`invoke logs`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from raybake import console
+from raybake.spec import TRACEBACK_BEGIN, TRACEBACK_END
 
 PROGRESS = re.compile(
     r"raybake-progress bytes=(?P<done>\d+)/(?P<total>\d+) docs=(?P<docs>\d+) "
@@ -25,6 +28,13 @@ CATCH_UP_CHECK = 4096
 # The job measures its own rate and ETA; log lines reach us in bursts, so a rate timed here
 # would be off by orders of magnitude.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
+# Ray prefixes a worker's lines with where they come from, coloured: `(PoolWorker pid=12, ip=10.0.0.3) `.
+COLOUR = r"(?:\x1b\[[0-9;]*m)*"
+SOURCE = re.compile(rf"^{COLOUR}\([^)]*pid=\d+[^)]*\){COLOUR} ")
+TRACEBACK = "Traceback (most recent call last):"
+# The lines between two tracebacks of one chain.
+CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
+HIDDEN = "(a traceback: `invoke logs --job ID` shows it)"
 
 
 class LogPrinter:
@@ -38,6 +48,9 @@ class LogPrinter:
         self.partial = ""
         # How much of the log was fed, and its last characters: what `catch_up` checks against.
         self.fed, self.fed_tail = 0, ""
+        # Inside the job's "marked" traceback, "inside" another, just "after" one (a chained one may
+        # follow), or "": its lines are skipped.
+        self.traceback = ""
 
     def feed(self, chunk: str) -> None:
         self.fed += len(chunk)
@@ -64,6 +77,8 @@ class LogPrinter:
             self.bar = None
 
     def line(self, line: str) -> None:
+        if self._traceback(SOURCE.sub("", line)):
+            return
         match = PROGRESS.search(line)
         if match and self.show_bar:
             done, total = int(match["done"]), int(match["total"])
@@ -85,6 +100,38 @@ class LogPrinter:
                 f"shards {match['shards']}/{match['shards_total']}"
             )
             return
+        self._print(line)
+
+    def _traceback(self, text: str) -> bool:
+        """Whether the line belongs to a traceback (and is not printed); one note stands for it.
+        The job's own comes between its markers; another process's (a worker's, forwarded by
+        Ray) is known by Python's header and its indented lines."""
+        if text == TRACEBACK_BEGIN:
+            self._print(HIDDEN)
+            self.traceback = "marked"
+            return True
+        if self.traceback == "marked":
+            self.traceback = "" if text == TRACEBACK_END else "marked"
+            return True
+        if text.startswith(TRACEBACK):
+            if not self.traceback:
+                self._print(HIDDEN)
+            self.traceback = "inside"
+            return True
+        if not self.traceback:
+            return False
+        blank = not text.strip()
+        if self.traceback == "inside" and (blank or text[0].isspace()):
+            return True
+        if self.traceback == "inside":
+            self.traceback = "after"  # the exception's own line; a chained traceback may follow
+            return True
+        if blank or text.startswith(CHAINED):
+            return True
+        self.traceback = ""
+        return False
+
+    def _print(self, line: str) -> None:
         if self.bar is not None:
             self.bar.write(line, file=self.out)
         else:

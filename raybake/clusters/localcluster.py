@@ -7,9 +7,10 @@ is valid in the job, and what the workers write appears on the host.
 
 Ray token auth is on, as on every cluster raybake makes: the containers' IPs on the bridge
 network are reachable by any local user, who could otherwise submit jobs that run as you on a
-project directory mounted read-write. The token is made at `up`, kept in a 0600 file beside the
-state file, given to each container in its environment and read by the client from the file;
-`down` removes it.
+project directory mounted read-write. The token is made at `up`, kept in a file in a folder
+only this user opens (beside the state file), mounted read-only into each container
+(RAY_AUTH_TOKEN_PATH: never in a container's environment, which `docker inspect` and every job
+show) and read by the client from the file; `down` removes it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ START_TIMEOUT_S = 180
 SHM_SIZE = "1g"
 OBJECT_STORE_BYTES = 256 * 1024**2
 USER = re.compile(r"^\d+(:\d+)?$")
+# Where each container finds the cluster's token, and what tells Ray to use it.
+TOKEN_MOUNT = "/run/raybake/ray-token"
+TOKEN_ENVIRONMENT = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": TOKEN_MOUNT, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @dataclass(frozen=True)
@@ -115,17 +119,17 @@ def up(
     name = settings.cluster_name
     labels = {LABEL: name}
     network = client.networks.create(name, labels=labels) if not client.networks.list(names=[name]) else None
-    token_file = new_token_file(settings)
+    token_file = new_token_file(settings, other_user=user is not None)
     common = {
         "detach": True,
         "network": name,
         "labels": labels,
         "shm_size": SHM_SIZE,
-        "volumes": {data: {"bind": data, "mode": "rw"}},
+        "volumes": {data: {"bind": data, "mode": "rw"}, str(token_file): {"bind": TOKEN_MOUNT, "mode": "ro"}},
         "user": user or f"{os.getuid()}:{os.getgid()}",
         "environment": {
             **(read_env_file(Path(env_file)) if env_file else {}),
-            **token_environment(token_file.read_text()),
+            **TOKEN_ENVIRONMENT,
         },
     }
     head_name = f"{name}-head"
@@ -207,25 +211,20 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def token_path(settings: Settings) -> Path:
-    return state.path_of(settings).parent / f"{settings.cluster_name}.ray-token"
+    return state.path_of(settings).parent / "cluster-tokens" / f"{settings.cluster_name}.ray-token"
 
 
-def new_token_file(settings: Settings) -> Path:
-    """A fresh token in a file only this user reads: the client's copy and the containers' mount."""
+def new_token_file(settings: Settings, *, other_user: bool = False) -> Path:
+    """A fresh token in a file under a folder only this user opens (0700): the client's copy and
+    the containers' read-only mount. Containers that run as another user (`--user`) must read the
+    file itself, so theirs is 0644 behind that folder; everyone else's 0600."""
+    from raybake.clusters.embedded import write_private
+
     path = token_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_hex(32))
+    write_private(path, secrets.token_hex(32))
+    if other_user:
+        path.chmod(0o644)
     return path
-
-
-def token_environment(token: str) -> dict[str, str]:
-    """Token auth in each container's environment: the containers may run as another user
-    (`--user`), who could not read our 0600 file, and whoever can `docker inspect` them can
-    `docker exec` into them anyway."""
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token.strip(), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _node(

@@ -57,9 +57,6 @@ class RayJobBackend(Backend):
     def prepare(self, spec: JobSpec) -> Placed:
         return transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib)
 
-    # The pods' object-store credentials come from their Secret, not from this machine.
-    credentials_here = False
-
     def image_identity(self) -> str:
         return image_for(self.settings)
 
@@ -79,17 +76,22 @@ class RayJobBackend(Backend):
         )
         return manifest
 
-    def companions(self, name: str, token: str) -> list[dict[str, Any]]:
-        """What goes with the RayJob: its Ray token's Secret, and the NetworkPolicy if asked for."""
+    def companions(self, placed: Placed, token: str) -> list[dict[str, Any]]:
+        """What goes with the RayJob: its Ray token's Secret, its options' Secret, and the
+        NetworkPolicy if asked for."""
+        name = placed.name
         found = [manifests.token_secret(name, token)]
+        if not placed.runs.entrypoint:
+            found.append(manifests.spec_secret(name, placed.runs))
         if self.settings.network_policy:
             found.append(manifests.network_policy(name))
         return found
 
     def describe(self, placed: Placed) -> str:
         manifest = self.manifest(placed)
-        shown = manifests.to_yaml(manifest, *self.companions(placed.name, "token"))
-        return f"# {manifests.lifetime_note(manifest)}\n{shown}"
+        shown = manifests.to_yaml(manifest, *self.companions(placed, "token"))
+        options = f"# the job's options, from its Secret: {placed.runs.shown_command()}\n"
+        return f"# {manifests.lifetime_note(manifest)}\n{'' if placed.runs.entrypoint else options}{shown}"
 
     def submit(self, placed: Placed) -> str:
         manifest = self.manifest(placed)
@@ -102,7 +104,7 @@ class RayJobBackend(Backend):
         state.record_job_token(self.settings, self.kube.namespace, name, token)
         try:
             # Owned by the RayJob: they go when it goes. Until the Secret exists the pods wait for it.
-            for companion in self.companions(name, token):
+            for companion in self.companions(placed, token):
                 self.kube.create_owned(companion, created)
         except RaybakeError as exc:
             self._delete(name)

@@ -20,7 +20,7 @@ from raybake.config import RAY_DASHBOARD_PORT, Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.kube import kueue, pods
 from raybake.kube.kuberay import API_VERSION, MANAGED_BY, NODE_TYPE_LABEL
-from raybake.spec import JobSpec, shown_entrypoint
+from raybake.spec import SPEC_VARIABLE, JobSpec, shown_entrypoint
 
 # KubeRay names the cluster and its services after the RayJob: a DNS-1035 label of at most 47.
 MAX_NAME = 47
@@ -33,6 +33,8 @@ JOB_LABEL = "raybake.io/job"
 TOKEN_KEY = "auth_token"
 # KubeRay's operator submits the job over HTTP: it adds no container (docs/clusters.md).
 SUBMISSION_MODE = "HTTPMode"
+# The key of the job's options in their Secret.
+SPEC_KEY = "spec"
 # What a runtime env value may hold: no character any shell gives a meaning to.
 SHELL_INERT = re.compile(r"[A-Za-z0-9_.:/@+=,-]*")
 
@@ -250,6 +252,9 @@ def rayjob(
             ExitCode.REFUSED,
         )
     env = image_env(image)
+    # The driver runs on the head: its options come from the job's Secret, never the entrypoint,
+    # which etcd keeps in the RayJob and the operator sends to the head.
+    head_env = env if spec.entrypoint else [*env, spec_env(name)]
     job: dict[str, Any] = {
         # InteractiveMode: KubeRay makes the cluster and waits; raybake submits with the upload.
         # HTTPMode: the operator posts the job to the head's dashboard itself, so no submitter
@@ -272,7 +277,7 @@ def rayjob(
     job["rayClusterSpec"] = {
         "rayVersion": ray_version,
         "authOptions": token_auth(name),
-        "headGroupSpec": head_group(image=image, settings=settings, env=env, job=name),
+        "headGroupSpec": head_group(image=image, settings=settings, env=head_env, job=name),
         "workerGroupSpecs": [worker_group(image=image, settings=settings, env=env, job=name)],
     }
     labels = {
@@ -364,6 +369,27 @@ def token_secret(job: str, token: str) -> dict[str, Any]:
     }
 
 
+def spec_secret_name(job: str) -> str:
+    return f"{job}-spec"
+
+
+def spec_env(job: str) -> dict[str, Any]:
+    """The head's variable that holds the job's options, read from the job's own Secret."""
+    return {"name": SPEC_VARIABLE, "valueFrom": {"secretKeyRef": {"name": spec_secret_name(job), "key": SPEC_KEY}}}
+
+
+def spec_secret(job: str, spec: JobSpec) -> dict[str, Any]:
+    """The Secret that carries the job's options to its driver: a presigned URL's signature or a
+    `user:pass@` in them is readable only where the namespace's Secrets are."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _owned(spec_secret_name(job), job),
+        "type": "Opaque",
+        "stringData": {SPEC_KEY: spec.encoded()},
+    }
+
+
 def network_policy(job: str) -> dict[str, Any]:
     """Only the job's own pods (workers, head) reach its head.
 
@@ -390,6 +416,8 @@ def network_policy(job: str) -> dict[str, Any]:
 
 def redacted(value: Any, key: str = "") -> Any:
     """A copy with secret-looking values replaced: environment entries, keys, embedded runtime envs."""
+    if key == "stringData" and isinstance(value, dict):
+        return dict.fromkeys(value, REDACTED)
     if isinstance(value, dict):
         if SECRET.search(str(value.get("name", ""))) and "value" in value:
             return {**value, "value": REDACTED}
@@ -400,8 +428,6 @@ def redacted(value: Any, key: str = "") -> Any:
         return shown_entrypoint(value)
     if isinstance(value, str) and key == "runtimeEnvYAML":
         return yaml.safe_dump(redacted(yaml.safe_load(value)), sort_keys=True)
-    if key == "stringData" and isinstance(value, dict):
-        return dict.fromkeys(value, REDACTED)
     # A Secret's name (authOptions.secretName) says where a secret is, not what it is; a boolean
     # is a switch (automountServiceAccountToken), never a secret.
     if SECRET.search(key) and not key.endswith("Name") and value not in (None, "") and not isinstance(value, bool):

@@ -45,6 +45,14 @@ def test_the_cluster_refuses_a_request_without_its_token(cluster: localcluster.C
     assert localcluster.alive_nodes(cluster.url, token=cluster.token()) == 3
 
 
+def test_the_token_is_a_read_only_file_in_each_container_never_its_environment(settings, cluster):
+    token = cluster.token()
+    for container in localcluster.find(settings):
+        assert not [v for v in container.attrs["Config"]["Env"] if token in v], container.name
+        (mount,) = [m for m in container.attrs["Mounts"] if m["Destination"] == localcluster.TOKEN_MOUNT]
+        assert mount["RW"] is False and mount["Source"] == cluster.token_file
+
+
 def test_a_second_up_is_refused(settings: Settings, cluster: localcluster.Cluster):
     with pytest.raises(RaybakeError, match="already up"):
         localcluster.up(settings, workers=1, image=cluster.image)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kuberay_submitter import http_submit, run_submitter
-from raycluster import clean_environ
+from raycluster import clean_environ, start_head
 
 from raybake.clusters.rayjob import RayJobBackend
 from raybake.config import Settings
@@ -38,18 +38,29 @@ def submitter_env(head) -> dict[str, str]:
     return {**clean_environ(), "PATH": path, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token}
 
 
-def rendered(spec: JobSpec, mode: str = "K8sJobMode") -> dict:
+def rendered(spec: JobSpec, mode: str = "K8sJobMode") -> tuple[dict, dict[str, str]]:
     """raybake's RayJob for the spec, and the image's job/ as this checkout's: a py_module that
-    `ray job submit` uploads, or on PYTHONPATH for the operator's request (which uploads nothing)."""
+    `ray job submit` uploads, or on PYTHONPATH for the operator's request (which uploads nothing);
+    and the head container's environment as the kubelet gives it, secretKeyRefs resolved from the
+    job's own Secrets (the job's options come from there)."""
     backend = RayJobBackend(Settings(backend="rayjob", image="raybake:test"))
-    manifest = backend.manifest(backend.prepare(spec))
+    placed = backend.prepare(spec)
+    manifest = backend.manifest(placed)
     runtime_env = yaml.safe_load(manifest["spec"]["runtimeEnvYAML"])
     if mode == "HTTPMode":
         runtime_env["env_vars"]["PYTHONPATH"] = str(ROOT)
     else:
         runtime_env["py_modules"] = [str(ROOT / "job")]
     manifest["spec"]["runtimeEnvYAML"] = yaml.safe_dump(runtime_env)
-    return manifest
+    secrets = {
+        s["metadata"]["name"]: s["stringData"] for s in backend.companions(placed, "t0ken") if s["kind"] == "Secret"
+    }
+    (head,) = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    env = {}
+    for entry in head["env"]:
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        env[entry["name"]] = secrets[ref["name"]][ref["key"]] if ref else entry["value"]
+    return manifest, env
 
 
 def pwned(*folders: Path) -> list[Path]:
@@ -57,34 +68,42 @@ def pwned(*folders: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("mode", ["HTTPMode", "K8sJobMode"])
-def test_a_hostile_corpus_name_reaches_the_job_as_data_through_kuberays_submission(ray_head, tmp_path, mode):
+def test_a_hostile_corpus_name_reaches_the_job_as_data_through_kuberays_submission(tmp_path, mode):
     corpus = tmp_path / HOSTILE
     shutil.copytree(EXAMPLE, corpus)
     out = tmp_path / f"out {HOSTILE}"
     spec = JobSpec(corpus=f"cluster:{corpus}", output=f"cluster:{out}", name=f"rbt-hostile-{mode.lower()}")
-    manifest = rendered(spec, mode)
+    manifest, head_env = rendered(spec, mode)
     assert manifest["spec"]["submissionMode"] == "HTTPMode"
     manifest["spec"]["submissionMode"] = mode
-    # Nothing the user named is in the runtime env (KubeRay's other modes paste it into bash).
-    assert HOSTILE not in manifest["spec"]["runtimeEnvYAML"] and "pwned" not in manifest["spec"]["runtimeEnvYAML"]
+    # Nothing the user named is in the entrypoint or the runtime env (KubeRay's other modes paste
+    # both into bash).
+    for text in (manifest["spec"]["entrypoint"], manifest["spec"]["runtimeEnvYAML"]):
+        assert HOSTILE not in text and "pwned" not in text
 
-    if mode == "HTTPMode":
-        # The operator's request; the job runs in the head's working directory, as on a cluster.
-        info = http_submit(manifest, address=ray_head.url, token=ray_head.token or "")
-        assert info["status"] == "SUCCEEDED", (info.get("message"), info["logs"][-3000:])
-        log = info["logs"]
-    else:
-        done = run_submitter(manifest, address=ray_head.url, env=submitter_env(ray_head), cwd=tmp_path)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        log = done.stdout
+    # The head pod's environment, as the kubelet sets it from the job's Secret: the driver's.
+    head = start_head(num_cpus=2, auth_mode="token", env=head_env)
+    try:
+        if mode == "HTTPMode":
+            # The operator's request; the job runs in the head's working directory, as on a cluster.
+            info = http_submit(manifest, address=head.url, token=head.token or "")
+            assert info["status"] == "SUCCEEDED", (info.get("message"), info["logs"][-3000:])
+            log = info["logs"]
+        else:
+            done = run_submitter(manifest, address=head.url, env=submitter_env(head), cwd=tmp_path)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            log = done.stdout
+        temp_dir = head.temp_dir
+    finally:
+        head.stop()
     assert "raybake: done: 41 ok" in log, log[-3000:]
     assert json.loads((out / "manifest.json").read_text())["spec"]["corpus"] == str(corpus)
-    assert pwned(tmp_path, ROOT, Path(ray_head.temp_dir)) == []
+    assert pwned(tmp_path, ROOT, Path(temp_dir)) == []
 
 
 def test_the_harness_sees_a_shell_act_on_a_name_in_the_runtime_env(ray_head, tmp_path):
     """The control: the same line with the name raw in the runtime env does run `touch pwned2`."""
-    manifest = rendered(JobSpec(corpus="cluster:/nonexistent", output="cluster:/tmp/x", name="rbt-hostile-control"))
+    manifest, _ = rendered(JobSpec(corpus="cluster:/nonexistent", output="cluster:/tmp/x", name="rbt-hostile-control"))
     manifest["spec"]["runtimeEnvYAML"] = yaml.safe_dump({"env_vars": {"CORPUS": HOSTILE}})
     manifest["spec"]["entrypoint"] = "python -c pass"
     run_submitter(manifest, address=ray_head.url, env=submitter_env(ray_head), cwd=tmp_path)

@@ -11,6 +11,7 @@ The module's heads: the user's (tests/raycluster.py) and the one the first submi
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from raycluster import clean_environ, free_port, start_users_head
+from raycluster import clean_environ, free_port, listening, start_users_head
 
 from raybake.clusters.embedded import SERVICE_PORTS, answers
 from raybake.versions import ROOT
@@ -94,6 +95,12 @@ def worker_pids(log: str) -> set[int]:
     return {int(pid) for pid in re.findall(r"worker on \S+ \(pid (\d+)\)", log)}
 
 
+def loopback(ip: str) -> bool:
+    """127.0.0.1, also as an IPv6 socket's IPv4-mapped address (::ffff:127.0.0.1); never :: or 0.0.0.0."""
+    address = ipaddress.ip_address(ip)
+    return str(getattr(address, "ipv4_mapped", None) or address) == "127.0.0.1"
+
+
 def http_status(url: str, token: str) -> int:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
@@ -137,6 +144,11 @@ def test_the_local_ray_has_a_token_of_its_own_and_binds_only_ports_it_chose(firs
     command = Path(f"/proc/{head['pid']}/cmdline").read_bytes().decode().split("\0")
     assert {arg.split("=")[0].removeprefix("--") for arg in command if arg.startswith("--")} >= set(SERVICE_PORTS)
     assert "--dashboard-agent-listen-port=52365" not in command
+    # Loopback means loopback: every socket the head's processes listen on (GCS, raylet, object
+    # manager, metrics, agents, dashboard, workers) is bound to 127.0.0.1, none to all interfaces.
+    bound = listening(head["pid"])
+    assert bound and all(loopback(ip) for ip, _ in bound), sorted(bound)
+    assert head["dashboard_port"] in {port for _, port in bound}
     # The job ran on the interpreter that started the head, not on a `python` from PATH.
     entrypoint = run(env_for(machine, "home-without"), "jobs").stdout.split(maxsplit=2)[2]
     assert Path(entrypoint.split()[0]).parent == Path(sys.executable).parent

@@ -29,7 +29,7 @@ def test_a_tagged_pod_is_known_by_the_digest_the_kubelet_pulled():
 
 def test_a_local_tag_matches_the_pod_that_runs_it_whatever_digest_the_node_gives_it():
     # kind: the image `kind load` put on the node, by tag; the kubelet adds the node's digest.
-    running = running_images([pod("raybake:cpu-1a2b", f"docker.io/library/raybake@{DIGEST}")])
+    running = running_images([pod("raybake:cpu-1a2b", f"registry.example/library/raybake@{DIGEST}")])
     assert image_problem(running=running, expected="raybake:cpu-1a2b") is None
     assert "raybake:cpu-1a2b" in image_problem(running=running, expected="raybake:cpu-9z9z")
 

@@ -36,3 +36,42 @@ def test_catch_up_from_a_log_that_does_not_continue_the_stream_prints_nothing_tw
     printer.catch_up("first\n")  # shorter than what was fed
     printer.close()
     assert out.getvalue().splitlines() == ["first", "second"]
+
+
+def test_a_traceback_is_one_note_and_the_jobs_last_line_stays():
+    """The job's own traceback between its markers, and a worker's that Ray forwards, coloured and
+    prefixed: each is one note; every other line passes through."""
+    worker = "\x1b[36m(PoolWorker pid=7, ip=10.0.0.3)\x1b[0m "
+    log = "\n".join(
+        [
+            "raybake: corpus 'c': 1 file(s)",
+            f"{worker}Traceback (most recent call last):",
+            f'{worker}  File "w.py", line 1, in f',
+            f"{worker}OSError: worker",
+            "",
+            "The above exception was the direct cause of the following exception:",
+            "",
+            "Traceback (most recent call last):",
+            '  File "x.py", line 2',
+            "RuntimeError: chained",
+            "raybake-traceback-begin",
+            "Traceback (most recent call last):",
+            "ActorDiedError: The actor died because of an error raised in its creation task",
+            '  File "y.py", line 3',
+            "OSError: /m is not a valid model identifier",
+            "raybake-traceback-end",
+            "raybake: error: the model cannot be loaded (...); check --model",
+            "",
+        ]
+    )
+    out = io.StringIO()
+    printer = LogPrinter(out, bar=False)
+    printer.feed(log)
+    printer.close()
+    note = "(a traceback: `invoke logs --job ID` shows it)"
+    assert out.getvalue().splitlines() == [
+        "raybake: corpus 'c': 1 file(s)",
+        note,
+        note,
+        "raybake: error: the model cannot be loaded (...); check --model",
+    ]

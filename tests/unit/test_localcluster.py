@@ -71,8 +71,14 @@ def test_the_docker_cluster_asks_for_a_token_of_its_own_that_only_its_client_rea
     monkeypatch.setenv("RAY_AUTH_TOKEN", "planted-user-token")
     path = localcluster.new_token_file(settings)
     assert path.stat().st_mode & 0o777 == 0o600 and len(path.read_text()) == 64
-    env = localcluster.token_environment(path.read_text())
-    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == path.read_text()
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    # Containers as another user read the file itself: only the folder keeps others out.
+    assert localcluster.new_token_file(settings, other_user=True).stat().st_mode & 0o777 == 0o644
+    # The containers read it from a read-only mount, never from their environment.
+    env = localcluster.TOKEN_ENVIRONMENT
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == localcluster.TOKEN_MOUNT
+    assert path.read_text() not in str(env)
+    path = localcluster.new_token_file(settings)
     cluster = dataclasses.replace(localcluster.at(settings, URL), token_file=str(path))
     state.record_cluster(settings, "raybake", {**cluster.__dict__, "containers": list(cluster.containers)})
     backend = backend_for(dataclasses.replace(settings, backend="address", address=URL))

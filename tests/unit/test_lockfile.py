@@ -56,3 +56,16 @@ def test_the_image_lock_follows_requirements_txt_but_torch(tmp_path: Path):
 def test_the_pip_compile_input_of_the_image_lock_has_no_torch():
     assert lockfile.compile_command(lockfile.IMAGE)[-1] == "-"
     assert "torch" not in lockfile.image_input() and "transformers==" in lockfile.image_input()
+
+
+def test_the_image_lock_leaves_out_torch_and_what_only_torch_needs():
+    """torch comes in by sentence-transformers; it and its CUDA wheels come from torch's own index."""
+    text = (
+        "nvidia-cublas==1 \\\n    --hash=sha256:a\n    # via\n    #   nvidia-cusolver\n    #   torch\n"
+        "nvidia-cusolver==1 \\\n    --hash=sha256:b\n    # via torch\n"
+        "numpy==2 \\\n    --hash=sha256:c\n    # via\n    #   -r requirements.txt\n    #   torch\n"
+        "sentence-transformers==6 \\\n    --hash=sha256:d\n    # via -r requirements.txt\n"
+        "torch==2 \\\n    --hash=sha256:e\n    # via sentence-transformers\n"
+    )
+    kept = lockfile.without_own_index(text)
+    assert [line.split("==")[0] for line in kept.splitlines() if "==" in line] == ["numpy", "sentence-transformers"]

@@ -367,9 +367,10 @@ def test_the_dry_run_of_submit_gpus_4_shows_all_of_it_and_validates(validator, t
     assert done.returncode == 0, done.stderr
     first, _, document = done.stdout.partition("\n")
     assert first.startswith("# after the job: workers deleted at once")
-    manifest, secret = yaml.safe_load_all(document)
+    manifest, secret, options = yaml.safe_load_all(document)
     validator.validate(manifest)
     assert secret["kind"] == "Secret" and secret["stringData"] == {"auth_token": "<redacted>"}
+    assert options["kind"] == "Secret" and options["stringData"] == {"spec": "<redacted>"}
     job = manifest["spec"]
     assert job["submissionMode"] == "HTTPMode"
     assert job["rayClusterSpec"]["authOptions"] == {"mode": "token", "secretName": secret["metadata"]["name"]}

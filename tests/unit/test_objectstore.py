@@ -69,7 +69,7 @@ def test_a_ca_bundle_from_a_configmap_or_secret_is_mounted_read_only_and_named_b
     jsonschema.Draft7Validator(crd_schema("rayjobs")).validate(manifest)
     key = source.rsplit("/", 1)[1]
     head = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    env = {e["name"]: e["value"] for e in head["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in head["containers"][0]["env"]}
     assert env["AWS_CA_BUNDLE"] == f"{objectstore.CA_MOUNT}/{key}"
     assert json.loads(env["FSSPEC_S3"]) == {"config_kwargs": {"s3": {"addressing_style": "path"}}}
     assert head["containers"][0]["volumeMounts"][-1] == {
@@ -215,3 +215,30 @@ def test_a_presigned_https_corpus_is_identified_by_its_etag_and_its_signature_is
         server.shutdown()
     captured = capsys.readouterr()
     assert "planted-signature" not in captured.out + captured.err
+
+
+def test_the_client_credentials_are_those_of_the_stores_the_uris_name_and_no_more():
+    environ = {
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_ENDPOINT_URL_S3": "http://env:9000",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/k.json",
+        "AZURE_STORAGE_ACCOUNT_KEY": "z",
+        "AZURE_CLIENT_SECRET": "not-adlfs",
+        "HF_TOKEN": "hf",
+        "AWS_EMPTY": "",
+    }
+    settings = Settings()
+    assert objectstore.credentials(["s3://b/c", "/tmp/out"], environ, settings=settings) == {
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_ENDPOINT_URL_S3": "http://env:9000",
+    }
+    assert objectstore.credentials(["gs://b/c", "az://b/o"], environ, settings=settings) == {
+        "GOOGLE_APPLICATION_CREDENTIALS": "/k.json",
+        "AZURE_STORAGE_ACCOUNT_KEY": "z",
+    }
+    assert objectstore.credentials(["https://h/c.jsonl", "/tmp/o"], environ, settings=settings) == {}
+    # Where the settings say the store is, theirs stays: the endpoint is not the environment's.
+    given = Settings(s3_endpoint="http://setting:9000")
+    assert "AWS_ENDPOINT_URL_S3" not in objectstore.credentials(["s3://b/c"], environ, settings=given)

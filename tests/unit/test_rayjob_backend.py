@@ -47,9 +47,15 @@ def test_submit_creates_a_valid_rayjob_the_operator_submits(capsys):
     assert created["spec"]["submissionMode"] == "HTTPMode"
     assert "created RayJob raybake-embed-1 in namespace ml" in capsys.readouterr().out
     # Token auth from a Secret raybake made for this job alone, deleted with the RayJob.
-    (secret,) = kube.owned
+    secret, options = kube.owned
     assert created["spec"]["rayClusterSpec"]["authOptions"]["secretName"] == secret["metadata"]["name"]
     assert secret["owner"] == "raybake-embed-1" and len(secret["stringData"]["auth_token"]) >= 32
+    # The options reach the driver from a Secret of their own, never through the entrypoint.
+    assert created["spec"]["entrypoint"] == "python -m job --spec-from env"
+    (head,) = created["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    ref = {"name": options["metadata"]["name"], "key": "spec"}
+    assert {"name": "RAYBAKE_SPEC", "valueFrom": {"secretKeyRef": ref}} in head["env"]
+    assert options["owner"] == "raybake-embed-1" and options["stringData"] == {"spec": SPEC.encoded()}
 
 
 def test_the_jobs_token_stays_on_this_client_readable_by_its_user_alone_and_goes_with_the_rayjob():
@@ -167,9 +173,12 @@ def test_a_local_corpus_makes_an_interactive_rayjob(tmp_path):
 
 def test_dry_run_needs_no_cluster_and_no_image_means_a_clear_error(capsys, tmp_path):
     assert submit(RayJobBackend(SETTINGS), SPEC, dry_run=True) == 0
-    rayjob, secret = yaml.safe_load_all(capsys.readouterr().out)
-    assert rayjob["kind"] == "RayJob" and rayjob["spec"]["entrypoint"] == SPEC.shown_command()
+    shown = capsys.readouterr().out
+    rayjob, secret, options = yaml.safe_load_all(shown)
+    assert rayjob["kind"] == "RayJob" and rayjob["spec"]["entrypoint"] == "python -m job --spec-from env"
+    assert f"# the job's options, from its Secret: {SPEC.shown_command()}\n" in shown
     assert secret["kind"] == "Secret" and secret["stringData"] == {"auth_token": "<redacted>"}
+    assert options["kind"] == "Secret" and options["stringData"] == {"spec": "<redacted>"}
     no_state = Settings(backend="rayjob", variant="cpu", state_file=str(tmp_path / "state.json"))
     with pytest.raises(RaybakeError, match="invoke push --variant cpu"):
         unpushed = RayJobBackend(no_state, kube=FakeKube())
@@ -199,10 +208,10 @@ def test_network_policy_is_created_and_shown_by_the_dry_run_when_asked(capsys):
     chosen = RayJobBackend(Settings(backend="rayjob", image=SETTINGS.image, network_policy=True), kube=FakeKube())
     assert submit(chosen, SPEC, dry_run=True) == 0
     kinds = [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out)]
-    assert kinds == ["RayJob", "Secret", "NetworkPolicy"]
+    assert kinds == ["RayJob", "Secret", "Secret", "NetworkPolicy"]
     chosen.kube.statuses = [STATUSES["succeeded"]]
     chosen.submit(chosen.prepare(SPEC))
-    assert [o["kind"] for o in chosen.kube.owned] == ["Secret", "NetworkPolicy"]
+    assert [o["kind"] for o in chosen.kube.owned] == ["Secret", "Secret", "NetworkPolicy"]
 
 
 def test_a_secret_that_cannot_be_made_takes_its_rayjob_with_it():

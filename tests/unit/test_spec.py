@@ -9,26 +9,47 @@ import pytest
 
 from job.__main__ import expand_spec
 from raybake.errors import RaybakeError
-from raybake.spec import JobSpec, shown_entrypoint, with_id
+from raybake.spec import SPEC_VARIABLE, JobSpec, shown_entrypoint, with_id
 
 
-def test_hostile_paths_reach_the_job_as_base64_that_no_shell_reads():
+def test_the_options_travel_out_of_band_as_base64_that_no_shell_reads(monkeypatch):
     corpus = 'my docs/$(rm -rf ~)/it\'s `x` "q";&x=1.jsonl'
     spec = JobSpec(corpus=corpus, output="out dir", model="$HOME", name="n")
-    words = shlex.split(spec.command())
-    assert words[:4] == ["python", "-m", "job", "--spec-b64"] and len(words) == 5
-    assert re.fullmatch(r"[A-Za-z0-9+/=]+", words[4])
-    assert expand_spec(words[3:]) == spec.arguments()
+    # The entrypoint names where the options are, never what they are.
+    assert shlex.split(spec.command()) == ["python", "-m", "job", "--spec-from", "env"]
+    assert re.fullmatch(r"[A-Za-z0-9+/=]+", spec.encoded())
+    monkeypatch.setenv(SPEC_VARIABLE, spec.encoded())
+    assert expand_spec(["--spec-from", "env"]) == spec.arguments()
+    assert expand_spec(["--check", "--spec-from", "stdin"], stdin=spec.encoded()) == ["--check", *spec.arguments()]
     assert spec.arguments()[:4] == ["--corpus", corpus, "--output", "out dir"]
 
 
-def test_a_credentialed_corpus_url_reaches_the_job_intact_and_shows_masked():
+def test_a_spec_from_nowhere_is_refused_in_one_line(monkeypatch, capsys):
+    monkeypatch.delenv(SPEC_VARIABLE, raising=False)
+    for argv in (["--spec-from", "argv"], ["--spec-from", "env"]):
+        with pytest.raises(SystemExit):
+            expand_spec(argv)
+    assert "--spec-from takes one of env, stdin or a file's absolute path, got 'argv'" in capsys.readouterr().err
+
+
+def test_a_spec_file_is_read_once_and_gone(tmp_path):
+    spec = JobSpec(corpus="https://h/c.jsonl?X-Amz-Signature=s1g", output="out")
+    path = tmp_path / "job.spec"
+    path.write_text(spec.encoded())
+    assert expand_spec(["--spec-from", str(path)]) == spec.arguments()
+    assert not path.exists()
+
+
+def test_a_credentialed_corpus_url_reaches_the_job_intact_and_shows_masked(monkeypatch):
     url = "https://me:hunter2@host/c.jsonl?X-Amz-Signature=s1g;$'\"&x=1"
     spec = JobSpec(corpus=url, output="out")
-    assert expand_spec(shlex.split(spec.command())[3:])[1] == url
+    assert "hunter2" not in spec.command() and "s1g" not in spec.command()
+    monkeypatch.setenv(SPEC_VARIABLE, spec.encoded())
+    assert expand_spec(["--spec-from", "env"])[1] == url
     shown = spec.shown_command()
     assert "hunter2" not in shown and "s1g" not in shown and "x=1" in shown
-    assert shown_entrypoint(spec.command()) == shown
+    assert shown_entrypoint(spec.command(), {SPEC_VARIABLE: spec.encoded()}) == shown
+    assert shown_entrypoint(spec.command()) == spec.command()
 
 
 def test_unknown_task_is_refused():

@@ -61,7 +61,8 @@ def test_submit_creates_a_valid_rayjob_the_operator_submits(capsys):
 def test_the_jobs_token_stays_on_this_client_readable_by_its_user_alone_and_goes_with_the_rayjob():
     chosen, kube = backend(statuses=[STATUSES["succeeded"]])
     chosen.submit(chosen.prepare(SPEC))
-    (secret,) = kube.owned
+    # Beside it, the job's options' Secret (the head reads them from there).
+    (secret,) = [o for o in kube.owned if o["metadata"]["name"] == "raybake-embed-1-ray-token"]
     assert state.job_token(SETTINGS, "ml", "raybake-embed-1") == secret["stringData"]["auth_token"]
     assert state.path_of(SETTINGS).stat().st_mode & 0o777 == 0o600
     # Another namespace's RayJob of that name is another job.

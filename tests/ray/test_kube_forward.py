@@ -214,6 +214,8 @@ def test_a_team_cluster_by_name_uses_its_own_token_and_image_and_sizes_the_job_t
         chosen.check_cluster()  # no --allow-image-mismatch: the cluster's own image is the one expected
         placed = chosen.prepare(JobSpec(corpus="s3://bucket/c", output="s3://bucket/o", name="raybake-embed-1"))
         assert placed.runs.job_args[-6:] == ("--workers", "2", "--cpus-per-worker", "8", "--device", "cuda")
+        # What `invoke submit --cluster prod --dry-run` prints: this cluster, its own image.
+        assert chosen.describe(placed).startswith(f"# RayCluster prod: image {IMAGE} (the cluster's own)")
     assert "/api/v1/namespaces/ml/secrets/prod-ray-token" in kubeconfig
 
 

@@ -151,8 +151,7 @@ def _run(config: RunConfig, pool: Pool | None, started: float) -> int:
     try:
         result = pool.run(todo, done_bytes=total_bytes - sum(s.bytes for s in todo), total_bytes=total_bytes)
     except ModelNotLoaded as exc:
-        log(f"error: {exc}")
-        return 2
+        return last_word(str(exc), 2, pool)
     manifest = build_manifest(
         output,
         shards,
@@ -172,21 +171,33 @@ def _run(config: RunConfig, pool: Pool | None, started: float) -> int:
     if result.failed:
         for shard_id, reason in result.failed.items():
             log(f"shard {shard_id} failed: {reason}")
-        log(
-            f"error: {len(result.failed)} shard(s) failed, the output is {manifest['status']}; "
-            "run the same command again to retry only those"
-        )
-        return 1
-    if manifest["status"] != "complete":
-        log(f"error: the output is {manifest['status']}: {manifest['shards']['missing']} shard(s) missing")
-        return 1
-    if why := too_many_errors(manifest, max_rate=config.max_error_rate):
-        log(f"error: {why}")
-        return 1
         code, reason = failure.explain_text("\n".join(result.failed.values()))
-        log(f"error: {len(result.failed)} shard(s) failed: {reason}; run the same command again to retry only those")
-        return code
+        return last_word(
+            f"{len(result.failed)} shard(s) failed: {reason}; the output is {manifest['status']}; "
+            "run the same command again to retry only those",
+            code,
+            pool,
+        )
+    if manifest["status"] != "complete":
+        missing = manifest["shards"]["missing"]
+        return last_word(f"the output is {manifest['status']}: {missing} shard(s) missing", 1, pool)
+    if why := too_many_errors(manifest, max_rate=config.max_error_rate):
+        return last_word(why, 1, pool)
     return 0
+
+
+def last_word(error: str, code: int, pool: Pool | None) -> int:
+    """End the job with `error` as its last line, and `code`. Ray's message of a failed job holds
+    only its last lines, which the client reads the error from (raybake/result.py): Ray's own
+    forwarding of the workers' output (a dying worker's traceback) must not come after it."""
+    import ray
+
+    if pool is not None:
+        pool.release()
+    if ray.is_initialized():
+        ray.shutdown()
+    log(f"error: {error}")
+    return code
 
 
 def too_many_errors(manifest: dict[str, Any], *, max_rate: float) -> str | None:
@@ -400,7 +411,11 @@ class Pool:
                 infos.append(ray.get(ref))
             except ray.exceptions.RayError as exc:
                 if not self.config.keep_warm_s or CREATION_FAILED in str(exc):
-                    raise ModelNotLoaded(f"the workers could not load the model: {_last_line(exc)}") from exc
+                    # A model that cannot be loaded says so with its remedy (job/failure.py); any
+                    # other constructor failure (options the model cannot take) as its own line.
+                    text = str(exc)
+                    why = failure.explain_text(text)[1] if failure.MODEL.search(text) else None
+                    raise ModelNotLoaded(why or f"the workers could not load the model: {_last_line(exc)}") from exc
                 actors[index] = self.actor_class.remote(self.config.worker)
                 infos.append(ray.get(actors[index].info.remote(self.config.worker, self.job)))
             if "refused" in infos[-1]:
@@ -414,7 +429,8 @@ class Pool:
         Waited for (briefly): a driver that ends at once would otherwise drop the calls."""
         import ray
 
-        if self.config.keep_warm_s:
+        # Once: a job that ends on an error releases its workers before its last word (last_word).
+        if self.config.keep_warm_s and ray.is_initialized():
             released = [actor.release.remote(self.job) for actor in self.actors]
             ray.wait(released, num_returns=len(released), timeout=RETIRE_WAIT_S)
 

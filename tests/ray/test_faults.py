@@ -211,7 +211,8 @@ def test_two_submits_racing_make_one_job_and_new_makes_another(ray_head, tmp_pat
     ("flags", "extra_env", "message"),
     [
         (("--address", "http://127.0.0.1:{closed}"), {}, r"cannot reach the Ray cluster at 'http://127\.0\.0\.1:\d+'"),
-        ((), {"RAY_AUTH_TOKEN": "wrong-token"}, r"the Ray cluster at '[^']+' refused the token"),
+        # The local backend sends a token from raybake's token file alone, never $RAY_AUTH_TOKEN.
+        ((), {"INVOKE_RAYBAKE_TOKEN_FILE": "{wrong_token}"}, r"the Ray cluster at '[^']+' refused the token"),
     ],
     ids=["unreachable", "wrong-token"],
 )
@@ -219,6 +220,8 @@ def test_a_cluster_that_cannot_be_used_fails_in_one_line_and_writes_nothing(
     ray_head, corpus, tmp_path, flags, extra_env, message
 ):
     flags = [f.format(closed=free_port()) for f in flags]
+    (tmp_path / "wrong-token").write_text("wrong-token")
+    extra_env = {k: v.format(wrong_token=tmp_path / "wrong-token") for k, v in extra_env.items()}
     jobs_before = invoke(ray_head.invoke_env(tmp_path), "jobs").stdout
     env = ray_head.invoke_env(tmp_path / "results", **extra_env)
     done = invoke(env, "submit", "--corpus", str(corpus), *flags, timeout=120)

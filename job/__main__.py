@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--long-documents chunk is for {' and '.join(CHUNK_TASKS)}, not --task {args.task!r}; use truncate")
     if args.document_pooling != "none" and (args.task, args.long_documents) != ("embed", "chunk"):
         p.error(f"--document-pooling {args.document_pooling} is for --task embed --long-documents chunk")
-    if args.stride < 0 or (args.max_length is not None and args.stride >= args.max_length):
+    # The stride matters only to windows: a short --max-length that truncates needs none.
+    chunked = args.long_documents == "chunk"
+    if args.stride < 0 or (chunked and args.max_length is not None and args.stride >= args.max_length):
         p.error(f"--stride must be >= 0 and less than a window's tokens (--max-length), got {args.stride!r}")
     task = TaskOptions(
         max_length=args.max_length,

@@ -204,3 +204,9 @@ def test_the_chunk_options_reach_the_workers_and_the_jobs_identity(tmp_path, mon
     assert (options.long_documents, options.stride, options.document_pooling) == ("chunk", 32, "mean")
     # A rerun into the same output with another value is another job: spec.json differs.
     assert _spec(config, [])["options"]["stride"] == 32
+
+
+def test_a_short_max_length_that_truncates_needs_no_stride_below_it(tmp_path, capsys):
+    """The stride is the windows' overlap: --max-length 16 under truncate is no chunk option."""
+    (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
+    assert main(["--check", "--corpus", str(tmp_path), "--max-length", "16"]) == 0

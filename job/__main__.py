@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import shlex
@@ -290,25 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     chunked = args.long_documents == "chunk"
     if args.stride < 0 or (chunked and args.max_length is not None and args.stride >= args.max_length):
         p.error(f"--stride must be >= 0 and less than a window's tokens (--max-length), got {args.stride!r}")
+    # Every task option is the flag of its name (stop strings: a tuple, as they hash and compare).
     task = TaskOptions(
-        max_length=args.max_length,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-        dtype=args.dtype,
-        device=args.device,
-        revision=args.revision,
-        aggregation=args.aggregation,
-        prompt=args.prompt,
-        prompt_name=args.prompt_name,
-        chat=args.chat,
-        system=args.system,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        stop=tuple(args.stop),
-        seed=args.seed,
-        long_documents=args.long_documents,
-        stride=args.stride,
-        document_pooling=args.document_pooling,
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(TaskOptions)} | {"stop": tuple(args.stop)}
     )
     worker = WorkerConfig(
         task=args.task,

@@ -24,7 +24,7 @@ from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.image.pushed import image_for
 from raybake.kube import kueue, manifests, stuck
-from raybake.kube.client import Kube
+from raybake.kube.client import Kube, OnDemandKube
 from raybake.kube.kuberay import MANAGED_SELECTOR, cluster_selector
 from raybake.result import JobResult, ended
 from raybake.spec import JobSpec, shown_entrypoint
@@ -42,17 +42,10 @@ IDENTITY = "raybake.io/identity"
 LINEAGE = "raybake.io/lineage"
 
 
-class RayJobBackend(Backend):
+class RayJobBackend(OnDemandKube, Backend):
     def __init__(self, settings: Settings, *, kube: Kube | None = None) -> None:
         self.settings = settings
         self._kube = kube
-
-    @property
-    def kube(self) -> Kube:
-        # Made on first use: `--dry-run` renders without any cluster access.
-        if self._kube is None:
-            self._kube = Kube(self.settings)
-        return self._kube
 
     def prepare(self, spec: JobSpec) -> Placed:
         return transport.for_cluster(spec, limit_mib=self.settings.upload_limit_mib)

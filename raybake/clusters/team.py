@@ -20,7 +20,7 @@ from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.image.pushed import image_for
 from raybake.kube import manifests, raycluster, stuck
-from raybake.kube.client import Kube
+from raybake.kube.client import Kube, OnDemandKube
 from raybake.kube.kuberay import cluster_selector
 from raybake.spec import JobSpec
 from raybake.versions import ray_version
@@ -34,19 +34,12 @@ RECREATE_NOTE = (
 )
 
 
-class TeamCluster:
+class TeamCluster(OnDemandKube):
     """One named RayCluster in the namespace the settings name."""
 
     def __init__(self, settings: Settings, name: str, *, kube: Kube | None = None) -> None:
         self.settings, self.name = settings, manifests.check_name(name)
         self._kube = kube
-
-    @property
-    def kube(self) -> Kube:
-        # Made on first use: `--dry-run` renders without any cluster access.
-        if self._kube is None:
-            self._kube = Kube(self.settings)
-        return self._kube
 
     def manifest(self) -> dict[str, Any]:
         return raycluster.raycluster(

@@ -345,3 +345,17 @@ class Kube:
             return stream.socket(port)
 
         return Forward(connect)
+
+
+class OnDemandKube:
+    """For what talks to a cluster only sometimes: its Kube is made on first use, so `--dry-run`
+    renders without any cluster access; a test gives one as `_kube`."""
+
+    settings: Settings
+    _kube: Kube | None = None
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = Kube(self.settings)
+        return self._kube

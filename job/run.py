@@ -47,6 +47,9 @@ WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
 WARM_NAMESPACE = "raybake-warm"
 RETIRE_WAIT_S = 10.0
 WAIT_STEP_S = 1.0
+# How long a stopped job's driver waits for the cancels of its in-flight shards to reach their
+# workers: a driver that exits at once can take the cancel requests with it.
+CANCEL_WAIT_S = 10.0
 # A failed shard waits this long before its retry, doubled each attempt up to the cap: a store
 # answering 503 SlowDown, or a worker restarting, gets time to recover.
 RETRY_BACKOFF_S = 1.0
@@ -572,9 +575,14 @@ class Pool:
                     progress.advance(shard_bytes=shard.bytes, documents=stats["documents"])
                 top_up()
         finally:
-            # A stopped job leaves no shard running on a worker that outlives it (a warm one).
+            # A stopped job leaves no shard running on a worker that outlives it (a warm one):
+            # each cancel is waited for, since a driver that exits at once (`ray job stop`'s
+            # SIGTERM) can drop the requests still unsent, and the warm worker would go on
+            # computing shards that nobody reads.
             for ref in pending:
                 ray.cancel(ref)
+            if pending:
+                ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
         progress.report(force=True)
         for info, spent, peak in zip(infos, timers, peaks, strict=True):
             # Where each worker's time went; `wait`: its model waited for input.

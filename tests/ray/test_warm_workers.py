@@ -30,7 +30,7 @@ import json, ray
 from ray.util.state import list_tasks
 ray.init(logging_level="ERROR")
 tasks = list_tasks(filters=[("name", "=", "PoolWorker.process")], detail=True, limit=10000)
-print(json.dumps([{"state": str(t.state), "error_type": str(t.error_type)} for t in tasks]))
+print(json.dumps([{"job": t.job_id, "state": str(t.state), "error_type": str(t.error_type)} for t in tasks]))
 """
 RETIRE_ALL = """
 import ray
@@ -60,6 +60,10 @@ def python(ray_head, *args, timeout: float = 300) -> subprocess.CompletedProcess
     done = subprocess.run(argv, cwd=ROOT, env=ray_head.job_env(), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+def shard_tasks(ray_head) -> list[dict[str, str]]:
+    return json.loads(python(ray_head, "-c", SHARD_TASKS).stdout.strip().splitlines()[-1])
 
 
 def job(ray_head, corpus, out, *args) -> list[tuple[int, str]]:
@@ -118,6 +122,7 @@ def test_an_idle_warm_worker_ends_itself_after_its_time(ray_head, corpus, tmp_pa
 
 def test_a_stopped_job_leaves_no_shard_running_on_its_warm_workers(ray_head, corpus, tmp_path):
     slow = make_slow_model(tmp_path / "slow-model")
+    earlier_jobs = {s["job"] for s in shard_tasks(ray_head)}  # the session's head ran other tests' jobs
     argv = [sys.executable, "-m", "job", "--corpus", corpus, "--output", tmp_path / "out", "--model", slow]
     argv += ["--split-bytes", "5000", *KEEP]
     output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
@@ -136,7 +141,7 @@ def test_a_stopped_job_leaves_no_shard_running_on_its_warm_workers(ray_head, cor
     # Every shard task of the stopped job ends soon: none keeps a warm worker busy behind it.
     deadline, states = time.monotonic() + 60, []
     while time.monotonic() < deadline:
-        states = json.loads(python(ray_head, "-c", SHARD_TASKS).stdout.strip().splitlines()[-1])
+        states = [s for s in shard_tasks(ray_head) if s["job"] not in earlier_jobs]
         if not any(s["state"].endswith(("RUNNING", "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY")) for s in states):
             break
         time.sleep(1)

@@ -11,11 +11,11 @@ from pathlib import Path
 from raybake import console, identity, urls
 from raybake.clusters import Backend
 from raybake.clusters.base import Placed
-from raybake.clusters.transport import on_cluster
+from raybake.clusters.transport import on_cluster, output_root
 from raybake.errors import ExitCode, RaybakeError
 from raybake.report import throughput
 from raybake.result import AlreadySubmitted, JobResult, exit_code
-from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
+from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path, with_id
 from raybake.versions import ROOT
 
 # How long the client reads a URI corpus before it leaves the check to the cluster.
@@ -169,6 +169,38 @@ def start_or_attach(backend: Backend, placed: Placed, *, new: bool = False) -> s
     raise RaybakeError(
         f"could not submit {placed.name!r}: its id kept being taken by concurrent submits", ExitCode.FAILED
     )
+
+
+def job_spec(
+    backend: Backend,
+    *,
+    corpus: str,
+    output: str | None,
+    task: str,
+    model: str,
+    text_field: str,
+    id_field: str | None,
+    job_args: tuple[str, ...],
+    entrypoint: str | None,
+    name: str | None,
+) -> JobSpec:
+    """The job `invoke submit` names, with its id: --name, or a hash of what decides its output
+    (corpus, model, options, image, output) so that the same submit again finds the same job."""
+    spec = JobSpec(
+        corpus=corpus,
+        output=output or "",
+        task=task,
+        model=model,
+        text_field=text_field,
+        id_field=id_field,
+        job_args=job_args,
+        entrypoint=entrypoint,
+    )
+    root = backend.settings.results_dir if output else output_root(backend.settings)
+    parts = identity.of(
+        spec, image=backend.image_identity(), settings=backend.settings, strict=backend.credentials_here
+    )
+    return with_id(spec, name=name, results_dir=root, identity=parts)
 
 
 def submit(

@@ -58,3 +58,13 @@ KIND = "0.32.0"
 KIND_NODE_IMAGE = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"
 # Helm, which installs the operator chart (the version KubeRay's own chart CI uses).
 HELM = "3.17.3"
+
+
+def pinned() -> dict[str, str]:
+    """raybake's version and every pinned one, by the upper-case names `invoke versions` prints
+    (NAME_VERSION=value, which workflows add to $GITHUB_ENV)."""
+    named = {"RAYBAKE": raybake_version(), **{k.upper(): v for k, v in pins().items()}}
+    return {
+        name.replace("-", "_"): value
+        for name, value in {**named, "KUBERAY": KUBERAY, "KIND": KIND, "HELM": HELM}.items()
+    }

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from raybake.config import Settings
 from raybake.result import JobResult
 from raybake.spec import JobSpec
 
@@ -36,6 +37,9 @@ class Placed:
 
 
 class Backend(ABC):
+    # What the backend was made from (raybake.clusters.backend_for): every backend keeps it.
+    settings: Settings
+
     @property
     def credentials_here(self) -> bool:
         """Whether this machine's object-store credentials are the job's: on raybake's embedded

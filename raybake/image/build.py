@@ -476,3 +476,24 @@ def load(settings: Settings, *, variant: str, archive: Path, out: TextIO = sys.s
     state.record_image(settings, variant, {"ref": ref, "git_ref": None, "content_hash": image_id})
     console.say(f"loaded {image_id} as {ref}", out=out)
     return ref
+
+
+def build_and_push(
+    settings: Settings,
+    *,
+    base_image: str | None = None,
+    torch_index: str | None = None,
+    bake_model: bool = False,
+    then_push: bool = False,
+    cache_ref: str | None = None,
+) -> None:
+    """`invoke build`: build settings.variant's image unless it exists; `then_push`: push it and,
+    given `cache_ref`, the next build's cache."""
+    build_plan = plan(
+        settings, variant=settings.variant, base_image=base_image, torch_index=torch_index, bake_model=bake_model
+    )
+    build(settings, build_plan, cache_ref=cache_ref)
+    if then_push:
+        push(settings, variant=settings.variant)
+        if cache_ref:
+            push_cache(settings, build_plan, cache_ref)

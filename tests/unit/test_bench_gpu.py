@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from raybake.bench import gpu as gpubench
-from raybake.bench import throughput as bench
+from benchmarks import gpu as gpubench
+from benchmarks import throughput as bench
 from raybake.errors import RaybakeError
 
 PHASE_KEYS = {"read": 1.0, "tokenize": 2.0, "compute": 6.0, "write": 0.5, "wait": 0.5}

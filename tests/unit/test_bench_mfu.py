@@ -1,6 +1,6 @@
 import pytest
 
-from raybake.bench.mfu import EncoderShape, Peak, mfu, peak_for
+from benchmarks.mfu import EncoderShape, Peak, mfu, peak_for
 
 BERT_BASE = EncoderShape(layers=12, hidden=768, intermediate=3072)
 

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from raybake.ci import dockerfile_policy
 from raybake.versions import ROOT, pins
+from tools import dockerfile_policy
 
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 

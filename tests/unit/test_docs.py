@@ -6,14 +6,14 @@ import dataclasses
 import subprocess
 import sys
 
-from raybake.ci import docs
 from raybake.config import Settings
 from raybake.versions import ROOT
+from tools import docs
 
 
 def test_the_configuration_page_is_what_invoke_docs_writes():
     checked = subprocess.run(
-        [sys.executable, "-m", "invoke", "docs", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "invoke", "dev.docs", "--check"], cwd=ROOT, capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stderr
 

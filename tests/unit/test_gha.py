@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import pytest
 
-from raybake.ci import gha
 from raybake.errors import RaybakeError
+from tools import gha
 
 KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"
 

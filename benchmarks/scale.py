@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from raybake.bench.throughput import model_dir, vocabulary
+from benchmarks.throughput import model_dir, vocabulary
 from raybake.clusters.embedded import url
 from raybake.config import Settings
 from raybake.errors import RaybakeError

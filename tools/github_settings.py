@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from raybake.ci.gha import api_request
 from raybake.errors import ExitCode, RaybakeError
+from tools.gha import api_request
 
 # GET PATH -> (HTTP status, parsed JSON body).
 Fetch = Callable[[str], tuple[int, Any]]

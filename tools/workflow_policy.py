@@ -1,4 +1,4 @@
-"""The rules every GitHub Actions workflow here keeps, checked by `invoke lint` and the unit tests.
+"""The rules every GitHub Actions workflow here keeps, checked by `invoke dev.lint` and the unit tests.
 
 actionlint and the workflow JSON schema catch what is malformed; these rules catch what is
 well-formed but unsafe or against the project's conventions: logic that lives only in YAML,
@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from raybake import versions
-from raybake.ci import expressions
+from tools import expressions
 
 WORKFLOWS_DIR = versions.ROOT / ".github" / "workflows"
 # The one install a job holding credentials may run: the client, every package hash-locked.

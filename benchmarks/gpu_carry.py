@@ -1,6 +1,6 @@
-"""Pack into .gpu-carry/ what scripts/gpu-bench.sh installs on a GPU machine that has no package index.
+"""Pack into .gpu-carry/ what benchmarks/gpu-bench.sh installs on a GPU machine that has no package index.
 
-Run where pip reaches an index (`bash scripts/gpu-bench.sh pack`). The device tool sends the
+Run where pip reaches an index (`bash benchmarks/gpu-bench.sh pack`). The device tool sends the
 working tree with the ignored paths named in `carry`, 64 MiB in all, so everything is made small:
 
   wheels.tar.xz  wheels for the GPU machine's Python: ray[default] and invoke at this checkout's

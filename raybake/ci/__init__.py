@@ -1,1 +1,0 @@
-"""GitHub Actions and the checks CI runs: job summaries and PR comments, the workflow rules, `invoke lint`."""

@@ -1,0 +1,1 @@
+"""GitHub Actions and the checks CI runs: job summaries and PR comments, the workflow rules, `invoke dev.lint`."""

@@ -120,7 +120,7 @@ def bench_start(
 
 @task()
 def lint(c: Context) -> None:
-    """ruff, mypy, hadolint (docker/Dockerfile), actionlint and the workflow rules: CI runs this too."""
+    """ruff, mypy, import-linter, hadolint (docker/Dockerfile), actionlint and the workflow rules: CI runs this too."""
     from tools import lint as linters
 
     failed = linters.run()

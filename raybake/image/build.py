@@ -30,12 +30,11 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from raybake import console, state, urls
-from raybake.config import Settings
+from raybake.config import Settings, known_variant
 from raybake.errors import ExitCode, RaybakeError
 from raybake.image import wheelhouse
 from raybake.versions import ROOT, git_sha, pins, ray_version
 
-VARIANTS = ("cuda", "cpu")
 DOCKERFILE = "docker/Dockerfile"
 HASH_LENGTH = 12
 STEP = re.compile(r"^Step \d+/\d+ : .*")
@@ -201,8 +200,7 @@ def plan(
 
     Needs the Docker engine unless the base image is pinned by digest (its identity is hashed).
     """
-    if variant not in VARIANTS:
-        raise RaybakeError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}", ExitCode.REFUSED)
+    known_variant(variant)
     base = base_image or getattr(settings, f"base_image_{variant}").format(ray=ray_version())
     index = torch_index_for(getattr(settings, f"torch_index_{variant}") if torch_index is None else torch_index, base)
     base_ref, digest = base_pin(base, out=out)

@@ -113,9 +113,6 @@ def pod_template(
 
 def worker_group(*, image: str, settings: Settings, env: list[dict], job: str) -> dict[str, Any]:
     """One worker per GPU when --gpus is given, else cpu_workers CPU-only workers."""
-    for name, least in (("gpus", 0), ("cpu_workers", 1), ("logical_gpus", 0)):
-        if getattr(settings, name) < least:
-            raise RaybakeError(f"{name} must be at least {least}, got {getattr(settings, name)!r}", ExitCode.REFUSED)
     gpu = settings.gpus > 0
     replicas = settings.gpus if gpu else settings.cpu_workers
     return group(image=image, settings=settings, env=env, job=job, gpu=gpu, replicas=(replicas, replicas, replicas))

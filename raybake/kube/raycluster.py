@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from raybake.config import Settings
-from raybake.errors import ExitCode, RaybakeError
 from raybake.kube import manifests, pods
 from raybake.kube.kuberay import API_VERSION, MANAGED_BY
 
@@ -31,12 +30,6 @@ def raycluster(name: str, *, image: str, ray_version: str, settings: Settings) -
     """The RayCluster `name`: a head, a GPU group that autoscales from min_gpus to max_gpus, and
     a CPU group when max_cpu_workers asks for one."""
     manifests.check_name(name)
-    if not 0 <= settings.min_gpus <= settings.max_gpus or settings.max_gpus + settings.max_cpu_workers < 1:
-        raise RaybakeError(
-            f"a cluster needs 0 <= min_gpus <= max_gpus and at least one worker: got min_gpus "
-            f"{settings.min_gpus!r}, max_gpus {settings.max_gpus!r}, max_cpu_workers {settings.max_cpu_workers!r}",
-            ExitCode.REFUSED,
-        )
     env = manifests.image_env(image)
     groups = []
     if settings.max_gpus:

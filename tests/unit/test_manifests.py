@@ -157,10 +157,10 @@ def test_dry_run_redacts_secrets_in_env_and_runtime_env():
     assert manifest == original  # redaction copies; the applied manifest keeps its values
 
 
-@pytest.mark.parametrize("settings", [Settings(gpus=-1), Settings(cpu_workers=0), Settings(logical_gpus=-2)])
-def test_impossible_worker_counts_are_refused(settings):
+@pytest.mark.parametrize("changes", [{"gpus": -1}, {"cpu_workers": 0}, {"logical_gpus": -2}], ids=str)
+def test_impossible_worker_counts_are_refused(changes):
     with pytest.raises(RaybakeError, match="must be at least"):
-        render(settings)
+        render(Settings(**changes))
 
 
 def test_shell_text_in_the_runtime_env_is_refused():

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raybake import urls
+from job import urls
+from job.digest import digest
 from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import ROOT
 
@@ -148,9 +148,9 @@ def with_id(spec: JobSpec, *, name: str | None, results_dir: str, identity: dict
     default = root if is_local_path(root) else f"{root}/"
     what = dataclasses.asdict(spec) | {"name": None, "identity": None, "lineage": None}
     what["output"] = spec.output or default
-    lineage = f"raybake-{spec.task}-{_hash(what)}"
+    lineage = f"raybake-{spec.task}-{digest(what, 8)}"
     identity = identity or {}
-    name = name or f"raybake-{spec.task}-{_hash(what | {'identity': identity})}"
+    name = name or f"raybake-{spec.task}-{digest(what | {'identity': identity}, 8)}"
     return dataclasses.replace(
         spec,
         name=name,
@@ -158,7 +158,3 @@ def with_id(spec: JobSpec, *, name: str | None, results_dir: str, identity: dict
         identity=tuple(sorted(identity.items())),
         lineage=lineage,
     )
-
-
-def _hash(what: dict) -> str:
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_origin, get_type_hints
 
+from raybake.backends import BACKENDS
 from raybake.errors import ExitCode, RaybakeError
 
-BACKENDS = ("local", "address", "rayjob")
 # Ray's own dashboard and job submission port: the embedded head, the head containers and KubeRay's
 # heads all serve it.
 RAY_DASHBOARD_PORT = 8265
@@ -22,7 +22,7 @@ RAY_DASHBOARD_PORT = 8265
 
 @dataclass(frozen=True)
 class Settings:
-    # Where jobs run: local (an embedded Ray here), address (a running cluster) or rayjob (KubeRay).
+    # Where jobs run: a backend that raybake/backends.py names (docs/clusters.md compares them).
     backend: str = "local"
     # Job submission URL of an existing cluster (the address backend).
     address: str | None = None

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from job import urls
 from job.digest import digest
+from job.pipelines import DEFAULT_TASK, TASK_NAMES
 from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import ROOT
 
-# The job's tasks and defaults, as the job itself reads them (job/config.py); the client never imports job/.
+# The job's defaults, as the job itself reads them (job/config.py); its tasks are the registry's.
 JOB_INTERFACE = json.loads((ROOT / "job" / "interface.json").read_text())
-TASKS: tuple[str, ...] = tuple(JOB_INTERFACE["tasks"])
-DEFAULT_TASK: str = JOB_INTERFACE["default_task"]
+TASKS: tuple[str, ...] = TASK_NAMES
 DEFAULT_MODEL: str = JOB_INTERFACE["default_model"]
 DEFAULT_TEXT_FIELD: str = JOB_INTERFACE["default_text_field"]
 

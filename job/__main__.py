@@ -14,16 +14,13 @@ import traceback
 from job import credentials, failure, urls
 from job.config import (
     AGGREGATIONS,
-    CHUNK_TASKS,
     DEFAULT_MODEL,
     DEFAULT_STRIDE,
-    DEFAULT_TASK,
     DEFAULT_TEXT_FIELD,
     DOCUMENT_POOLING,
     LONG_DOCUMENTS,
     SPEC_FLAG,
     SPEC_VARIABLE,
-    TASK_NAMES,
     TOKEN_BUDGET,
     TRACEBACK_BEGIN,
     TRACEBACK_END,
@@ -38,6 +35,7 @@ from job.corpus import (
     Fields,
     template_names,
 )
+from job.pipelines import CHUNK_TASKS, DEFAULT_TASK, TASK_NAMES
 from job.run import DEFAULT_MAX_ERROR_RATE, RunConfig, run
 
 # Where the options come from when raybake sends them (SPEC_FLAG): the variable SPEC_VARIABLE, or

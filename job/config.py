@@ -14,11 +14,9 @@ from typing import Any
 
 from job.corpus import MAX_RECORD_BYTES, Fields
 
-# What the client may ask of the job: its tasks and defaults. The client reads the same file
-# (raybake/spec.py) rather than importing job/, so the two cannot disagree.
+# What the client may ask of the job beyond its tasks (job/pipelines/__init__.py): its defaults.
+# The client reads the same file (raybake/spec.py), so the two cannot disagree.
 INTERFACE = json.loads((Path(__file__).parent / "interface.json").read_text())
-TASK_NAMES: tuple[str, ...] = tuple(INTERFACE["tasks"])
-DEFAULT_TASK: str = INTERFACE["default_task"]
 DEFAULT_MODEL: str = INTERFACE["default_model"]
 DEFAULT_TEXT_FIELD: str = INTERFACE["default_text_field"]
 # How the client hands the job what no command line may show (job/__main__.py, job/credentials.py).
@@ -44,7 +42,6 @@ AGGREGATIONS = ("none", "simple", "first", "average", "max")
 # where a window's result means something: embed (a row per window, or their mean per document)
 # and ner (the entities of all windows, as the token-classification pipeline's `stride` does).
 LONG_DOCUMENTS = ("truncate", "chunk")
-CHUNK_TASKS = ("embed", "ner")
 # Tokens shared by consecutive windows: two or three sentences, so that a sentence or an entity
 # cut at one window's end is whole in the next. On a 512-token window it costs 14% more tokens.
 DEFAULT_STRIDE = 64

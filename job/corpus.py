@@ -41,7 +41,7 @@ from typing import BinaryIO, TextIO, cast
 
 import fsspec
 
-from job import urls
+from job import listing, urls
 
 FORMATS = {
     ".txt": "txt",
@@ -239,18 +239,6 @@ def file_format(name: str) -> tuple[str, bool] | None:
     return None
 
 
-def _ignored(rel: str) -> bool:
-    # Hidden files and Spark/Hadoop markers (_SUCCESS, _committed_*) are not documents.
-    return any(part.startswith((".", "_")) for part in rel.split("/"))
-
-
-def _version(info: dict) -> str | None:
-    for key in ("ETag", "etag", "md5Hash", "generation", "LastModified", "last_modified", "mtime"):
-        if info.get(key) is not None:
-            return str(info[key])
-    return None
-
-
 def list_files(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]]:
     """The readable files of a corpus, sorted, with sizes, or a CorpusError that says what is wrong.
 
@@ -268,7 +256,7 @@ def list_files(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]
         # such links, broken links and pipes come back as type "other" and are refused below.
         found = fs.find(root, withdirs=False, detail=True)
         rels = [(p, p[len(root) + 1 :], info) for p, info in sorted(found.items())]
-        rels = [r for r in rels if not _ignored(r[1])]
+        rels = [r for r in rels if listing.is_document(r[1])]
     elif fs.isfile(root):
         rels = [(root, urls.file_name(root), fs.info(root))]
     else:
@@ -287,7 +275,9 @@ def list_files(corpus: str) -> tuple[fsspec.AbstractFileSystem, list[CorpusFile]
             unknown.append(rel)
         else:
             size = int(info.get("size") or 0)
-            files.append(CorpusFile(path=path, rel=rel, fmt=kind[0], gzip=kind[1], size=size, version=_version(info)))
+            files.append(
+                CorpusFile(path=path, rel=rel, fmt=kind[0], gzip=kind[1], size=size, version=listing.version(info))
+            )
     if unknown:
         raise CorpusError(
             f"unknown corpus format for {len(unknown)} file(s): {_some(unknown)}; "
@@ -809,7 +799,7 @@ def _changed(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> bool:
         info = fs.info(f.path)
     except Exception:  # noqa: BLE001 - gone, or not to be asked: it is not the file the plan saw
         return True
-    return (int(info.get("size") or 0), _version(info)) != (f.size, f.version)
+    return (int(info.get("size") or 0), listing.version(info)) != (f.size, f.version)
 
 
 def read_shard(

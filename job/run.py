@@ -27,6 +27,7 @@ from typing import Any
 from job import credentials, failure, urls
 from job.config import SPEC_VARIABLE, WorkerConfig
 from job.corpus import CorpusError, CorpusFile, Shard, auto_split_bytes, check, plan_shards, scan
+from job.digest import digest
 from job.output import DamagedPart, Output, part_name
 
 PROGRESS_PREFIX = "raybake-progress"
@@ -623,8 +624,7 @@ def warm_pool_name(worker: WorkerConfig, *, use_gpu: bool, cpus: float) -> str:
         "gpu": use_gpu,
         "cpus": cpus,
     }
-    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
-    return f"raybake-warm-{digest[:16]}"
+    return f"raybake-warm-{digest(what)}"
 
 
 def retire_other_pools(*, keep: str | None) -> None:
@@ -719,15 +719,11 @@ def _identity(spec: dict[str, Any]) -> dict[str, Any]:
     return {**spec, "corpus": urls.unsigned(str(spec.get("corpus", "")))}
 
 
-def _digest(entries: Iterable[Any]) -> str:
-    return hashlib.sha256(json.dumps(list(entries), default=str).encode()).hexdigest()[:16]
-
-
 def _code_digest() -> str:
     """The job's own code, by content: another job/ may give other results."""
     root = Path(__file__).parent
     files = sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts)
-    return _digest((str(p.relative_to(root)), hashlib.sha256(p.read_bytes()).hexdigest()) for p in files)
+    return digest([(str(p.relative_to(root)), hashlib.sha256(p.read_bytes()).hexdigest()) for p in files])
 
 
 def _model_digest(model: str) -> str | None:
@@ -737,7 +733,7 @@ def _model_digest(model: str) -> str | None:
     if not root.is_dir():
         return None
     files = sorted(p for p in root.rglob("*") if p.is_file())
-    return _digest((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return digest([(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
 
 
 def _versions() -> dict[str, str | None]:

@@ -1,9 +1,14 @@
-"""Corpus URLs that carry credentials, on the job's side: open them unchanged, show them masked.
+"""URLs that carry credentials: which parts are secret, how a URL shows, how the job opens one.
 
-A presigned URL is signed over its exact bytes: fsspec's HTTP filesystem re-quotes a URL unless
-told it is already encoded (`%2F` would become `/`, and the signature would no longer match).
-What the job logs and writes to the manifest shows the URL with its credentials masked. The
-client keeps the same masking rules in raybake/urls.py: job/ never imports raybake/.
+A presigned URL (S3's X-Amz-Signature and X-Amz-Credential, GCS's X-Goog-Signature, Azure's SAS
+`sig`) or one with `user:password@` or `TOKEN@` is a credential in itself. It reaches the job
+intact, inside the base64 spec of its command line (raybake/spec.py), and shows everywhere else
+with its secrets masked: logs, annotations, manifests, summaries. A presigned URL is signed over
+its exact bytes: fsspec's HTTP filesystem re-quotes a URL unless told it is already encoded
+(`%2F` would become `/`, and the signature would no longer match).
+
+Standard library only: the client imports this module too (CONTRIBUTING.md, the layers), so
+both sides mask by the same rules.
 """
 
 from __future__ import annotations
@@ -50,7 +55,10 @@ def _secret_params(url: str) -> list[tuple[str, str]]:
     return [(n + s + v, v) for n, s, v in pairs if s and v and SECRET_PARAM.search(unquote(n))]
 
 
-def _secrets(url: str) -> list[str]:
+def secrets_of(url: str) -> list[str]:
+    """The secret strings in a URL, as written and decoded: what must never show anywhere.
+
+    Longest first, so a secret that contains another is masked whole."""
     if not is_url(url):
         return []
     netloc = urlsplit(url).netloc
@@ -64,7 +72,7 @@ def _written(secret: str) -> set[str]:
 
 
 def redact(url: str) -> str:
-    """The URL as logs and the manifest show it: userinfo and secret query values masked."""
+    """The URL as it may be shown: userinfo and secret query values masked, the rest unchanged."""
     if not is_url(url):
         return url
     shown = url
@@ -95,11 +103,20 @@ _HIDDEN: set[str] = set()
 def hide(*locations: str) -> None:
     """Remember the secrets in these locations; `shown` masks them from now on."""
     for location in locations:
-        _HIDDEN.update(_secrets(location or ""))
+        _HIDDEN.update(secrets_of(location or ""))
+
+
+def _masked(text: str, secrets: set[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def scrub(text: str, *urls: str) -> str:
+    """Any text (an error, a log line) with the secrets of `urls` masked wherever they occur."""
+    return _masked(text, {s for url in urls for s in secrets_of(url)})
 
 
 def shown(text: str) -> str:
     """Text as it may be printed: every remembered secret masked, the longest first."""
-    for secret in sorted(_HIDDEN, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
+    return _masked(text, _HIDDEN)

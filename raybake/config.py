@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_origin, get_type_hints
 
+from raybake.backends import BACKENDS
 from raybake.errors import ExitCode, RaybakeError
 
-BACKENDS = ("local", "address", "rayjob")
 # The job image's variants: `invoke build --variant`, and which one the rayjob backend runs.
 VARIANTS = ("cuda", "cpu")
 # Ray's own dashboard and job submission port: the embedded head, the head containers and KubeRay's
@@ -61,7 +61,7 @@ class ClusterSettings:
 
     backend: str = setting(
         "local",
-        "Where jobs run: local (an embedded Ray here), address (a running cluster) or rayjob (KubeRay).",
+        "Where jobs run: a backend that raybake/backends.py names (docs/clusters.md compares them).",
     )
     address: str | None = setting(None, "Job submission URL of an existing cluster (the address backend).")
     cluster: str | None = setting(

@@ -17,38 +17,26 @@ can say which part changed since the job it would otherwise have attached to.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from raybake import console, urls
+from job import listing, urls
+from job.digest import digest
+from raybake import console
 from raybake.clusters.transport import tree_digest, upload_files
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.spec import CLUSTER_PREFIX, JobSpec, is_local_path
 
-# Which listing field says a file's version, by filesystem: S3 and HTTP ETag, GCS generation,
-# Azure etag, local files mtime; the first present wins.
-VERSION_FIELDS = ("ETag", "etag", "generation", "Last-Modified", "last_modified", "LastModified", "mtime", "updated")
 PARTS = ("image", "model", "code", "corpus")
 # The client's look at an object store must not hang a submit on an endpoint only the cluster
 # reaches (an in-cluster store): one attempt, bounded waits.
 CLIENT_S3 = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 20, "retries": {"max_attempts": 1}}}
 
 
-def digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _ignored(rel: str) -> bool:
-    # The job skips hidden files and Spark/Hadoop markers (_SUCCESS): they are not documents.
-    return any(part.startswith((".", "_")) for part in rel.split("/"))
-
-
-def _version(info: Mapping[str, Any]) -> str:
-    return next((str(info[k]) for k in VERSION_FIELDS if info.get(k) not in (None, "")), "")
+def _row(rel: str, info: Mapping[str, Any]) -> tuple[str, int, str]:
+    return (rel, int(info.get("size") or 0), listing.version(info) or "")
 
 
 def file_identities(url: str, *, settings: Settings) -> list[tuple[str, int, str]]:
@@ -65,16 +53,16 @@ def file_identities(url: str, *, settings: Settings) -> list[tuple[str, int, str
     if url.startswith(("http://", "https://")):
         # One document per URL, and no listing of a web server: its headers say size and version.
         info = fs.info(url)
-        return [("", int(info.get("size") or 0), _version(info))]
+        return [_row("", info)]
     if fs.isfile(root):
         info = fs.info(root)
-        return [(root.rsplit("/", 1)[-1], int(info.get("size") or 0), _version(info))]
+        return [_row(root.rsplit("/", 1)[-1], info)]
     root = root.rstrip("/")
     found = fs.find(root, withdirs=False, detail=True)
-    rows = [(path[len(root) + 1 :], int(info.get("size") or 0), _version(info)) for path, info in found.items()]
+    rows = [_row(path[len(root) + 1 :], info) for path, info in found.items()]
     if not rows and not fs.exists(root):
         raise FileNotFoundError(url)
-    return sorted(r for r in rows if not _ignored(r[0]))
+    return sorted(r for r in rows if listing.is_document(r[0]))
 
 
 def corpus_identity(corpus: str, *, settings: Settings, strict: bool) -> str:

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raybake import urls
+from job import urls
+from job.digest import digest
+from job.pipelines import DEFAULT_TASK, TASK_NAMES
 from raybake.errors import ExitCode, RaybakeError
 from raybake.versions import ROOT
 
-# The job's tasks and defaults, as the job itself reads them (job/config.py); the client never imports job/.
+# The job's defaults, as the job itself reads them (job/config.py); its tasks are the registry's.
 JOB_INTERFACE = json.loads((ROOT / "job" / "interface.json").read_text())
-TASKS: tuple[str, ...] = tuple(JOB_INTERFACE["tasks"])
-DEFAULT_TASK: str = JOB_INTERFACE["default_task"]
+TASKS: tuple[str, ...] = TASK_NAMES
 DEFAULT_MODEL: str = JOB_INTERFACE["default_model"]
 DEFAULT_TEXT_FIELD: str = JOB_INTERFACE["default_text_field"]
 
@@ -148,9 +148,9 @@ def with_id(spec: JobSpec, *, name: str | None, results_dir: str, identity: dict
     default = root if is_local_path(root) else f"{root}/"
     what = dataclasses.asdict(spec) | {"name": None, "identity": None, "lineage": None}
     what["output"] = spec.output or default
-    lineage = f"raybake-{spec.task}-{_hash(what)}"
+    lineage = f"raybake-{spec.task}-{digest(what, 8)}"
     identity = identity or {}
-    name = name or f"raybake-{spec.task}-{_hash(what | {'identity': identity})}"
+    name = name or f"raybake-{spec.task}-{digest(what | {'identity': identity}, 8)}"
     return dataclasses.replace(
         spec,
         name=name,
@@ -158,7 +158,3 @@ def with_id(spec: JobSpec, *, name: str | None, results_dir: str, identity: dict
         identity=tuple(sorted(identity.items())),
         lineage=lineage,
     )
-
-
-def _hash(what: dict) -> str:
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]

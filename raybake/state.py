@@ -9,12 +9,11 @@ head without reading its Secret back (the tool needs no `get secrets`). It holds
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from raybake.config import Settings
+from raybake.private import write_private
 from raybake.versions import ROOT
 
 IMAGES = "images"
@@ -87,9 +86,5 @@ def _update(settings: Settings, section: str, key: str, value: Any) -> None:
         entries.pop(key, None)
     else:
         entries[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp makes the file 0600, and the rename keeps that: the tokens are this user's alone.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    # The tokens are this user's alone.
+    write_private(path, json.dumps(state, indent=2, sort_keys=True))

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raybake import console, identity, urls
+from job import urls
+from raybake import console, identity
 from raybake.clusters import Backend
 from raybake.clusters.base import Placed
 from raybake.clusters.transport import on_cluster, output_root
@@ -27,8 +28,8 @@ UNREACHED = ("cannot open corpus", "corpus not found")
 def preflight(spec: JobSpec, *, strict: bool = False) -> None:
     """Refuse bad input before anything is submitted, with the job's own reading of the corpus.
 
-    The client never imports job/: it runs `python -m job --check` on the same options (on its
-    stdin: a process list shows every argv), the one contract the two sides share. A local corpus
+    The client has none of the job's libraries: it runs `python -m job --check` on the same
+    options (on its stdin: a process list shows every argv), the job's command line. A local corpus
     is checked whole; a URI as far as this machine reaches it (a cluster may read what the client
     cannot: its network, its credentials), unless `strict`: the job reads it with this machine's
     credentials (the embedded local Ray), so a store that refuses them here refuses the job too.

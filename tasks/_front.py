@@ -1,8 +1,8 @@
 """What every task module shares: the flags that set a setting, declared once; the one task
 decorator, through which every error reaches the user; and the settings the flags give.
 
-Every setting's default is in raybake/config.py (Settings); invoke.yaml states the project's
-values over them, an INVOKE_RAYBAKE_<NAME> variable overrides those (for every setting: the
+Every setting's default is in raybake/config.py (Settings); invoke.yaml (or ~/.invoke.yaml)
+overrides them, an INVOKE_RAYBAKE_<NAME> variable overrides that (for every setting: the
 client reads them, see config.load), and a task's flags override all of those.
 """
 
@@ -19,6 +19,7 @@ import invoke
 from invoke import Context, Exit
 
 from raybake import config
+from raybake.backends import BACKENDS
 from raybake.errors import RaybakeError
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def renamed(group: Iterable[Flag], **helps: str) -> tuple[Flag, ...]:
 
 # Picking and reaching a cluster: every job task takes these.
 CLUSTER = (
-    Flag("backend", "local | address | rayjob (default from invoke.yaml: local)"),
+    Flag("backend", f"{' | '.join(BACKENDS)} (default: {config.Settings.backend})"),
     Flag("address", "job submission URL of an existing cluster (implies --backend address)"),
     Flag("cluster", "name of an existing RayCluster, reached by a port-forward to its head service (implies address)"),
     Flag("namespace", "Kubernetes namespace (default: the current context's, as `oc login` sets it)"),
@@ -127,7 +128,7 @@ IMAGE = Flag("image", "image the cluster's pods run (default: the last `invoke p
 NETWORK_POLICY = Flag(
     "network_policy", "rayjob: a NetworkPolicy letting only the job's own pods reach its head", switch=True
 )
-VARIANT = Flag("variant", "cuda (default from invoke.yaml) or cpu")
+VARIANT = Flag("variant", f"{' or '.join(config.VARIANTS)} (default: {config.Settings.variant})")
 
 
 def task(

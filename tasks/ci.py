@@ -11,6 +11,7 @@ from typing import Any
 
 from invoke import Context, Exit
 
+from raybake.backends import BACKENDS
 from raybake.errors import ExitCode, RaybakeError
 from tasks._front import CLUSTER, VARIANT, backend, flags, renamed, say, settings, task
 from tools import gha
@@ -19,7 +20,7 @@ from tools import gha
 @task(
     renamed(
         flags("backend", "address", of=CLUSTER),
-        backend="local | address | rayjob, to ask the status",
+        backend=f"{' | '.join(BACKENDS)}, to ask the status",
         address="job submission URL, to ask the status",
     ),
     help={
@@ -145,7 +146,7 @@ def verify_image(c: Context, image: str) -> None:
 
 
 @task(
-    renamed((VARIANT,), variant="which built image: cuda (default from invoke.yaml) or cpu"),
+    renamed((VARIANT,), variant="which built image: cuda or cpu (default: cuda)"),
     help={
         "out": "the gzip archive to write (e.g. $RUNNER_TEMP/pr-image/image.tar.gz)",
     },
@@ -159,7 +160,7 @@ def image_save(c: Context, out: str, **overrides: Any) -> None:
 
 
 @task(
-    renamed((VARIANT,), variant="which variant the loaded image stands for: cuda (default from invoke.yaml) or cpu"),
+    renamed((VARIANT,), variant="which variant the loaded image stands for: cuda or cpu (default: cuda)"),
     help={
         "file": "the archive `invoke ci.image-save` wrote",
     },

@@ -273,7 +273,7 @@ def build(
     )
 
 
-WHICH_BUILT = renamed((VARIANT,), variant="which built image: cuda (default from invoke.yaml) or cpu")
+WHICH_BUILT = renamed((VARIANT,), variant="which built image: cuda or cpu (default: cuda)")
 
 
 @task(

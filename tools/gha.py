@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from raybake import console
 from raybake.errors import ExitCode, RaybakeError
+from raybake.private import write_private
 
 # Preinstalled toolchains on ubuntu-latest that raybake never uses: about 30 GB together.
 RUNNER_BLOAT = (
@@ -117,10 +118,7 @@ def write_kubeconfig(out: Path, *, source_env: str = "RAYBAKE_KUBECONFIG") -> Pa
             content = base64.b64decode("".join(content.split()), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise RaybakeError(f"${source_env} is neither kubeconfig YAML nor base64 of it", ExitCode.REFUSED) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(content)
+    write_private(out, content)
     export_env("KUBECONFIG", str(out.resolve()))
     return out
 

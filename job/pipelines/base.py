@@ -86,7 +86,7 @@ def pick_dtype(device: torch.device, requested: str) -> torch.dtype:
 
 
 class Task(ABC):
-    name: ClassVar[str]
+    # Its --task name is its line in the registry (job/pipelines/__init__.py).
     padding_side: ClassVar[str] = "right"
     wants_offsets: ClassVar[bool] = False
     # Whether encode adds the tokenizer's special tokens (BOS, CLS ...): not to a text a chat
@@ -145,7 +145,7 @@ class Task(ABC):
     def merge_windows(self, columns: dict[str, pa.Array], starts: np.ndarray) -> dict[str, pa.Array]:
         """Under --long-documents chunk, unless window_rows: each document's columns from its
         windows' (document k's are rows starts[k]:starts[k + 1] of `columns`)."""
-        raise NotImplementedError(f"--long-documents chunk has no meaning for {self.name}")
+        raise NotImplementedError(f"--long-documents chunk has no meaning for {type(self).__name__}")
 
     def _check_windows(self) -> None:
         # The pipelines' own rule: windows come from a fast tokenizer's overflow, and a stride

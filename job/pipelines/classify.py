@@ -19,8 +19,6 @@ LABEL_SCORE = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.fl
 
 
 class Classify(Task):
-    name = "classify"
-
     def __init__(self, model: str, options: TaskOptions) -> None:
         super().__init__(model, options)
         self.pipeline = TextClassificationPipeline(model=self.model, tokenizer=self.tokenizer, device=self.model.device)

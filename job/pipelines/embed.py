@@ -23,7 +23,6 @@ from job.pipelines.base import Encoded, ModelBatch, ModelRefused, Task
 
 
 class Embed(Task):
-    name = "embed"
     encoder: SentenceTransformer
 
     def load_model(self) -> torch.nn.Module:

@@ -74,7 +74,6 @@ class RowSampler(LogitsProcessor):
 
 
 class Generate(Task):
-    name = "generate"
     # Decoder-only models continue from the last position: padding must come first.
     padding_side = "left"
     # Narrower than Task's torch Module: a model with `generate`.

@@ -65,7 +65,6 @@ def merge_windows(windows: list[list[dict]]) -> list[dict]:
 
 
 class Ner(Task):
-    name = "ner"
     wants_offsets = True
 
     def __init__(self, model: str, options: TaskOptions) -> None:

@@ -2,40 +2,44 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+
+from raybake.backends import BACKENDS
 from raybake.clusters.base import Backend
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
 
 
 def backend_for(settings: Settings) -> Backend:
-    if settings.backend == "local":
-        from raybake.clusters.local import LocalBackend
-
-        return LocalBackend(settings)
-    if settings.backend == "address":
-        from raybake.clusters.address import AddressBackend
-
-        if settings.cluster:
-            from raybake.clusters import team
-            from raybake.kube.client import Kube
-
-            return team.backend(settings, Kube(settings), settings.cluster)
-        if not settings.address:
-            raise RaybakeError(
-                "the address backend needs --address URL, or --cluster NAME (and --namespace) of a RayCluster",
-                ExitCode.REFUSED,
-            )
-        from raybake.clusters import localcluster
-
-        cluster = localcluster.at(settings, settings.address)
-        if cluster is not None:
-            from raybake.clusters.containers import ContainerClusterBackend
-
-            return ContainerClusterBackend(settings, cluster)
-        return AddressBackend(settings, settings.address)
-    from raybake.clusters.rayjob import RayJobBackend
-
-    return RayJobBackend(settings)
+    """The backend the settings name, made by what raybake/backends.py says makes it."""
+    module, _, attribute = BACKENDS[settings.backend].makes.partition(":")
+    make: Callable[[Settings], Backend] = getattr(importlib.import_module(module), attribute)
+    return make(settings)
 
 
-__all__ = ["Backend", "backend_for"]
+def address_backend(settings: Settings) -> Backend:
+    """A RayCluster by name (--cluster), the `invoke up` cluster by its URL, or any Ray by its URL."""
+    from raybake.clusters.address import AddressBackend
+
+    if settings.cluster:
+        from raybake.clusters import team
+        from raybake.kube.client import Kube
+
+        return team.backend(settings, Kube(settings), settings.cluster)
+    if not settings.address:
+        raise RaybakeError(
+            "the address backend needs --address URL, or --cluster NAME (and --namespace) of a RayCluster",
+            ExitCode.REFUSED,
+        )
+    from raybake.clusters import localcluster
+
+    cluster = localcluster.at(settings, settings.address)
+    if cluster is not None:
+        from raybake.clusters.containers import ContainerClusterBackend
+
+        return ContainerClusterBackend(settings, cluster)
+    return AddressBackend(settings, settings.address)
+
+
+__all__ = ["Backend", "address_backend", "backend_for"]

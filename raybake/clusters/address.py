@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from raybake import console, objectstore, poll, urls
+from job import urls
+from raybake import console, objectstore, poll
 from raybake.clusters import transport
 from raybake.clusters.base import Backend, Placed
 from raybake.clusters.follow import LogPrinter

@@ -37,6 +37,7 @@ from pathlib import Path
 from raybake import console, state
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
+from raybake.private import write_private
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90
@@ -216,15 +217,6 @@ def ensure_running(settings: Settings) -> Head | None:
                     raise
                 _forget(settings, head)
         raise AssertionError("unreachable")
-
-
-def write_private(path: Path, text: str) -> None:
-    """A file only this user reads (mode 0600 from its creation), in a folder only this user lists."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 def _start(settings: Settings) -> Head:

@@ -27,6 +27,7 @@ from raybake.clusters.base import Placed
 from raybake.clusters.transport import UPLOAD_EXCLUDES, on_cluster
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
+from raybake.private import write_private
 from raybake.result import AlreadySubmitted, JobResult
 from raybake.spec import CREDENTIALS_VARIABLE, SPEC_VARIABLE, JobSpec, is_local_path
 
@@ -93,9 +94,9 @@ class LocalBackend(AddressBackend):
         found = self.credentials(placed)
         paths = [credentials_file(self.settings, placed.name), spec_file(self.settings, placed.name)]
         if found:
-            embedded.write_private(paths[0], json.dumps(found))
+            write_private(paths[0], json.dumps(found))
         if not placed.runs.entrypoint:
-            embedded.write_private(paths[1], placed.runs.encoded())
+            write_private(paths[1], placed.runs.encoded())
         try:
             return super().submit(placed)
         except AlreadySubmitted:

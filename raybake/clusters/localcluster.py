@@ -31,6 +31,7 @@ from raybake import console, poll, state
 from raybake.config import RAY_DASHBOARD_PORT, Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.image.build import docker_client as _client
+from raybake.private import write_private
 from raybake.versions import ROOT
 
 LABEL = "io.raybake.cluster"
@@ -218,8 +219,6 @@ def new_token_file(settings: Settings, *, other_user: bool = False) -> Path:
     """A fresh token in a file under a folder only this user opens (0700): the client's copy and
     the containers' read-only mount. Containers that run as another user (`--user`) must read the
     file itself, so theirs is 0644 behind that folder; everyone else's 0600."""
-    from raybake.clusters.embedded import write_private
-
     path = token_path(settings)
     write_private(path, secrets.token_hex(32))
     if other_user:

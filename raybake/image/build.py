@@ -19,7 +19,6 @@ stream is read to its end and an `error` in it is a failure, never silence.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import subprocess
 import sys
@@ -29,7 +28,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from raybake import console, state, urls
+from job import urls
+from job.digest import canonical
+from raybake import console, state
 from raybake.config import Settings, known_variant
 from raybake.errors import ExitCode, RaybakeError
 from raybake.image import wheelhouse
@@ -113,7 +114,7 @@ def context_files(root: Path = ROOT) -> list[str]:
 
 
 def content_hash(args: Mapping[str, str], *, root: Path = ROOT, wheels: Sequence[Path] = ()) -> str:
-    digest = hashlib.sha256(json.dumps(dict(args), sort_keys=True).encode())
+    digest = hashlib.sha256(canonical(dict(args)))
     named = [(name, root / name) for name in context_files(root)]
     for name, path in [*named, *((f"wheelhouse/{w.name}", w) for w in wheels)]:
         data = path.read_bytes()

@@ -7,10 +7,8 @@ lists built by pure functions, so tests check them where kind cannot run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import yaml
 
 from raybake import console
 from raybake.errors import ExitCode, RaybakeError
+from raybake.private import write_private
 from raybake.versions import HELM, KUBERAY, ROOT
 
 KIND_CONFIG = ROOT / "deploy" / "kind.yaml"
@@ -179,13 +178,7 @@ def least_privilege(cluster: str) -> Path:
     admin = json.loads(_run(minified, quiet=True))
     token = _run(token_argv(cluster), quiet=True).strip()
     path = kubeconfig_path(cluster)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written 0600 and renamed into place: the token is never readable by others, even briefly.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kubeconfig-")
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(service_account_kubeconfig(admin, cluster=cluster, token=token), f)
-    os.replace(tmp, path)
-    return path
+    return write_private(path, yaml.safe_dump(service_account_kubeconfig(admin, cluster=cluster, token=token)))
 
 
 def down(cluster: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from raybake import urls
+from job import urls
 from raybake.config import RAY_DASHBOARD_PORT, Settings
 from raybake.errors import ExitCode, RaybakeError
 from raybake.kube import kueue, pods

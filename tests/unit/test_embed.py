@@ -14,7 +14,8 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from job.__main__ import main
 from job.config import TaskOptions
-from job.pipelines import TASKS, Task
+from job.pipelines import TASKS
+from job.pipelines.base import Task
 
 # Lengths from 1 to past every model's limit: one batch holds much padding, and one row is cut.
 TEXTS = ["The cat sat on the mat.", "x", "Ray spreads work over GPUs, " * 3, "A much longer sentence " * 60]

@@ -1,4 +1,4 @@
-"""The client and the job agree on the job's tasks and defaults: both read job/interface.json."""
+"""The client and the job agree on the job's tasks (job/pipelines/__init__.py) and defaults (job/interface.json)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import json
 import subprocess
 import sys
 
-from job.config import DEFAULT_MODEL, DEFAULT_TASK, DEFAULT_TEXT_FIELD, TASK_NAMES
+from job.config import DEFAULT_MODEL, DEFAULT_TEXT_FIELD
+from job.pipelines import DEFAULT_TASK, TASK_NAMES
 from job.pipelines import TASKS as PIPELINES
+from job.pipelines.base import Task
 from raybake import spec
 from raybake.versions import ROOT
 
 
-def test_every_task_the_interface_names_has_a_pipeline_and_no_other():
+def test_every_task_the_registry_names_has_a_pipeline_and_no_other():
     assert tuple(PIPELINES) == TASK_NAMES
+    assert all(issubclass(PIPELINES[name], Task) for name in TASK_NAMES)
 
 
 def test_the_client_reads_what_the_job_reads():
@@ -31,5 +34,5 @@ def test_the_jobs_command_line_offers_what_the_interface_says():
         [sys.executable, "-m", "job", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     written = json.loads((ROOT / "job" / "interface.json").read_text())
-    assert "{" + ",".join(written["tasks"]) + "}" in shown
+    assert "{" + ",".join(TASK_NAMES) + "}" in shown
     assert written["default_model"] in shown.replace("\n", "").replace(" ", "")

@@ -1,11 +1,10 @@
-"""URL credentials: both sides (raybake/urls.py, job/urls.py) find, mask and keep them alike."""
+"""URL credentials (job/urls.py, which the client imports too): found, masked, and kept intact."""
 
 from __future__ import annotations
 
 import pytest
 
-from job import urls as job_urls
-from raybake import urls
+from job import urls
 
 PRESIGNED = (
     "https://bucket.example/c.jsonl?X-Amz-Algorithm=AWS4-HMAC-SHA256"
@@ -25,25 +24,24 @@ CASES = [
 
 
 @pytest.mark.parametrize(("url", "shown"), CASES)
-def test_credentials_are_masked_and_the_rest_kept_on_both_sides(url, shown):
+def test_credentials_are_masked_and_the_rest_kept(url, shown):
     assert urls.redact(url) == shown
-    assert job_urls.redact(url) == shown
 
 
 @pytest.mark.parametrize("url", [u for u, _ in CASES])
 def test_a_message_quoting_the_url_any_way_shows_no_secret(url):
-    job_urls.hide(url)
+    urls.hide(url)
     for message in (url, repr(url), f"cannot open {url!r}: 403", f'{{"corpus": "{url}"}}'.replace('"d', '\\"d')):
-        for shown in (urls.scrub(message, url), job_urls.shown(message)):
+        for shown in (urls.scrub(message, url), urls.shown(message)):
             assert not any(s in shown for s in ("PLANTED", "s1g")), shown
 
 
 def test_the_file_name_comes_from_the_path_never_the_query():
-    assert job_urls.file_name(PRESIGNED) == "c.jsonl"
-    assert job_urls.file_name("http://h/dir/a%20b.jsonl.gz?sig=x") == "a b.jsonl.gz"
-    assert job_urls.file_name("/local/it's?odd.jsonl") == "it's?odd.jsonl"
+    assert urls.file_name(PRESIGNED) == "c.jsonl"
+    assert urls.file_name("http://h/dir/a%20b.jsonl.gz?sig=x") == "a b.jsonl.gz"
+    assert urls.file_name("/local/it's?odd.jsonl") == "it's?odd.jsonl"
 
 
 def test_http_urls_are_opened_as_encoded_so_a_signature_is_sent_unchanged():
-    assert job_urls.fs_options(PRESIGNED) == {"encoded": True}
-    assert job_urls.fs_options("s3://bucket/c.jsonl") == {} == job_urls.fs_options("/data/c.jsonl")
+    assert urls.fs_options(PRESIGNED) == {"encoded": True}
+    assert urls.fs_options("s3://bucket/c.jsonl") == {} == urls.fs_options("/data/c.jsonl")

@@ -12,6 +12,7 @@ from job.config import TaskOptions, WorkerConfig
 from job.corpus import Fields, plan_shards, scan
 from job.output import part_name
 from job.pipelines import TASKS
+from job.pipelines.base import Task
 from job.worker import DeviceFailed, ShardWorker
 
 TEXTS = ["The cat sat on the mat.", "Ray spreads work over GPUs.", "x", "A much longer sentence " * 20]
@@ -50,7 +51,9 @@ def process_corpus(worker, corpus):
 
 
 def test_tasks_registry_names_each_task_once():
-    assert sorted(TASKS) == ["classify", "embed", "generate", "ner"]
+    # The documented tasks are there; a new one is its module, its test and a registry line, no edit here.
+    assert {"classify", "embed", "generate", "ner"} <= set(TASKS)
+    assert all(isinstance(TASKS[name], type) and issubclass(TASKS[name], Task) for name in TASKS)
 
 
 def test_embed_matches_plain_transformers_mean_pooling(tmp_path):

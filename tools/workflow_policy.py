@@ -1,11 +1,13 @@
-"""The rules every GitHub Actions workflow here keeps, checked by `invoke dev.lint` and the unit tests.
+"""The project's own rules for its GitHub Actions workflows, checked by `invoke dev.lint` and the unit tests.
 
-actionlint and the workflow JSON schema catch what is malformed; these rules catch what is
-well-formed but unsafe or against the project's conventions: logic that lives only in YAML,
-script injection, credentials within reach of a pull request's code, unpinned actions, jobs
-that can hang for six hours, a second copy of a pinned version, a layer cache any branch can
-write, and a production job that runs an image main's image.yml did not attest. Conditions are parsed
-(raybake/expressions.py), never searched as text: `A || true` guards nothing.
+actionlint and the workflow JSON schema catch what is malformed; zizmor (.github/zizmor.yml) what
+any workflow gets wrong: script injection, unpinned actions, persisted checkout credentials, write
+scopes at the top, secrets outside an environment, no concurrency, `pull_request_target`. What
+is left here is what only this project means: logic that lives only in YAML, credentials within
+reach of a pull request's code, the safe shape of its `workflow_run` trial, jobs that can hang
+for six hours, a second copy of a pinned version, a layer cache any branch can write, and a
+production job that runs an image main's image.yml did not attest. Conditions are parsed
+(tools/expressions.py), never searched as text: `A || true` guards nothing.
 
 The trust model (docs/github-actions.md): a `pull_request` workflow runs the pull request's
 code, so it holds nothing (no secrets, no write scope, no environment, no registry login); the
@@ -35,8 +37,8 @@ RUN_EXCEPTIONS = {
     "pip install -r requirements-dev.txt": "bootstrap: invoke itself is installed by this command",
     LOCKED_INSTALL: "bootstrap, hash-locked: the client alone, for jobs that hold credentials",
 }
-_SHA_PIN = re.compile(r"^\s*-?\s*uses:\s*([^@\s]+)@([0-9a-f]{40})\s+#\s*v\d[\w.\-]*\s*$")
-_USES_LINE = re.compile(r"^\s*-?\s*uses:\s*(\S+)")
+# An action at a commit SHA (zizmor's unpinned-uses requires one), and the release it names.
+_SHA_USES = re.compile(r"^\s*-?\s*uses:\s*([^@\s]+)@[0-9a-f]{40}(?P<comment>\s+#\s*v\d[\w.\-]*)?\s*$")
 # Where a workflow_run job's condition must require the run it follows to have passed.
 RUN_PASSED = "github.event.workflow_run.conclusion == 'success'"
 # The step that refuses a trial run started by its pull request's author or a non-writer.
@@ -131,12 +133,9 @@ def _check_runs(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
             script = step.get("run")
             if script is None:
                 continue
-            where = f"{job_id}/{step_name}"
-            if "${{" in script:
-                yield Problem(name, where, "`${{ }}` inside run: (script injection); pass values through env:")
             for command in commands(script):
                 if not command.startswith("invoke ") and command not in RUN_EXCEPTIONS:
-                    yield Problem(name, where, f"run: command {command!r} is not an invoke task")
+                    yield Problem(name, f"{job_id}/{step_name}", f"run: command {command!r} is not an invoke task")
 
 
 def _check_jobs(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
@@ -145,12 +144,10 @@ def _check_jobs(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
             yield Problem(name, job_id, "no timeout-minutes")
         for step_name, step in _steps(job):
             uses, given = str(step.get("uses", "")), step.get("with") or {}
-            where = f"{job_id}/{step_name}"
-            # A persisted token in .git/config would be readable by every later step's code.
-            if uses.startswith("actions/checkout@") and given.get("persist-credentials") is not False:
-                yield Problem(name, where, "checkout without persist-credentials: false")
             if uses.startswith("actions/setup-python@") and given.get("python-version-file") != ".python-version":
-                yield Problem(name, where, "setup-python must read .python-version (the one Python pin)")
+                yield Problem(
+                    name, f"{job_id}/{step_name}", "setup-python must read .python-version (the one Python pin)"
+                )
         for key, value in (job.get("env") or {}).items():
             # A job's name is what a re-run attaches by: an attempt number would start a second job.
             if "NAME" in key and "github.run_attempt" in read_contexts(value):
@@ -159,12 +156,9 @@ def _check_jobs(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
                 )
 
 
-def _check_top(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
-    if workflow.get("permissions") != {"contents": "read"}:
-        yield Problem(name, "permissions", "top-level permissions must be exactly `contents: read`")
+def _check_label_concurrency(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
+    """A labeled run queues behind its own label only (that there is a group is zizmor's concurrency-limits)."""
     group = (workflow.get("concurrency") or {}).get("group")
-    if not group:
-        yield Problem(name, "concurrency", "no concurrency group")
     labeled = (
         "labeled" in ((workflow.get("on") or {}).get("pull_request") or {}).get("types", [])
         if isinstance(workflow.get("on"), dict)
@@ -176,10 +170,6 @@ def _check_top(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
             "concurrency",
             "a labeled pull_request run's group must depend on github.event.label.name: "
             "otherwise any other label added replaces a queued run",
-        )
-    if "pull_request_target" in triggers(workflow):
-        yield Problem(
-            name, "on", "pull_request_target runs with secrets next to untrusted code; use pull_request + workflow_run"
         )
 
 
@@ -194,12 +184,9 @@ def _check_secret_scope(name: str, workflow: dict[str, Any]) -> Iterator[Problem
 
 def _check_pull_requests(name: str, workflow: dict[str, Any]) -> Iterator[Problem]:
     """A pull_request workflow runs the pull request's code (its file, tasks, requirements): it holds nothing."""
+    if "pull_request" not in triggers(workflow):
+        return
     for job_id, job in _jobs(workflow):
-        secrets = sorted(secrets_of(job) - {"GITHUB_TOKEN"})
-        if secrets and not job.get("environment"):
-            yield Problem(name, job_id, f"secrets {secrets} outside a protected environment:")
-        if "pull_request" not in triggers(workflow):
-            continue
         held = [
             *(f"secret {s}" for s in sorted(secrets_of(job))),
             *(f"write scope {w}" for w in _writes(job)),
@@ -341,13 +328,13 @@ def _check_production_images(name: str, workflow: dict[str, Any]) -> Iterator[Pr
                     )
 
 
-def _check_pins(name: str, text: str) -> Iterator[Problem]:
+def _check_pin_comments(name: str, text: str) -> Iterator[Problem]:
+    """The release a SHA is, in a comment: for the reader, and for the next upgrade (zizmor checks
+    the comment against the SHA only online)."""
     for number, line in enumerate(text.splitlines(), 1):
-        used = _USES_LINE.match(line)
-        if not used or used.group(1).startswith("./"):
-            continue
-        if not _SHA_PIN.match(line):
-            yield Problem(name, f"line {number}", f"{used.group(1)}: not pinned to a full commit SHA with a `# vX.Y.Z`")
+        used = _SHA_USES.match(line)
+        if used and not used.group("comment"):
+            yield Problem(name, f"line {number}", f"{used.group(1)}: a commit SHA without its `# vX.Y.Z`")
 
 
 def _check_version_copies(name: str, text: str) -> Iterator[Problem]:
@@ -362,7 +349,7 @@ def check(path: Path) -> list[Problem]:
     workflow = load(path)
     name = path.name
     return [
-        *_check_top(name, workflow),
+        *_check_label_concurrency(name, workflow),
         *_check_jobs(name, workflow),
         *_check_runs(name, workflow),
         *_check_pull_requests(name, workflow),
@@ -372,7 +359,7 @@ def check(path: Path) -> list[Problem]:
         *_check_caches(name, workflow),
         *_check_production_images(name, workflow),
         *_check_secret_scope(name, workflow),
-        *_check_pins(name, text),
+        *_check_pin_comments(name, text),
         *_check_version_copies(name, text),
     ]
 

@@ -23,9 +23,11 @@ def test_linters_follow_the_tree(tmp_path: Path) -> None:
     (root / ".github" / "workflows").mkdir(parents=True)
     shutil.copy(lint.versions.ROOT / ".github" / "workflows" / "ci.yml", root / ".github" / "workflows")
     commands = lint.lint_commands(root)
-    assert list(commands) == ["ruff check", "ruff format", "hadolint", "actionlint"]
+    assert list(commands) == ["ruff check", "ruff format", "hadolint", "actionlint", "zizmor"]
     assert commands["hadolint"][-1] == "docker/Dockerfile"
-    assert commands["actionlint"][-1] == ".github/workflows/ci.yml"
+    assert commands["actionlint"][-1] == commands["zizmor"][-1] == ".github/workflows/ci.yml"
+    # Offline, and with no configuration of the tree's own: nothing ignored that the tree did not say.
+    assert "--offline" in commands["zizmor"] and "--no-config" in commands["zizmor"]
 
 
 def test_clean_tree_passes(tmp_path: Path) -> None:
@@ -43,8 +45,8 @@ def test_each_linter_can_fail(tmp_path: Path) -> None:
     (root / ".github" / "workflows").mkdir(parents=True)
     (root / ".github" / "workflows" / "w.yml").write_text("on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n")
     failed = lint.run(root)
-    assert failed[:4] == ["ruff check", "ruff format", "hadolint", "actionlint"]
-    assert failed[4].startswith("workflow rules")
+    assert failed[:5] == ["ruff check", "ruff format", "hadolint", "actionlint", "zizmor"]
+    assert failed[5].startswith("workflow rules")
 
 
 def test_mypy_runs_where_pyproject_asks_for_it_and_fails_on_a_type_error(tmp_path: Path) -> None:

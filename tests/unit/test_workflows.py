@@ -1,4 +1,4 @@
-"""The real workflows: actionlint, GitHub's workflow schema, the project's rules, their contract.
+"""The real workflows: actionlint, GitHub's workflow schema, zizmor, the project's rules, their contract.
 
 Each check is shown able to fail on a broken copy, so a green run means something.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from raybake import versions
 from tools import workflow_policy
-from tools.lint import tool
+from tools.lint import tool, zizmor
 
 WORKFLOWS = {p.name: p for p in workflow_policy.workflow_files()}
 EXPECTED = {"ci.yml", "e2e-kind.yml", "image.yml", "submit.yml", "pr-image.yml", "pr-trial.yml"}
@@ -50,6 +50,12 @@ def test_actionlint_passes(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))
 def test_github_workflow_schema_passes(name: str) -> None:
     done = _schema(WORKFLOWS[name])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_zizmor_passes(name: str) -> None:
+    done = subprocess.run(zizmor(versions.ROOT, [str(WORKFLOWS[name])]), capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

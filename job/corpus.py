@@ -37,7 +37,7 @@ import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, TextIO, cast
+from typing import Any, BinaryIO, TextIO, cast
 
 import fsspec
 
@@ -802,13 +802,7 @@ def _changed(fs: fsspec.AbstractFileSystem, f: CorpusFile) -> bool:
     return (int(info.get("size") or 0), listing.version(info)) != (f.size, f.version)
 
 
-def read_shard(
-    fs: fsspec.AbstractFileSystem,
-    shard: Shard,
-    fields: Fields,
-    *,
-    max_record_bytes: int = MAX_RECORD_BYTES,
-    tally: Tally | None = None,
-) -> Iterator[Document]:
+def read_shard(fs: fsspec.AbstractFileSystem, shard: Shard, fields: Fields, **reading: Any) -> Iterator[Document]:
+    """The documents of the shard's pieces in order; `reading`: read_piece's options."""
     for piece in shard.pieces:
-        yield from read_piece(fs, piece, fields, max_record_bytes=max_record_bytes, tally=tally)
+        yield from read_piece(fs, piece, fields, **reading)

@@ -172,32 +172,10 @@ def start_or_attach(backend: Backend, placed: Placed, *, new: bool = False) -> s
     )
 
 
-def job_spec(
-    backend: Backend,
-    *,
-    corpus: str,
-    output: str | None,
-    task: str,
-    model: str,
-    text_field: str,
-    id_field: str | None,
-    job_args: tuple[str, ...],
-    entrypoint: str | None,
-    name: str | None,
-) -> JobSpec:
-    """The job `invoke submit` names, with its id: --name, or a hash of what decides its output
-    (corpus, model, options, image, output) so that the same submit again finds the same job."""
-    spec = JobSpec(
-        corpus=corpus,
-        output=output or "",
-        task=task,
-        model=model,
-        text_field=text_field,
-        id_field=id_field,
-        job_args=job_args,
-        entrypoint=entrypoint,
-    )
-    root = backend.settings.results_dir if output else output_root(backend.settings)
+def named(backend: Backend, spec: JobSpec, *, name: str | None) -> JobSpec:
+    """The job `invoke submit` asks for, with its id: `name` (--name), or a hash of what decides
+    its output (corpus, model, options, image, output) so that the same submit finds the same job."""
+    root = backend.settings.results_dir if spec.output else output_root(backend.settings)
     parts = identity.of(
         spec, image=backend.image_identity(), settings=backend.settings, strict=backend.credentials_here
     )

@@ -10,7 +10,7 @@ from typing import Any
 from invoke import Context, Exit
 
 from raybake.errors import ExitCode, RaybakeError
-from raybake.spec import DEFAULT_MODEL, DEFAULT_TASK, DEFAULT_TEXT_FIELD, TASKS
+from raybake.spec import DEFAULT_MODEL, DEFAULT_TASK, DEFAULT_TEXT_FIELD, TASKS, JobSpec
 from tasks._front import (
     CLUSTER,
     CONNECT,
@@ -114,18 +114,17 @@ def submit(
     if not corpus and not entrypoint:
         raise RaybakeError("--corpus is required (or --entrypoint for your own script)", ExitCode.REFUSED)
     with backend(c, **overrides) as chosen:
-        spec = submitting.job_spec(
-            chosen,
+        asked = JobSpec(
             corpus=corpus,
-            output=output,
+            output=output or "",
             task=task,
             model=model or DEFAULT_MODEL,
             text_field=text_field,
             id_field=id_field,
             job_args=tuple(shlex.split(job_args)),
             entrypoint=entrypoint,
-            name=name,
         )
+        spec = submitting.named(chosen, asked, name=name)
         # The job's log is its code's output (a pull request's, in pr-trial.yml): never runner commands.
         with gha.commands_stopped():
             code = submitting.submit(chosen, spec, follow=not detach, new=new, dry_run=dry_run)

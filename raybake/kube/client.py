@@ -167,12 +167,13 @@ class Kube:
 
     def rayjob(self, name: str) -> dict[str, Any]:
         missing = RaybakeError(f"no RayJob {name!r} in namespace {self.namespace!r}", ExitCode.REFUSED)
+        found: dict[str, Any] = self._read("RayJob", self._rayjobs, name, missing=missing)
+        return found
+
+    def _read(self, kind: str, where: tuple[str, str, str, str], name: str, *, missing: RaybakeError | None) -> Any:
+        """The custom object `name` of `kind`; `missing` (a value, or an error to raise) when there is none."""
         return self._call(
-            f"reading RayJob {name!r}",
-            self.custom.get_namespaced_custom_object,
-            *self._rayjobs,
-            name,
-            answers={404: missing},
+            f"reading {kind} {name!r}", self.custom.get_namespaced_custom_object, *where, name, answers={404: missing}
         )
 
     def patch_rayjob(self, name: str, patch: dict[str, Any]) -> None:
@@ -225,13 +226,8 @@ class Kube:
 
     def raycluster(self, name: str) -> dict[str, Any] | None:
         """The RayCluster with its status; None when there is none of that name."""
-        return self._call(
-            f"reading RayCluster {name!r}",
-            self.custom.get_namespaced_custom_object,
-            *self._rayclusters,
-            name,
-            answers={404: None},
-        )
+        found: dict[str, Any] | None = self._read("RayCluster", self._rayclusters, name, missing=None)
+        return found
 
     def patch_raycluster(self, name: str, patch: dict[str, Any]) -> None:
         self._call(

@@ -1,4 +1,4 @@
-"""`python -m job`: argument parsing only; the work is in job.run."""
+"""`python -m job`: argument parsing only; the work is in job.driver."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from job import credentials, failure, urls
 from job.config import (
     AGGREGATIONS,
     CHUNK_TASKS,
+    DEFAULT_MAX_ERROR_RATE,
     DEFAULT_MODEL,
     DEFAULT_STRIDE,
     DEFAULT_TASK,
@@ -27,6 +28,7 @@ from job.config import (
     TOKEN_BUDGET,
     TRACEBACK_BEGIN,
     TRACEBACK_END,
+    RunConfig,
     TaskOptions,
     WorkerConfig,
 )
@@ -38,7 +40,7 @@ from job.corpus import (
     Fields,
     template_names,
 )
-from job.run import DEFAULT_MAX_ERROR_RATE, RunConfig, run
+from job.driver import run
 
 # Where the options come from when raybake sends them (SPEC_FLAG): the variable SPEC_VARIABLE, or
 # stdin; either way base64 of their JSON list. Never the command line: it is in every process list

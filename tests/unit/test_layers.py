@@ -85,3 +85,24 @@ def test_the_job_never_imports_the_client() -> None:
 def test_the_layers_name_every_part_of_raybake() -> None:
     parts = {_part(module) for module in _modules("raybake")} - {"__init__", ""}
     assert parts - set(LAYER) == {"submit", "identity", "bench"}
+
+
+# What the client may import of job/: the records of the files the job writes, which need nothing
+# but the standard library (the client's environment has no torch, and job/ no raybake/).
+CLIENT_READS_OF_THE_JOB = {"job.records"}
+
+
+def test_the_client_imports_of_the_job_only_its_records_and_they_only_the_standard_library() -> None:
+    import sys
+
+    crossing = [
+        f"{module} imports {imported}"
+        for module, path in _modules("raybake").items()
+        for imported in _imports(path)
+        if (imported == "job" or imported.startswith("job.")) and imported not in CLIENT_READS_OF_THE_JOB
+    ]
+    assert crossing == []
+    for module in CLIENT_READS_OF_THE_JOB:
+        path = ROOT / (module.replace(".", "/") + ".py")
+        outside = {name for name in _imports(path) if name.split(".")[0] not in sys.stdlib_module_names}
+        assert outside == set(), f"{module} imports {outside}"

@@ -1,4 +1,4 @@
-"""`python -m job`: argument parsing only; the work is in job.run."""
+"""`python -m job`: argument parsing only; the work is in job.driver."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import traceback
 from job import credentials, failure, urls
 from job.config import (
     AGGREGATIONS,
+    DEFAULT_MAX_ERROR_RATE,
     DEFAULT_MODEL,
     DEFAULT_STRIDE,
     DEFAULT_TEXT_FIELD,
@@ -24,6 +25,7 @@ from job.config import (
     TOKEN_BUDGET,
     TRACEBACK_BEGIN,
     TRACEBACK_END,
+    RunConfig,
     TaskOptions,
     WorkerConfig,
 )
@@ -35,8 +37,8 @@ from job.corpus import (
     Fields,
     template_names,
 )
+from job.driver import run
 from job.pipelines import CHUNK_TASKS, DEFAULT_TASK, TASK_NAMES
-from job.run import DEFAULT_MAX_ERROR_RATE, RunConfig, run
 
 # Where the options come from when raybake sends them (SPEC_FLAG): the variable SPEC_VARIABLE, or
 # stdin; either way base64 of their JSON list. Never the command line: it is in every process list

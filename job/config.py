@@ -95,3 +95,22 @@ class WorkerConfig:
     def model_settings(self) -> tuple[str, str, TaskOptions, int]:
         """What a worker loads (the rest is per job): workers with the same serve the same jobs."""
         return (self.task, self.model, self.options, self.threads)
+
+
+DEFAULT_MAX_ERROR_RATE = 0.05
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    worker: WorkerConfig
+    split_bytes: int | None  # None: auto_split_bytes of the corpus
+    workers: int | None
+    cpus_per_worker: float | None
+    retries: int
+    check_only: bool
+    # Workers stay this long after the job for the next one of the same model (0: they end with it).
+    keep_warm_s: float = 0
+    # More `model failed` rows than this share of the documents read fails the job.
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    # The command as the manifest shows it: options decoded, URL credentials masked.
+    command: str = ""

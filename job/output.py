@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import fsspec
 
+from job.records import ShardStats
+
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -101,7 +103,7 @@ class Output:
         part = _Part(writer)
         try:
             yield part
-            writer.add_key_value_metadata({STATS_KEY.decode(): json.dumps(part.stats)})
+            writer.add_key_value_metadata({STATS_KEY.decode(): json.dumps(part.stats.to_json())})
             writer.close()
             self._sync(handle)
             handle.close()
@@ -113,15 +115,15 @@ class Output:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
 
-    def part_stats(self, name: str) -> dict[str, Any]:
-        """A part's counts, from its footer alone; DamagedPart if it cannot be read."""
+    def part_stats(self, name: str) -> tuple[ShardStats, int]:
+        """A part's counts and its rows, from its footer alone; DamagedPart if it cannot be read.
+        Rows, not documents: under --long-documents chunk a document has a row per chunk."""
         import pyarrow.parquet as pq
 
         try:
             with self.fs.open(f"{self.parts}/{name}", "rb") as handle:
                 footer = pq.ParquetFile(handle).metadata
-                # Rows, not documents: under --long-documents chunk a document has a row per chunk.
-                return {**json.loads(footer.metadata[STATS_KEY]), "rows": footer.num_rows}
+                return ShardStats.from_json(json.loads(footer.metadata[STATS_KEY])), footer.num_rows
         except (OSError, ValueError, KeyError, TypeError) as exc:  # ArrowInvalid is a ValueError
             raise DamagedPart(f"{name}: {type(exc).__name__}: {exc}") from exc
 
@@ -188,7 +190,7 @@ class _Part:
 
     def __init__(self, writer: pq.ParquetWriter) -> None:
         self.writer = writer
-        self.stats: dict[str, Any] = {}
+        self.stats = ShardStats()
 
     def __call__(self, table: pa.Table) -> None:
         self.writer.write_table(table)

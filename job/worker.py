@@ -32,6 +32,7 @@ from job.corpus import Document, Shard, Tally, read_shard
 from job.output import Output, part_name
 from job.pipelines import TASKS
 from job.pipelines.base import Encoded
+from job.records import PHASES, ShardStats, WorkerInfo
 
 BASE_COLUMNS = [
     pa.field("id", pa.string()),
@@ -53,7 +54,6 @@ CHUNK_DOCS = 8192
 CHUNK_BYTES = 16 << 20
 # Chunks read and tokenized ahead of the model.
 READ_AHEAD = 2
-TIMERS = ("read", "tokenize", "compute", "write", "wait")
 
 
 # A batch's results: the positions of its sequences (Encoded's), and its task columns in that order.
@@ -67,7 +67,7 @@ class _Chunk:
 
 class ShardWorker:
     """Holds one loaded model; `process` takes each shard's job settings with it, so a warm
-    worker (job/run.py) serves later jobs of the same model without loading it again."""
+    worker (job/pool.py) serves later jobs of the same model without loading it again."""
 
     def __init__(self, config: WorkerConfig, *, started: float | None = None) -> None:
         # `started` lets the caller count the framework imports as part of loading the model.
@@ -84,21 +84,21 @@ class ShardWorker:
         self.filesystems: dict[str, fsspec.AbstractFileSystem] = {}
         self.load_seconds = time.perf_counter() - started
 
-    def info(self, config: WorkerConfig | None = None) -> dict[str, Any]:
+    def info(self, config: WorkerConfig | None = None) -> WorkerInfo:
         """This worker as a job under `config` (default: the worker's own) gets it."""
         config = config or self.config
-        return {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "device": str(self.task.device),
-            "dtype": str(self.task.dtype).removeprefix("torch."),
-            "threads": torch.get_num_threads(),
-            "model_path": self.task.model_path,
-            "revision": self.task.revision,
-            "max_length": self.task.max_length,
-            "token_budget": config.token_budget or self.budget,
-            "load_seconds": round(self.load_seconds, 3),
-        }
+        return WorkerInfo(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            device=str(self.task.device),
+            dtype=str(self.task.dtype).removeprefix("torch."),
+            threads=torch.get_num_threads(),
+            model_path=self.task.model_path,
+            revision=self.task.revision,
+            max_length=self.task.max_length,
+            token_budget=config.token_budget or self.budget,
+            load_seconds=round(self.load_seconds, 3),
+        )
 
     def _filesystem(self, corpus: str) -> fsspec.AbstractFileSystem:
         if corpus not in self.filesystems:
@@ -128,7 +128,7 @@ class ShardWorker:
 
     def process(
         self, shard: Shard, config: WorkerConfig | None = None, *, cancelled: Callable[[], bool] = lambda: False
-    ) -> dict[str, Any]:
+    ) -> ShardStats:
         """Read, tokenize, compute and write one shard under `config`'s job settings (default:
         the worker's own); its model settings must be those this worker loaded. `cancelled` is
         asked between chunks: a job that was stopped leaves no work running behind it."""
@@ -138,7 +138,7 @@ class ShardWorker:
             raise ValueError(f"this worker holds {self.config.model_settings()!r}, not {config.model_settings()!r}")
         # Whatever a reader's error quotes of a presigned corpus URL, its rows show it masked.
         urls.hide(config.corpus, config.output)
-        timers = dict.fromkeys(TIMERS, 0.0)
+        timers = dict.fromkeys(PHASES, 0.0)
         tally = Tally()
         ahead: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
         stop = threading.Event()
@@ -181,27 +181,29 @@ class ShardWorker:
                     clock = time.perf_counter()
                     part(table)
                     timers["write"] += time.perf_counter() - clock
-                part.stats = stats = {
-                    "shard": shard.id,
-                    "documents": totals["documents"],
-                    "ok": totals["ok"],
-                    "error": totals["error"],
-                    "truncated": totals["truncated"],
-                    # --long-documents chunk: the windows made, and the documents cut into more than one.
-                    "chunks": totals["chunks"],
-                    "chunked": totals["chunked"],
-                    "errors_by_reason": dict(reasons),
-                    "real_tokens": totals["real_tokens"],
-                    "padded_tokens": totals["padded_tokens"],
-                    "batches": totals["batches"],
-                    "column_sums": {name: totals[name] for name in self.task.summed},
-                    "bytes_planned": shard.bytes,
-                    "bytes_read": tally.bytes_read,
-                    "seconds": round(time.perf_counter() - started, 4),
-                    # This worker process's peak so far: flat across shards means bounded memory.
-                    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                    **{f"{name}_seconds": round(value, 4) for name, value in timers.items()},
-                }
+                part.stats = stats = ShardStats(
+                    shard=shard.id,
+                    documents=totals["documents"],
+                    ok=totals["ok"],
+                    error=totals["error"],
+                    truncated=totals["truncated"],
+                    chunks=totals["chunks"],
+                    chunked=totals["chunked"],
+                    errors_by_reason=dict(reasons),
+                    real_tokens=totals["real_tokens"],
+                    padded_tokens=totals["padded_tokens"],
+                    batches=totals["batches"],
+                    column_sums={name: totals[name] for name in self.task.summed},
+                    bytes_planned=shard.bytes,
+                    bytes_read=tally.bytes_read,
+                    seconds=round(time.perf_counter() - started, 4),
+                    peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                    read_seconds=round(timers["read"], 4),
+                    tokenize_seconds=round(timers["tokenize"], 4),
+                    compute_seconds=round(timers["compute"], 4),
+                    write_seconds=round(timers["write"], 4),
+                    wait_seconds=round(timers["wait"], 4),
+                )
         finally:
             stop.set()
             reader.join()
@@ -340,7 +342,7 @@ class ShardCancelled(Exception):
 class DeviceFailed(Exception):
     """The worker's device is damaged (a CUDA error, an OOM with one document): every later
     batch on it fails too, so the shard fails rather than turn into `model failed` rows, and
-    the worker process ends (job/run.py) so that the shard is retried on a fresh one."""
+    the worker process ends (job/pool.py) so that the shard is retried on a fresh one."""
 
 
 def _sticky(exc: Exception, *, batch_size: int) -> bool:

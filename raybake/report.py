@@ -20,6 +20,8 @@ import fsspec
 from raybake.errors import RaybakeError
 
 
+# The manifest as its JSON, not job.records.Manifest: a pull request's job, or an older image,
+# may write any shape, and every value of it is shown, inert, whatever its type.
 def read_manifest(uri: str) -> dict[str, Any]:
     try:
         with fsspec.open(uri, "r") as handle:

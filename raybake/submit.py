@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from job import urls
+from job.records import Manifest
 from raybake import console, identity
 from raybake.clusters import Backend
 from raybake.clusters.base import Placed
@@ -86,28 +87,33 @@ def summarize(placed: Placed, result: JobResult, *, why_new: str | None = None) 
         lines.append(f"ran anew: {why_new}")
     output = placed.named.output
     manifest_path = Path(placed.runs.output) / "manifest.json"
-    if is_local_path(output) and manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        counts, timings, chunks = manifest["counts"], manifest["timings"], manifest.get("chunks") or {}
-        rate = throughput(manifest)
+    manifest = _manifest(manifest_path) if is_local_path(output) else None
+    if manifest is not None:
+        rate = throughput(manifest.to_json())
+        counts, chunks = manifest.counts, manifest.chunks
         lines.append(
-            f"documents: {counts['documents']} ({counts['ok']} ok, {counts['error']} error, "
-            f"{'unknown' if counts['missing'] is None else counts['missing']} missing, {counts['truncated']} truncated"
-            + (f", {counts['duplicate_ids']} duplicate ids" if counts.get("duplicate_ids") else "")
-            + (
-                f", {chunks['total']} chunks ({chunks['documents_chunked']} in more than one)"
-                if chunks.get("total")
-                else ""
-            )
-            + (f") in {timings['wall_seconds']:.1f}s, {rate:.1f} docs/s" if rate else "), all done before")
+            f"documents: {counts.documents} ({counts.ok} ok, {counts.error} error, "
+            f"{'unknown' if counts.missing is None else counts.missing} missing, {counts.truncated} truncated"
+            + (f", {counts.duplicate_ids} duplicate ids" if counts.duplicate_ids else "")
+            + (f", {chunks.total} chunks ({chunks.documents_chunked} in more than one)" if chunks.total else "")
+            + (f") in {manifest.timings.wall_seconds:.1f}s, {rate:.1f} docs/s" if rate else "), all done before")
         )
-        for reason, n in sorted(manifest["errors_by_reason"].items(), key=lambda kv: -kv[1])[:5]:
+        for reason, n in sorted(manifest.errors_by_reason.items(), key=lambda kv: -kv[1])[:5]:
             lines.append(f"  {n} x {reason}")
         lines.append(f"results:  {placed.runs.output}/parts/*.parquet")
         lines.append(f"manifest: {manifest_path}")
     else:
         lines.append(f"results: {where(output)}")
     return "\n".join(lines)
+
+
+def _manifest(path: Path) -> Manifest | None:
+    """The job's manifest, or None where there is none, or it is not of this client's version (a
+    cluster running an older image): the summary then names where the results are."""
+    try:
+        return Manifest.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def attempts(backend: Backend, name: str) -> list[tuple[int, str, str]]:

@@ -31,7 +31,7 @@ CHARS_PER_TOKEN_CAP = 32
 
 class ModelRefused(ValueError):
     """The model cannot run as asked (an option it does not have): the message says why, naming
-    the value, and what to do; the job says it in one line (job/run.py)."""
+    the value, and what to do; the job says it in one line (job/pool.py)."""
 
 
 @dataclass(frozen=True)

@@ -276,7 +276,7 @@ class AddressBackend(Backend):
             # Bytecode caches change the package's hash, and with it the job's warm workers' pool.
             env["excludes"] = env.get("excludes") or transport.UPLOAD_EXCLUDES
         elif expected := self.expected_image:
-            # The job warns in its log when the pods run another image (job/run.py).
+            # The job warns in its log when the pods run another image (job/driver.py).
             env["env_vars"]["RAYBAKE_EXPECTED_IMAGE"] = expected
         return env
 

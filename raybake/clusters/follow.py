@@ -1,6 +1,6 @@
 """Follow a running job: stream its logs, turn progress lines into a bar, wait for the end.
 
-The job prints progress lines in the format documented once, on job.run.Progress:
+The job prints progress lines in the format documented once, on job.progress.Progress:
 `raybake-progress bytes=B/T docs=D shards=S/N rate=R/s eta=Es`. The bar counts corpus bytes
 (known from the plan before any document is read) and shows documents, their rate and the ETA;
 every other line passes through unchanged, but for a Python traceback: the job ends a failure

@@ -134,7 +134,7 @@ class LocalBackend(AddressBackend):
         but a user's own script, which runs from their working directory."""
         runs = dataclasses.replace(spec, corpus=on_cluster(spec.corpus), output=on_cluster(spec.output))
         # The Ray raybake starts (now, or in ready()) is raybake's alone, a user's own `ray start` is
-        # not: its workers wait, model loaded, for the next job (job/run.py). Not part of what the
+        # not: its workers wait, model loaded, for the next job (job/pool.py). Not part of what the
         # job is: the id and the resume check ignore it.
         if not spec.entrypoint and self.settings.local_keep_warm_s > 0 and self.raybakes():
             keep = ("--keep-warm-seconds", str(self.settings.local_keep_warm_s))

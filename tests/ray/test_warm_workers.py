@@ -34,7 +34,7 @@ print(json.dumps([{"job": t.job_id, "state": str(t.state), "error_type": str(t.e
 """
 RETIRE_ALL = """
 import ray
-from job.run import retire_other_pools
+from job.pool import retire_other_pools
 ray.init(logging_level="ERROR")
 retire_other_pools(keep=None)
 """

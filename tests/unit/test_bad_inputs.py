@@ -23,8 +23,9 @@ from models import MINILM
 
 from job.config import TaskOptions, WorkerConfig
 from job.corpus import CorpusError, Fields, check, plan_shards, scan
+from job.manifest import build_manifest
 from job.output import Output
-from job.run import PoolRun, build_manifest
+from job.pool import PoolRun
 from job.worker import ShardWorker
 
 
@@ -54,7 +55,7 @@ def run_in_process(worker, corpus: Path, out: Path, fields: Fields | None = None
     for shard in shards:
         worker.process(shard, job)
     spec = {"files": [[f.rel, f.size, f.version] for f in files], "model": MINILM}
-    manifest = build_manifest(Output(str(out)), shards, spec, started=time.time(), pool=PoolRun(), resumed=0)
+    manifest = build_manifest(Output(str(out)), shards, spec, started=time.time(), pool=PoolRun(), resumed=0).to_json()
     return manifest, pq.read_table(out / "parts").to_pylist()
 
 

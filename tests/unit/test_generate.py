@@ -10,10 +10,10 @@ from test_pipelines import process_corpus
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from job.__main__ import main
-from job.config import TaskOptions, WorkerConfig
+from job.config import RunConfig, TaskOptions, WorkerConfig
 from job.corpus import Fields, scan
 from job.pipelines.generate import document_seed
-from job.run import RunConfig, _spec
+from job.spec import of as spec_of
 from job.worker import ShardWorker
 
 TEXTS = [
@@ -208,7 +208,7 @@ def test_the_spec_of_a_generate_run_reads_back_equal_so_a_rerun_resumes(tmp_path
     _, files = scan(str(corpus))
     options = TaskOptions(stop=("\n\n", "END"), temperature=0.5, system="Be brief.")
     worker = WorkerConfig("generate", "m", options, Fields(template="Q: {text}"), str(corpus), "o", None, 8, 1)
-    spec = _spec(RunConfig(worker, 1 << 20, None, None, 0, False), files)
+    spec = spec_of(RunConfig(worker, 1 << 20, None, None, 0, False), files)
     assert json.loads(json.dumps(spec)) == spec and spec["options"]["stop"] == ["\n\n", "END"]
 
 

@@ -48,13 +48,13 @@ def tree(tmp_path: Path) -> Path:
 
 def test_context_is_what_dockerignore_lets_through(tree: Path):
     (tree / "job" / "__pycache__").mkdir(exist_ok=True)
-    (tree / "job" / "__pycache__" / "run.cpython-311.pyc").write_bytes(b"x")
+    (tree / "job" / "__pycache__" / "driver.cpython-311.pyc").write_bytes(b"x")
     files = image.context_files(tree)
     assert "docker/Dockerfile" in files
     assert "requirements.lock" in files and "requirements-model.lock" in files
     # torch's pin is a build argument; the rest of requirements.txt is in the lock.
     assert "requirements.txt" not in files
-    assert "job/run.py" in files
+    assert "job/driver.py" in files
     assert not [f for f in files if f.startswith(("results", "README", "tests")) or f.endswith(".pyc")]
 
 
@@ -63,7 +63,7 @@ def test_hash_follows_the_context_only(tree: Path):
     (tree / "README.md").write_text("other docs\n")
     (tree / "results" / "more.parquet").write_bytes(b"y")
     assert image.content_hash(ARGS, root=tree) == before
-    (tree / "job" / "run.py").write_text((tree / "job" / "run.py").read_text() + "\n# changed\n")
+    (tree / "job" / "driver.py").write_text((tree / "job" / "driver.py").read_text() + "\n# changed\n")
     assert image.content_hash(ARGS, root=tree) != before
 
 

@@ -22,7 +22,7 @@ def test_job_help_and_check_refusal_through_the_command_line(tmp_path):
 
 def test_the_job_driver_starts_without_importing_the_framework():
     # The driver only plans and dispatches; importing torch there cost seconds of start time.
-    probe = "import sys, job.__main__, job.run; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    probe = "import sys, job.__main__, job.driver; print('torch' in sys.modules, 'transformers' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
 
@@ -30,7 +30,7 @@ def test_the_job_driver_starts_without_importing_the_framework():
 def test_the_manifests_versions_name_the_framework_without_the_driver_importing_it():
     # Even a rerun with nothing left to do, which starts no worker, records what the job runs on.
     probe = (
-        "import json, sys; from job.run import _versions; v = _versions(); "
+        "import json, sys; from job.spec import versions; v = versions(); "
         "print(json.dumps([v, 'torch' in sys.modules, 'transformers' in sys.modules]))"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -16,9 +16,11 @@ from transformers import pipeline
 from job.__main__ import main
 from job.config import TaskOptions, WorkerConfig
 from job.corpus import Fields, plan_shards, scan
+from job.manifest import build_manifest
 from job.output import Output, part_name
 from job.pipelines import TASKS
-from job.run import PoolRun, _spec, build_manifest
+from job.pool import PoolRun
+from job.spec import of as spec_of
 from job.worker import ShardWorker
 
 STRIDE = 16
@@ -56,7 +58,7 @@ def through(worker, corpus):
     """A one-shard corpus through a worker: its stats and the part's rows."""
     _, files = scan(str(corpus))
     (shard,) = plan_shards(files, 1 << 20)
-    stats = worker.process(shard)
+    stats = worker.process(shard).to_json()
     return stats, pq.read_table(f"{worker.config.output}/parts/{part_name(shard)}").to_pylist()
 
 
@@ -65,7 +67,9 @@ def manifest_of(worker):
     _, files = scan(worker.config.corpus)
     spec = {"files": [[f.rel, f.size, f.version] for f in files], "model": worker.config.model}
     shards = plan_shards(files, 1 << 20)
-    return build_manifest(Output(worker.config.output), shards, spec, started=time.time(), pool=PoolRun(), resumed=0)
+    return build_manifest(
+        Output(worker.config.output), shards, spec, started=time.time(), pool=PoolRun(), resumed=0
+    ).to_json()
 
 
 def test_ner_chunk_finds_entities_to_the_documents_end_each_once_as_the_pipeline_with_stride(tmp_path, models):
@@ -203,7 +207,7 @@ def test_the_chunk_options_reach_the_workers_and_the_jobs_identity(tmp_path, mon
     options = config.worker.options
     assert (options.long_documents, options.stride, options.document_pooling) == ("chunk", 32, "mean")
     # A rerun into the same output with another value is another job: spec.json differs.
-    assert _spec(config, [])["options"]["stride"] == 32
+    assert spec_of(config, [])["options"]["stride"] == 32
 
 
 def test_a_short_max_length_that_truncates_needs_no_stride_below_it(tmp_path, capsys):

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from job.output import Output
+from job.records import ShardStats
 
 
 def test_a_redone_shard_removes_the_temp_file_a_killed_writer_left(tmp_path):
@@ -18,7 +19,7 @@ def test_a_redone_shard_removes_the_temp_file_a_killed_writer_left(tmp_path):
 
     with output.part_writer("part-00001-aaaa.parquet", pa.schema([("id", pa.string())])) as part:
         part(pa.table({"id": ["a"]}))
-        part.stats = {"ok": 1}
+        part.stats = ShardStats(ok=1)
 
     assert not killed.exists()
     assert other.exists()  # its shard is not redone yet: its writer may still be running

@@ -46,7 +46,7 @@ def process_corpus(worker, corpus):
     """The worker's stats and output rows for a one-shard corpus."""
     _, files = scan(str(corpus))
     (shard,) = plan_shards(files, 1 << 20)
-    stats = worker.process(shard)
+    stats = worker.process(shard).to_json()
     return stats, pq.read_table(f"{worker.config.output}/parts/{part_name(shard)}").to_pylist()
 
 

@@ -1,4 +1,4 @@
-"""job/run.py's reconciliation: the manifest counts every part's documents and checks their ids in
+"""job/manifest.py's reconciliation: the manifest counts every part's documents and checks their ids in
 memory that does not grow with the corpus; a finished part that cannot be read is redone; a job's
 identity decides whether a rerun may resume into an output."""
 
@@ -10,14 +10,16 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from job import run
-from job.config import TaskOptions, WorkerConfig
+from job import driver, manifest
+from job import spec as job_spec
+from job.config import RunConfig, TaskOptions, WorkerConfig
 from job.corpus import CorpusFile, Fields, Piece, Shard
 from job.output import STATS_KEY, Output, part_name
 
@@ -64,12 +66,13 @@ def test_the_manifest_of_200_parts_of_100k_ids_is_built_under_a_1_gib_address_sp
         sys.path.insert(0, {str(ROOT / "tests" / "unit")!r})
         from test_reconcile import shards
         from job.output import Output
-        from job.run import PoolRun, build_manifest
+        from job.manifest import build_manifest
+        from job.pool import PoolRun
         clock = time.perf_counter()
         manifest = build_manifest(
             Output({str(out)!r}), shards({PARTS}), {{"files": [], "model": "m"}},
             started=time.time(), pool=PoolRun(), resumed=0,
-        )
+        ).to_json()
         print(manifest["counts"]["documents"], manifest["counts"]["duplicate_ids"], manifest["status"])
         print(f"{{time.perf_counter() - clock:.1f}}s")
     """)
@@ -81,10 +84,10 @@ def test_the_manifest_of_200_parts_of_100k_ids_is_built_under_a_1_gib_address_sp
 
 @pytest.mark.parametrize("rows", [1000, 50_000])
 def test_distinct_ids_are_counted_exactly_in_memory_and_over_buckets(monkeypatch, rows):
-    monkeypatch.setattr(run, "DISTINCT_BUCKET_ROWS", 7_000)  # 50k ids: eight buckets on disk
+    monkeypatch.setattr(manifest, "DISTINCT_BUCKET_ROWS", 7_000)  # 50k ids: eight buckets on disk
     parts = [ids(i * 900, 1000) for i in range(rows // 1000)] + [pa.array(["", "é", "doc-5"])]
     everything = pa.chunked_array(parts)
-    assert run.count_distinct(iter(parts), rows=len(everything)) == pc.count_distinct(everything).as_py()
+    assert manifest.count_distinct(iter(parts), rows=len(everything)) == pc.count_distinct(everything).as_py()
 
 
 def test_a_document_cut_into_chunks_counts_once(tmp_path):
@@ -102,20 +105,24 @@ def test_a_finished_part_that_cannot_be_read_is_moved_aside_and_its_shard_redone
     good, bad = shards(2)
     write_part(out, good, ids(0, 10))
     (out / "parts" / part_name(bad)).write_bytes(body)
-    assert run._finished(output, [good, bad]) == {part_name(good)}
+    assert driver.finished(output, [good, bad]) == {part_name(good)}
     assert output.finished() == {part_name(good)}
     (aside,) = (out / "parts" / ".damaged").iterdir()
     assert aside.name.startswith(part_name(bad)) and aside.read_bytes() == body
 
 
-def manifest_of(documents: int, model_failed: int) -> dict:
-    return {"counts": {"documents": documents}, "errors_by_reason": {"model failed": model_failed, "empty document": 9}}
+def manifest_of(documents: int, model_failed: int) -> SimpleNamespace:
+    """The two fields of a Manifest that its error rate reads."""
+    return SimpleNamespace(
+        counts=SimpleNamespace(documents=documents),
+        errors_by_reason={"model failed": model_failed, "empty document": 9},
+    )
 
 
 def test_more_model_failures_than_the_error_rate_fail_the_job_in_one_line():
-    assert run.too_many_errors(manifest_of(100, 5), max_rate=0.05) is None
-    assert run.too_many_errors(manifest_of(0, 0), max_rate=0.05) is None
-    why = run.too_many_errors(manifest_of(100, 6), max_rate=0.05)
+    assert manifest.too_many_errors(manifest_of(100, 5), max_rate=0.05) is None
+    assert manifest.too_many_errors(manifest_of(0, 0), max_rate=0.05) is None
+    why = manifest.too_many_errors(manifest_of(100, 6), max_rate=0.05)
     assert (
         why.startswith("6 of 100 documents (6.0%) failed in the model, over --max-error-rate 0.05") and "\n" not in why
     )
@@ -146,7 +153,7 @@ PRESIGNED = (
 
 
 def spec(corpus: str, model: str) -> dict:
-    config = run.RunConfig(
+    config = RunConfig(
         worker=WorkerConfig(
             task="embed",
             model=model,
@@ -164,7 +171,7 @@ def spec(corpus: str, model: str) -> dict:
         retries=3,
         check_only=False,
     )
-    return json.loads(json.dumps(run._spec(config, [CorpusFile("c.jsonl", "c.jsonl", "jsonl", False, 10, '"etag"')])))
+    return json.loads(json.dumps(job_spec.of(config, [CorpusFile("c.jsonl", "c.jsonl", "jsonl", False, 10, '"etag"')])))
 
 
 def test_a_corpus_presigned_again_is_the_same_job_and_a_changed_model_directory_is_not(tmp_path):
@@ -173,16 +180,16 @@ def test_a_corpus_presigned_again_is_the_same_job_and_a_changed_model_directory_
     (model / "model.safetensors").write_bytes(b"weights")
     first = spec(PRESIGNED.format(key="AKIA1", day="20261126", sig="aaaa"), str(model))
     again = spec(PRESIGNED.format(key="AKIA2", day="20261203", sig="bbbb"), str(model))
-    assert run._identity(first) == run._identity(again)
+    assert job_spec.identity(first) == job_spec.identity(again)
     other_object = spec(
         PRESIGNED.format(key="AKIA2", day="20261203", sig="bbbb").replace("c.jsonl?", "d.jsonl?"), str(model)
     )
-    assert run._identity(first) != run._identity(other_object)
+    assert job_spec.identity(first) != job_spec.identity(other_object)
 
     (model / "model.safetensors").write_bytes(b"other weights")
     changed = spec(PRESIGNED.format(key="AKIA1", day="20261126", sig="aaaa"), str(model))
-    assert run._identity(first) != run._identity(changed)
-    assert run._difference("out", first, changed) == (
+    assert job_spec.identity(first) != job_spec.identity(changed)
+    assert job_spec.difference("out", first, changed) == (
         "'out' holds results of a different job (changed: model_files); choose another --output or delete it"
     )
     assert first["code"] and first["versions"]["pyarrow"] == pa.__version__

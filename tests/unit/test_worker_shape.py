@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from job.run import default_cpus_per_worker, gpu_worker_cpus
+from job.pool import default_cpus_per_worker, gpu_worker_cpus
 
 
 def node(cpus: float, gpus: float = 0, *, alive: bool = True) -> dict:

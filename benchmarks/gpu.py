@@ -22,6 +22,7 @@ import dataclasses
 import json
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import numpy as np
 
 from benchmarks import throughput as bench
 from benchmarks.mfu import EncoderShape, Peak, mfu, peak_for
+from job.records import PHASES, Manifest, Timings, WorkerInfo
 from raybake.clusters.local import LocalBackend
 from raybake.config import Settings
 from raybake.errors import ExitCode, RaybakeError
@@ -52,9 +54,6 @@ CONFIGS = ("loop_float32", "loop_bfloat16", "raybake")
 # Per-document cosine against the float32 loop: float32 differs only in summation order;
 # 8-bit mantissas drift further but stay far from a wrong answer.
 MIN_COSINE = {"float32": 0.999, "bfloat16": 0.99, "float16": 0.99}
-PHASES = ("read", "tokenize", "compute", "write", "wait")
-# How a phase may be spelt in the manifest's per-worker seconds ("reading_seconds", "tokenize_s" ...).
-PHASE_STEMS = {"read": ("read",), "tokenize": ("token",), "compute": ("comput",), "write": ("writ",), "wait": ("wait",)}
 MAX_WAIT_FRACTION = 0.10
 TARGETS = {
     "minilm_tokens_per_s": 5e6,
@@ -179,57 +178,40 @@ def job_run(
     rates, vectors = bench.raybake_run(
         backend, corpus, output, model=path, job_args=("--device", device, *job_args), **sizing
     )
-    manifest = json.loads((output / "manifest.json").read_text())
+    manifest = Manifest.from_json(json.loads((output / "manifest.json").read_text()))
     lengths = [n for n in pq.read_table(output / "parts", columns=["n_tokens"])["n_tokens"].to_pylist() if n]
-    workers = manifest.get("workers") or []
+    workers = manifest.workers
     rates.update(
         workers=len(workers),
-        dtype=workers[0]["dtype"] if workers else None,
+        dtype=workers[0].dtype if workers else None,
         tokens_per_s_per_worker=round(rates["tokens_per_s"] / max(1, len(workers)), 1),
-        feed=feed(manifest),
+        feed=feed(manifest.timings, workers),
     )
     return rates, vectors, lengths
 
 
-def _phase_seconds(worker: dict[str, Any]) -> dict[str, float]:
-    """A worker's seconds per phase, read tolerantly: `<phase>_seconds` keys beside its info, or a
-    `seconds` / `timings` / `feed` mapping of phase to seconds, phases by their stem."""
-    named = {k.removesuffix("_seconds"): v for k, v in worker.items() if k.endswith("_seconds")}
-    for key in ("seconds", "timings", "feed"):
-        if isinstance(worker.get(key), dict):
-            named.update({k.removesuffix("_seconds"): v for k, v in worker[key].items()})
-    found: dict[str, float] = {}
-    for name, value in named.items():
-        for phase, stems in PHASE_STEMS.items():
-            if isinstance(value, int | float) and name.startswith(stems) and not name.startswith("ready"):
-                found.setdefault(phase, float(value))
-    return found
-
-
-def feed(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Where each worker's time went, from the manifest; a phase the job does not record is None.
+def feed(timings: Timings, workers: Sequence[WorkerInfo]) -> dict[str, Any]:
+    """Where each worker's time went, from the manifest's records; a phase a worker has no
+    seconds for is None.
 
     `idle_fraction` needs only what every manifest has (the parts' compute seconds and the run's
     processing seconds): the share of worker time the model was not computing.
     """
-    timings = manifest.get("timings") or {}
-    processing = timings.get("processing_seconds")
-    workers = []
-    for worker in manifest.get("workers") or []:
-        seconds = _phase_seconds(worker)
-        workers.append({"host": worker.get("host"), "pid": worker.get("pid"), **{p: seconds.get(p) for p in PHASES}})
-    waits = [w["wait"] for w in workers]
-    wait_fraction = (
-        round(max(waits) / processing, 4) if processing and waits and all(w is not None for w in waits) else None
-    )
-    compute = timings.get("compute_seconds")
+    processing = timings.processing_seconds
+    fed: list[dict[str, Any]] = [
+        {"host": w.host, "pid": w.pid, **{p: w.seconds.get(p) for p in PHASES}} for w in workers
+    ]
+    waits = [w.seconds.get("wait") for w in workers]
+    known = [w for w in waits if w is not None]
+    wait_fraction = round(max(known) / processing, 4) if processing and known and len(known) == len(waits) else None
+    compute = timings.compute_seconds
     idle_fraction = (
-        round(max(0.0, 1 - compute / (processing * len(workers))), 4)
-        if compute is not None and processing and workers
+        round(max(0.0, 1 - compute / (processing * len(fed))), 4)
+        if compute is not None and processing and fed
         else None
     )
     return {
-        "workers": workers,
+        "workers": fed,
         "wait_fraction": wait_fraction,
         "idle_fraction": idle_fraction,
         "compute_seconds": compute,

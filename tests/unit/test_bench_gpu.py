@@ -6,30 +6,42 @@ import pytest
 
 from benchmarks import gpu as gpubench
 from benchmarks import throughput as bench
+from job.records import Timings, WorkerInfo
 from raybake.errors import RaybakeError
 
 PHASE_KEYS = {"read": 1.0, "tokenize": 2.0, "compute": 6.0, "write": 0.5, "wait": 0.5}
 
 
-def manifest(workers: list[dict], *, processing: float | None = 10.0, compute: float | None = 9.0) -> dict:
-    return {"timings": {"processing_seconds": processing, "compute_seconds": compute}, "workers": workers}
+def manifest(workers: list[WorkerInfo], *, processing: float | None = 10.0, compute: float | None = 9.0) -> tuple:
+    """What feed() reads of a manifest: its timings and its workers."""
+    timings = Timings(
+        started="",
+        finished="",
+        wall_seconds=12.0,
+        plan_seconds=None,
+        workers_ready=None,
+        processing_seconds=processing,
+        compute_seconds=compute,
+    )
+    return timings, workers
 
 
-def worker_info(**extra) -> dict:
-    # What the job records for a worker today: who and where, and its model load.
-    return {"host": "gpu-0", "pid": 7, "device": "cuda:0", "dtype": "bfloat16", "load_seconds": 4.2, **extra}
+def worker_info(**extra) -> WorkerInfo:
+    # What the job records for a worker: who and where, its model load, and where its time went.
+    who = {"host": "gpu-0", "pid": 7, "device": "cuda:0", "dtype": "bfloat16", "threads": 8, "model_path": None}
+    return WorkerInfo(**{**who, **extra}, revision=None, max_length=256, token_budget=16384, load_seconds=4.2)
 
 
 def test_feed_reads_per_worker_phase_seconds_beside_the_worker_info():
-    fed = gpubench.feed(manifest([worker_info(**{f"{p}_seconds": s for p, s in PHASE_KEYS.items()})]))
+    fed = gpubench.feed(*manifest([worker_info(seconds=PHASE_KEYS)]))
     assert fed["workers"] == [{"host": "gpu-0", "pid": 7, **PHASE_KEYS}]
     assert fed["wait_fraction"] == 0.05
     assert fed["idle_fraction"] == 0.1
 
 
-def test_feed_reads_a_nested_mapping_with_other_spellings():
-    seconds = {"reading": 1, "tokenizing": 2, "computing": 6, "writing": 0.5, "waiting_seconds": 3}
-    fed = gpubench.feed(manifest([worker_info(seconds=seconds), worker_info(pid=8, seconds=seconds)]))
+def test_feed_takes_the_slowest_wait_and_the_compute_of_every_worker():
+    seconds = {"read": 1, "tokenize": 2, "compute": 6, "write": 0.5, "wait": 3}
+    fed = gpubench.feed(*manifest([worker_info(seconds=seconds), worker_info(pid=8, seconds=seconds)]))
     assert [w["wait"] for w in fed["workers"]] == [3.0, 3.0]
     assert fed["wait_fraction"] == 0.3
     # Two workers for 10 s, 9 s of compute between them: idle more than half the time.
@@ -37,11 +49,11 @@ def test_feed_reads_a_nested_mapping_with_other_spellings():
 
 
 def test_feed_without_the_phase_fields_says_none_and_never_mistakes_load_for_a_phase():
-    fed = gpubench.feed(manifest([worker_info(ready_seconds=1.0)]))
+    fed = gpubench.feed(*manifest([worker_info()]))
     assert fed["workers"] == [{"host": "gpu-0", "pid": 7, **dict.fromkeys(gpubench.PHASES)}]
     assert fed["wait_fraction"] is None
     assert fed["idle_fraction"] == 0.1
-    empty = gpubench.feed({})
+    empty = gpubench.feed(*manifest([], processing=None, compute=None))
     assert empty["workers"] == [] and empty["wait_fraction"] is None and empty["idle_fraction"] is None
 
 
@@ -67,7 +79,7 @@ def rates(tokens_per_s: float, *, mfu: float | None = None, dtype: str = "bfloat
 
 def report(*, wait: float | None, complete: bool = True) -> dict:
     phases = {**PHASE_KEYS, "wait": wait}
-    fed = gpubench.feed(manifest([worker_info(**{f"{p}_seconds": s for p, s in phases.items() if s is not None})]))
+    fed = gpubench.feed(*manifest([worker_info(seconds={p: s for p, s in phases.items() if s is not None})]))
     configs = {
         "minilm": {"loop_float32": (1e6, None), "loop_bfloat16": (2e6, None), "raybake": (6e6, None)},
         "bert_base": {"loop_float32": (1e5, 0.02), "loop_bfloat16": (5e5, 0.1), "raybake": (1e6, 0.25)},

@@ -88,6 +88,8 @@ def _run(config: RunConfig, pool: Pool | None, started: float) -> int:
         result = pool.run(todo, done_bytes=total_bytes - sum(s.bytes for s in todo), total_bytes=total_bytes)
     except ModelNotLoaded as exc:
         return last_word(str(exc), 2, pool)
+    if not result.failed:
+        output.sweep_temporaries()
     manifest = build_manifest(
         output,
         shards,

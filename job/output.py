@@ -57,6 +57,18 @@ class Output:
         names = (p.rsplit("/", 1)[-1] for p in listed)
         return {n for n in names if n.endswith(".parquet")}
 
+    def sweep_temporaries(self) -> None:
+        """Remove the temp files of part writers that died: the shards of a run are all done, so
+        these were written by a stopped attempt whose worker outlived the redo of its shard."""
+        try:
+            listed = self.fs.ls(self.parts, detail=False, refresh=True)
+        except FileNotFoundError:
+            return
+        for path in listed:
+            name = path.rsplit("/", 1)[-1]
+            if name.startswith(".part-") and ".parquet.tmp-" in name:
+                self.fs.rm(path)
+
     def _atomic(self, path: str, write: Callable[[BinaryIO], object]) -> None:
         # Hidden: a writer killed mid-write leaves a temp file that Parquet readers of parts/ skip.
         folder, _, name = path.rpartition("/")

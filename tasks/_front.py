@@ -178,3 +178,8 @@ def backend(c: Context, **overrides: Any) -> Backend:
 def say(message: str) -> None:
     """What a task tells the user, in raybake's voice."""
     print(f"raybake: {message}")
+
+
+# --variant where it names an image already built, said once for the tasks that take it so.
+WHICH_BUILT = renamed((VARIANT,), variant="which built image: cuda or cpu (default: cuda)")
+UNLESS_IMAGE = renamed((VARIANT,), variant="which built image when --image is not given: cuda or cpu")

@@ -13,7 +13,7 @@ from invoke import Context, Exit
 
 from raybake.backends import BACKENDS
 from raybake.errors import ExitCode, RaybakeError
-from tasks._front import CLUSTER, VARIANT, backend, flags, renamed, say, settings, task
+from tasks._front import CLUSTER, VARIANT, WHICH_BUILT, backend, flags, renamed, say, settings, task
 from tools import gha
 
 
@@ -146,7 +146,7 @@ def verify_image(c: Context, image: str) -> None:
 
 
 @task(
-    renamed((VARIANT,), variant="which built image: cuda or cpu (default: cuda)"),
+    WHICH_BUILT,
     help={
         "out": "the gzip archive to write (e.g. $RUNNER_TEMP/pr-image/image.tar.gz)",
     },

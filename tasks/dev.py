@@ -12,7 +12,7 @@ from typing import Any
 from invoke import Context, Exit
 
 from raybake.errors import ExitCode, RaybakeError
-from tasks._front import VARIANT, renamed, say, settings, task
+from tasks._front import UNLESS_IMAGE, say, settings, task
 
 TEST_TIERS = ("unit", "ray", "docker", "e2e")
 
@@ -92,7 +92,7 @@ def bench(
 
 
 @task(
-    renamed((VARIANT,), variant="which built image when --image is not given: cuda or cpu"),
+    UNLESS_IMAGE,
     help={
         "image": "image to start the cluster from (default: the last `invoke build` of the variant)",
         "repeats": "baked-image runs (the median is reported; default 3)",

@@ -18,7 +18,9 @@ from tasks._front import (
     NETWORK_POLICY,
     PLACEMENT,
     STORE,
+    UNLESS_IMAGE,
     VARIANT,
+    WHICH_BUILT,
     Flag,
     backend,
     flags,
@@ -272,9 +274,6 @@ def build(
     )
 
 
-WHICH_BUILT = renamed((VARIANT,), variant="which built image: cuda or cpu (default: cuda)")
-
-
 @task(
     WHICH_BUILT,
     iterable=["tag"],
@@ -323,7 +322,7 @@ def prepull(c: Context, nodes: str = "", dry_run: bool = False, **overrides: Any
 
 
 @task(
-    renamed((VARIANT,), variant="which built image when --image is not given: cuda or cpu"),
+    UNLESS_IMAGE,
     help={
         "workers": "worker containers beside the head (default 2)",
         "gpus-per-worker": "GPUs each worker offers Ray (needs the NVIDIA container toolkit)",
